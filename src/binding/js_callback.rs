@@ -1,0 +1,210 @@
+//! Every call from Rust into JavaScript goes through here.
+//!
+//! Each callback is a weak threadsafe function (it never keeps Node alive by itself), called
+//! in non-blocking mode from a tokio task — never from the JS thread, never waiting on it.
+//! A callback does not return its answer: the hand-written `index.js` runs the agent call,
+//! catches whatever it throws or rejects, and answers with a synchronous
+//! `NativeGateway.settle(requestId, ok, value)`. So a JS failure always arrives here as a
+//! plain `Err(message)` naming the callback, and a JS callback that never answers only ever
+//! stalls the one future waiting for it (the core puts deadlines where that matters).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use napi::bindgen_prelude::{FnArgs, Function, Unknown};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use tokio::sync::oneshot;
+
+use crate::agent::{Agent, AgentResult, BoxFuture, PromptOutcome, PromptRequest, SessionHandle, SessionInfo};
+use crate::util::lock;
+
+/// A weak, callee-not-handled threadsafe function taking `Args`.
+pub type Callback<Args> =
+    ThreadsafeFunction<Args, Unknown<'static>, Args, Status, false, true, 0>;
+
+/// A strong one: while it exists, Node's event loop stays alive.
+pub type KeepAlive = ThreadsafeFunction<(), Unknown<'static>, (), Status, false, false, 0>;
+
+pub fn weak<Args: 'static + napi::bindgen_prelude::JsValuesTupleIntoVec>(
+    f: &Function<'_, Args, Unknown<'static>>,
+) -> napi::Result<Callback<Args>> {
+    f.build_threadsafe_function()
+        .callee_handled::<false>()
+        .weak::<true>()
+        .build()
+}
+
+pub fn keep_alive(f: &Function<'_, (), Unknown<'static>>) -> napi::Result<KeepAlive> {
+    f.build_threadsafe_function()
+        .callee_handled::<false>()
+        .weak::<false>()
+        .build()
+}
+
+type Answer = Result<String, String>;
+
+/// The JS side of the [`Agent`] trait.
+pub struct JsAgent {
+    pub create: Callback<FnArgs<(u32, u32, String)>>,
+    pub prompt: Callback<FnArgs<(u32, u32, String, Option<String>, String)>>,
+    pub abort: Callback<FnArgs<(u32, u32)>>,
+    pub release: Callback<FnArgs<(u32, u32, bool)>>,
+    pub renew: Callback<FnArgs<(u32, u32)>>,
+    pub log: Callback<String>,
+    pending: Arc<Mutex<HashMap<u32, oneshot::Sender<Answer>>>>,
+    next_request: AtomicU32,
+}
+
+/// Removes a request from the pending map when its future is dropped (a timeout, a stop),
+/// so a late answer from JS finds nobody waiting — and `settle` tells JS so.
+struct PendingGuard {
+    pending: Arc<Mutex<HashMap<u32, oneshot::Sender<Answer>>>>,
+    id: u32,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        lock(&self.pending).remove(&self.id);
+    }
+}
+
+impl JsAgent {
+    pub fn new(
+        create: Callback<FnArgs<(u32, u32, String)>>,
+        prompt: Callback<FnArgs<(u32, u32, String, Option<String>, String)>>,
+        abort: Callback<FnArgs<(u32, u32)>>,
+        release: Callback<FnArgs<(u32, u32, bool)>>,
+        renew: Callback<FnArgs<(u32, u32)>>,
+        log: Callback<String>,
+    ) -> JsAgent {
+        JsAgent {
+            create,
+            prompt,
+            abort,
+            release,
+            renew,
+            log,
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            next_request: AtomicU32::new(1),
+        }
+    }
+
+    /// Answers request `id`. False when nobody waits for it any more.
+    pub fn settle(&self, id: u32, answer: Answer) -> bool {
+        match lock(&self.pending).remove(&id) {
+            Some(tx) => tx.send(answer).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Registers a request, lets `call` fire the callback with its id, and returns the
+    /// future of the answer.
+    fn request(
+        &self,
+        name: &'static str,
+        call: impl FnOnce(u32) -> Status,
+    ) -> BoxFuture<AgentResult<String>> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        let guard = PendingGuard {
+            pending: self.pending.clone(),
+            id,
+        };
+        let status = call(id);
+        Box::pin(async move {
+            let _guard = guard;
+            if status != Status::Ok {
+                return Err(format!(
+                    "{name}: JavaScript could not be called ({status}); is the process exiting?"
+                ));
+            }
+            match rx.await {
+                Ok(answer) => answer,
+                Err(_) => Err(format!("{name}: no answer from JavaScript")),
+            }
+        })
+    }
+}
+
+const MODE: ThreadsafeFunctionCallMode = ThreadsafeFunctionCallMode::NonBlocking;
+
+fn parse_info(name: &str, text: &str) -> AgentResult<SessionInfo> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Info {
+        #[serde(default)]
+        session_id: String,
+        #[serde(default)]
+        message_count: u32,
+    }
+    let info: Info = serde_json::from_str(text)
+        .map_err(|e| format!("{name}: unexpected answer from JavaScript: {e}"))?;
+    Ok(SessionInfo {
+        session_id: info.session_id,
+        message_count: info.message_count,
+    })
+}
+
+impl Agent for JsAgent {
+    fn create_session(&self, handle: SessionHandle, key: &str) -> BoxFuture<AgentResult<SessionInfo>> {
+        let key = key.to_string();
+        let fut = self.request("createSession", |id| {
+            self.create.call(FnArgs::from((id, handle, key)), MODE)
+        });
+        Box::pin(async move { parse_info("createSession", &fut.await?) })
+    }
+
+    fn prompt(&self, handle: SessionHandle, request: PromptRequest) -> BoxFuture<AgentResult<PromptOutcome>> {
+        let fut = self.request("prompt", |id| {
+            self.prompt.call(
+                FnArgs::from((id, handle, request.text, request.images_json, request.source)),
+                MODE,
+            )
+        });
+        Box::pin(async move {
+            #[derive(serde::Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Outcome {
+                #[serde(default)]
+                response: String,
+                stop_reason: Option<String>,
+                error_message: Option<String>,
+                #[serde(default)]
+                message_count: u32,
+            }
+            let text = fut.await?;
+            let o: Outcome = serde_json::from_str(&text)
+                .map_err(|e| format!("prompt: unexpected answer from JavaScript: {e}"))?;
+            Ok(PromptOutcome {
+                response: o.response,
+                stop_reason: o.stop_reason,
+                error_message: o.error_message,
+                message_count: o.message_count,
+            })
+        })
+    }
+
+    fn abort(&self, handle: SessionHandle) -> BoxFuture<AgentResult<()>> {
+        let fut = self.request("abort", |id| self.abort.call(FnArgs::from((id, handle)), MODE));
+        Box::pin(async move { fut.await.map(|_| ()) })
+    }
+
+    fn release(&self, handle: SessionHandle, dispose: bool) -> BoxFuture<AgentResult<()>> {
+        let fut = self.request("dispose", |id| {
+            self.release.call(FnArgs::from((id, handle, dispose)), MODE)
+        });
+        Box::pin(async move { fut.await.map(|_| ()) })
+    }
+
+    fn renew(&self, handle: SessionHandle) -> BoxFuture<AgentResult<SessionInfo>> {
+        let fut = self.request("newSession", |id| self.renew.call(FnArgs::from((id, handle)), MODE));
+        Box::pin(async move { parse_info("newSession", &fut.await?) })
+    }
+
+    fn log(&self, message: &str) {
+        let _ = self.log.call(message.to_string(), MODE);
+    }
+}

@@ -1,0 +1,439 @@
+//! `GatewayConfig`: the seed's fields plus optional limits, each with a safe default.
+//!
+//! The JS wrapper hands the config over as JSON; everything is validated here so that a bad
+//! field fails the constructor with a message that names it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// Default `limits.maxBodyBytes`: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default `limits.headerTimeoutMs`: a client has 10 s to send its request head.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Default `limits.maxConnections`: open TCP connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default `sse.heartbeatMs`: a `: ping` comment on idle streams.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 15_000;
+/// Default `sse.bufferEvents`: frames queued for one subscriber before it is disconnected.
+pub const DEFAULT_BUFFER_EVENTS: usize = 1024;
+/// Default `session.sweepIntervalMs`: how often idle sessions are looked for.
+pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 60_000;
+/// Default `session.createTimeoutMs`: how long `createSession` may take.
+pub const DEFAULT_CREATE_TIMEOUT_MS: u64 = 30_000;
+/// Default `shutdownTimeoutMs`: how long `stop()` waits for connections to finish.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 2_000;
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub enabled: bool,
+    /// Without a trailing slash; empty when the configured base path is `/`.
+    pub base_path: String,
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: IpAddr,
+    /// The bind address as the user wrote it, reported back by `getAddress()`.
+    pub bind_text: String,
+    pub port: u16,
+    pub bearer_token: Option<String>,
+    pub idle: Duration,
+    pub max_queue: usize,
+    pub sweep_interval: Duration,
+    pub create_timeout: Duration,
+    pub webhook: WebhookConfig,
+    pub max_body_bytes: usize,
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    pub heartbeat: Duration,
+    pub buffer_events: usize,
+    pub cors: Option<CorsOrigins>,
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+
+    /// A config for tests: loopback, port 0, no auth, webhooks off.
+    pub fn for_tests() -> Config {
+        Config {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            bind_text: "127.0.0.1".into(),
+            port: 0,
+            bearer_token: None,
+            idle: Duration::from_secs(60 * 60),
+            max_queue: 16,
+            sweep_interval: Duration::from_millis(DEFAULT_SWEEP_INTERVAL_MS),
+            create_timeout: Duration::from_millis(DEFAULT_CREATE_TIMEOUT_MS),
+            webhook: WebhookConfig {
+                enabled: false,
+                base_path: "/webhook".into(),
+                secret: None,
+            },
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_timeout: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            heartbeat: Duration::from_millis(DEFAULT_HEARTBEAT_MS),
+            buffer_events: DEFAULT_BUFFER_EVENTS,
+            cors: None,
+            shutdown_timeout: Duration::from_millis(DEFAULT_SHUTDOWN_TIMEOUT_MS),
+        }
+    }
+
+    /// Parses and validates the JSON form of `GatewayConfig`.
+    pub fn from_json(text: &str) -> Result<Config, String> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| format!("Invalid config: {e}"))?;
+        let root = value
+            .as_object()
+            .ok_or_else(|| "Invalid config: expected an object".to_string())?;
+
+        let bind_text = req_str(root, "bind", "config.bind")?;
+        let bind = parse_bind(bind_text)?;
+        let port = req_num(root, "port", "config.port")?;
+        if !(port.fract() == 0.0 && (0.0..=65535.0).contains(&port)) {
+            return Err(format!(
+                "Invalid config.port: expected an integer from 0 to 65535, got {port}"
+            ));
+        }
+        let bearer_token = opt_str(root, "bearerToken", "config.bearerToken")?
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+
+        let session = req_obj(root, "session", "config.session")?;
+        let idle_minutes = req_num(session, "idleMinutes", "config.session.idleMinutes")?;
+        if !(idle_minutes.is_finite() && idle_minutes >= 0.0) {
+            return Err(format!(
+                "Invalid config.session.idleMinutes: expected a number >= 0, got {idle_minutes}"
+            ));
+        }
+        let max_queue = positive_int(
+            session,
+            "maxQueuePerSession",
+            "config.session.maxQueuePerSession",
+            None,
+        )?;
+        let sweep_ms = positive_int(
+            session,
+            "sweepIntervalMs",
+            "config.session.sweepIntervalMs",
+            Some(DEFAULT_SWEEP_INTERVAL_MS),
+        )?;
+        let create_ms = positive_int(
+            session,
+            "createTimeoutMs",
+            "config.session.createTimeoutMs",
+            Some(DEFAULT_CREATE_TIMEOUT_MS),
+        )?;
+
+        let webhook = req_obj(root, "webhook", "config.webhook")?;
+        let enabled = match webhook.get("enabled") {
+            Some(Value::Bool(b)) => *b,
+            None | Some(Value::Null) => false,
+            Some(other) => {
+                return Err(format!(
+                    "Invalid config.webhook.enabled: expected a boolean, got {other}"
+                ))
+            }
+        };
+        let base_path = opt_str(webhook, "basePath", "config.webhook.basePath")?.unwrap_or("/webhook");
+        if !base_path.starts_with('/') {
+            return Err(format!(
+                "Invalid config.webhook.basePath: must start with \"/\", got {base_path:?}"
+            ));
+        }
+        let secret = opt_str(webhook, "secret", "config.webhook.secret")?
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+
+        let empty = Map::new();
+        let limits = opt_obj(root, "limits", "config.limits")?.unwrap_or(&empty);
+        let sse = opt_obj(root, "sse", "config.sse")?.unwrap_or(&empty);
+
+        let cors = match root.get("cors") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(cors)) => match cors.get("origins") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) if s == "*" => Some(CorsOrigins::Any),
+                Some(Value::Array(items)) => {
+                    let mut list = Vec::with_capacity(items.len());
+                    for item in items {
+                        let origin = item.as_str().ok_or_else(|| {
+                            format!("Invalid config.cors.origins: expected strings, got {item}")
+                        })?;
+                        list.push(origin.trim_end_matches('/').to_string());
+                    }
+                    if list.iter().any(|o| o == "*") {
+                        Some(CorsOrigins::Any)
+                    } else {
+                        Some(CorsOrigins::List(list))
+                    }
+                }
+                Some(other) => {
+                    return Err(format!(
+                        "Invalid config.cors.origins: expected \"*\" or an array of origins, got {other}"
+                    ))
+                }
+            },
+            Some(other) => {
+                return Err(format!("Invalid config.cors: expected an object, got {other}"))
+            }
+        };
+
+        Config::finish(
+            bind,
+            bind_text,
+            port,
+            bearer_token,
+            idle_minutes,
+            max_queue,
+            sweep_ms,
+            create_ms,
+            WebhookConfig {
+                enabled,
+                base_path: base_path.trim_end_matches('/').to_string(),
+                secret,
+            },
+            limits,
+            sse,
+            cors,
+            root,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        bind: IpAddr,
+        bind_text: &str,
+        port: f64,
+        bearer_token: Option<String>,
+        idle_minutes: f64,
+        max_queue: u64,
+        sweep_ms: u64,
+        create_ms: u64,
+        webhook: WebhookConfig,
+        limits: &Map<String, Value>,
+        sse: &Map<String, Value>,
+        cors: Option<CorsOrigins>,
+        root: &Map<String, Value>,
+    ) -> Result<Config, String> {
+        let max_body = positive_int(
+            limits,
+            "maxBodyBytes",
+            "config.limits.maxBodyBytes",
+            Some(DEFAULT_MAX_BODY_BYTES as u64),
+        )?;
+        let header_ms = positive_int(
+            limits,
+            "headerTimeoutMs",
+            "config.limits.headerTimeoutMs",
+            Some(DEFAULT_HEADER_TIMEOUT_MS),
+        )?;
+        let max_connections = positive_int(
+            limits,
+            "maxConnections",
+            "config.limits.maxConnections",
+            Some(DEFAULT_MAX_CONNECTIONS as u64),
+        )?;
+        let heartbeat_ms = positive_int(
+            sse,
+            "heartbeatMs",
+            "config.sse.heartbeatMs",
+            Some(DEFAULT_HEARTBEAT_MS),
+        )?;
+        let buffer_events = positive_int(
+            sse,
+            "bufferEvents",
+            "config.sse.bufferEvents",
+            Some(DEFAULT_BUFFER_EVENTS as u64),
+        )?;
+        let shutdown_ms = positive_int(
+            root,
+            "shutdownTimeoutMs",
+            "config.shutdownTimeoutMs",
+            Some(DEFAULT_SHUTDOWN_TIMEOUT_MS),
+        )?;
+        Ok(Config {
+            bind,
+            bind_text: bind_text.to_string(),
+            port: port as u16,
+            bearer_token,
+            idle: Duration::from_secs_f64(idle_minutes * 60.0),
+            max_queue: max_queue as usize,
+            sweep_interval: Duration::from_millis(sweep_ms),
+            create_timeout: Duration::from_millis(create_ms),
+            webhook,
+            max_body_bytes: max_body as usize,
+            header_timeout: Duration::from_millis(header_ms),
+            max_connections: max_connections as usize,
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            buffer_events: buffer_events as usize,
+            cors,
+            shutdown_timeout: Duration::from_millis(shutdown_ms),
+        })
+    }
+
+    /// True when the bind address only accepts connections from this machine.
+    pub fn is_loopback(&self) -> bool {
+        self.bind.is_loopback()
+    }
+}
+
+fn parse_bind(text: &str) -> Result<IpAddr, String> {
+    if text == "localhost" {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    let trimmed = text.trim_start_matches('[').trim_end_matches(']');
+    trimmed.parse::<IpAddr>().map_err(|_| {
+        format!("Invalid config.bind: expected an IP address or \"localhost\", got {text:?}")
+    })
+}
+
+fn req_str<'a>(obj: &'a Map<String, Value>, key: &str, name: &str) -> Result<&'a str, String> {
+    match obj.get(key) {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(format!("Invalid {name}: required")),
+        Some(other) => Err(format!("Invalid {name}: expected a string, got {other}")),
+    }
+}
+
+fn opt_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    name: &str,
+) -> Result<Option<&'a str>, String> {
+    match obj.get(key) {
+        Some(Value::String(s)) => Ok(Some(s)),
+        None | Some(Value::Null) => Ok(None),
+        Some(other) => Err(format!("Invalid {name}: expected a string, got {other}")),
+    }
+}
+
+fn req_num(obj: &Map<String, Value>, key: &str, name: &str) -> Result<f64, String> {
+    match obj.get(key) {
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .ok_or_else(|| format!("Invalid {name}: not a finite number")),
+        None | Some(Value::Null) => Err(format!("Invalid {name}: required")),
+        Some(other) => Err(format!("Invalid {name}: expected a number, got {other}")),
+    }
+}
+
+fn req_obj<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    name: &str,
+) -> Result<&'a Map<String, Value>, String> {
+    match obj.get(key) {
+        Some(Value::Object(o)) => Ok(o),
+        None | Some(Value::Null) => Err(format!("Invalid {name}: required")),
+        Some(other) => Err(format!("Invalid {name}: expected an object, got {other}")),
+    }
+}
+
+fn opt_obj<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    name: &str,
+) -> Result<Option<&'a Map<String, Value>>, String> {
+    match obj.get(key) {
+        Some(Value::Object(o)) => Ok(Some(o)),
+        None | Some(Value::Null) => Ok(None),
+        Some(other) => Err(format!("Invalid {name}: expected an object, got {other}")),
+    }
+}
+
+/// An integer >= 1; `default` is used when the field is absent (None means required).
+fn positive_int(
+    obj: &Map<String, Value>,
+    key: &str,
+    name: &str,
+    default: Option<u64>,
+) -> Result<u64, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => {
+            default.ok_or_else(|| format!("Invalid {name}: required"))
+        }
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f >= 1.0 && f <= 9.007_199_254_740_991e15 => Ok(f as u64),
+            _ => Err(format!("Invalid {name}: expected an integer >= 1, got {n}")),
+        },
+        Some(other) => Err(format!("Invalid {name}: expected an integer >= 1, got {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Value {
+        serde_json::json!({
+            "bind": "127.0.0.1", "port": 0,
+            "session": {"idleMinutes": 30, "maxQueuePerSession": 8},
+            "webhook": {"enabled": false, "basePath": "/webhook"}
+        })
+    }
+
+    fn err_with(patch: impl FnOnce(&mut Value)) -> String {
+        let mut v = base();
+        patch(&mut v);
+        Config::from_json(&v.to_string()).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn the_seed_config_parses_with_defaults() {
+        let c = Config::from_json(&base().to_string()).expect("valid");
+        assert_eq!(c.port, 0);
+        assert_eq!(c.max_queue, 8);
+        assert_eq!(c.idle, Duration::from_secs(1800));
+        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(c.buffer_events, DEFAULT_BUFFER_EVENTS);
+        assert_eq!(c.webhook.base_path, "/webhook");
+        assert!(c.cors.is_none());
+        assert!(c.bearer_token.is_none());
+    }
+
+    #[test]
+    fn bad_fields_are_named_in_the_error() {
+        assert!(err_with(|v| v["port"] = 70000.into()).contains("config.port"));
+        assert!(err_with(|v| v["port"] = (-1).into()).contains("config.port"));
+        assert!(err_with(|v| v["bind"] = "not an address".into()).contains("config.bind"));
+        assert!(err_with(|v| v["session"]["idleMinutes"] = (-5).into())
+            .contains("config.session.idleMinutes"));
+        assert!(err_with(|v| v["webhook"]["basePath"] = "hook".into())
+            .contains("config.webhook.basePath"));
+        assert!(err_with(|v| v["session"]["maxQueuePerSession"] = 0.into())
+            .contains("maxQueuePerSession"));
+        assert!(err_with(|v| v["limits"] = serde_json::json!({"maxBodyBytes": "big"}))
+            .contains("config.limits.maxBodyBytes"));
+    }
+
+    #[test]
+    fn fractional_idle_minutes_and_cors_lists_are_accepted() {
+        let mut v = base();
+        v["session"]["idleMinutes"] = 0.01.into();
+        v["cors"] = serde_json::json!({"origins": ["http://a.test/", "http://b.test"]});
+        let c = Config::from_json(&v.to_string()).expect("valid");
+        assert_eq!(c.idle, Duration::from_millis(600));
+        assert_eq!(
+            c.cors,
+            Some(CorsOrigins::List(vec!["http://a.test".into(), "http://b.test".into()]))
+        );
+        v["cors"] = serde_json::json!({"origins": "*"});
+        assert_eq!(
+            Config::from_json(&v.to_string()).expect("valid").cors,
+            Some(CorsOrigins::Any)
+        );
+    }
+}

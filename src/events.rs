@@ -1,0 +1,275 @@
+//! Events: what enters Rust from the agent, and the gateway events that leave it.
+//!
+//! An agent event crosses from JS carrying only the fields the gateway needs (never the
+//! partial message or message lists pi attaches), so its cost does not grow with the
+//! length of the answer. A gateway event is encoded once into a [`Frame`] — the SSE bytes,
+//! with the JSON inside them addressable — and that one buffer is shared by every
+//! subscriber of the session.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// JSON that arrived as text and was checked once on entry.
+pub type Json = Box<RawValue>;
+
+/// An agent event as it enters the core. Indexes are the content index in the assistant
+/// message; ids and names are the tool call's.
+#[derive(Debug)]
+pub enum AgentEvent {
+    TurnStart,
+    TurnEnd,
+    MessageStart { role: String },
+    TextStart { index: u32 },
+    TextDelta { index: u32, delta: String },
+    TextEnd { index: u32 },
+    ThinkingStart { index: u32 },
+    ThinkingDelta { index: u32, delta: String },
+    ThinkingEnd { index: u32 },
+    ToolCallStart { index: u32, id: String, name: String },
+    ToolCallDelta { index: u32, id: String, delta: String },
+    ToolCallEnd { index: u32, id: String, name: String, input: Json },
+    ToolStart { id: String, name: String, args: Json },
+    ToolUpdate { id: String, name: String, partial: Json },
+    ToolEnd { id: String, name: String, result: Json, is_error: bool },
+    /// An assistant message ended; `text` is its text parts joined.
+    MessageComplete { text: String },
+    /// Nothing to tell subscribers; only the message count moved.
+    Touch,
+}
+
+/// `GatewaySessionSnapshot`, as served.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub session_key: String,
+    pub session_id: String,
+    pub message_count: u32,
+    pub queue_depth: u32,
+    pub processing: bool,
+    pub last_active_at: u64,
+    pub created_at: u64,
+}
+
+/// The events of SPEC section 5, borrowing their fields for the one encoding.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum GatewayEvent<'a> {
+    Hello {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        snapshot: &'a Snapshot,
+    },
+    SessionState {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        snapshot: &'a Snapshot,
+    },
+    TurnStart {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+    },
+    TurnEnd {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+    },
+    MessageStart {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        role: &'a str,
+    },
+    Token {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        delta: &'a str,
+        #[serde(rename = "contentIndex")]
+        content_index: u32,
+    },
+    Thinking {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        delta: &'a str,
+        #[serde(rename = "contentIndex")]
+        content_index: u32,
+    },
+    ToolStart {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+        #[serde(rename = "toolName")]
+        tool_name: &'a str,
+        args: &'a RawValue,
+    },
+    ToolUpdate {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+        #[serde(rename = "toolName")]
+        tool_name: &'a str,
+        #[serde(rename = "partialResult")]
+        partial_result: &'a RawValue,
+    },
+    ToolComplete {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+        #[serde(rename = "toolName")]
+        tool_name: &'a str,
+        result: &'a RawValue,
+        #[serde(rename = "isError")]
+        is_error: bool,
+    },
+    MessageComplete {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        text: &'a str,
+    },
+    Error {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        error: &'a str,
+    },
+    Aborted {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+    },
+}
+
+impl AgentEvent {
+    /// The public event this agent event becomes, if any (chat-only detail has none).
+    pub fn public<'a>(&'a self, session_key: &'a str) -> Option<GatewayEvent<'a>> {
+        Some(match self {
+            AgentEvent::TurnStart => GatewayEvent::TurnStart { session_key },
+            AgentEvent::TurnEnd => GatewayEvent::TurnEnd { session_key },
+            AgentEvent::MessageStart { role } => GatewayEvent::MessageStart { session_key, role },
+            AgentEvent::TextDelta { index, delta } => GatewayEvent::Token {
+                session_key,
+                delta,
+                content_index: *index,
+            },
+            AgentEvent::ThinkingDelta { index, delta } => GatewayEvent::Thinking {
+                session_key,
+                delta,
+                content_index: *index,
+            },
+            AgentEvent::ToolStart { id, name, args } => GatewayEvent::ToolStart {
+                session_key,
+                tool_call_id: id,
+                tool_name: name,
+                args,
+            },
+            AgentEvent::ToolUpdate { id, name, partial } => GatewayEvent::ToolUpdate {
+                session_key,
+                tool_call_id: id,
+                tool_name: name,
+                partial_result: partial,
+            },
+            AgentEvent::ToolEnd {
+                id,
+                name,
+                result,
+                is_error,
+            } => GatewayEvent::ToolComplete {
+                session_key,
+                tool_call_id: id,
+                tool_name: name,
+                result,
+                is_error: *is_error,
+            },
+            AgentEvent::MessageComplete { text } => {
+                GatewayEvent::MessageComplete { session_key, text }
+            }
+            _ => return None,
+        })
+    }
+
+    /// Whether the chat stream of the running message wants this event.
+    pub fn is_chat_relevant(&self) -> bool {
+        !matches!(
+            self,
+            AgentEvent::Touch | AgentEvent::MessageStart { .. } | AgentEvent::MessageComplete { .. }
+        )
+    }
+}
+
+/// One encoded event: `id: <seq>\ndata: <json>\n\n`, shared by every subscriber.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    bytes: Bytes,
+    json_start: usize,
+    json_end: usize,
+}
+
+impl Frame {
+    pub fn encode(seq: u64, event: &GatewayEvent<'_>) -> Frame {
+        let mut buf = BytesMut::with_capacity(128).writer();
+        // Writing into a BytesMut cannot fail, and serializing borrowed strings, numbers,
+        // booleans and already-validated raw JSON cannot either.
+        let _ = std::io::Write::write_fmt(&mut buf, format_args!("id: {seq}\ndata: "));
+        let json_start = buf.get_ref().len();
+        let _ = serde_json::to_writer(&mut buf, event);
+        let json_end = buf.get_ref().len();
+        let mut buf = buf.into_inner();
+        buf.put_slice(b"\n\n");
+        Frame {
+            bytes: buf.freeze(),
+            json_start,
+            json_end,
+        }
+    }
+
+    /// The whole SSE frame.
+    pub fn sse(&self) -> Bytes {
+        self.bytes.clone()
+    }
+
+    /// The event's JSON alone.
+    pub fn json(&self) -> Bytes {
+        self.bytes.slice(self.json_start..self.json_end)
+    }
+}
+
+/// Parses JSON text that crossed from JS; anything unparsable (or absent) becomes `null`.
+pub fn json_or_null(text: Option<String>) -> Json {
+    text.and_then(|t| RawValue::from_string(t).ok())
+        .unwrap_or_else(null_json)
+}
+
+pub fn null_json() -> Json {
+    // "null" is valid JSON: this cannot fail.
+    RawValue::from_string("null".to_string()).unwrap_or_else(|_| unreachable!())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_carries_id_and_json_once() {
+        let ev = AgentEvent::TextDelta {
+            index: 2,
+            delta: "hé\"llo".into(),
+        };
+        let f = Frame::encode(7, &ev.public("k").expect("public"));
+        let json = f.json();
+        let v: serde_json::Value = serde_json::from_slice(&json).expect("json");
+        assert_eq!(v["type"], "token");
+        assert_eq!(v["sessionKey"], "k");
+        assert_eq!(v["delta"], "hé\"llo");
+        assert_eq!(v["contentIndex"], 2);
+        let sse = f.sse();
+        assert!(sse.starts_with(b"id: 7\ndata: {\"type\":\"token\""));
+        assert!(sse.ends_with(b"}\n\n"));
+    }
+
+    #[test]
+    fn chat_only_events_have_no_public_form() {
+        assert!(AgentEvent::TextStart { index: 0 }.public("k").is_none());
+        assert!(AgentEvent::Touch.public("k").is_none());
+        let raw = json_or_null(Some("{not json".into()));
+        assert_eq!(raw.get(), "null");
+    }
+}

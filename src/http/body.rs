@@ -1,0 +1,115 @@
+//! Response bodies, JSON responses, and reading a request's JSON body within its limit.
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::convert::Infallible;
+
+/// Every response body: a full buffer, nothing, or a stream.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    Empty::new().boxed_unsync()
+}
+
+pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
+pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut res = Response::new(full(bytes));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
+    res
+}
+
+pub fn error(status: StatusCode, message: &str) -> Response<Body> {
+    #[derive(Serialize)]
+    struct E<'a> {
+        error: &'a str,
+    }
+    json(status, &E { error: message })
+}
+
+/// Why a body could not be read as a JSON object.
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge(usize),
+    Invalid,
+    /// The client went away or the stream broke mid-upload.
+    Broken,
+}
+
+impl BodyError {
+    pub fn response(&self) -> Response<Body> {
+        match self {
+            BodyError::TooLarge(limit) => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("Request body too large (limit {limit} bytes)"),
+            ),
+            BodyError::Invalid => error(StatusCode::BAD_REQUEST, "Invalid JSON body"),
+            BodyError::Broken => error(StatusCode::BAD_REQUEST, "Request body could not be read"),
+        }
+    }
+}
+
+/// Reads the body as a JSON object. An empty body is `{}` (as in the seed); anything that is
+/// not an object is `Invalid`. A declared or actual length past `limit` stops reading at once.
+pub async fn read_json_object(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<Map<String, Value>, BodyError> {
+    if let Some(len) = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(BodyError::TooLarge(limit));
+        }
+    }
+    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(BodyError::TooLarge(limit))
+        }
+        Err(_) => return Err(BodyError::Broken),
+    };
+    parse_object(&bytes)
+}
+
+/// The pure half of [`read_json_object`].
+pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(BodyError::Invalid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_objects_are_accepted() {
+        assert!(parse_object(b"").expect("empty is {}").is_empty());
+        assert!(parse_object(b" \n").expect("blank is {}").is_empty());
+        assert!(parse_object(br#"{"text":"hi"}"#).is_ok());
+        for bad in [&b"[1]"[..], b"\"s\"", b"null", b"{", b"{\"a\":}", b"12"] {
+            assert!(matches!(parse_object(bad), Err(BodyError::Invalid)), "{bad:?}");
+        }
+    }
+}

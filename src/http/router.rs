@@ -1,0 +1,450 @@
+//! Routing, auth and the route handlers (SPEC section 4), as one flat match.
+//!
+//! Order matters and follows the seed: `/health` and `/ready` first, then webhooks (which
+//! carry their own secret instead of the bearer token), then bearer auth for everything
+//! else — so an unauthenticated client learns nothing about which paths exist.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, ORIGIN, VARY};
+use hyper::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Map, Value};
+
+use crate::config::CorsOrigins;
+use crate::session::{tap, Gateway, MessageRequest, MessageResult, Outcome, SessionError};
+use crate::util::{constant_time_eq, CatchPanic};
+
+use super::body::{self, error, json, read_json_object, Body};
+use super::chat::{self, extract_user_text, ChatBody};
+use super::sse;
+
+/// Session keys longer than this (after decoding) are refused.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Enables `GET /__test/panic`, which panics inside the handler (for the panic-containment test).
+pub const TEST_PANIC_ENV: &str = "PI_GATEWAY_TEST_PANIC_ROUTE";
+
+pub struct Ctx {
+    pub gateway: Gateway,
+    panic_route: bool,
+}
+
+impl Ctx {
+    pub fn new(gateway: Gateway) -> Ctx {
+        Ctx {
+            gateway,
+            panic_route: std::env::var_os(TEST_PANIC_ENV).is_some(),
+        }
+    }
+}
+
+/// One request, start to finish. A panic anywhere below becomes a 500; the connection and
+/// the process carry on.
+pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+    let cors = cors_origin(&ctx, &req);
+    let mut res = match CatchPanic::new(route(&ctx, req)).await {
+        Ok(res) => res,
+        Err(message) => {
+            ctx.gateway
+                .log(&format!("request handler panicked: {message}"));
+            error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+        }
+    };
+    if let Some(origin) = cors {
+        let h = res.headers_mut();
+        h.insert("access-control-allow-origin", origin);
+        h.append(VARY, HeaderValue::from_static("Origin"));
+    }
+    res
+}
+
+/// The value of `Access-Control-Allow-Origin` for this request, when CORS allows it.
+fn cors_origin(ctx: &Ctx, req: &Request<Incoming>) -> Option<HeaderValue> {
+    let allowed = ctx.gateway.config().cors.as_ref()?;
+    let origin = req.headers().get(ORIGIN)?;
+    match allowed {
+        CorsOrigins::Any => Some(HeaderValue::from_static("*")),
+        CorsOrigins::List(list) => {
+            let text = origin.to_str().ok()?;
+            list.iter().any(|o| o == text).then(|| origin.clone())
+        }
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut res = error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+    res.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    res
+}
+
+fn not_found() -> Response<Body> {
+    error(StatusCode::NOT_FOUND, "Not found")
+}
+
+fn is_get(m: &Method) -> bool {
+    m == Method::GET || m == Method::HEAD
+}
+
+/// Percent-decodes one path segment, once. Malformed escapes and invalid UTF-8 are refused.
+pub fn decode_segment(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hi = (hex[0] as char).to_digit(16)?;
+            let lo = (hex[1] as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// What a `/sessions/...` path names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionPath<'a> {
+    Session(&'a str),
+    Action(&'a str, &'a str),
+    Other,
+}
+
+/// Splits `/sessions/<key>[/<action>]` into its raw (still encoded) parts.
+pub fn session_path(path: &str) -> SessionPath<'_> {
+    let Some(rest) = path.strip_prefix("/sessions/") else {
+        return SessionPath::Other;
+    };
+    let mut parts = rest.split('/');
+    let key = parts.next().unwrap_or("");
+    if key.is_empty() {
+        return SessionPath::Other;
+    }
+    match (parts.next(), parts.next()) {
+        (None, _) => SessionPath::Session(key),
+        (Some(action), None)
+            if matches!(action, "events" | "messages" | "abort" | "reset" | "chat") =>
+        {
+            SessionPath::Action(key, action)
+        }
+        _ => SessionPath::Other,
+    }
+}
+
+/// The webhook route named by `path`, if it is `basePath` or below it (by whole segments).
+pub fn webhook_route<'a>(base: &str, path: &'a str) -> Option<&'a str> {
+    let rest = path.strip_prefix(base)?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let route = rest.trim_start_matches('/');
+    Some(if route.is_empty() { "default" } else { route })
+}
+
+fn authorized(ctx: &Ctx, req: &Request<Incoming>) -> bool {
+    let Some(token) = ctx.gateway.config().bearer_token.as_deref() else {
+        return true;
+    };
+    let mut values = req.headers().get_all(AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let Some((scheme, presented)) = value.split_once(' ') else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer")
+        && constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
+}
+
+async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let gateway = &ctx.gateway;
+    let config = gateway.config();
+
+    if method == Method::OPTIONS && config.cors.is_some() {
+        return preflight();
+    }
+
+    match path.as_str() {
+        "/health" if is_get(&method) => {
+            return json(
+                StatusCode::OK,
+                &json!({"ok": true, "ready": gateway.is_ready()}),
+            )
+        }
+        "/ready" if is_get(&method) => {
+            if !authorized(ctx, &req) {
+                return error(StatusCode::UNAUTHORIZED, "Unauthorized");
+            }
+            return json(
+                StatusCode::OK,
+                &json!({"ok": true, "ready": gateway.is_ready(), "sessions": gateway.session_count()}),
+            );
+        }
+        _ => {}
+    }
+
+    if config.webhook.enabled {
+        if let Some(route) = webhook_route(&config.webhook.base_path, &path) {
+            if method != Method::POST {
+                return method_not_allowed("POST");
+            }
+            let route = route.to_string();
+            return webhook(ctx, req, &route).await;
+        }
+    }
+
+    if !authorized(ctx, &req) {
+        return error(StatusCode::UNAUTHORIZED, "Unauthorized");
+    }
+
+    if ctx.panic_route && path == "/__test/panic" {
+        panic!("test panic inside a request handler");
+    }
+
+    match path.as_str() {
+        "/health" | "/ready" => return method_not_allowed("GET, HEAD"),
+        "/sessions" if is_get(&method) => {
+            return json(StatusCode::OK, &json!({"sessions": gateway.list()}))
+        }
+        "/sessions" => return method_not_allowed("GET, HEAD"),
+        _ => {}
+    }
+
+    let (raw_key, action) = match session_path(&path) {
+        SessionPath::Session(k) => (k, None),
+        SessionPath::Action(k, a) => (k, Some(a)),
+        SessionPath::Other => return not_found(),
+    };
+    let key = match decode_segment(raw_key) {
+        Some(k) if !k.is_empty() && k.len() <= MAX_KEY_BYTES => k,
+        _ => return error(StatusCode::BAD_REQUEST, "Invalid session key"),
+    };
+
+    match (action, &method) {
+        (None, m) if is_get(m) => match gateway.snapshot(&key) {
+            Some(snapshot) => json(StatusCode::OK, &json!({"session": snapshot})),
+            None => error(
+                StatusCode::NOT_FOUND,
+                &format!("Session not found: {key}"),
+            ),
+        },
+        (None, _) => method_not_allowed("GET, HEAD"),
+        (Some("events"), &Method::HEAD) => sse::head(),
+        (Some("events"), &Method::GET) => match gateway.subscribe(&key).await {
+            Ok(sub) => sse::stream(sub, config.heartbeat),
+            Err(e) => sse_error(&key, &e),
+        },
+        (Some("events"), _) => method_not_allowed("GET, HEAD"),
+        (Some("messages"), &Method::POST) => messages(ctx, req, key).await,
+        (Some("chat"), &Method::POST) => chat_route(ctx, req, key).await,
+        (Some("abort"), &Method::POST) => match gateway.abort(&key) {
+            Ok(ok) => json(StatusCode::OK, &json!({ "ok": ok })),
+            Err(_) => error(
+                StatusCode::NOT_FOUND,
+                &format!("Session not found: {key}"),
+            ),
+        },
+        (Some("reset"), &Method::POST) => match gateway.reset(&key).await {
+            Ok(()) => json(StatusCode::OK, &json!({"ok": true})),
+            Err(SessionError::NotFound) => error(
+                StatusCode::NOT_FOUND,
+                &format!("Session not found: {key}"),
+            ),
+            Err(SessionError::Failed(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        },
+        (Some(_), _) => method_not_allowed("POST"),
+    }
+}
+
+fn preflight() -> Response<Body> {
+    let mut res = Response::new(body::empty());
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    let h = res.headers_mut();
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("authorization, content-type"),
+    );
+    h.insert("access-control-max-age", HeaderValue::from_static("600"));
+    res
+}
+
+/// A stream that could not start (its session could not be created): one `error` event,
+/// then the end — never a second set of headers, never a crash.
+fn sse_error(key: &str, message: &str) -> Response<Body> {
+    let frame = format!(
+        "data: {}\n\n",
+        json!({"type": "error", "sessionKey": key, "error": message})
+    );
+    sse::response(body::full(frame))
+}
+
+fn message_status(result: &MessageResult) -> StatusCode {
+    match result.outcome {
+        _ if result.ok => StatusCode::OK,
+        Outcome::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn run_message(ctx: &Ctx, request: MessageRequest) -> Response<Body> {
+    let key = request.session_key.clone();
+    let rx = ctx.gateway.enqueue(request, None).await;
+    let result = rx.await.unwrap_or_else(|_| {
+        MessageResult::failure(&key, "The message was dropped without a result", Outcome::Failed)
+    });
+    json(message_status(&result), &result)
+}
+
+fn text_field(body: &Map<String, Value>) -> Option<String> {
+    body.get("text")
+        .and_then(Value::as_str)
+        .filter(|t| !t.trim().is_empty())
+        .map(str::to_owned)
+}
+
+async fn messages(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<Body> {
+    let body = match read_json_object(req, ctx.gateway.config().max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.response(),
+    };
+    let Some(text) = text_field(&body) else {
+        return error(StatusCode::BAD_REQUEST, "Missing text");
+    };
+    run_message(
+        ctx,
+        MessageRequest {
+            session_key: key,
+            text,
+            images_json: body.get("images").map(Value::to_string),
+            source: Some("extension".into()),
+        },
+    )
+    .await
+}
+
+async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<Body> {
+    let config = ctx.gateway.config();
+    let body = match read_json_object(req, config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.response(),
+    };
+    let Some(text) = extract_user_text(&body) else {
+        return error(StatusCode::BAD_REQUEST, "Missing user message text");
+    };
+    let (tap, tap_rx) = tap(config.buffer_events);
+    let request = MessageRequest {
+        session_key: key,
+        text,
+        images_json: None,
+        source: Some("extension".into()),
+    };
+    let mut rx = ctx.gateway.enqueue(request, Some(tap)).await;
+    // A full queue is known at once: answer it as /messages does, before any stream starts.
+    let rx = match rx.try_recv() {
+        Ok(result) if result.outcome == Outcome::QueueFull => {
+            return json(StatusCode::TOO_MANY_REQUESTS, &result)
+        }
+        Ok(result) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = tx.send(result);
+            rx
+        }
+        Err(_) => rx,
+    };
+    chat::response(ChatBody::new(tap_rx, rx).boxed_unsync())
+}
+
+async fn webhook(ctx: &Ctx, req: Request<Incoming>, route: &str) -> Response<Body> {
+    let config = ctx.gateway.config();
+    if let Some(secret) = config.webhook.secret.as_deref() {
+        let mut values = req.headers().get_all("x-pi-webhook-secret").iter();
+        let presented = match (values.next(), values.next()) {
+            (Some(v), None) => v.as_bytes(),
+            _ => b"",
+        };
+        if !constant_time_eq(presented, secret.as_bytes()) {
+            return error(StatusCode::UNAUTHORIZED, "Invalid webhook secret");
+        }
+    }
+    let body = match read_json_object(req, config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.response(),
+    };
+    let Some(text) = text_field(&body) else {
+        return error(StatusCode::BAD_REQUEST, "Missing text");
+    };
+    let key = match body.get("sessionKey") {
+        Some(Value::String(k)) => k.clone(),
+        _ => {
+            let sender = body
+                .get("sender")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            format!("webhook:{route}:{sender}")
+        }
+    };
+    run_message(
+        ctx,
+        MessageRequest {
+            session_key: key,
+            text,
+            images_json: None,
+            source: Some("extension".into()),
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_paths_split_into_key_and_action() {
+        assert_eq!(session_path("/sessions/a"), SessionPath::Session("a"));
+        assert_eq!(
+            session_path("/sessions/a%2Fb/events"),
+            SessionPath::Action("a%2Fb", "events")
+        );
+        assert_eq!(session_path("/sessions/"), SessionPath::Other);
+        assert_eq!(session_path("/sessions/a/bogus"), SessionPath::Other);
+        assert_eq!(session_path("/sessions/a/events/x"), SessionPath::Other);
+        assert_eq!(session_path("/sessions//events"), SessionPath::Other);
+        assert_eq!(session_path("/sessionsx/a"), SessionPath::Other);
+    }
+
+    #[test]
+    fn keys_are_decoded_once_and_strictly() {
+        assert_eq!(decode_segment("a%2Fb").as_deref(), Some("a/b"));
+        assert_eq!(decode_segment("%252F").as_deref(), Some("%2F"));
+        assert_eq!(decode_segment("caf%C3%A9").as_deref(), Some("café"));
+        assert_eq!(decode_segment("a+b").as_deref(), Some("a+b"));
+        assert_eq!(decode_segment("%E0%A4%A"), None);
+        assert_eq!(decode_segment("%zz"), None);
+        assert_eq!(decode_segment("%C3"), None);
+    }
+
+    #[test]
+    fn webhooks_match_whole_segments() {
+        assert_eq!(webhook_route("/webhook", "/webhook"), Some("default"));
+        assert_eq!(webhook_route("/webhook", "/webhook/"), Some("default"));
+        assert_eq!(webhook_route("/webhook", "/webhook/slack/x"), Some("slack/x"));
+        assert_eq!(webhook_route("/webhook", "/webhooks-x"), None);
+        assert_eq!(webhook_route("/webhook", "/other"), None);
+    }
+}
