@@ -1,0 +1,489 @@
+// pi-gateway: the JavaScript face of the native gateway.
+//
+// Hand-written (not generated): it keeps the seed's exact API and holds the AgentSession
+// objects, which cannot live on a Rust thread. Everything with state — the registry, the
+// queues, the subscribers, eviction, the HTTP server — lives in Rust (`native.cjs`, built by
+// `napi build`). Rust calls the functions below through weak threadsafe functions and
+// gets its answers through `native.settle()`; agent events reach Rust through one
+// synchronous `native.pushEvent()` call each, carrying only the fields the gateway needs.
+
+import { createRequire } from "node:module";
+import { join } from "node:path";
+
+const require = createRequire(import.meta.url);
+const native = require("./native.cjs");
+
+// Event kinds understood by NativeGateway.pushEvent (src/binding/mod.rs).
+const K = {
+	turnStart: 0,
+	turnEnd: 1,
+	messageStart: 2,
+	token: 3,
+	thinking: 4,
+	toolStart: 5,
+	toolUpdate: 6,
+	toolEnd: 7,
+	messageComplete: 8,
+	textStart: 9,
+	textEnd: 10,
+	thinkingStart: 11,
+	thinkingEnd: 12,
+	toolcallStart: 13,
+	toolcallDelta: 14,
+	toolcallEnd: 15,
+	touch: 99,
+};
+
+function errorMessage(error) {
+	if (error instanceof Error) return error.message;
+	if (typeof error === "string") return error;
+	try {
+		return JSON.stringify(error) ?? String(error);
+	} catch {
+		return String(error);
+	}
+}
+
+function toJson(value) {
+	if (value === undefined) return "null";
+	try {
+		return JSON.stringify(value) ?? "null";
+	} catch {
+		return "null";
+	}
+}
+
+function messageText(message) {
+	if (!message || !Array.isArray(message.content)) return "";
+	let text = "";
+	for (const part of message.content) {
+		if (part && typeof part === "object" && part.type === "text" && typeof part.text === "string") text += part.text;
+	}
+	return text;
+}
+
+function messageCount(session) {
+	const messages = session.messages;
+	return Array.isArray(messages) ? messages.length : 0;
+}
+
+function requireFunction(value, name) {
+	if (typeof value !== "function") throw new TypeError(`GatewayRuntime: ${name} must be a function`);
+}
+
+function checkSession(session, what) {
+	if (!session || typeof session !== "object") throw new TypeError(`${what} is not a session object`);
+	for (const method of ["prompt", "subscribe", "abort", "dispose"]) {
+		if (typeof session[method] !== "function") throw new TypeError(`${what} has no ${method}() method`);
+	}
+}
+
+let activeGatewayRuntime = null;
+
+export function setActiveGatewayRuntime(runtime) {
+	activeGatewayRuntime = runtime;
+}
+
+export function getActiveGatewayRuntime() {
+	return activeGatewayRuntime;
+}
+
+export function sanitizeSessionKey(sessionKey) {
+	return String(sessionKey).replace(/[^a-zA-Z0-9._-]/g, "_");
+}
+
+export function createGatewaySessionManager(cwd, sessionKey, sessionDirRoot) {
+	let agent;
+	try {
+		agent = require("@mariozechner/pi-coding-agent");
+	} catch (error) {
+		throw new Error(
+			`createGatewaySessionManager needs the optional peer dependency @mariozechner/pi-coding-agent: ${errorMessage(error)}`,
+		);
+	}
+	return agent.SessionManager.create(cwd, join(sessionDirRoot, sanitizeSessionKey(sessionKey)));
+}
+
+export class GatewayRuntime {
+	#native;
+	#config;
+	#primaryKey;
+	#primarySession;
+	#createSession;
+	#log;
+	#sessionDirRoot;
+	/** handle -> { key, session, unsubscribe, running, started, pendingAbort } */
+	#sessions = new Map();
+	/** subscriber id -> listener */
+	#listeners = new Map();
+	#nextListener = 1;
+
+	constructor(options) {
+		if (!options || typeof options !== "object") throw new TypeError("GatewayRuntime: options are required");
+		const { config, primarySessionKey, primarySession, createSession, log } = options;
+		if (!config || typeof config !== "object") throw new TypeError("GatewayRuntime: options.config is required");
+		if (typeof primarySessionKey !== "string" || primarySessionKey === "") {
+			throw new TypeError("GatewayRuntime: options.primarySessionKey must be a non-empty string");
+		}
+		checkSession(primarySession, "GatewayRuntime: options.primarySession");
+		requireFunction(createSession, "options.createSession");
+		if (log !== undefined) requireFunction(log, "options.log");
+		this.#config = config;
+		this.#primaryKey = primarySessionKey;
+		this.#primarySession = primarySession;
+		this.#createSession = createSession;
+		this.#log = log ?? ((message) => (message.startsWith("warning:") ? console.warn(`pi-gateway ${message}`) : undefined));
+		const dir = primarySession.sessionManager?.getSessionDir?.();
+		this.#sessionDirRoot =
+			typeof dir === "string" ? join(dir, "..", "gateway-sessions") : join(process.cwd(), ".pi", "gateway-sessions");
+
+		let configJson;
+		try {
+			configJson = JSON.stringify(config);
+		} catch (error) {
+			throw new TypeError(`GatewayRuntime: options.config is not serializable: ${errorMessage(error)}`);
+		}
+		this.#native = new native.NativeGateway(
+			configJson,
+			primarySessionKey,
+			(req, handle, key) => this.#onCreate(req, handle, key),
+			(req, handle, text, imagesJson, source) => this.#onPrompt(req, handle, text, imagesJson, source),
+			(req, handle) => this.#onAbort(req, handle),
+			(req, handle, dispose) => this.#onRelease(req, handle, dispose),
+			(req, handle) => this.#onRenew(req, handle),
+			(message) => this.#safeLog(message),
+			(id, json) => this.#onDeliver(id, json),
+		);
+	}
+
+	async start() {
+		await this.#native.start(() => {});
+	}
+
+	async stop() {
+		await this.#native.stop();
+	}
+
+	isReady() {
+		return this.#native.isReady();
+	}
+
+	getAddress() {
+		return { bind: this.#config.bind, port: this.#native.port() ?? this.#config.port };
+	}
+
+	async enqueueMessage(request) {
+		if (!request || typeof request.sessionKey !== "string") {
+			throw new TypeError("enqueueMessage: request.sessionKey must be a string");
+		}
+		if (typeof request.text !== "string") throw new TypeError("enqueueMessage: request.text must be a string");
+		const images = request.images === undefined ? null : toJson(request.images);
+		const json = await this.#native.enqueue(request.sessionKey, request.text, images, request.source ?? null);
+		return JSON.parse(json);
+	}
+
+	async addSubscriber(sessionKey, listener) {
+		requireFunction(listener, "addSubscriber listener");
+		const id = this.#nextListener++;
+		this.#listeners.set(id, listener);
+		try {
+			await this.#native.subscribe(sessionKey, id);
+		} catch (error) {
+			this.#listeners.delete(id);
+			throw error;
+		}
+		return () => {
+			this.#listeners.delete(id);
+			this.#native.unsubscribe(id);
+		};
+	}
+
+	abortSession(sessionKey) {
+		return this.#native.abort(sessionKey);
+	}
+
+	clearQueue(sessionKey) {
+		this.#native.clearQueue(sessionKey);
+	}
+
+	async resetSession(sessionKey) {
+		await this.#native.reset(sessionKey);
+	}
+
+	listSessions() {
+		return JSON.parse(this.#native.list());
+	}
+
+	getSession(sessionKey) {
+		const json = this.#native.get(sessionKey);
+		return json === null ? undefined : JSON.parse(json);
+	}
+
+	getGatewaySessionDir(sessionKey) {
+		return join(this.#sessionDirRoot, sanitizeSessionKey(sessionKey));
+	}
+
+	/** Counters of what crossed from the agent into Rust: `{ events, eventBytes }`. */
+	stats() {
+		return this.#native.stats();
+	}
+
+	// ---- callbacks from Rust: each answers once through settle(), never throws ----
+
+	#safeLog(message) {
+		try {
+			this.#log(message);
+		} catch {
+			// A throwing logger must not take the gateway down.
+		}
+	}
+
+	#settle(req, ok, value) {
+		return this.#native.settle(req, ok, value);
+	}
+
+	#onCreate(req, handle, key) {
+		(async () => {
+			const session = key === this.#primaryKey ? this.#primarySession : await this.#createSession(key);
+			checkSession(session, `createSession(${JSON.stringify(key)}) returned a value that`);
+			const entry = { key, session, unsubscribe: () => {}, running: false, started: false, pendingAbort: false };
+			entry.unsubscribe = this.#listen(handle, entry);
+			this.#sessions.set(handle, entry);
+			const info = JSON.stringify({ sessionId: String(session.sessionId ?? ""), messageCount: messageCount(session) });
+			if (!this.#settle(req, true, info)) {
+				// Nobody waits any more (timed out, or the gateway stopped): do not leak it.
+				this.#sessions.delete(handle);
+				entry.unsubscribe();
+				if (session !== this.#primarySession) session.dispose();
+			}
+		})().catch((error) => this.#settle(req, false, `createSession failed: ${errorMessage(error)}`));
+	}
+
+	#listen(handle, entry) {
+		const n = this.#native;
+		const session = entry.session;
+		const unsubscribe = session.subscribe((event) => {
+			try {
+				const count = messageCount(session);
+				switch (event.type) {
+					case "agent_start":
+						entry.started = true;
+						if (entry.pendingAbort) {
+							// abort() arrived before the run was under way, when pi ignores it.
+							entry.pendingAbort = false;
+							void Promise.resolve(session.abort()).catch(() => {});
+						}
+						n.pushEvent(handle, K.touch, count);
+						return;
+					case "turn_start":
+						n.pushEvent(handle, K.turnStart, count);
+						return;
+					case "turn_end":
+						n.pushEvent(handle, K.turnEnd, count);
+						return;
+					case "message_start":
+						n.pushEvent(handle, K.messageStart, count, String(event.message?.role ?? ""));
+						return;
+					case "message_update": {
+						const e = event.assistantMessageEvent;
+						if (!e) return;
+						const i = typeof e.contentIndex === "number" ? e.contentIndex : 0;
+						switch (e.type) {
+							case "text_delta":
+								n.pushEvent(handle, K.token, count, e.delta, null, null, i);
+								return;
+							case "thinking_delta":
+								n.pushEvent(handle, K.thinking, count, e.delta, null, null, i);
+								return;
+							case "text_start":
+								n.pushEvent(handle, K.textStart, count, null, null, null, i);
+								return;
+							case "text_end":
+								n.pushEvent(handle, K.textEnd, count, null, null, null, i);
+								return;
+							case "thinking_start":
+								n.pushEvent(handle, K.thinkingStart, count, null, null, null, i);
+								return;
+							case "thinking_end":
+								n.pushEvent(handle, K.thinkingEnd, count, null, null, null, i);
+								return;
+							case "toolcall_start": {
+								const call = e.partial?.content?.[i];
+								n.pushEvent(handle, K.toolcallStart, count, String(call?.id ?? ""), String(call?.name ?? ""), null, i);
+								return;
+							}
+							case "toolcall_delta": {
+								const call = e.partial?.content?.[i];
+								n.pushEvent(handle, K.toolcallDelta, count, String(call?.id ?? ""), String(e.delta ?? ""), null, i);
+								return;
+							}
+							case "toolcall_end": {
+								const call = e.toolCall ?? e.partial?.content?.[i];
+								n.pushEvent(
+									handle,
+									K.toolcallEnd,
+									count,
+									String(call?.id ?? ""),
+									String(call?.name ?? ""),
+									toJson(call?.arguments ?? {}),
+									i,
+								);
+								return;
+							}
+						}
+						return;
+					}
+					case "message_end":
+						if (event.message?.role === "assistant") {
+							n.pushEvent(handle, K.messageComplete, count, messageText(event.message));
+						} else {
+							n.pushEvent(handle, K.touch, count);
+						}
+						return;
+					case "tool_execution_start":
+						n.pushEvent(handle, K.toolStart, count, String(event.toolCallId), String(event.toolName), toJson(event.args));
+						return;
+					case "tool_execution_update":
+						n.pushEvent(
+							handle,
+							K.toolUpdate,
+							count,
+							String(event.toolCallId),
+							String(event.toolName),
+							toJson(event.partialResult),
+						);
+						return;
+					case "tool_execution_end":
+						n.pushEvent(
+							handle,
+							K.toolEnd,
+							count,
+							String(event.toolCallId),
+							String(event.toolName),
+							toJson(event.result),
+							event.isError ? 1 : 0,
+						);
+						return;
+					default:
+						n.pushEvent(handle, K.touch, count);
+				}
+			} catch (error) {
+				this.#safeLog(`event forwarding failed: ${errorMessage(error)}`);
+			}
+		});
+		return typeof unsubscribe === "function" ? unsubscribe : () => {};
+	}
+
+	#onPrompt(req, handle, text, imagesJson, source) {
+		const entry = this.#sessions.get(handle);
+		if (!entry) {
+			this.#settle(req, false, "The session is gone");
+			return;
+		}
+		const session = entry.session;
+		const before = messageCount(session);
+		entry.running = true;
+		entry.started = false;
+		entry.pendingAbort = false;
+		const done = () => {
+			entry.running = false;
+			entry.pendingAbort = false;
+		};
+		(async () => {
+			const images = imagesJson ? JSON.parse(imagesJson) : undefined;
+			await session.prompt(text, { images, source });
+		})().then(
+			() => {
+				done();
+				// The run's own last assistant message (not an earlier run's).
+				const messages = Array.isArray(session.messages) ? session.messages : [];
+				let last;
+				for (let i = messages.length - 1; i >= before; i--) {
+					if (messages[i]?.role === "assistant") {
+						last = messages[i];
+						break;
+					}
+				}
+				const outcome = {
+					response: messageText(last),
+					stopReason: last?.stopReason ?? null,
+					errorMessage: last?.errorMessage ?? null,
+					messageCount: messages.length,
+				};
+				this.#settle(req, true, JSON.stringify(outcome));
+			},
+			(error) => {
+				done();
+				this.#settle(req, false, errorMessage(error));
+			},
+		);
+	}
+
+	#onAbort(req, handle) {
+		const entry = this.#sessions.get(handle);
+		if (!entry) {
+			this.#settle(req, true, "");
+			return;
+		}
+		if (entry.running && !entry.started) entry.pendingAbort = true;
+		(async () => {
+			await entry.session.abort();
+		})().then(
+			() => this.#settle(req, true, ""),
+			(error) => this.#settle(req, false, `abort failed: ${errorMessage(error)}`),
+		);
+	}
+
+	#onRelease(req, handle, dispose) {
+		const entry = this.#sessions.get(handle);
+		this.#sessions.delete(handle);
+		if (!entry) {
+			this.#settle(req, true, "");
+			return;
+		}
+		const failures = [];
+		try {
+			entry.unsubscribe();
+		} catch (error) {
+			failures.push(`unsubscribe failed: ${errorMessage(error)}`);
+		}
+		if (dispose && entry.session !== this.#primarySession) {
+			try {
+				entry.session.dispose();
+			} catch (error) {
+				failures.push(`dispose failed: ${errorMessage(error)}`);
+			}
+		}
+		if (failures.length) this.#settle(req, false, failures.join("; "));
+		else this.#settle(req, true, "");
+	}
+
+	#onRenew(req, handle) {
+		const entry = this.#sessions.get(handle);
+		(async () => {
+			if (!entry) throw new Error("the session is gone");
+			const session = entry.session;
+			// AgentSession 0.73 has no newSession(): then the reset is the abort and the
+			// cleared queue the gateway already did, and the conversation is kept.
+			if (typeof session.newSession === "function") await session.newSession();
+			return JSON.stringify({ sessionId: String(session.sessionId ?? ""), messageCount: messageCount(session) });
+		})().then(
+			(info) => this.#settle(req, true, info),
+			(error) => this.#settle(req, false, `newSession failed: ${errorMessage(error)}`),
+		);
+	}
+
+	#onDeliver(id, json) {
+		const listener = this.#listeners.get(id);
+		if (!listener) return;
+		if (json === null || json === undefined) {
+			this.#listeners.delete(id);
+			return;
+		}
+		try {
+			listener(JSON.parse(json));
+		} catch (error) {
+			this.#safeLog(`subscriber listener threw: ${errorMessage(error)}`);
+		}
+	}
+}
