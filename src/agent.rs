@@ -47,8 +47,16 @@ pub type AgentResult<T> = Result<T, String>;
 pub trait Agent: Send + Sync + 'static {
     /// Create (or, for the primary key, adopt) the session for `key` and start forwarding
     /// its events under `handle`.
-    fn create_session(&self, handle: SessionHandle, key: &str) -> BoxFuture<AgentResult<SessionInfo>>;
-    fn prompt(&self, handle: SessionHandle, request: PromptRequest) -> BoxFuture<AgentResult<PromptOutcome>>;
+    fn create_session(
+        &self,
+        handle: SessionHandle,
+        key: &str,
+    ) -> BoxFuture<AgentResult<SessionInfo>>;
+    fn prompt(
+        &self,
+        handle: SessionHandle,
+        request: PromptRequest,
+    ) -> BoxFuture<AgentResult<PromptOutcome>>;
     fn abort(&self, handle: SessionHandle) -> BoxFuture<AgentResult<()>>;
     /// Stop forwarding events; `dispose()` the session unless it is the primary one.
     fn release(&self, handle: SessionHandle, dispose: bool) -> BoxFuture<AgentResult<()>>;

@@ -147,7 +147,8 @@ impl Config {
                 ))
             }
         };
-        let base_path = opt_str(webhook, "basePath", "config.webhook.basePath")?.unwrap_or("/webhook");
+        let base_path =
+            opt_str(webhook, "basePath", "config.webhook.basePath")?.unwrap_or("/webhook");
         if !base_path.starts_with('/') {
             return Err(format!(
                 "Invalid config.webhook.basePath: must start with \"/\", got {base_path:?}"
@@ -362,14 +363,16 @@ fn positive_int(
     default: Option<u64>,
 ) -> Result<u64, String> {
     match obj.get(key) {
-        None | Some(Value::Null) => {
-            default.ok_or_else(|| format!("Invalid {name}: required"))
-        }
+        None | Some(Value::Null) => default.ok_or_else(|| format!("Invalid {name}: required")),
         Some(Value::Number(n)) => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && f >= 1.0 && f <= 9.007_199_254_740_991e15 => Ok(f as u64),
+            Some(f) if f.fract() == 0.0 && (1.0..=9.007_199_254_740_991e15).contains(&f) => {
+                Ok(f as u64)
+            }
             _ => Err(format!("Invalid {name}: expected an integer >= 1, got {n}")),
         },
-        Some(other) => Err(format!("Invalid {name}: expected an integer >= 1, got {other}")),
+        Some(other) => Err(format!(
+            "Invalid {name}: expected an integer >= 1, got {other}"
+        )),
     }
 }
 
@@ -415,8 +418,10 @@ mod tests {
             .contains("config.webhook.basePath"));
         assert!(err_with(|v| v["session"]["maxQueuePerSession"] = 0.into())
             .contains("maxQueuePerSession"));
-        assert!(err_with(|v| v["limits"] = serde_json::json!({"maxBodyBytes": "big"}))
-            .contains("config.limits.maxBodyBytes"));
+        assert!(
+            err_with(|v| v["limits"] = serde_json::json!({"maxBodyBytes": "big"}))
+                .contains("config.limits.maxBodyBytes")
+        );
     }
 
     #[test]
@@ -428,7 +433,10 @@ mod tests {
         assert_eq!(c.idle, Duration::from_millis(600));
         assert_eq!(
             c.cors,
-            Some(CorsOrigins::List(vec!["http://a.test".into(), "http://b.test".into()]))
+            Some(CorsOrigins::List(vec![
+                "http://a.test".into(),
+                "http://b.test".into()
+            ]))
         );
         v["cors"] = serde_json::json!({"origins": "*"});
         assert_eq!(

@@ -19,21 +19,65 @@ pub type Json = Box<RawValue>;
 pub enum AgentEvent {
     TurnStart,
     TurnEnd,
-    MessageStart { role: String },
-    TextStart { index: u32 },
-    TextDelta { index: u32, delta: String },
-    TextEnd { index: u32 },
-    ThinkingStart { index: u32 },
-    ThinkingDelta { index: u32, delta: String },
-    ThinkingEnd { index: u32 },
-    ToolCallStart { index: u32, id: String, name: String },
-    ToolCallDelta { index: u32, id: String, delta: String },
-    ToolCallEnd { index: u32, id: String, name: String, input: Json },
-    ToolStart { id: String, name: String, args: Json },
-    ToolUpdate { id: String, name: String, partial: Json },
-    ToolEnd { id: String, name: String, result: Json, is_error: bool },
+    MessageStart {
+        role: String,
+    },
+    TextStart {
+        index: u32,
+    },
+    TextDelta {
+        index: u32,
+        delta: String,
+    },
+    TextEnd {
+        index: u32,
+    },
+    ThinkingStart {
+        index: u32,
+    },
+    ThinkingDelta {
+        index: u32,
+        delta: String,
+    },
+    ThinkingEnd {
+        index: u32,
+    },
+    ToolCallStart {
+        index: u32,
+        id: String,
+        name: String,
+    },
+    ToolCallDelta {
+        index: u32,
+        id: String,
+        delta: String,
+    },
+    ToolCallEnd {
+        index: u32,
+        id: String,
+        name: String,
+        input: Json,
+    },
+    ToolStart {
+        id: String,
+        name: String,
+        args: Json,
+    },
+    ToolUpdate {
+        id: String,
+        name: String,
+        partial: Json,
+    },
+    ToolEnd {
+        id: String,
+        name: String,
+        result: Json,
+        is_error: bool,
+    },
     /// An assistant message ended; `text` is its text parts joined.
-    MessageComplete { text: String },
+    MessageComplete {
+        text: String,
+    },
     /// Nothing to tell subscribers; only the message count moved.
     Touch,
 }
@@ -190,7 +234,9 @@ impl AgentEvent {
     pub fn is_chat_relevant(&self) -> bool {
         !matches!(
             self,
-            AgentEvent::Touch | AgentEvent::MessageStart { .. } | AgentEvent::MessageComplete { .. }
+            AgentEvent::Touch
+                | AgentEvent::MessageStart { .. }
+                | AgentEvent::MessageComplete { .. }
         )
     }
 }

@@ -248,7 +248,12 @@ impl Session {
 
     fn emit_error_or_abort(&self, st: &mut State, outcome: Outcome, error: &str) {
         match outcome {
-            Outcome::Aborted => self.emit(st, &GatewayEvent::Aborted { session_key: &self.key }),
+            Outcome::Aborted => self.emit(
+                st,
+                &GatewayEvent::Aborted {
+                    session_key: &self.key,
+                },
+            ),
             Outcome::Failed => self.emit(
                 st,
                 &GatewayEvent::Error {
@@ -263,9 +268,10 @@ impl Session {
     /// Takes every message still owed a result (queued and running) and answers it.
     fn drop_pending(&self, st: &mut State, reason: &str) {
         for queued in st.queue.drain(..) {
-            let _ = queued
-                .responder
-                .send(MessageResult::failure(&self.key, reason, Outcome::Dropped));
+            let _ =
+                queued
+                    .responder
+                    .send(MessageResult::failure(&self.key, reason, Outcome::Dropped));
         }
         if let Some(inflight) = st.inflight.as_mut() {
             inflight.tap = None;
@@ -526,7 +532,9 @@ impl Gateway {
                 st.draining = true;
                 let this = self.clone();
                 let session = session.clone();
-                self.inner.rt.spawn(async move { this.drain(session).await });
+                self.inner
+                    .rt
+                    .spawn(async move { this.drain(session).await });
             }
             return rx;
         }
@@ -564,7 +572,11 @@ impl Gateway {
                 st.message_count = count;
             }
             let result = result.0;
-            session.emit_error_or_abort(&mut st, result.outcome, result.error.as_deref().unwrap_or(""));
+            session.emit_error_or_abort(
+                &mut st,
+                result.outcome,
+                result.error.as_deref().unwrap_or(""),
+            );
             st.processing = false;
             st.last_active_at = now_ms();
             session.emit_state(&mut st);
@@ -581,7 +593,13 @@ impl Gateway {
 
     /// An event from the agent. Synchronous and cheap: one registry lookup, one session lock,
     /// one encoding.
-    pub fn push_event(&self, handle: SessionHandle, message_count: u32, event: AgentEvent, payload_bytes: usize) {
+    pub fn push_event(
+        &self,
+        handle: SessionHandle,
+        message_count: u32,
+        event: AgentEvent,
+        payload_bytes: usize,
+    ) {
         self.inner.stats.events.fetch_add(1, Ordering::Relaxed);
         self.inner
             .stats
@@ -643,7 +661,9 @@ impl Gateway {
             return Ok(false);
         }
         let this = self.clone();
-        self.inner.rt.spawn(async move { this.abort_run(&session).await });
+        self.inner
+            .rt
+            .spawn(async move { this.abort_run(&session).await });
         Ok(true)
     }
 
@@ -667,9 +687,10 @@ impl Gateway {
         };
         let mut st = lock(&session.state);
         for queued in st.queue.drain(..) {
-            let _ = queued
-                .responder
-                .send(MessageResult::failure(key, QUEUE_CLEARED, Outcome::Dropped));
+            let _ =
+                queued
+                    .responder
+                    .send(MessageResult::failure(key, QUEUE_CLEARED, Outcome::Dropped));
         }
         session.emit_state(&mut st);
         true
@@ -794,7 +815,11 @@ impl Gateway {
 
     /// Runs [`Gateway::evict_idle`] every `session.sweepIntervalMs` until the task is dropped.
     pub async fn sweep_forever(self) {
-        let period = self.inner.config.sweep_interval.max(Duration::from_millis(1));
+        let period = self
+            .inner
+            .config
+            .sweep_interval
+            .max(Duration::from_millis(1));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -859,14 +884,20 @@ fn run_result(key: &str, outcome: Result<PromptOutcome, String>) -> (MessageResu
                 Some("aborted") => MessageResult {
                     ok: false,
                     response: o.response,
-                    error: Some(o.error_message.unwrap_or_else(|| "Request was aborted".into())),
+                    error: Some(
+                        o.error_message
+                            .unwrap_or_else(|| "Request was aborted".into()),
+                    ),
                     session_key: key.to_string(),
                     outcome: Outcome::Aborted,
                 },
                 Some("error") => MessageResult {
                     ok: false,
                     response: o.response,
-                    error: Some(o.error_message.unwrap_or_else(|| "The model reported an error".into())),
+                    error: Some(
+                        o.error_message
+                            .unwrap_or_else(|| "The model reported an error".into()),
+                    ),
                     session_key: key.to_string(),
                     outcome: Outcome::Failed,
                 },

@@ -17,12 +17,13 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use tokio::sync::oneshot;
 
-use crate::agent::{Agent, AgentResult, BoxFuture, PromptOutcome, PromptRequest, SessionHandle, SessionInfo};
+use crate::agent::{
+    Agent, AgentResult, BoxFuture, PromptOutcome, PromptRequest, SessionHandle, SessionInfo,
+};
 use crate::util::lock;
 
 /// A weak, callee-not-handled threadsafe function taking `Args`.
-pub type Callback<Args> =
-    ThreadsafeFunction<Args, Unknown<'static>, Args, Status, false, true, 0>;
+pub type Callback<Args> = ThreadsafeFunction<Args, Unknown<'static>, Args, Status, false, true, 0>;
 
 /// A strong one: while it exists, Node's event loop stays alive.
 pub type KeepAlive = ThreadsafeFunction<(), Unknown<'static>, (), Status, false, false, 0>;
@@ -45,13 +46,26 @@ pub fn keep_alive(f: &Function<'_, (), Unknown<'static>>) -> napi::Result<KeepAl
 
 type Answer = Result<String, String>;
 
+/// `(requestId, handle, sessionKey)`
+pub type CreateArgs = FnArgs<(u32, u32, String)>;
+/// `(requestId, handle, text, imagesJson, source)`
+pub type PromptArgs = FnArgs<(u32, u32, String, Option<String>, String)>;
+/// `(requestId, handle)`
+pub type HandleArgs = FnArgs<(u32, u32)>;
+/// `(requestId, handle, dispose)`
+pub type ReleaseArgs = FnArgs<(u32, u32, bool)>;
+/// `(subscriberId, json | null)`
+pub type DeliverArgs = FnArgs<(u32, Option<String>)>;
+/// A JS function as napi hands it over, taking `Args`.
+pub type JsFn<'a, Args> = Function<'a, Args, Unknown<'static>>;
+
 /// The JS side of the [`Agent`] trait.
 pub struct JsAgent {
-    pub create: Callback<FnArgs<(u32, u32, String)>>,
-    pub prompt: Callback<FnArgs<(u32, u32, String, Option<String>, String)>>,
-    pub abort: Callback<FnArgs<(u32, u32)>>,
-    pub release: Callback<FnArgs<(u32, u32, bool)>>,
-    pub renew: Callback<FnArgs<(u32, u32)>>,
+    pub create: Callback<CreateArgs>,
+    pub prompt: Callback<PromptArgs>,
+    pub abort: Callback<HandleArgs>,
+    pub release: Callback<ReleaseArgs>,
+    pub renew: Callback<HandleArgs>,
     pub log: Callback<String>,
     pending: Arc<Mutex<HashMap<u32, oneshot::Sender<Answer>>>>,
     next_request: AtomicU32,
@@ -72,11 +86,11 @@ impl Drop for PendingGuard {
 
 impl JsAgent {
     pub fn new(
-        create: Callback<FnArgs<(u32, u32, String)>>,
-        prompt: Callback<FnArgs<(u32, u32, String, Option<String>, String)>>,
-        abort: Callback<FnArgs<(u32, u32)>>,
-        release: Callback<FnArgs<(u32, u32, bool)>>,
-        renew: Callback<FnArgs<(u32, u32)>>,
+        create: Callback<CreateArgs>,
+        prompt: Callback<PromptArgs>,
+        abort: Callback<HandleArgs>,
+        release: Callback<ReleaseArgs>,
+        renew: Callback<HandleArgs>,
         log: Callback<String>,
     ) -> JsAgent {
         JsAgent {
@@ -149,7 +163,11 @@ fn parse_info(name: &str, text: &str) -> AgentResult<SessionInfo> {
 }
 
 impl Agent for JsAgent {
-    fn create_session(&self, handle: SessionHandle, key: &str) -> BoxFuture<AgentResult<SessionInfo>> {
+    fn create_session(
+        &self,
+        handle: SessionHandle,
+        key: &str,
+    ) -> BoxFuture<AgentResult<SessionInfo>> {
         let key = key.to_string();
         let fut = self.request("createSession", |id| {
             self.create.call(FnArgs::from((id, handle, key)), MODE)
@@ -157,10 +175,20 @@ impl Agent for JsAgent {
         Box::pin(async move { parse_info("createSession", &fut.await?) })
     }
 
-    fn prompt(&self, handle: SessionHandle, request: PromptRequest) -> BoxFuture<AgentResult<PromptOutcome>> {
+    fn prompt(
+        &self,
+        handle: SessionHandle,
+        request: PromptRequest,
+    ) -> BoxFuture<AgentResult<PromptOutcome>> {
         let fut = self.request("prompt", |id| {
             self.prompt.call(
-                FnArgs::from((id, handle, request.text, request.images_json, request.source)),
+                FnArgs::from((
+                    id,
+                    handle,
+                    request.text,
+                    request.images_json,
+                    request.source,
+                )),
                 MODE,
             )
         });
@@ -188,7 +216,9 @@ impl Agent for JsAgent {
     }
 
     fn abort(&self, handle: SessionHandle) -> BoxFuture<AgentResult<()>> {
-        let fut = self.request("abort", |id| self.abort.call(FnArgs::from((id, handle)), MODE));
+        let fut = self.request("abort", |id| {
+            self.abort.call(FnArgs::from((id, handle)), MODE)
+        });
         Box::pin(async move { fut.await.map(|_| ()) })
     }
 
@@ -200,7 +230,9 @@ impl Agent for JsAgent {
     }
 
     fn renew(&self, handle: SessionHandle) -> BoxFuture<AgentResult<SessionInfo>> {
-        let fut = self.request("newSession", |id| self.renew.call(FnArgs::from((id, handle)), MODE));
+        let fut = self.request("newSession", |id| {
+            self.renew.call(FnArgs::from((id, handle)), MODE)
+        });
         Box::pin(async move { parse_info("newSession", &fut.await?) })
     }
 

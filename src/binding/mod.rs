@@ -23,7 +23,10 @@ use crate::http::{self, Server};
 use crate::session::{Gateway, MessageRequest, MessageResult, Outcome, SessionError};
 use crate::util::lock;
 
-use js_callback::{Callback, JsAgent, KeepAlive};
+use js_callback::{
+    Callback, CreateArgs, DeliverArgs, HandleArgs, JsAgent, JsFn, KeepAlive, PromptArgs,
+    ReleaseArgs,
+};
 
 #[napi_derive::module_init]
 fn init() {
@@ -54,7 +57,7 @@ pub struct NativeGateway {
     server: Arc<tokio::sync::Mutex<Option<Server>>>,
     keep_alive: Arc<Mutex<Option<KeepAlive>>>,
     port: Arc<Mutex<Option<u16>>>,
-    deliver: Arc<Callback<FnArgs<(u32, Option<String>)>>>,
+    deliver: Arc<Callback<DeliverArgs>>,
     subscriptions: Arc<Mutex<HashMap<u32, JoinHandle<()>>>>,
 }
 
@@ -90,13 +93,13 @@ impl NativeGateway {
     pub fn new(
         config_json: String,
         primary_key: String,
-        create: Function<'_, FnArgs<(u32, u32, String)>, Unknown<'static>>,
-        prompt: Function<'_, FnArgs<(u32, u32, String, Option<String>, String)>, Unknown<'static>>,
-        abort: Function<'_, FnArgs<(u32, u32)>, Unknown<'static>>,
-        release: Function<'_, FnArgs<(u32, u32, bool)>, Unknown<'static>>,
-        renew: Function<'_, FnArgs<(u32, u32)>, Unknown<'static>>,
-        log: Function<'_, String, Unknown<'static>>,
-        deliver: Function<'_, FnArgs<(u32, Option<String>)>, Unknown<'static>>,
+        create: JsFn<'_, CreateArgs>,
+        prompt: JsFn<'_, PromptArgs>,
+        abort: JsFn<'_, HandleArgs>,
+        release: JsFn<'_, ReleaseArgs>,
+        renew: JsFn<'_, HandleArgs>,
+        log: JsFn<'_, String>,
+        deliver: JsFn<'_, DeliverArgs>,
     ) -> Result<Self> {
         let config = Config::from_json(&config_json).map_err(err)?;
         let agent = Arc::new(JsAgent::new(
@@ -258,7 +261,11 @@ impl NativeGateway {
                 )
                 .await;
             let result = rx.await.unwrap_or_else(|_| {
-                MessageResult::failure(&key, "The message was dropped without a result", Outcome::Failed)
+                MessageResult::failure(
+                    &key,
+                    "The message was dropped without a result",
+                    Outcome::Failed,
+                )
             });
             result_json(&result)
         });
@@ -272,7 +279,12 @@ impl NativeGateway {
     /// an id JS does not know yet). Frames go to `deliver(id, json)`; `deliver(id, null)`
     /// says the stream ended.
     #[napi(catch_unwind)]
-    pub fn subscribe<'env>(&self, env: &'env Env, session_key: String, id: u32) -> Result<PromiseRaw<'env, ()>> {
+    pub fn subscribe<'env>(
+        &self,
+        env: &'env Env,
+        session_key: String,
+        id: u32,
+    ) -> Result<PromiseRaw<'env, ()>> {
         let gateway = self.gateway.clone();
         let deliver = self.deliver.clone();
         let subs = self.subscriptions.clone();
@@ -282,10 +294,16 @@ impl NativeGateway {
             let forward = handle.spawn(async move {
                 while let Some(frame) = sub.rx.recv().await {
                     let json = String::from_utf8_lossy(&frame.json()).into_owned();
-                    deliver.call(FnArgs::from((id, Some(json))), ThreadsafeFunctionCallMode::NonBlocking);
+                    deliver.call(
+                        FnArgs::from((id, Some(json))),
+                        ThreadsafeFunctionCallMode::NonBlocking,
+                    );
                 }
                 drop(sub.guard);
-                deliver.call(FnArgs::from((id, None)), ThreadsafeFunctionCallMode::NonBlocking);
+                deliver.call(
+                    FnArgs::from((id, None)),
+                    ThreadsafeFunctionCallMode::NonBlocking,
+                );
             });
             lock(&subs).insert(id, forward);
             Ok::<(), String>(())
@@ -328,7 +346,11 @@ impl NativeGateway {
     }
 
     #[napi(catch_unwind)]
-    pub fn reset<'env>(&self, env: &'env Env, session_key: String) -> Result<PromiseRaw<'env, bool>> {
+    pub fn reset<'env>(
+        &self,
+        env: &'env Env,
+        session_key: String,
+    ) -> Result<PromiseRaw<'env, bool>> {
         let gateway = self.gateway.clone();
         let task = self
             .handle()?
@@ -390,17 +412,43 @@ impl NativeGateway {
             2 => AgentEvent::MessageStart { role: s(a) },
             3 => AgentEvent::TextDelta { index, delta: s(a) },
             4 => AgentEvent::ThinkingDelta { index, delta: s(a) },
-            5 => AgentEvent::ToolStart { id: s(a), name: s(b), args: json_or_null(c) },
-            6 => AgentEvent::ToolUpdate { id: s(a), name: s(b), partial: json_or_null(c) },
-            7 => AgentEvent::ToolEnd { id: s(a), name: s(b), result: json_or_null(c), is_error: index != 0 },
+            5 => AgentEvent::ToolStart {
+                id: s(a),
+                name: s(b),
+                args: json_or_null(c),
+            },
+            6 => AgentEvent::ToolUpdate {
+                id: s(a),
+                name: s(b),
+                partial: json_or_null(c),
+            },
+            7 => AgentEvent::ToolEnd {
+                id: s(a),
+                name: s(b),
+                result: json_or_null(c),
+                is_error: index != 0,
+            },
             8 => AgentEvent::MessageComplete { text: s(a) },
             9 => AgentEvent::TextStart { index },
             10 => AgentEvent::TextEnd { index },
             11 => AgentEvent::ThinkingStart { index },
             12 => AgentEvent::ThinkingEnd { index },
-            13 => AgentEvent::ToolCallStart { index, id: s(a), name: s(b) },
-            14 => AgentEvent::ToolCallDelta { index, id: s(a), delta: s(b) },
-            15 => AgentEvent::ToolCallEnd { index, id: s(a), name: s(b), input: json_or_null(c) },
+            13 => AgentEvent::ToolCallStart {
+                index,
+                id: s(a),
+                name: s(b),
+            },
+            14 => AgentEvent::ToolCallDelta {
+                index,
+                id: s(a),
+                delta: s(b),
+            },
+            15 => AgentEvent::ToolCallEnd {
+                index,
+                id: s(a),
+                name: s(b),
+                input: json_or_null(c),
+            },
             _ => AgentEvent::Touch,
         };
         self.gateway.push_event(handle, message_count, event, bytes);

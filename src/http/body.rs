@@ -109,7 +109,10 @@ mod tests {
         assert!(parse_object(b" \n").expect("blank is {}").is_empty());
         assert!(parse_object(br#"{"text":"hi"}"#).is_ok());
         for bad in [&b"[1]"[..], b"\"s\"", b"null", b"{", b"{\"a\":}", b"12"] {
-            assert!(matches!(parse_object(bad), Err(BodyError::Invalid)), "{bad:?}");
+            assert!(
+                matches!(parse_object(bad), Err(BodyError::Invalid)),
+                "{bad:?}"
+            );
         }
     }
 }

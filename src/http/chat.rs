@@ -226,16 +226,14 @@ impl Translator {
                     },
                 );
             }
-            AgentEvent::ToolCallDelta { id, delta, .. } => {
-                if self.tools_started.contains_key(id) {
-                    push_chunk(
-                        out,
-                        &Chunk::ToolInputDelta {
-                            tool_call_id: id,
-                            input_text_delta: delta,
-                        },
-                    );
-                }
+            AgentEvent::ToolCallDelta { id, delta, .. } if self.tools_started.contains_key(id) => {
+                push_chunk(
+                    out,
+                    &Chunk::ToolInputDelta {
+                        tool_call_id: id,
+                        input_text_delta: delta,
+                    },
+                );
             }
             AgentEvent::ToolCallEnd {
                 id, name, input, ..
@@ -578,6 +576,8 @@ mod tests {
         );
         let text = String::from_utf8(out.to_vec()).expect("utf8");
         assert!(text.contains(r#"{"type":"tool-input-available","toolCallId":"c1","toolName":"read","input":{"path":"x"}}"#));
-        assert!(text.contains(r#"{"type":"tool-output-error","toolCallId":"c1","errorText":"ENOENT"}"#));
+        assert!(
+            text.contains(r#"{"type":"tool-output-error","toolCallId":"c1","errorText":"ENOENT"}"#)
+        );
     }
 }

@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, ORIGIN, VARY};
 use hyper::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
 
 use crate::config::CorsOrigins;
@@ -234,10 +234,7 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     match (action, &method) {
         (None, m) if is_get(m) => match gateway.snapshot(&key) {
             Some(snapshot) => json(StatusCode::OK, &json!({"session": snapshot})),
-            None => error(
-                StatusCode::NOT_FOUND,
-                &format!("Session not found: {key}"),
-            ),
+            None => error(StatusCode::NOT_FOUND, &format!("Session not found: {key}")),
         },
         (None, _) => method_not_allowed("GET, HEAD"),
         (Some("events"), &Method::HEAD) => sse::head(),
@@ -250,17 +247,13 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         (Some("chat"), &Method::POST) => chat_route(ctx, req, key).await,
         (Some("abort"), &Method::POST) => match gateway.abort(&key) {
             Ok(ok) => json(StatusCode::OK, &json!({ "ok": ok })),
-            Err(_) => error(
-                StatusCode::NOT_FOUND,
-                &format!("Session not found: {key}"),
-            ),
+            Err(_) => error(StatusCode::NOT_FOUND, &format!("Session not found: {key}")),
         },
         (Some("reset"), &Method::POST) => match gateway.reset(&key).await {
             Ok(()) => json(StatusCode::OK, &json!({"ok": true})),
-            Err(SessionError::NotFound) => error(
-                StatusCode::NOT_FOUND,
-                &format!("Session not found: {key}"),
-            ),
+            Err(SessionError::NotFound) => {
+                error(StatusCode::NOT_FOUND, &format!("Session not found: {key}"))
+            }
             Err(SessionError::Failed(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
         },
         (Some(_), _) => method_not_allowed("POST"),
@@ -305,7 +298,11 @@ async fn run_message(ctx: &Ctx, request: MessageRequest) -> Response<Body> {
     let key = request.session_key.clone();
     let rx = ctx.gateway.enqueue(request, None).await;
     let result = rx.await.unwrap_or_else(|_| {
-        MessageResult::failure(&key, "The message was dropped without a result", Outcome::Failed)
+        MessageResult::failure(
+            &key,
+            "The message was dropped without a result",
+            Outcome::Failed,
+        )
     });
     json(message_status(&result), &result)
 }
@@ -443,7 +440,10 @@ mod tests {
     fn webhooks_match_whole_segments() {
         assert_eq!(webhook_route("/webhook", "/webhook"), Some("default"));
         assert_eq!(webhook_route("/webhook", "/webhook/"), Some("default"));
-        assert_eq!(webhook_route("/webhook", "/webhook/slack/x"), Some("slack/x"));
+        assert_eq!(
+            webhook_route("/webhook", "/webhook/slack/x"),
+            Some("slack/x")
+        );
         assert_eq!(webhook_route("/webhook", "/webhooks-x"), None);
         assert_eq!(webhook_route("/webhook", "/other"), None);
     }

@@ -86,7 +86,10 @@ pub fn response(body: BoxBody) -> Response<BoxBody> {
     let mut res = Response::new(body);
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, no-transform"));
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
     h.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
     res
 }

@@ -22,7 +22,11 @@ struct FakeAgent {
 }
 
 impl Agent for FakeAgent {
-    fn create_session(&self, handle: SessionHandle, _key: &str) -> BoxFuture<AgentResult<SessionInfo>> {
+    fn create_session(
+        &self,
+        handle: SessionHandle,
+        _key: &str,
+    ) -> BoxFuture<AgentResult<SessionInfo>> {
         self.creates.fetch_add(1, Ordering::SeqCst);
         let delay = self.create_delay_ms;
         let fail = self.fail_create;
@@ -38,7 +42,11 @@ impl Agent for FakeAgent {
         })
     }
 
-    fn prompt(&self, _handle: SessionHandle, request: PromptRequest) -> BoxFuture<AgentResult<PromptOutcome>> {
+    fn prompt(
+        &self,
+        _handle: SessionHandle,
+        request: PromptRequest,
+    ) -> BoxFuture<AgentResult<PromptOutcome>> {
         lock(&self.prompts).push(request.text.clone());
         let gate = self.gate.clone();
         Box::pin(async move {
@@ -122,7 +130,11 @@ async fn a_full_queue_answers_at_once_and_clear_answers_the_rest() {
     }
     let q1 = gw.enqueue(message("a", "q1"), None).await;
     let q2 = gw.enqueue(message("a", "q2"), None).await;
-    let full = gw.enqueue(message("a", "q3"), None).await.await.expect("result");
+    let full = gw
+        .enqueue(message("a", "q3"), None)
+        .await
+        .await
+        .expect("result");
     assert_eq!(full.outcome, Outcome::QueueFull);
     assert_eq!(full.error.as_deref(), Some("Queue full (2 pending)."));
     assert!(gw.clear_queue("a"));
@@ -235,14 +247,28 @@ async fn a_subscriber_that_falls_behind_is_dropped_without_slowing_others() {
     let handle = gw.find("a").expect("exists").handle;
     let _ = fast.rx.recv().await;
     for i in 0..20 {
-        gw.push_event(handle, 0, AgentEvent::TextDelta { index: 0, delta: format!("{i}") }, 1);
-        assert!(fast.rx.recv().await.is_some(), "fast reader keeps receiving");
+        gw.push_event(
+            handle,
+            0,
+            AgentEvent::TextDelta {
+                index: 0,
+                delta: format!("{i}"),
+            },
+            1,
+        );
+        assert!(
+            fast.rx.recv().await.is_some(),
+            "fast reader keeps receiving"
+        );
     }
     let mut got = 0;
     while slow.rx.recv().await.is_some() {
         got += 1;
     }
-    assert!(got <= 4, "slow reader got {got} frames, then its stream ended");
+    assert!(
+        got <= 4,
+        "slow reader got {got} frames, then its stream ended"
+    );
 }
 
 #[tokio::test]
