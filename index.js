@@ -92,16 +92,22 @@ export function sanitizeSessionKey(sessionKey) {
 	return String(sessionKey).replace(/[^a-zA-Z0-9._-]/g, "_");
 }
 
+// The optional peer dependency, loaded once (it is ESM-only, so not through require()).
+let piCodingAgent = null;
+let piCodingAgentError = null;
+try {
+	piCodingAgent = await import("@mariozechner/pi-coding-agent");
+} catch (error) {
+	piCodingAgentError = error;
+}
+
 export function createGatewaySessionManager(cwd, sessionKey, sessionDirRoot) {
-	let agent;
-	try {
-		agent = require("@mariozechner/pi-coding-agent");
-	} catch (error) {
+	if (!piCodingAgent) {
 		throw new Error(
-			`createGatewaySessionManager needs the optional peer dependency @mariozechner/pi-coding-agent: ${errorMessage(error)}`,
+			`createGatewaySessionManager needs the optional peer dependency @mariozechner/pi-coding-agent: ${errorMessage(piCodingAgentError)}`,
 		);
 	}
-	return agent.SessionManager.create(cwd, join(sessionDirRoot, sanitizeSessionKey(sessionKey)));
+	return piCodingAgent.SessionManager.create(cwd, join(sessionDirRoot, sanitizeSessionKey(sessionKey)));
 }
 
 export class GatewayRuntime {

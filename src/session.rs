@@ -861,8 +861,19 @@ impl Gateway {
                     .spawn(async move { this.retire(&session, GATEWAY_STOPPED, dispose).await })
             })
             .collect();
-        for task in tasks {
-            let _ = task.await;
+        // Every pending message was answered synchronously inside `retire`; what is left is
+        // waiting for JS to abort and dispose, which a stuck callback must not turn into a
+        // `stop()` that never returns.
+        let all = async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(self.inner.config.shutdown_timeout, all)
+            .await
+            .is_err()
+        {
+            self.log("stop: some sessions did not finish aborting or disposing in time");
         }
     }
 }

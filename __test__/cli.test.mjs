@@ -1,0 +1,559 @@
+// Tests of the `pi-gateway` command (bin/pi-gateway.js, lib/cli.js): each spawns the real CLI in a
+// child process with HOME and TMPDIR pointed at a fresh temporary folder (so nothing touches the
+// real home or pi's ~/.pi), talks to it over 127.0.0.1 with the curl binary and fetch, and stops it
+// with a signal.
+// Run: node --test __test__/cli.test.mjs
+
+import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import { createServer as createNetServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, it } from "node:test";
+
+const BIN = fileURLToPath(new URL("../bin/pi-gateway.js", import.meta.url));
+const CURL = "/usr/bin/curl";
+/** The faux model's answer to the default prompt (lib/faux-agent.js: `hello.txt says: <HELLO_CONTENT>`). */
+const FAUX_ANSWER = "hello.txt says: Hello from the pi-gateway workspace.";
+/** How long a child may take to print its address (the machine may be loaded). */
+const START_DEADLINE_MS = 30_000;
+/** How long a child may take to exit after a signal. */
+const EXIT_DEADLINE_MS = 10_000;
+const READY_LINE = /^pi-gateway listening on http:\/\/([^\s]+):(\d+)$/m;
+
+/** A temporary folder with `home/` and `tmp/` for one child; removed by t.after. */
+async function sandbox(t) {
+	const root = await mkdtemp(join(tmpdir(), "pi-gateway-cli-test-"));
+	const home = join(root, "home");
+	const tmp = join(root, "tmp");
+	await mkdir(home);
+	await mkdir(tmp);
+	t.after(() => rm(root, { recursive: true, force: true }));
+	return { root, home, tmp };
+}
+
+/** A minimal environment for the child: no inherited API keys or PI_GATEWAY_* variables. */
+function childEnv(box, extra = {}) {
+	return { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: box.home, TMPDIR: box.tmp, ...extra };
+}
+
+/**
+ * Spawns the CLI. `exited` resolves with `{ code, signal }`; output accumulates in `out.stdout` /
+ * `out.stderr`. The child is SIGKILLed by t.after if a test leaves it running.
+ */
+function spawnCli(t, args, env) {
+	const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+	const out = { stdout: "", stderr: "" };
+	child.stdout.setEncoding("utf8").on("data", (chunk) => (out.stdout += chunk));
+	child.stderr.setEncoding("utf8").on("data", (chunk) => (out.stderr += chunk));
+	const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+	t.after(() => {
+		if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+	});
+	return { child, out, exited };
+}
+
+/** Resolves with `promise`, or rejects after `ms` with `what` in the message. */
+async function within(ms, promise, what) {
+	let timer;
+	const timeout = new Promise((_, reject) => {
+		timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+	});
+	try {
+		return await Promise.race([promise, timeout]);
+	} finally {
+		clearTimeout(timer);
+	}
+}
+
+/** Starts a gateway and waits for its machine-readable ready line. */
+async function startGateway(t, args, env) {
+	const proc = spawnCli(t, args, env);
+	const ready = new Promise((resolve, reject) => {
+		const check = () => {
+			const match = READY_LINE.exec(proc.out.stdout);
+			if (match) resolve({ host: match[1], port: Number(match[2]) });
+		};
+		proc.child.stdout.on("data", check);
+		proc.exited.then(({ code, signal }) =>
+			reject(new Error(`pi-gateway exited (${code ?? signal}) before listening:\n${proc.out.stderr}`)),
+		);
+	});
+	const { host, port } = await within(START_DEADLINE_MS, ready, `pi-gateway to listen; stderr:\n${proc.out.stdout}${proc.out.stderr}`);
+	// Let the banner arrive in full (it is written in one call, after the ready line's chunk at worst).
+	await within(5000, waitFor(() => proc.out.stdout.includes("Ctrl-C")), "the whole banner");
+	return { ...proc, host, port, base: `http://127.0.0.1:${port}` };
+}
+
+/** Runs the CLI to completion (for --help and bad usage). */
+async function runCli(t, args, env) {
+	const proc = spawnCli(t, args, env);
+	const { code, signal } = await within(START_DEADLINE_MS, proc.exited, `pi-gateway ${args.join(" ")} to exit`);
+	return { code, signal, ...proc.out };
+}
+
+async function waitFor(predicate, intervalMs = 20) {
+	while (!(await predicate())) await new Promise((resolve) => setTimeout(resolve, intervalMs));
+}
+
+/** Sends a signal and waits (bounded) for the exit. */
+async function stopWith(proc, signal) {
+	proc.child.kill(signal);
+	return within(EXIT_DEADLINE_MS, proc.exited, `pi-gateway to exit after ${signal}`);
+}
+
+/** Runs curl; resolves with the body and the HTTP status (written last by -w). */
+function curl(args, options = {}) {
+	return new Promise((resolve, reject) => {
+		execFile(CURL, ["-s", "-w", "\n%{http_code}", ...args], { timeout: 30_000, ...options }, (error, stdout) => {
+			if (error && error.killed) return reject(new Error(`curl ${args.join(" ")} timed out`));
+			const cut = stdout.lastIndexOf("\n");
+			resolve({ status: Number(stdout.slice(cut + 1)), body: stdout.slice(0, cut), exitCode: error?.code ?? 0 });
+		});
+	});
+}
+
+/** Runs one line of the banner through /bin/sh, as a user pasting it would. */
+function sh(line, env = {}) {
+	return new Promise((resolve, reject) => {
+		execFile("/bin/sh", ["-c", line], { timeout: 30_000, env: { PATH: process.env.PATH, ...env } }, (error, stdout, stderr) => {
+			if (error) return reject(new Error(`sh -c ${line} failed: ${error.message}\n${stderr}`));
+			resolve(stdout);
+		});
+	});
+}
+
+/** The banner line holding `fragment` (trimmed). */
+function bannerLine(stdout, fragment) {
+	const line = stdout.split("\n").find((l) => l.includes(fragment));
+	assert.ok(line, `the banner has a line with ${JSON.stringify(fragment)}:\n${stdout}`);
+	return line.trim();
+}
+
+/**
+ * An SSE client over fetch: `frames` collects parsed `data:` JSON, `next(predicate)` waits for a
+ * matching frame, `ended` resolves when the server ends the stream (rejects if it breaks).
+ */
+async function openEvents(url, headers = {}) {
+	const controller = new AbortController();
+	const response = await fetch(url, { headers, signal: controller.signal });
+	assert.equal(response.status, 200);
+	assert.match(response.headers.get("content-type") ?? "", /^text\/event-stream/);
+	const frames = [];
+	const waiters = new Set();
+	const reader = response.body.getReader();
+	const decoder = new TextDecoder();
+	const ended = (async () => {
+		let buffer = "";
+		for (;;) {
+			const { value, done } = await reader.read();
+			if (done) return;
+			buffer += decoder.decode(value, { stream: true });
+			let cut;
+			while ((cut = buffer.indexOf("\n\n")) !== -1) {
+				const block = buffer.slice(0, cut);
+				buffer = buffer.slice(cut + 2);
+				const data = block
+					.split("\n")
+					.filter((l) => l.startsWith("data:"))
+					.map((l) => l.slice(5).trimStart())
+					.join("\n");
+				if (!data) continue;
+				frames.push(JSON.parse(data));
+				for (const waiter of waiters) waiter();
+			}
+		}
+	})();
+	ended.catch(() => {});
+	return {
+		frames,
+		ended,
+		close: () => controller.abort(),
+		next(predicate, what, ms = 20_000) {
+			return within(
+				ms,
+				new Promise((resolve) => {
+					const check = () => {
+						const frame = frames.find(predicate);
+						if (frame) {
+							waiters.delete(check);
+							resolve(frame);
+						}
+					};
+					waiters.add(check);
+					check();
+				}),
+				what,
+			);
+		},
+	};
+}
+
+/** The fresh temporary dirs the gateway would leave behind in `dir`. */
+async function leftovers(dir) {
+	return (await readdir(dir)).filter((name) => name.startsWith("pi-gateway"));
+}
+
+describe("pi-gateway CLI", () => {
+	it("serves the faux agent: the printed commands work, SSE streams the answer's tokens, and SIGINT exits 0", async (t) => {
+		const box = await sandbox(t);
+		// No --agent-dir: the default temporary agent dir must land in TMPDIR and be removed on exit.
+		const gw = await startGateway(t, ["--port", "0"], childEnv(box));
+		assert.equal(gw.host, "127.0.0.1");
+		assert.ok(gw.port > 0, "--port 0 prints the port actually bound");
+
+		// The printed message command, pasted into a shell.
+		const messageLine = bannerLine(gw.out.stdout, "/sessions/demo/messages");
+		assert.match(messageLine, /^curl -s -X POST http:\/\/127\.0\.0\.1:\d+\/sessions\/demo\/messages /);
+		const pasted = JSON.parse(await sh(messageLine));
+		assert.deepEqual(pasted, { ok: true, response: FAUX_ANSWER, sessionKey: "demo" });
+
+		// SSE: the answer arrives as token events while a message is sent with curl.
+		const events = await openEvents(`${gw.base}/sessions/demo/events`);
+		t.after(() => events.close());
+		const hello = await events.next((f) => f.type === "hello", "the hello frame");
+		assert.equal(hello.sessionKey, "demo");
+		assert.equal(events.frames[0].type, "hello", "hello comes first");
+		const sent = curl([
+			"-X",
+			"POST",
+			`${gw.base}/sessions/demo/messages`,
+			"-H",
+			"content-type: application/json",
+			"-d",
+			JSON.stringify({ text: "What is in hello.txt now?" }),
+		]);
+		const complete = await events.next(
+			(f) => f.type === "message_complete" && f.text === FAUX_ANSWER,
+			"message_complete with the faux answer",
+		);
+		assert.equal(complete.sessionKey, "demo");
+		const tokens = events.frames.filter((f) => f.type === "token");
+		assert.ok(tokens.length > 1, "the answer is streamed in several token events");
+		assert.ok(
+			tokens.map((f) => f.delta).join("").includes(FAUX_ANSWER),
+			`token deltas concatenate to the answer: ${JSON.stringify(tokens.map((f) => f.delta).join(""))}`,
+		);
+		assert.ok(events.frames.some((f) => f.type === "tool_start" && f.toolName === "read"), "the real read tool ran");
+		const result = await sent;
+		assert.equal(result.status, 200);
+		assert.deepEqual(JSON.parse(result.body), { ok: true, response: FAUX_ANSWER, sessionKey: "demo" });
+
+		// The printed chat command streams a UI message stream that ends with [DONE].
+		const chat = await sh(bannerLine(gw.out.stdout, "/sessions/demo/chat"));
+		const chunks = chat
+			.split("\n\n")
+			.map((block) => block.trim())
+			.filter((block) => block.startsWith("data: "))
+			.map((block) => block.slice(6));
+		assert.equal(chunks[chunks.length - 1], "[DONE]");
+		const parsed = chunks.slice(0, -1).map((c) => JSON.parse(c));
+		assert.equal(parsed[0].type, "start");
+		assert.ok(parsed.some((c) => c.type === "text-delta"));
+		assert.deepEqual(parsed[parsed.length - 1], { type: "finish", finishReason: "stop" });
+
+		// The printed events command names the same stream.
+		assert.equal(bannerLine(gw.out.stdout, "/sessions/demo/events"), `curl -N ${gw.base}/sessions/demo/events`);
+
+		const exit = await stopWith(gw, "SIGINT");
+		assert.deepEqual(exit, { code: 0, signal: null }, `exit after SIGINT; stderr:\n${gw.out.stderr}`);
+		await within(5000, events.ended, "the SSE stream to end when the gateway stops");
+		assert.doesNotMatch(gw.out.stderr, /still running|Error|panic/i, "a clean stop leaves nothing open");
+		assert.deepEqual(await leftovers(box.tmp), [], "the temporary agent dir and workspace are removed");
+		assert.deepEqual(await readdir(box.home), [], "nothing is written to HOME");
+	});
+
+	it("SIGTERM with an SSE client and a slow message pending exits 0 promptly and answers the message 'Gateway stopped'", async (t) => {
+		const box = await sandbox(t);
+		const agentDir = join(box.root, "agent");
+		const gw = await startGateway(t, ["--port", "0", "--agent-dir", agentDir], childEnv(box));
+		const events = await openEvents(`${gw.base}/sessions/demo/events`);
+		t.after(() => events.close());
+		await events.next((f) => f.type === "hello", "the hello frame");
+
+		// /slow 600 streams for ~30 s at 20 tokens/s: far longer than the exit deadline.
+		const pending = curl([
+			"-X",
+			"POST",
+			`${gw.base}/sessions/demo/messages`,
+			"-H",
+			"content-type: application/json",
+			"-d",
+			'{"text":"/slow 600"}',
+		]);
+		await events.next((f) => f.type === "token", "the slow run to stream its first token");
+
+		const started = Date.now();
+		const exit = await stopWith(gw, "SIGTERM");
+		assert.deepEqual(exit, { code: 0, signal: null }, `exit after SIGTERM; stderr:\n${gw.out.stderr}`);
+		assert.ok(Date.now() - started < EXIT_DEADLINE_MS, "it did not wait for the run to finish");
+
+		const result = await within(EXIT_DEADLINE_MS, pending, "the pending curl to get its answer");
+		const body = JSON.parse(result.body);
+		assert.equal(body.ok, false);
+		assert.equal(body.error, "Gateway stopped");
+		assert.equal(body.sessionKey, "demo");
+		await within(5000, events.ended, "the SSE stream to end cleanly");
+		assert.doesNotMatch(gw.out.stderr, /still running/);
+	});
+
+	it("--help exits 0 and lists every flag with its environment variable and default", async (t) => {
+		const box = await sandbox(t);
+		const { code, stdout } = await runCli(t, ["--help"], childEnv(box));
+		assert.equal(code, 0);
+		const flags = {
+			"--bind": "PI_GATEWAY_BIND",
+			"--port": "PI_GATEWAY_PORT",
+			"--token": "PI_GATEWAY_TOKEN",
+			"--webhook": "PI_GATEWAY_WEBHOOK",
+			"--webhook-path": "PI_GATEWAY_WEBHOOK_PATH",
+			"--webhook-secret": "PI_GATEWAY_WEBHOOK_SECRET",
+			"--idle-minutes": "PI_GATEWAY_IDLE_MINUTES",
+			"--max-queue": "PI_GATEWAY_MAX_QUEUE",
+			"--cors": "PI_GATEWAY_CORS",
+			"--model": "PI_GATEWAY_MODEL",
+			"--agent-dir": "PI_GATEWAY_AGENT_DIR",
+			"--cwd": "PI_GATEWAY_CWD",
+		};
+		for (const [flag, env] of Object.entries(flags)) {
+			assert.match(stdout, new RegExp(`${flag}(\\s|$)`, "m"), `help mentions ${flag}`);
+			assert.ok(stdout.includes(env), `help mentions ${env}`);
+		}
+		for (const def of ["127.0.0.1", "3000", "/webhook", "30", "16"]) {
+			assert.ok(stdout.includes(`(default: ${def})`), `help shows the default ${def}`);
+		}
+		assert.doesNotMatch(stdout, READY_LINE, "--help does not start a gateway");
+	});
+
+	it("a bad flag, a bad value or an unknown model exits 2 with a message that names it", async (t) => {
+		const box = await sandbox(t);
+		const cases = [
+			{ args: ["--bogus"], env: {}, says: "--bogus" },
+			{ args: ["--port", "70000"], env: {}, says: "--port" },
+			{ args: ["--port", "0", "--bind", "not-an-ip"], env: {}, says: "--bind" },
+			{ args: ["--port", "0"], env: { PI_GATEWAY_MAX_QUEUE: "0" }, says: "PI_GATEWAY_MAX_QUEUE" },
+			{ args: ["--port", "0", "--cors", "ftp://x"], env: {}, says: "--cors" },
+			{ args: ["--port", "0", "--model", "nosuch-provider/some-model"], env: {}, says: 'Unknown model "nosuch-provider/some-model"' },
+		];
+		await Promise.all(
+			cases.map(async ({ args, env, says }) => {
+				const { code, stdout, stderr } = await runCli(t, args, childEnv(box, env));
+				assert.equal(code, 2, `${args.join(" ")} exits 2; stderr:\n${stderr}`);
+				assert.ok(stderr.includes(says), `${args.join(" ")}: stderr names ${says}:\n${stderr}`);
+				assert.doesNotMatch(stdout, READY_LINE);
+			}),
+		);
+	});
+
+	it("--token requires a bearer token on the API: without it 401, with it 200, and the printed command carries it", async (t) => {
+		const box = await sandbox(t);
+		// The flag wins over PI_GATEWAY_TOKEN.
+		const gw = await startGateway(
+			t,
+			["--port", "0", "--token", "secret", "--agent-dir", join(box.root, "agent")],
+			childEnv(box, { PI_GATEWAY_TOKEN: "from-env" }),
+		);
+		const url = `${gw.base}/sessions`;
+		const none = await curl([url]);
+		assert.equal(none.status, 401);
+		assert.deepEqual(JSON.parse(none.body), { error: "Unauthorized" });
+		assert.equal((await curl([url, "-H", "authorization: Bearer from-env"])).status, 401, "the flag wins over the env");
+		const message = await curl([
+			"-X",
+			"POST",
+			`${gw.base}/sessions/demo/messages`,
+			"-H",
+			"content-type: application/json",
+			"-d",
+			'{"text":"/echo hi"}',
+		]);
+		assert.equal(message.status, 401, "messages need the token too");
+		assert.equal((await curl([url, "-H", "authorization: Bearer secret"])).status, 200);
+		assert.equal((await curl([`${gw.base}/health`])).status, 200, "/health needs no token");
+
+		const line = bannerLine(gw.out.stdout, "/sessions/demo/messages");
+		assert.ok(line.includes("authorization: Bearer secret"), line);
+		assert.deepEqual(JSON.parse(await sh(line)), { ok: true, response: FAUX_ANSWER, sessionKey: "demo" });
+
+		assert.deepEqual(await stopWith(gw, "SIGINT"), { code: 0, signal: null });
+	});
+
+	it("is configured by PI_GATEWAY_* variables: token, CORS, webhook path and secret, queue bound", async (t) => {
+		const box = await sandbox(t);
+		const env = childEnv(box, {
+			PI_GATEWAY_PORT: "0",
+			PI_GATEWAY_BIND: "127.0.0.1",
+			PI_GATEWAY_TOKEN: "env-token",
+			PI_GATEWAY_CORS: "http://app.example, http://localhost:5173",
+			PI_GATEWAY_WEBHOOK: "1",
+			PI_GATEWAY_WEBHOOK_PATH: "/hooks",
+			PI_GATEWAY_WEBHOOK_SECRET: "hook-secret",
+			PI_GATEWAY_MAX_QUEUE: "1",
+			PI_GATEWAY_IDLE_MINUTES: "5",
+			PI_GATEWAY_AGENT_DIR: join(box.root, "agent"),
+		});
+		const gw = await startGateway(t, [], env);
+		const auth = ["-H", "authorization: Bearer env-token"];
+		assert.equal((await curl([`${gw.base}/sessions`])).status, 401);
+		assert.equal((await curl([`${gw.base}/sessions`, ...auth])).status, 200);
+
+		// The token from the environment is printed as a variable reference, never in clear.
+		const line = bannerLine(gw.out.stdout, "/sessions/demo/messages");
+		assert.ok(!gw.out.stdout.includes("env-token"), "the banner does not print a token taken from the env");
+		assert.deepEqual(JSON.parse(await sh(line, { PI_GATEWAY_TOKEN: "env-token" })), {
+			ok: true,
+			response: FAUX_ANSWER,
+			sessionKey: "demo",
+		});
+
+		// CORS for a listed origin.
+		const cors = await curl(["-D", "-", "-o", "/dev/null", `${gw.base}/health`, "-H", "origin: http://localhost:5173"]);
+		assert.match(cors.body, /access-control-allow-origin: http:\/\/localhost:5173/i);
+
+		// Webhook on the configured path, secret required, no bearer token.
+		const hook = (secret) =>
+			curl([
+				"-X",
+				"POST",
+				`${gw.base}/hooks/ci`,
+				"-H",
+				"content-type: application/json",
+				...(secret ? ["-H", `x-pi-webhook-secret: ${secret}`] : []),
+				"-d",
+				'{"text":"/echo from ci","sender":"bot"}',
+			]);
+		assert.equal((await hook("wrong")).status, 401);
+		const hooked = await hook("hook-secret");
+		assert.equal(hooked.status, 200);
+		assert.deepEqual(JSON.parse(hooked.body), { ok: true, response: "You said: from ci", sessionKey: "webhook:ci:bot" });
+
+		// PI_GATEWAY_MAX_QUEUE=1: one running, one queued, the next is refused with 429.
+		const post = (text) =>
+			curl([
+				"-X",
+				"POST",
+				`${gw.base}/sessions/q/messages`,
+				...auth,
+				"-H",
+				"content-type: application/json",
+				"-d",
+				JSON.stringify({ text }),
+			]);
+		const snapshot = async () => {
+			const r = await curl([`${gw.base}/sessions/q`, ...auth]);
+			return r.status === 200 ? JSON.parse(r.body).session : undefined;
+		};
+		const running = post("/slow 600");
+		await within(20_000, waitFor(async () => (await snapshot())?.processing === true, 50), "the slow run to start");
+		const queued = post("/echo queued");
+		await within(20_000, waitFor(async () => (await snapshot())?.queueDepth === 1, 50), "the second message to queue");
+		const refused = await post("/echo refused");
+		assert.equal(refused.status, 429);
+		assert.equal(JSON.parse(refused.body).ok, false);
+
+		assert.deepEqual(await stopWith(gw, "SIGTERM"), { code: 0, signal: null });
+		for (const pending of [running, queued]) {
+			const body = JSON.parse((await within(EXIT_DEADLINE_MS, pending, "a pending message")).body);
+			assert.equal(body.ok, false);
+			assert.equal(body.error, "Gateway stopped");
+		}
+	});
+
+	it("--model runs a real pi session on a provider from <agent-dir>/models.json with its key from the environment", async (t) => {
+		const box = await sandbox(t);
+		// An OpenAI-compatible chat-completions endpoint on 127.0.0.1 that streams a fixed answer.
+		const requests = [];
+		const server = createServer((req, res) => {
+			let body = "";
+			req.setEncoding("utf8");
+			req.on("data", (chunk) => (body += chunk));
+			req.on("end", () => {
+				requests.push({ method: req.method, url: req.url, authorization: req.headers.authorization, body });
+				res.writeHead(200, { "content-type": "text/event-stream" });
+				const chunk = (choice) =>
+					`data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", created: 1, model: "fake-1", choices: [choice] })}\n\n`;
+				res.write(chunk({ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }));
+				for (const word of ["Hello ", "from ", "the ", "fake ", "model."]) {
+					res.write(chunk({ index: 0, delta: { content: word }, finish_reason: null }));
+				}
+				res.write(chunk({ index: 0, delta: {}, finish_reason: "stop" }));
+				res.end("data: [DONE]\n\n");
+			});
+		});
+		server.listen(0, "127.0.0.1");
+		await once(server, "listening");
+		t.after(() => new Promise((resolve) => server.close(resolve)));
+		server.unref();
+
+		const agentDir = join(box.root, "agent");
+		const workspace = join(box.root, "workspace");
+		await mkdir(agentDir);
+		await mkdir(workspace);
+		await writeFile(
+			join(agentDir, "models.json"),
+			JSON.stringify({
+				providers: {
+					local: {
+						baseUrl: `http://127.0.0.1:${server.address().port}/v1`,
+						api: "openai-completions",
+						apiKey: "LOCAL_FAKE_API_KEY",
+						models: [{ id: "fake-1" }],
+					},
+				},
+			}),
+		);
+		const gw = await startGateway(
+			t,
+			["--port", "0", "--model", "local/fake-1", "--agent-dir", agentDir, "--cwd", workspace],
+			childEnv(box, { LOCAL_FAKE_API_KEY: "key-from-env" }),
+		);
+		assert.match(gw.out.stdout, /model\s+local\/fake-1/);
+		const result = await curl([
+			"-X",
+			"POST",
+			`${gw.base}/sessions/demo/messages`,
+			"-H",
+			"content-type: application/json",
+			"-d",
+			'{"text":"hi"}',
+		]);
+		assert.equal(result.status, 200, result.body);
+		assert.deepEqual(JSON.parse(result.body), { ok: true, response: "Hello from the fake model.", sessionKey: "demo" });
+		assert.equal(requests.length, 1);
+		assert.equal(requests[0].url, "/v1/chat/completions");
+		assert.equal(requests[0].authorization, "Bearer key-from-env", "the key comes from the environment variable");
+		assert.equal(JSON.parse(requests[0].body).model, "fake-1");
+
+		assert.deepEqual(await stopWith(gw, "SIGINT"), { code: 0, signal: null });
+		assert.ok((await readdir(join(agentDir, "sessions"))).includes("gateway-sessions"), "sessions are kept in --agent-dir");
+		assert.deepEqual(await readdir(box.home), [], "nothing is written to HOME");
+	});
+
+	it("--model with a known model but no API key exits 1 naming the variable to set", async (t) => {
+		const box = await sandbox(t);
+		const { code, stdout, stderr } = await runCli(t, ["--port", "0", "--model", "openai/gpt-4o-mini"], childEnv(box));
+		assert.equal(code, 1, stderr);
+		assert.match(stderr, /No API key for provider "openai"/);
+		assert.ok(stderr.includes("OPENAI_API_KEY"), stderr);
+		assert.doesNotMatch(stdout, READY_LINE);
+		assert.deepEqual(await leftovers(box.tmp), [], "the temporary agent dir is removed");
+	});
+
+	it("a busy port exits 1 with a message naming the address", async (t) => {
+		const box = await sandbox(t);
+		const blocker = createNetServer();
+		blocker.listen(0, "127.0.0.1");
+		await once(blocker, "listening");
+		t.after(() => new Promise((resolve) => blocker.close(resolve)));
+		const port = blocker.address().port;
+		const { code, stdout, stderr } = await runCli(t, ["--port", String(port)], childEnv(box));
+		assert.equal(code, 1, stderr);
+		assert.ok(stderr.includes(`127.0.0.1:${port}`), stderr);
+		assert.doesNotMatch(stdout, READY_LINE);
+		assert.deepEqual(await leftovers(box.tmp), [], "the temporary dirs are removed");
+	});
+});

@@ -1,0 +1,507 @@
+// Shared helpers of the reliability tests (faults, hostile input, exactly-once, soak):
+// a gateway starter with guaranteed cleanup, raw HTTP/1.x over node:net with a small
+// response parser (fetch would normalize what these tests need to send badly), small
+// structural session doubles, a seeded PRNG, and an RSS sampler.
+
+import { connect } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
+
+import { GatewayRuntime } from "../../index.js";
+
+export { sleep };
+
+export function baseConfig(overrides = {}) {
+	const { session, limits, sse, webhook, ...rest } = overrides;
+	return {
+		bind: "127.0.0.1",
+		port: 0,
+		session: { idleMinutes: 30, maxQueuePerSession: 16, ...session },
+		webhook: { enabled: false, basePath: "/webhook", ...webhook },
+		...(limits ? { limits } : {}),
+		...(sse ? { sse } : {}),
+		...rest,
+	};
+}
+
+/**
+ * Starts a gateway and registers its stop() with `t.after` (also when the test fails).
+ * Returns `{ rt, port, base, logs }`; `logs` collects every log line.
+ */
+export async function startGateway(t, { config = baseConfig(), primarySession, createSession, primarySessionKey = "main" }) {
+	const logs = [];
+	const rt = new GatewayRuntime({
+		config,
+		primarySessionKey,
+		primarySession,
+		createSession,
+		log: (m) => logs.push(m),
+	});
+	let stopped = false;
+	const stop = async () => {
+		if (stopped) return;
+		stopped = true;
+		await rt.stop();
+	};
+	t.after(stop);
+	await rt.start();
+	const port = rt.getAddress().port;
+	return { rt, port, base: `http://127.0.0.1:${port}`, logs, stop };
+}
+
+/** Rejects after `ms` with a message naming `what`; the timer never keeps the process alive. */
+export function deadline(promise, ms, what) {
+	let timer;
+	const timeout = new Promise((_, reject) => {
+		timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+		timer.unref?.();
+	});
+	return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `fn` until it returns a truthy value; rejects after `ms`. */
+export async function waitFor(fn, ms, what, everyMs = 20) {
+	const end = Date.now() + ms;
+	for (;;) {
+		const v = await fn();
+		if (v) return v;
+		if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+		await sleep(everyMs);
+	}
+}
+
+// ---------------------------------------------------------------- raw HTTP
+
+/**
+ * Parses as many complete HTTP/1.x responses as `buf` holds. Each is
+ * `{ status, reason, version, headers: {name: value | value[]}, body: Buffer }`.
+ * `noBody` (for HEAD) — a list of booleans by response index.
+ */
+export function parseResponses(buf, { noBody = [] } = {}) {
+	const out = [];
+	let pos = 0;
+	for (;;) {
+		const headEnd = buf.indexOf("\r\n\r\n", pos);
+		if (headEnd < 0) break;
+		const head = buf.subarray(pos, headEnd).toString("latin1");
+		const [statusLine, ...lines] = head.split("\r\n");
+		const m = /^(HTTP\/\d\.\d) (\d{3})(?: (.*))?$/.exec(statusLine);
+		if (!m) throw new Error(`not an HTTP response: ${JSON.stringify(statusLine)}`);
+		const headers = {};
+		for (const line of lines) {
+			const i = line.indexOf(":");
+			const name = line.slice(0, i).trim().toLowerCase();
+			const value = line.slice(i + 1).trim();
+			if (name in headers) headers[name] = [].concat(headers[name], value);
+			else headers[name] = value;
+		}
+		const status = Number(m[2]);
+		let p = headEnd + 4;
+		let body = Buffer.alloc(0);
+		let complete = true;
+		const bodyless = noBody[out.length] || status === 204 || status === 304 || (status >= 100 && status < 200);
+		if (bodyless) {
+			// nothing
+		} else if (/chunked/i.test(String(headers["transfer-encoding"] ?? ""))) {
+			const parts = [];
+			complete = false;
+			for (;;) {
+				const lineEnd = buf.indexOf("\r\n", p);
+				if (lineEnd < 0) break;
+				const size = parseInt(buf.subarray(p, lineEnd).toString("latin1"), 16);
+				if (Number.isNaN(size)) throw new Error("bad chunk size");
+				if (size === 0) {
+					const end = buf.indexOf("\r\n\r\n", lineEnd);
+					const simpleEnd = buf.subarray(lineEnd + 2, lineEnd + 4).toString("latin1") === "\r\n";
+					if (simpleEnd) p = lineEnd + 4;
+					else if (end >= 0) p = end + 4;
+					else break;
+					complete = true;
+					break;
+				}
+				if (buf.length < lineEnd + 2 + size + 2) break;
+				parts.push(buf.subarray(lineEnd + 2, lineEnd + 2 + size));
+				p = lineEnd + 2 + size + 2;
+			}
+			body = Buffer.concat(parts);
+		} else if (headers["content-length"] !== undefined) {
+			const len = Number(headers["content-length"]);
+			if (buf.length < p + len) {
+				complete = false;
+			} else {
+				body = buf.subarray(p, p + len);
+				p += len;
+			}
+		} else {
+			// Delimited by close: everything that is left.
+			body = buf.subarray(p);
+			p = buf.length;
+		}
+		out.push({ version: m[1], status, reason: m[3] ?? "", headers, body, complete });
+		if (!complete) break;
+		pos = p;
+	}
+	return out;
+}
+
+/**
+ * Writes `data` (string, Buffer, or an array of them written one after another) to a fresh
+ * connection and collects bytes until `expect` complete responses arrived, the server closed,
+ * or `timeoutMs` passed. Resolves `{ responses, raw, closed, timedOut, error }`.
+ */
+export function rawExchange(port, data, { expect = 1, timeoutMs = 5000, noBody, keepOpen = false } = {}) {
+	return new Promise((resolve) => {
+		const socket = connect({ host: "127.0.0.1", port });
+		const chunks = [];
+		let closed = false;
+		let error = null;
+		let done = false;
+		const finish = (timedOut = false) => {
+			if (done) return;
+			done = true;
+			clearTimeout(timer);
+			const raw = Buffer.concat(chunks);
+			let responses = [];
+			try {
+				responses = parseResponses(raw, { noBody });
+			} catch (e) {
+				error = error ?? e;
+			}
+			if (!keepOpen || closed) socket.destroy();
+			resolve({ responses, raw, closed, timedOut, error, socket });
+		};
+		const timer = setTimeout(() => finish(true), timeoutMs);
+		socket.on("connect", () => {
+			for (const part of [].concat(data)) socket.write(part);
+		});
+		socket.on("data", (d) => {
+			chunks.push(d);
+			if (expect > 0) {
+				try {
+					const rs = parseResponses(Buffer.concat(chunks), { noBody });
+					if (rs.length >= expect && rs.slice(0, expect).every((r) => r.complete)) finish();
+				} catch {
+					// wait for more
+				}
+			}
+		});
+		socket.on("error", (e) => {
+			error = e;
+		});
+		socket.on("close", () => {
+			closed = true;
+			finish();
+		});
+	});
+}
+
+/** `METHOD path HTTP/1.1` with Host, the given headers and body (content-length added for bodies). */
+export function rawRequest(method, path, { headers = {}, body, version = "HTTP/1.1", host = true } = {}) {
+	const lines = [`${method} ${path} ${version}`];
+	if (host) lines.push("Host: 127.0.0.1");
+	const hasLength = Object.keys(headers).some((h) => /^(content-length|transfer-encoding)$/i.test(h));
+	for (const [name, value] of Object.entries(headers)) {
+		for (const v of [].concat(value)) lines.push(`${name}: ${v}`);
+	}
+	const bodyBuf = body === undefined ? null : Buffer.isBuffer(body) ? body : Buffer.from(body);
+	if (bodyBuf && !hasLength) lines.push(`Content-Length: ${bodyBuf.length}`);
+	const head = Buffer.from(`${lines.join("\r\n")}\r\n\r\n`, "latin1");
+	return bodyBuf ? Buffer.concat([head, bodyBuf]) : head;
+}
+
+/** Encodes a body as HTTP/1.1 chunks of `size` bytes (with the terminating 0 chunk). */
+export function chunked(body, size = 7) {
+	const buf = Buffer.from(body);
+	const parts = [];
+	for (let i = 0; i < buf.length; i += size) {
+		const piece = buf.subarray(i, i + size);
+		parts.push(Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from("\r\n"));
+	}
+	parts.push(Buffer.from("0\r\n\r\n"));
+	return Buffer.concat(parts);
+}
+
+export function jsonOf(response) {
+	return JSON.parse(response.body.toString("utf8"));
+}
+
+/** Opens a raw socket and resolves once connected. */
+export function openSocket(port) {
+	return new Promise((resolve, reject) => {
+		const s = connect({ host: "127.0.0.1", port });
+		s.once("connect", () => resolve(s));
+		s.once("error", reject);
+	});
+}
+
+/**
+ * Opens an SSE stream on a raw socket. Resolves `{ socket, frames, text(), waitFor(pred, ms), closed }`
+ * once the headers and the first (hello) frame arrived. `frames` are the parsed `data:` JSON
+ * payloads, in order.
+ */
+export function openSse(port, key, { token, path } = {}) {
+	return new Promise((resolve, reject) => {
+		const socket = connect({ host: "127.0.0.1", port });
+		let raw = "";
+		let headerDone = false;
+		const frames = [];
+		const state = { socket, frames, closed: false, raw: () => raw, status: 0 };
+		const waiters = new Set();
+		const check = () => {
+			for (const w of waiters) {
+				if (w.pred(frames)) {
+					waiters.delete(w);
+					w.resolve(frames);
+				}
+			}
+		};
+		state.waitFor = (pred, ms = 5000) =>
+			deadline(
+				new Promise((res) => {
+					const w = { pred, resolve: res };
+					waiters.add(w);
+					check();
+				}),
+				ms,
+				`SSE ${key}`,
+			);
+		let pending = "";
+		socket.setEncoding("utf8");
+		socket.on("connect", () => {
+			const lines = [`GET ${path ?? `/sessions/${encodeURIComponent(key)}/events`} HTTP/1.1`, "Host: 127.0.0.1"];
+			if (token) lines.push(`Authorization: Bearer ${token}`);
+			socket.write(`${lines.join("\r\n")}\r\n\r\n`);
+		});
+		socket.on("data", (d) => {
+			raw += d;
+			if (!headerDone) {
+				const i = raw.indexOf("\r\n\r\n");
+				if (i < 0) return;
+				headerDone = true;
+				state.status = Number(raw.slice(9, 12));
+				pending = raw.slice(i + 4);
+			} else {
+				pending += d;
+			}
+			// Strip chunked framing lazily: pull out every "data: {...}\n\n" we can see.
+			for (;;) {
+				const m = /data: (.*)\n\n/.exec(pending);
+				if (!m) break;
+				pending = pending.slice(m.index + m[0].length);
+				try {
+					frames.push(JSON.parse(m[1]));
+				} catch {
+					frames.push({ unparsed: m[1] });
+				}
+			}
+			if (frames.length === 1) resolve(state);
+			check();
+		});
+		socket.on("error", (e) => {
+			if (!headerDone) reject(e);
+		});
+		socket.on("close", () => {
+			state.closed = true;
+			if (!frames.length) reject(new Error(`SSE ${key} closed before hello; got ${JSON.stringify(raw.slice(0, 300))}`));
+			check();
+		});
+	});
+}
+
+// ---------------------------------------------------------------- session doubles
+
+/**
+ * A small structural session (prompt/subscribe/abort/dispose/sessionId/messages) with spies.
+ * `behavior.prompt(text, session)` may be given to replace the run; the default run emits
+ * pi's event sequence around one assistant message whose text is `reply(text)` (default
+ * `echo:<text>`), after `delayMs` (abortable). Counters: `calls.prompt`, `calls.abort`,
+ * `calls.dispose`, `prompts` (the texts, in order).
+ */
+export function createDouble(key, behavior = {}) {
+	const listeners = new Set();
+	let run = null;
+	const session = {
+		sessionKey: key,
+		sessionId: `double-${key}-${Math.random().toString(36).slice(2, 8)}`,
+		messages: [],
+		disposed: false,
+		prompts: [],
+		calls: { prompt: 0, abort: 0, dispose: 0, subscribe: 0 },
+		emit(event) {
+			for (const l of [...listeners]) {
+				try {
+					l(event);
+				} catch {
+					// like pi: a throwing listener does not stop the run
+				}
+			}
+		},
+		subscribe(listener) {
+			session.calls.subscribe++;
+			if (behavior.subscribe) return behavior.subscribe(listener, session);
+			listeners.add(listener);
+			return () => listeners.delete(listener);
+		},
+		prompt(text, options) {
+			session.calls.prompt++;
+			session.prompts.push(text);
+			if (behavior.prompt) return behavior.prompt(text, session, options);
+			return defaultRun(session, text, behavior);
+		},
+		abort() {
+			session.calls.abort++;
+			if (behavior.abort) return behavior.abort(session);
+			const r = run;
+			if (!r) return Promise.resolve();
+			r.controller.abort();
+			return r.done;
+		},
+		dispose() {
+			session.calls.dispose++;
+			session.disposed = true;
+			run?.controller.abort();
+			if (behavior.dispose) return behavior.dispose(session);
+		},
+		_setRun(r) {
+			run = r;
+		},
+	};
+	return session;
+}
+
+async function defaultRun(session, text, behavior) {
+	if (session.disposed) throw new Error(`prompt on a disposed session (${session.sessionKey})`);
+	const controller = new AbortController();
+	let finish;
+	const r = { controller, done: new Promise((res) => (finish = res)) };
+	session._setRun(r);
+	try {
+		const user = { role: "user", content: [{ type: "text", text }], timestamp: Date.now() };
+		session.emit({ type: "agent_start" });
+		session.emit({ type: "turn_start" });
+		session.emit({ type: "message_start", message: user });
+		session.messages.push(user);
+		session.emit({ type: "message_end", message: user });
+		const reply = (behavior.reply ?? ((t) => `echo:${t}`))(text);
+		const msg = { role: "assistant", content: [{ type: "text", text: "" }], stopReason: "stop", timestamp: Date.now() };
+		session.emit({ type: "message_start", message: msg });
+		session.emit({
+			type: "message_update",
+			assistantMessageEvent: { type: "text_start", contentIndex: 0, partial: msg },
+			message: msg,
+		});
+		msg.content[0].text = reply;
+		session.emit({
+			type: "message_update",
+			assistantMessageEvent: { type: "text_delta", contentIndex: 0, delta: reply, partial: msg },
+			message: msg,
+		});
+		const delay = typeof behavior.delayMs === "function" ? behavior.delayMs(text) : (behavior.delayMs ?? 0);
+		if (delay > 0) {
+			await new Promise((res) => {
+				const timer = setTimeout(res, delay);
+				controller.signal.addEventListener(
+					"abort",
+					() => {
+						clearTimeout(timer);
+						res();
+					},
+					{ once: true },
+				);
+			});
+		}
+		if (controller.signal.aborted) {
+			msg.stopReason = "aborted";
+			msg.errorMessage = "Request was aborted";
+		} else {
+			session.emit({
+				type: "message_update",
+				assistantMessageEvent: { type: "text_end", contentIndex: 0, content: reply, partial: msg },
+				message: msg,
+			});
+		}
+		session.messages.push(msg);
+		session.emit({ type: "message_end", message: msg });
+		session.emit({ type: "turn_end", message: msg, toolResults: [] });
+		session.emit({ type: "agent_end", messages: [user, msg] });
+	} finally {
+		session._setRun(null);
+		finish();
+	}
+}
+
+/** A factory of doubles; `factory.created` lists every session it made, `factory.live` the undisposed ones. */
+export function createDoubleFactory(behavior = {}) {
+	const created = [];
+	const factory = async (key) => {
+		const s = createDouble(key, behavior);
+		created.push(s);
+		return s;
+	};
+	factory.created = created;
+	Object.defineProperty(factory, "live", { get: () => created.filter((s) => !s.disposed) });
+	return factory;
+}
+
+// ---------------------------------------------------------------- misc
+
+/** mulberry32: a tiny seeded PRNG → () => float in [0, 1). */
+export function mulberry32(seed) {
+	let a = seed >>> 0;
+	return () => {
+		a = (a + 0x6d2b79f5) >>> 0;
+		let t = a;
+		t = Math.imul(t ^ (t >>> 15), t | 1);
+		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+		return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+	};
+}
+
+export const MiB = 1024 * 1024;
+
+/** RSS of this process in bytes. */
+export function rss() {
+	return process.memoryUsage.rss();
+}
+
+/** A `gc()` function if the runtime allows one (exposed through v8 flags), else a no-op. */
+export async function getGc() {
+	if (typeof globalThis.gc === "function") return globalThis.gc;
+	try {
+		const v8 = await import("node:v8");
+		const vm = await import("node:vm");
+		v8.setFlagsFromString("--expose_gc");
+		const gc = vm.runInNewContext("gc");
+		if (typeof gc === "function") return gc;
+	} catch {
+		// fall through
+	}
+	return () => {};
+}
+
+/** Full GC a few times with pauses so finalizers and freed native memory settle. */
+export async function settleMemory(gc) {
+	for (let i = 0; i < 3; i++) {
+		gc();
+		await sleep(50);
+	}
+}
+
+/** JSON fetch with a bearer token; resolves `{ status, body, headers }`. */
+export async function api(base, method, path, { token, body, headers = {} } = {}) {
+	const h = { ...headers };
+	if (token) h.authorization = `Bearer ${token}`;
+	if (body !== undefined) h["content-type"] = "application/json";
+	const res = await fetch(`${base}${path}`, {
+		method,
+		headers: h,
+		body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+	});
+	const text = await res.text();
+	let json;
+	try {
+		json = JSON.parse(text);
+	} catch {
+		json = undefined;
+	}
+	return { status: res.status, body: json, text, headers: res.headers };
+}

@@ -1,0 +1,255 @@
+// SSE load process: many subscribers of one session's GET /sessions/:key/events, on raw
+// node:http sockets (agent: false, one TCP connection each), measuring what arrives.
+// Run by bench/run.mjs as a child with an IPC channel (under `taskset`, on the load core).
+//
+// Commands (process.send replies {id, ok, ...} or {id, ok:false, error}):
+//   {cmd:"open",  port, key, n, batch?}        open n subscribers, resolve once each saw `hello`
+//   {cmd:"arm",   tokens, pid?, windows?}      expect tokens 0..tokens-1 on every subscriber
+//   {cmd:"collect", timeoutMs}                 wait until every subscriber saw message_complete
+//                                              (or the timeout), reply with the measurements
+//   {cmd:"close"}                              destroy every subscriber
+//   {cmd:"exit"}
+//
+// The scripted stream (`/stream N ms batch`) puts `t<i>@<epoch ms>;` in each token's delta: the
+// emit time, taken in the gateway process just before the event was emitted. Receipt time is
+// taken once per socket read, on the same clock (performance.timeOrigin + performance.now()).
+// A token frame is recognised by `"type":"token"`; the first `message_complete` ends a
+// subscriber's run. With `windows` ([[from, to], ...], token indexes) the per-token latency is
+// kept by index and, when `pid` is given, the gateway's CPU time is sampled on receipt of each
+// window's first and last token (used for the long-answer case with one subscriber).
+//
+// Limits: node raises its own open-file soft limit to the hard limit at start; sockets are
+// plain `agent: false` requests, so nothing pools or caps them.
+
+import { request } from "node:http";
+import { cpuBetween, nowMs, percentile, procCpu } from "./bench-util.mjs";
+
+const TOKEN = '"type":"token"';
+const COMPLETE = '"type":"message_complete"';
+const HELLO = '"type":"hello"';
+const STAMP = /t(\d+)@(\d+\.\d{3});/g;
+
+let subs = [];
+let run = null; // the armed measurement
+
+function openOne(port, key) {
+	return new Promise((resolve, reject) => {
+		const sub = { req: null, res: null, buf: "", hello: false, next: 0, tokens: 0, done: false, ended: false };
+		let settled = false;
+		const fail = (error) => {
+			if (!settled) {
+				settled = true;
+				reject(error);
+			}
+		};
+		const req = request(
+			{ host: "127.0.0.1", port, path: `/sessions/${encodeURIComponent(key)}/events`, agent: false },
+			(res) => {
+				if (res.statusCode !== 200) return fail(new Error(`events answered ${res.statusCode}`));
+				sub.res = res;
+				res.setEncoding("latin1");
+				res.on("data", (chunk) => {
+					onData(sub, chunk);
+					if (sub.hello && !settled) {
+						settled = true;
+						resolve(sub);
+					}
+				});
+				const onEnd = () => {
+					sub.ended = true;
+					if (run && !sub.done) run.disconnected++;
+					fail(new Error("event stream ended before hello"));
+					maybeFinish();
+				};
+				res.on("end", onEnd);
+				res.on("aborted", onEnd);
+				res.on("error", () => {});
+			},
+		);
+		sub.req = req;
+		req.on("error", fail);
+		req.end();
+	});
+}
+
+function onData(sub, chunk) {
+	const now = nowMs();
+	let buf = sub.buf + chunk;
+	let start = 0;
+	for (;;) {
+		const end = buf.indexOf("\n\n", start);
+		if (end === -1) break;
+		onFrame(sub, buf, start, end, now);
+		start = end + 2;
+	}
+	sub.buf = start === 0 ? buf : buf.slice(start);
+}
+
+function onFrame(sub, buf, start, end, now) {
+	const r = run;
+	if (!sub.hello) {
+		const h = buf.indexOf(HELLO, start);
+		if (h !== -1 && h < end) sub.hello = true;
+		return;
+	}
+	if (!r || sub.done) return;
+	r.frames++;
+	const t = buf.indexOf(TOKEN, start);
+	if (t !== -1 && t < end) {
+		STAMP.lastIndex = t;
+		for (;;) {
+			const m = STAMP.exec(buf);
+			if (!m || m.index >= end) break;
+			const index = Number(m[1]);
+			const emitted = Number(m[2]);
+			if (index !== sub.next) r.outOfOrder++;
+			sub.next = index + 1;
+			sub.tokens++;
+			r.tokens++;
+			const latency = now - emitted;
+			if (r.n < r.lat.length) r.lat[r.n++] = latency;
+			if (emitted < r.firstEmit) r.firstEmit = emitted;
+			r.lastReceipt = now;
+			if (r.byIndex && index < r.byIndex.length) {
+				r.byIndex[index] = latency;
+				r.emitAt[index] = emitted;
+				if (r.samplePoints.has(index) && r.pid) r.cpuAt.set(index, procCpu(r.pid));
+			}
+		}
+		return;
+	}
+	const c = buf.indexOf(COMPLETE, start);
+	if (c !== -1 && c < end) {
+		sub.done = true;
+		r.complete++;
+		maybeFinish();
+	}
+}
+
+function maybeFinish() {
+	const r = run;
+	if (!r || r.finished) return;
+	if (r.complete + r.disconnected >= r.subscribers) {
+		r.finished = true;
+		r.finishedAt = nowMs();
+		r.resolve?.();
+	}
+}
+
+async function open({ port, key, n, batch = 100 }) {
+	const t0 = nowMs();
+	for (let i = 0; i < n; i += batch) {
+		const group = [];
+		for (let j = i; j < Math.min(n, i + batch); j++) group.push(openOne(port, key));
+		subs.push(...(await Promise.all(group)));
+	}
+	return { open: subs.length, ms: nowMs() - t0 };
+}
+
+function arm({ tokens, pid, windows }) {
+	const live = subs.filter((s) => !s.ended);
+	for (const s of live) {
+		s.next = 0;
+		s.tokens = 0;
+		s.done = false;
+	}
+	run = {
+		subs: live,
+		subscribers: live.length,
+		expected: tokens,
+		lat: new Float64Array(live.length * tokens),
+		n: 0,
+		frames: 0,
+		tokens: 0,
+		outOfOrder: 0,
+		complete: 0,
+		disconnected: 0,
+		firstEmit: Infinity,
+		lastReceipt: 0,
+		armedAt: nowMs(),
+		finished: false,
+		pid,
+		windows: windows ?? null,
+		byIndex: windows ? new Float64Array(tokens).fill(NaN) : null,
+		emitAt: windows ? new Float64Array(tokens).fill(NaN) : null,
+		samplePoints: new Set((windows ?? []).flatMap(([a, b]) => [a, b - 1])),
+		cpuAt: new Map(),
+	};
+	run.done = new Promise((r) => (run.resolve = r));
+	return { armed: live.length };
+}
+
+async function collect({ timeoutMs = 60000 }) {
+	const r = run;
+	if (!r) throw new Error("not armed");
+	let timer;
+	const timedOut = await Promise.race([
+		r.done.then(() => false),
+		new Promise((res) => (timer = setTimeout(() => res(true), timeoutMs))),
+	]);
+	clearTimeout(timer);
+	run = null;
+	const sorted = r.lat.subarray(0, r.n).sort();
+	let missing = 0;
+	for (const s of r.subs) missing += Math.max(0, r.expected - s.tokens);
+	const spanMs = r.lastReceipt - r.firstEmit;
+	const out = {
+		timedOut,
+		subscribers: r.subscribers,
+		complete: r.complete,
+		disconnected: r.disconnected,
+		expectedTokens: r.expected * r.subscribers,
+		deliveredTokens: r.tokens,
+		deliveredFrames: r.frames,
+		missing,
+		outOfOrder: r.outOfOrder,
+		spanMs,
+		eventsPerSec: spanMs > 0 ? (r.tokens / spanMs) * 1000 : NaN,
+		latencyMs: {
+			p50: percentile(sorted, 50),
+			p90: percentile(sorted, 90),
+			p99: percentile(sorted, 99),
+			max: sorted.length ? sorted[sorted.length - 1] : NaN,
+		},
+	};
+	if (r.windows) {
+		out.windows = r.windows.map(([a, b]) => {
+			const lat = r.byIndex.slice(a, b).filter((x) => !Number.isNaN(x)).sort();
+			const w = {
+				from: a,
+				to: b,
+				latencyP50Ms: percentile(lat, 50),
+				latencyP99Ms: percentile(lat, 99),
+				// Main-thread time between emitting the window's first and last token.
+				emitUsPerToken: ((r.emitAt[b - 1] - r.emitAt[a]) * 1000) / (b - 1 - a),
+			};
+			const c0 = r.cpuAt.get(a);
+			const c1 = r.cpuAt.get(b - 1);
+			if (c0 && c1) w.cpuUsPerToken = cpuBetween(c0, c1).ns / 1000 / (b - 1 - a);
+			return w;
+		});
+	}
+	return out;
+}
+
+function close() {
+	for (const s of subs) {
+		s.req.destroy();
+		s.res?.destroy();
+	}
+	const n = subs.length;
+	subs = [];
+	return { closed: n };
+}
+
+const handlers = { open, arm, collect, close, exit: () => setImmediate(() => process.exit(0)) };
+
+process.on("message", async (msg) => {
+	try {
+		const result = await handlers[msg.cmd](msg);
+		process.send({ id: msg.id, ok: true, ...result });
+	} catch (error) {
+		process.send({ id: msg.id, ok: false, error: String(error?.stack ?? error) });
+	}
+});
+process.on("disconnect", () => process.exit(0));

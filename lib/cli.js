@@ -1,0 +1,665 @@
+// The `pi-gateway` command: parses flags and environment variables, builds the agent (pi's
+// offline faux model by default, a real model with `--model provider/id`), starts a
+// GatewayRuntime on it, prints where it listens and what to paste, and stops gracefully on
+// SIGINT/SIGTERM (a second signal exits at once).
+//
+// Exit codes: 0 after a clean stop or --help/--version; 1 when the gateway cannot start (the
+// API key is missing, the port is busy, the agent fails to load) or stops with an error;
+// 2 for a usage error (unknown flag, bad value, unknown model); 130/143 when a second
+// SIGINT/SIGTERM forces the exit.
+//
+// Isolation: unless --agent-dir says otherwise, pi's agent directory (auth.json, models.json,
+// settings.json, extensions, sessions) is a new temporary directory, removed on exit, so the
+// gateway never reads or writes the user's ~/.pi. A real model then takes its key from the
+// environment (ANTHROPIC_API_KEY, OPENAI_API_KEY, ...); `--agent-dir ~/.pi/agent` reuses what
+// `pi` itself has (logins, custom models, settings, extensions) and keeps the gateway's
+// sessions there.
+
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { isIP } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+
+/** Exit code of a usage error (bad flag or value). */
+export const EXIT_USAGE = 2;
+/** Exit code of a start-up or shutdown failure. */
+export const EXIT_FAILURE = 1;
+
+/** The session key the printed commands use. */
+const DEMO_SESSION = "demo";
+/** Session key of the gateway's primary session (the one pi's own session dir holds). */
+const PRIMARY_SESSION_KEY = "main";
+/** How long after a clean stop we wait for Node to exit on its own before forcing it. */
+const EXIT_GRACE_MS = 5000;
+
+/**
+ * Every option: its flag, its environment variable, its default and its help line. The help
+ * text, the environment lookup and the tests all read this one table.
+ */
+export const OPTIONS = [
+	{ name: "bind", type: "string", env: "PI_GATEWAY_BIND", def: "127.0.0.1", arg: "ADDR", help: "IP address to listen on (\"localhost\", \"0.0.0.0\", \"::\" ...)" },
+	{ name: "port", type: "string", env: "PI_GATEWAY_PORT", def: "3000", arg: "N", help: "TCP port; 0 picks a free port (printed at start)" },
+	{ name: "token", type: "string", env: "PI_GATEWAY_TOKEN", def: undefined, arg: "TOKEN", help: "require 'Authorization: Bearer TOKEN' on every route but /health and webhooks (prefer the env var: flags show up in ps)" },
+	{ name: "webhook", type: "boolean", env: "PI_GATEWAY_WEBHOOK", def: false, help: "enable webhooks: POST <webhook-path>[/route] {text, sessionKey?, sender?} (--no-webhook disables)" },
+	{ name: "webhook-path", type: "string", env: "PI_GATEWAY_WEBHOOK_PATH", def: "/webhook", arg: "PATH", help: "base path of webhooks" },
+	{ name: "webhook-secret", type: "string", env: "PI_GATEWAY_WEBHOOK_SECRET", def: undefined, arg: "SECRET", help: "required x-pi-webhook-secret header (mandatory when --webhook listens beyond loopback)" },
+	{ name: "idle-minutes", type: "string", env: "PI_GATEWAY_IDLE_MINUTES", def: "30", arg: "N", help: "dispose sessions idle for N minutes (the primary session is kept)" },
+	{ name: "max-queue", type: "string", env: "PI_GATEWAY_MAX_QUEUE", def: "16", arg: "N", help: "queued messages per session before 429" },
+	{ name: "cors", type: "string", env: "PI_GATEWAY_CORS", def: undefined, arg: "ORIGINS", help: "allow browsers from these origins: '*' or comma-separated (https://a.example,http://localhost:5173); off by default" },
+	{ name: "model", type: "string", env: "PI_GATEWAY_MODEL", def: undefined, arg: "PROVIDER/ID", help: "a real model from pi's registry (e.g. anthropic/claude-sonnet-4-5, openai/gpt-4o-mini), with its API key in the environment; default: pi-ai's offline faux model" },
+	{ name: "agent-dir", type: "string", env: "PI_GATEWAY_AGENT_DIR", def: undefined, arg: "DIR", help: "pi agent dir (auth.json, models.json, settings.json, sessions); default: a new temporary dir removed on exit, so ~/.pi is never touched" },
+	{ name: "cwd", type: "string", env: "PI_GATEWAY_CWD", def: undefined, arg: "DIR", help: "workspace the agent's tools run in; default: the current dir with --model, a temporary dir holding hello.txt for the faux model" },
+	{ name: "help", short: "h", type: "boolean", help: "print this help and exit" },
+	{ name: "version", type: "boolean", help: "print the version and exit" },
+];
+
+/** A bad flag or value: printed with a hint, exit code 2. */
+export class UsageError extends Error {
+	constructor(message) {
+		super(message);
+		this.name = "UsageError";
+	}
+}
+
+/** The gateway cannot start for a reason the user can fix (no key, ...): exit code `code`. */
+export class StartupError extends Error {
+	constructor(message, code = EXIT_FAILURE) {
+		super(message);
+		this.name = "StartupError";
+		this.code = code;
+	}
+}
+
+export function helpText() {
+	const lines = [
+		"Usage: pi-gateway [options]",
+		"",
+		"Runs pi coding-agent sessions behind HTTP (JSON, SSE, Vercel AI SDK chat stream, webhooks).",
+		"Without --model it runs offline on pi-ai's faux model: no API key, no network.",
+		"",
+		"Options (each also read from its environment variable; a flag wins over the variable):",
+	];
+	for (const option of OPTIONS) {
+		const flag = `${option.short ? `-${option.short}, ` : "    "}--${option.name}${option.arg ? ` ${option.arg}` : ""}`;
+		lines.push(`  ${flag}`);
+		let detail = option.help;
+		if (option.def !== undefined && option.def !== false) detail += ` (default: ${option.def})`;
+		lines.push(`        ${detail}`);
+		if (option.env) lines.push(`        env: ${option.env}`);
+	}
+	lines.push(
+		"",
+		"Boolean variables accept 1/true/yes/on and 0/false/no/off.",
+		"",
+		"Examples:",
+		"  pi-gateway --port 0",
+		"  ANTHROPIC_API_KEY=... pi-gateway --model anthropic/claude-sonnet-4-5 --cwd ./my-project",
+		"  PI_GATEWAY_TOKEN=s3cret pi-gateway --bind 0.0.0.0 --model openai/gpt-4o-mini",
+		"  pi-gateway --agent-dir ~/.pi/agent --model anthropic/claude-sonnet-4-5   # reuse pi's logins and models",
+		"",
+		"Exit codes: 0 stopped cleanly, 1 could not start, 2 usage error; Ctrl-C twice forces the exit.",
+	);
+	return `${lines.join("\n")}\n`;
+}
+
+function packageVersion() {
+	try {
+		const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
+		return String(pkg.version);
+	} catch {
+		return "unknown";
+	}
+}
+
+function parseBooleanEnv(name, text) {
+	const value = text.trim().toLowerCase();
+	if (["1", "true", "yes", "on"].includes(value)) return true;
+	if (["0", "false", "no", "off"].includes(value)) return false;
+	throw new UsageError(`Invalid ${name}=${JSON.stringify(text)}: expected 1/true/yes/on or 0/false/no/off`);
+}
+
+/**
+ * Parses argv and env into validated options.
+ * @param {string[]} argv  the arguments after `node bin/pi-gateway.js`
+ * @param {Record<string, string | undefined>} env
+ * @returns {{ help: true } | { version: true } | { options: CliOptions }}
+ * @throws {UsageError}
+ */
+export function parseCli(argv, env = process.env) {
+	const spec = {};
+	for (const option of OPTIONS) {
+		spec[option.name] = { type: option.type };
+		if (option.short) spec[option.name].short = option.short;
+	}
+	let parsed;
+	try {
+		parsed = parseArgs({ args: argv, options: spec, strict: true, allowPositionals: false, allowNegative: true });
+	} catch (error) {
+		throw new UsageError(error instanceof Error ? error.message : String(error));
+	}
+	const values = parsed.values;
+	if (values.help) return { help: true };
+	if (values.version) return { version: true };
+
+	/** @type {Record<string, { value: any, source: "flag" | "env" | "default" }>} */
+	const raw = {};
+	for (const option of OPTIONS) {
+		if (!option.env) continue;
+		const name = option.name;
+		const where = `--${name}`;
+		if (values[name] !== undefined) {
+			raw[name] = { value: values[name], source: "flag", where };
+			continue;
+		}
+		const fromEnv = env[option.env];
+		if (fromEnv !== undefined && fromEnv !== "") {
+			const value = option.type === "boolean" ? parseBooleanEnv(option.env, fromEnv) : fromEnv;
+			raw[name] = { value, source: "env", where: option.env };
+			continue;
+		}
+		raw[name] = { value: option.def, source: "default", where };
+	}
+
+	const text = (name) => raw[name].value;
+	const where = (name) => raw[name].where;
+	const bad = (name, expected) =>
+		new UsageError(`Invalid ${where(name)} ${JSON.stringify(String(raw[name].value))}: expected ${expected}`);
+
+	const bind = String(text("bind")).trim();
+	const bare = bind.startsWith("[") && bind.endsWith("]") ? bind.slice(1, -1) : bind;
+	if (bind !== "localhost" && isIP(bare) === 0) throw bad("bind", 'an IP address or "localhost"');
+
+	const portText = String(text("port")).trim();
+	if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) throw bad("port", "an integer from 0 to 65535");
+	const port = Number(portText);
+
+	const idleText = String(text("idle-minutes")).trim();
+	const idleMinutes = Number(idleText);
+	if (idleText === "" || !Number.isFinite(idleMinutes) || idleMinutes <= 0) throw bad("idle-minutes", "a number of minutes > 0");
+
+	const queueText = String(text("max-queue")).trim();
+	if (!/^\d+$/.test(queueText) || Number(queueText) < 1 || Number(queueText) > 1_000_000) {
+		throw bad("max-queue", "an integer from 1 to 1000000");
+	}
+	const maxQueue = Number(queueText);
+
+	const token = optionalSecret(raw.token);
+	const webhookSecret = optionalSecret(raw["webhook-secret"]);
+
+	let webhookPath = String(text("webhook-path")).trim();
+	if (!webhookPath.startsWith("/") || /[\s?#]/.test(webhookPath)) {
+		throw bad("webhook-path", 'a path starting with "/" (no spaces, "?" or "#")');
+	}
+	if (webhookPath.length > 1) webhookPath = webhookPath.replace(/\/+$/, "") || "/";
+
+	let cors;
+	if (raw.cors.value !== undefined) {
+		const items = String(raw.cors.value)
+			.split(",")
+			.map((item) => item.trim())
+			.filter(Boolean);
+		if (items.length === 0) throw bad("cors", "'*' or comma-separated origins such as https://app.example");
+		if (items.includes("*")) {
+			cors = "*";
+		} else {
+			cors = items.map((item) => {
+				let url;
+				try {
+					url = new URL(item);
+				} catch {
+					throw bad("cors", `'*' or origins such as https://app.example (not ${JSON.stringify(item)})`);
+				}
+				const origin = item.replace(/\/+$/, "");
+				if (!/^https?:$/.test(url.protocol) || url.origin !== origin) {
+					throw bad("cors", `'*' or origins such as https://app.example (scheme://host[:port], not ${JSON.stringify(item)})`);
+				}
+				return origin;
+			});
+		}
+	}
+
+	let model;
+	if (raw.model.value !== undefined) {
+		const spec = String(raw.model.value).trim();
+		const slash = spec.indexOf("/");
+		if (slash <= 0 || slash === spec.length - 1) throw bad("model", "PROVIDER/ID, e.g. anthropic/claude-sonnet-4-5");
+		model = { spec, provider: spec.slice(0, slash), id: spec.slice(slash + 1) };
+	}
+
+	let cwd;
+	if (raw.cwd.value !== undefined) {
+		cwd = resolve(String(raw.cwd.value));
+		let isDir = false;
+		try {
+			isDir = statSync(cwd).isDirectory();
+		} catch {
+			// reported below
+		}
+		if (!isDir) throw bad("cwd", "an existing directory");
+	}
+	const agentDir = raw["agent-dir"].value !== undefined ? resolve(expandHome(String(raw["agent-dir"].value), env)) : undefined;
+
+	return {
+		options: {
+			bind,
+			port,
+			token,
+			tokenFromEnv: raw.token.source === "env",
+			webhook: Boolean(raw.webhook.value),
+			webhookPath,
+			webhookSecret,
+			idleMinutes,
+			maxQueue,
+			cors,
+			model,
+			agentDir,
+			cwd,
+		},
+	};
+}
+
+/** @typedef {NonNullable<ReturnType<typeof parseCli>["options"]>} CliOptions */
+
+function optionalSecret(entry) {
+	if (entry.value === undefined) return undefined;
+	const value = String(entry.value);
+	if (value.trim() === "") throw new UsageError(`Invalid ${entry.where}: must not be empty`);
+	if (/[\r\n]/.test(value)) throw new UsageError(`Invalid ${entry.where}: must be one line`);
+	return value;
+}
+
+function expandHome(path, env) {
+	if (path === "~" || path.startsWith("~/")) {
+		const home = env.HOME || process.env.HOME;
+		if (home) return join(home, path.slice(1));
+	}
+	return path;
+}
+
+/** The `GatewayConfig` for parsed options. */
+export function gatewayConfig(options) {
+	/** @type {Record<string, any>} */
+	const config = {
+		bind: options.bind,
+		port: options.port,
+		session: { idleMinutes: options.idleMinutes, maxQueuePerSession: options.maxQueue },
+		webhook: { enabled: options.webhook, basePath: options.webhookPath },
+	};
+	if (options.token !== undefined) config.bearerToken = options.token;
+	if (options.webhookSecret !== undefined) config.webhook.secret = options.webhookSecret;
+	if (options.cors !== undefined) config.cors = { origins: options.cors };
+	return config;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents: each is { primarySession, createSession(key), cwd, agentDir, label, close() }.
+
+/**
+ * Real pi sessions on a real model, with pi's own model registry and auth.
+ *
+ * Everything pi reads comes from `agentDir` (auth.json, models.json, settings.json,
+ * extensions) and from the workspace `cwd` (project .pi settings and extensions, AGENTS.md);
+ * API keys from the environment work as in `pi` itself. Before anything starts, the model
+ * must exist in the registry and have credentials, or this throws a StartupError.
+ *
+ * @param {{ model: { spec: string, provider: string, id: string }, cwd: string, agentDir: string }} options
+ */
+export async function createModelPiAgent({ model: wanted, cwd, agentDir }) {
+	const pi = await import("@mariozechner/pi-coding-agent");
+	const { sanitizeSessionKey } = await import("../index.js");
+	const authStorage = pi.AuthStorage.create(join(agentDir, "auth.json"));
+	const modelRegistry = pi.ModelRegistry.create(authStorage, join(agentDir, "models.json"));
+	const loadError = modelRegistry.getError();
+	if (loadError) process.stderr.write(`pi-gateway: warning: ${join(agentDir, "models.json")}: ${loadError}\n`);
+
+	const model = resolveModel(modelRegistry, wanted);
+	await checkModelAuth(modelRegistry, model);
+
+	const settingsManager = pi.SettingsManager.create(cwd, agentDir);
+	const sessionsRoot = join(agentDir, "sessions");
+	/** @type {Set<any>} */
+	const sessions = new Set();
+	let closed = false;
+
+	async function newSession(sessionManager) {
+		if (closed) throw new Error("the agent is closed");
+		const { session } = await pi.createAgentSession({
+			cwd,
+			agentDir,
+			model,
+			authStorage,
+			modelRegistry,
+			settingsManager,
+			sessionManager,
+		});
+		sessions.add(session);
+		return session;
+	}
+
+	const primarySession = await newSession(pi.SessionManager.create(cwd, join(sessionsRoot, "primary")));
+	return {
+		primarySession,
+		// What createGatewaySessionManager(cwd, key, root) does, with the SessionManager class we
+		// already hold (the session dir the runtime's getGatewaySessionDir(key) names).
+		createSession: (key) =>
+			newSession(pi.SessionManager.create(cwd, join(sessionsRoot, "gateway-sessions", sanitizeSessionKey(key)))),
+		cwd,
+		agentDir,
+		label: `${model.provider}/${model.id}`,
+		async close() {
+			if (closed) return;
+			closed = true;
+			for (const session of sessions) {
+				try {
+					if (session.isStreaming) await session.abort();
+				} catch {
+					// best effort: still dispose
+				}
+				try {
+					session.dispose();
+				} catch {
+					// already disposed by the gateway
+				}
+			}
+			sessions.clear();
+		},
+	};
+}
+
+/**
+ * Finds `provider/id` in pi's registry (built-in models plus the agent dir's models.json).
+ * The provider matches case-insensitively; the id exactly, then case-insensitively; a whole
+ * "provider/id" that is itself an id (OpenRouter style) matches too.
+ */
+export function resolveModel(modelRegistry, wanted) {
+	const all = modelRegistry.getAll();
+	const providers = [...new Set(all.map((m) => m.provider))].sort();
+	const provider = providers.find((p) => p.toLowerCase() === wanted.provider.toLowerCase());
+	if (provider) {
+		const ofProvider = all.filter((m) => m.provider === provider);
+		const found =
+			ofProvider.find((m) => m.id === wanted.id) ??
+			ofProvider.find((m) => m.id.toLowerCase() === wanted.id.toLowerCase());
+		if (found) return found;
+		const whole = all.find((m) => m.id.toLowerCase() === wanted.spec.toLowerCase());
+		if (whole) return whole;
+		const ids = ofProvider.map((m) => m.id).sort();
+		const shown = ids.slice(0, 30).join(", ") + (ids.length > 30 ? `, ... (${ids.length} in all)` : "");
+		throw new StartupError(`Unknown model "${wanted.spec}": provider "${provider}" has ${shown}`, EXIT_USAGE);
+	}
+	const whole = all.find((m) => m.id.toLowerCase() === wanted.spec.toLowerCase());
+	if (whole) return whole;
+	throw new StartupError(
+		`Unknown model "${wanted.spec}": no provider "${wanted.provider}". Known providers: ${providers.join(", ")}` +
+			" (custom providers go in <agent-dir>/models.json)",
+		EXIT_USAGE,
+	);
+}
+
+/** API-key variables of the common providers, for the error message (pi-ai knows the rest). */
+const KEY_HINTS = {
+	anthropic: "ANTHROPIC_API_KEY",
+	openai: "OPENAI_API_KEY",
+	google: "GEMINI_API_KEY",
+	groq: "GROQ_API_KEY",
+	xai: "XAI_API_KEY",
+	openrouter: "OPENROUTER_API_KEY",
+	mistral: "MISTRAL_API_KEY",
+	deepseek: "DEEPSEEK_API_KEY",
+	cerebras: "CEREBRAS_API_KEY",
+	"vercel-ai-gateway": "AI_GATEWAY_API_KEY",
+};
+
+/** Fails like pi's own AgentSession would on the first prompt, but before the gateway starts. */
+export async function checkModelAuth(modelRegistry, model) {
+	const variable = KEY_HINTS[model.provider];
+	const how =
+		(variable ? `Set ${variable} in the environment` : `Set the API key variable of provider "${model.provider}" in the environment`) +
+		", or run with --agent-dir pointing at a pi agent dir that has credentials for it (e.g. --agent-dir ~/.pi/agent after `pi /login`).";
+	if (!modelRegistry.hasConfiguredAuth(model)) {
+		throw new StartupError(`No API key for provider "${model.provider}" (model ${model.provider}/${model.id}). ${how}`);
+	}
+	let auth;
+	try {
+		auth = await modelRegistry.getApiKeyAndHeaders(model);
+	} catch (error) {
+		auth = { ok: false, error: error instanceof Error ? error.message : String(error) };
+	}
+	if (!auth.ok) {
+		throw new StartupError(`Cannot authenticate provider "${model.provider}": ${auth.error}. ${how}`);
+	}
+	if (!auth.apiKey && !(auth.headers && Object.keys(auth.headers).length)) {
+		throw new StartupError(`No API key for provider "${model.provider}" (model ${model.provider}/${model.id}). ${how}`);
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+// The banner.
+
+/** Quotes a word for a POSIX shell. */
+export function shellQuote(word) {
+	return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The host to put in URLs for a bind address (wildcards become loopback). */
+function urlHost(bind) {
+	const bare = bind.startsWith("[") && bind.endsWith("]") ? bind.slice(1, -1) : bind;
+	if (bare === "0.0.0.0") return "127.0.0.1";
+	if (bare === "::") return "[::1]";
+	return isIP(bare) === 6 ? `[${bare}]` : bare;
+}
+
+/**
+ * What the CLI prints once listening. The first line is machine-readable:
+ * `pi-gateway listening on http://BIND:PORT` (the bind address as given, so 0.0.0.0 stays
+ * 0.0.0.0); the commands below it use loopback for wildcard binds.
+ */
+export function banner({ options, port, agent, agentDirIsTemp }) {
+	const host = urlHost(options.bind);
+	const bare = options.bind.replace(/^\[(.*)\]$/, "$1");
+	const listenHost = isIP(bare) === 6 ? `[${bare}]` : bare;
+	const base = `http://${host}:${port}`;
+	const auth =
+		options.token === undefined
+			? ""
+			: options.tokenFromEnv
+				? ` -H "authorization: Bearer $PI_GATEWAY_TOKEN"`
+				: ` -H ${shellQuote(`authorization: Bearer ${options.token}`)}`;
+	const json = " -H 'content-type: application/json'";
+	const question = options.model ? "Which files are in your working directory?" : "What is in hello.txt?";
+	const lines = [
+		`pi-gateway listening on http://${listenHost}:${port}`,
+		`  model      ${agent.label}${options.model ? "" : " (offline faux model; use --model provider/id for a real one)"}`,
+		`  workspace  ${agent.cwd}`,
+		`  agent dir  ${agent.agentDir}${agentDirIsTemp ? " (temporary, removed on exit)" : ""}`,
+		`  auth       ${
+			options.token === undefined
+				? "none (--token or PI_GATEWAY_TOKEN to require a bearer token)"
+				: options.tokenFromEnv
+					? "bearer token required (the commands below read $PI_GATEWAY_TOKEN from your shell)"
+					: "bearer token required"
+		}`,
+	];
+	if (options.webhook) {
+		lines.push(`  webhook    POST ${base}${options.webhookPath} ${options.webhookSecret ? "(x-pi-webhook-secret required)" : "(no secret)"}`);
+	}
+	if (options.cors !== undefined) lines.push(`  cors       ${options.cors === "*" ? "*" : options.cors.join(", ")}`);
+	lines.push(
+		"",
+		"Send a message and wait for the answer:",
+		`  curl -s -X POST ${base}/sessions/${DEMO_SESSION}/messages${json}${auth} -d ${shellQuote(JSON.stringify({ text: question }))}`,
+		"Watch the session's events (SSE) in another terminal:",
+		`  curl -N ${base}/sessions/${DEMO_SESSION}/events${auth}`,
+		"Stream a reply as a Vercel AI SDK UI message stream:",
+		`  curl -N -X POST ${base}/sessions/${DEMO_SESSION}/chat${json}${auth} -d '{"text":"hi"}'`,
+		"",
+		"Ctrl-C stops the gateway (twice: at once).",
+	);
+	return `${lines.join("\n")}\n`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// main
+
+/**
+ * Runs the CLI. Resolves with the exit code once the gateway has stopped (or could not start);
+ * the caller sets `process.exitCode` and lets Node exit by itself.
+ * @param {string[]} argv
+ * @param {{ env?: Record<string, string | undefined>, stdout?: NodeJS.WritableStream, stderr?: NodeJS.WritableStream }} [io]
+ */
+export async function main(argv, io = {}) {
+	const env = io.env ?? process.env;
+	const stdout = io.stdout ?? process.stdout;
+	const stderr = io.stderr ?? process.stderr;
+	const say = (text) => stderr.write(`pi-gateway: ${text}\n`);
+
+	let parsed;
+	try {
+		parsed = parseCli(argv, env);
+	} catch (error) {
+		if (!(error instanceof UsageError)) throw error;
+		stderr.write(`pi-gateway: ${error.message}\nRun pi-gateway --help for the options.\n`);
+		return EXIT_USAGE;
+	}
+	if ("help" in parsed) {
+		stdout.write(helpText());
+		return 0;
+	}
+	if ("version" in parsed) {
+		stdout.write(`pi-gateway ${packageVersion()}\n`);
+		return 0;
+	}
+	const options = parsed.options;
+	if (!options.webhook && (options.webhookSecret !== undefined)) {
+		say("warning: a webhook secret is set but webhooks are off (add --webhook)");
+	}
+
+	// Signals: the first one stops gracefully, a second one exits at once. Installed before
+	// anything slow, so Ctrl-C during start-up also works.
+	let stopRequested = null;
+	let stopping = false;
+	let wake = () => {};
+	const stopSignal = new Promise((resolveStop) => {
+		wake = resolveStop;
+	});
+	const onSignal = (signal) => {
+		if (stopping || stopRequested) {
+			say(`${signal} again: exiting now`);
+			process.exit(signal === "SIGINT" ? 130 : 143);
+		}
+		stopRequested = signal;
+		wake(signal);
+	};
+	process.on("SIGINT", onSignal);
+	process.on("SIGTERM", onSignal);
+	const removeSignals = () => {
+		process.off("SIGINT", onSignal);
+		process.off("SIGTERM", onSignal);
+	};
+
+	// pi's own defaults (getAgentDir) read PI_CODING_AGENT_DIR: point it at our agent dir too, so
+	// nothing in pi falls back to ~/.pi/agent.
+	let agentDir = options.agentDir;
+	let agentDirIsTemp = false;
+	let agent;
+	let runtime;
+	let code = 0;
+	try {
+		if (agentDir === undefined) {
+			agentDir = await mkdtemp(join(tmpdir(), "pi-gateway-agent-"));
+			agentDirIsTemp = true;
+		} else {
+			await mkdir(agentDir, { recursive: true });
+		}
+		process.env.PI_CODING_AGENT_DIR = agentDir;
+
+		if (options.model) {
+			agent = await createModelPiAgent({ model: options.model, cwd: options.cwd ?? process.cwd(), agentDir });
+		} else {
+			const { createFauxPiAgent, FAUX_PROVIDER, FAUX_MODEL_ID } = await import("./faux-agent.js");
+			const faux = await createFauxPiAgent({ cwd: options.cwd, agentDir });
+			agent = { ...faux, close: () => faux.close(), label: `${FAUX_PROVIDER}/${FAUX_MODEL_ID}` };
+		}
+		if (stopRequested) throw new StartupError(`${stopRequested} during start-up`, 0);
+
+		const { GatewayRuntime, setActiveGatewayRuntime } = await import("../index.js");
+		let created;
+		try {
+			created = new GatewayRuntime({
+				config: gatewayConfig(options),
+				primarySessionKey: PRIMARY_SESSION_KEY,
+				primarySession: agent.primarySession,
+				createSession: (key) => agent.createSession(key),
+				log: (message) => say(message),
+			});
+		} catch (error) {
+			// parseCli validated every value; should the runtime still refuse one, it is a usage error.
+			throw new StartupError(error instanceof Error ? error.message : String(error), EXIT_USAGE);
+		}
+		runtime = created;
+		try {
+			await runtime.start();
+		} catch (error) {
+			runtime = undefined;
+			throw new StartupError(`cannot start: ${error instanceof Error ? error.message : String(error)}`);
+		}
+		setActiveGatewayRuntime(runtime);
+		stdout.write(banner({ options, port: runtime.getAddress().port, agent, agentDirIsTemp }));
+
+		const signal = await stopSignal;
+		stopping = true;
+		say(`${signal} received, stopping`);
+	} catch (error) {
+		if (error instanceof StartupError) {
+			if (error.code !== 0) say(error.message);
+			code = error.code;
+		} else {
+			say(`cannot start: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
+			code = EXIT_FAILURE;
+		}
+	} finally {
+		stopping = true;
+		if (runtime) {
+			try {
+				await runtime.stop();
+			} catch (error) {
+				say(`stop failed: ${error instanceof Error ? error.message : String(error)}`);
+				code = EXIT_FAILURE;
+			}
+			const { setActiveGatewayRuntime } = await import("../index.js");
+			setActiveGatewayRuntime(null);
+		}
+		if (agent) {
+			try {
+				await agent.close();
+			} catch (error) {
+				say(`closing the agent failed: ${error instanceof Error ? error.message : String(error)}`);
+				code = code || EXIT_FAILURE;
+			}
+		}
+		if (agentDirIsTemp && agentDir && existsSync(agentDir)) {
+			await rm(agentDir, { recursive: true, force: true }).catch(() => {});
+		}
+		if (runtime) say("stopped");
+	}
+	// Keep the handlers until the very end: a second Ctrl-C while stopping still forces the exit.
+	removeSignals();
+	return code;
+}
+
+/**
+ * Entry point of bin/pi-gateway.js: runs main, sets the exit code and lets Node exit on its own.
+ * Should something still hold the event loop after a clean stop, we say so and exit anyway.
+ */
+export async function run(argv = process.argv.slice(2)) {
+	const code = await main(argv);
+	process.exitCode = code;
+	setTimeout(() => {
+		process.stderr.write(
+			`pi-gateway: warning: still running ${EXIT_GRACE_MS} ms after stopping (a handle was left open); exiting\n`,
+		);
+		process.exit(code);
+	}, EXIT_GRACE_MS).unref();
+}
