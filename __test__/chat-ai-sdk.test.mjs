@@ -13,7 +13,7 @@ import * as ai7 from "ai";
 import * as ai6 from "ai-v6";
 import * as ai5 from "ai-v5";
 import { FAUX_ERROR_MESSAGE, fauxLongText, HELLO_CONTENT, HELLO_FILE, MISSING_FILE } from "../lib/faux-agent.js";
-import { fauxParts, startChatGateway, uiParts } from "./helpers/chat-fixture.mjs";
+import { fauxParts, MULTI_STEP_COMMAND, startChatGateway, uiParts } from "./helpers/chat-fixture.mjs";
 
 const require = createRequire(import.meta.url);
 const TOKEN = "chat-test-token";
@@ -281,7 +281,7 @@ describe("the chat stream read by the Vercel AI SDK", () => {
 	const freshKey = (name) => `chat-${name}-${++keyCounter}`;
 
 	before(async () => {
-		gw = await startChatGateway({ config: { bearerToken: TOKEN } });
+		gw = await startChatGateway({ config: { bearerToken: TOKEN }, multiStep: true });
 	});
 	after(async () => {
 		await gw?.close();
@@ -381,6 +381,25 @@ describe("the chat stream read by the Vercel AI SDK", () => {
 			assert.deepEqual(tool.input, { path: HELLO_FILE });
 			assert.ok(JSON.stringify(tool.output).includes(HELLO_CONTENT), JSON.stringify(tool.output));
 			assert.equal(text.text, HELLO_ANSWER);
+		});
+
+		it(`${sdk.label}: reasoning and text in two steps of one message get distinct part ids and assemble into four parts`, async () => {
+			const key = freshKey(`multistep-${sdk.major}`);
+			const { chunks, raw } = await chatToEnd(gw.base, key, { text: MULTI_STEP_COMMAND });
+			await validateChunks(sdk, chunks);
+			const startIds = chunks.filter((c) => c.type === "text-start" || c.type === "reasoning-start").map((c) => c.id);
+			assert.equal(startIds.length, 4, startIds.join(" "));
+			assert.equal(new Set(startIds).size, 4, `part ids unique within the message: ${startIds.join(" ")}`);
+
+			const { message, errors } = await assemble(sdk, raw);
+			assert.deepEqual(errors, []);
+			const produced = fauxParts(gw.sessions.get(key), 1);
+			assert.deepEqual(
+				produced.map((p) => p.kind),
+				["step", "reasoning", "text", "tool", "step", "reasoning", "text"],
+			);
+			assert.deepEqual(uiParts(message), produced);
+			assert.equal(produced.at(-1).text, `It says: ${HELLO_CONTENT}`);
 		});
 
 		it(`${sdk.label}: DefaultChatTransport and AbstractChat hold a two-turn conversation, and the gateway answers the last user message`, async () => {
@@ -504,7 +523,7 @@ describe("the chat stream read by the Vercel AI SDK", () => {
 		assert.equal(last.stopReason, "aborted");
 	});
 
-	it("a client that disconnects mid-stream stops its own stream, but the run completes and the session goes on", async () => {
+	it("a client that disconnects mid-stream loses only its stream: the run completes and the session goes on", async () => {
 		const key = freshKey("disconnect");
 		const warm = await fetch(`${gw.base}/sessions/${encodeURIComponent(key)}/messages`, {
 			method: "POST",

@@ -3,7 +3,7 @@
 // pi-gateway on another origin (CORS) in front of real pi AgentSessions on the faux model.
 // The page is bundled with esbuild by the example's own build script and served by its own
 // static server. A screenshot goes to artifacts/chat-ui.png.
-// Run: node --test __test__/chat-browser.test.mjs   (needs /usr/bin/chromium)
+// Run: node --test __test__/chat-browser.test.mjs   (needs /usr/bin/chromium; fails, never skips, without it)
 
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
@@ -18,7 +18,8 @@ import { startStaticServer } from "../examples/chat-ui/serve.mjs";
 import { fauxLongText, HELLO_CONTENT, HELLO_FILE } from "../lib/faux-agent.js";
 import { fauxParts, removeDir, startChatGateway } from "./helpers/chat-fixture.mjs";
 
-const CHROMIUM = "/usr/bin/chromium";
+/** Debian's chromium (CI installs it); PI_GATEWAY_CHROMIUM points elsewhere. */
+const CHROMIUM = process.env.PI_GATEWAY_CHROMIUM || "/usr/bin/chromium";
 const CHROMIUM_ARGS = [
 	"--headless",
 	"--no-sandbox",

@@ -493,30 +493,34 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 		await ledger.done();
 	});
 
-	it("addSubscriber listeners receive every token of a 20,000-token answer, in order, at a constant size", async (t) => {
+	it("addSubscriber listeners receive every token of two concurrent 20,000-token answers, in order, at a constant size", async (t) => {
 		const { rt, ledger } = await gateway(t);
-		// Three listeners, as a dashboard, a bot and a logger might be: each must get everything.
+		// Three listeners per session, as a dashboard, a bot and a logger might be: each must get
+		// every event, however fast the agent produces them.
+		const keys = ["long-sub-a", "long-sub-b"];
 		const listeners = [];
-		for (let i = 0; i < 3; i++) {
-			const l = { tokens: [], sizes: new Map(), ended: false };
-			l.unsubscribe = await rt.addSubscriber("long-sub", (event) => {
-				if (event.type === "token") {
-					l.tokens.push(event.delta);
-					if (l.tokens.length === 100 || l.tokens.length === 19_000) l.sizes.set(l.tokens.length, JSON.stringify(event).length);
-				} else if (event.type === "message_complete") l.ended = true;
-			});
-			t.after(() => l.unsubscribe());
-			listeners.push(l);
+		for (const key of keys) {
+			for (let i = 0; i < 3; i++) {
+				const l = { name: `${key} #${i}`, tokens: [], sizes: new Map(), ended: false };
+				l.unsubscribe = await rt.addSubscriber(key, (event) => {
+					if (event.type === "token") {
+						l.tokens.push(event.delta);
+						if (l.tokens.length === 100 || l.tokens.length === 19_000) l.sizes.set(l.tokens.length, JSON.stringify(event).length);
+					} else if (event.type === "message_complete") l.ended = true;
+				});
+				t.after(() => l.unsubscribe());
+				listeners.push(l);
+			}
 		}
-		const result = await ledger.send({ sessionKey: "long-sub", text: "/long 20000" });
-		assert.equal(result.response, fauxLongText(20_000));
+		const results = await Promise.all(keys.map((sessionKey) => ledger.send({ sessionKey, text: "/long 20000" })));
+		for (const result of results) assert.equal(result.response, fauxLongText(20_000));
 		// Delivery is asynchronous; give it time, but a listener that was dropped never catches up.
 		await waitFor(() => listeners.every((l) => l.ended), "message_complete at every listener", 10_000).catch(() => {});
-		listeners.forEach((l, i) => {
-			assert.equal(l.tokens.length, 20_000, `listener ${i} received ${l.tokens.length} of 20000 token events`);
+		for (const l of listeners) {
+			assert.equal(l.tokens.length, 20_000, `listener ${l.name} received ${l.tokens.length} of 20000 token events`);
 			assert.equal(l.tokens.join(""), fauxLongText(20_000));
 			assert.equal(l.sizes.get(19_000), l.sizes.get(100), "a token event grew with the length of the answer");
-		});
+		}
 		await ledger.done();
 	});
 });

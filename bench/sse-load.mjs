@@ -1,5 +1,7 @@
-// SSE load process: many subscribers of one session's GET /sessions/:key/events, on raw
-// node:http sockets (agent: false, one TCP connection each), measuring what arrives.
+// SSE load process: many subscribers of one session's GET /sessions/:key/events, each on its
+// own raw TCP socket speaking HTTP/1.1 (node:net with `onread`, so no stream machinery per
+// read — the load process must stay much cheaper than the gateways it measures), measuring
+// what arrives.
 // Run by bench/run.mjs as a child with an IPC channel (under `taskset`, on the load core).
 //
 // Commands (process.send replies {id, ok, ...} or {id, ok:false, error}):
@@ -18,10 +20,10 @@
 // kept by index and, when `pid` is given, the gateway's CPU time is sampled on receipt of each
 // window's first and last token (used for the long-answer case with one subscriber).
 //
-// Limits: node raises its own open-file soft limit to the hard limit at start; sockets are
-// plain `agent: false` requests, so nothing pools or caps them.
+// Limits: node raises its own open-file soft limit to the hard limit at start; nothing pools or
+// caps the sockets.
 
-import { request } from "node:http";
+import { connect } from "node:net";
 import { cpuBetween, nowMs, percentile, procCpu } from "./bench-util.mjs";
 
 const TOKEN = '"type":"token"';
@@ -32,9 +34,30 @@ const STAMP = /t(\d+)@(\d+\.\d{3});/g;
 let subs = [];
 let run = null; // the armed measurement
 
+// One read buffer for every socket: `onread` hands us the bytes synchronously and we copy them
+// out at once, so sharing it is safe — and it skips the stream machinery per read.
+const READ_BUFFER = Buffer.alloc(256 * 1024);
+
+/**
+ * One subscriber on a raw TCP socket speaking HTTP/1.1: request by hand, response headers and
+ * chunked transfer-encoding decoded here (both gateways answer SSE with chunked bodies; a body
+ * without it is read as is until the connection ends).
+ */
 function openOne(port, key) {
 	return new Promise((resolve, reject) => {
-		const sub = { req: null, res: null, buf: "", hello: false, next: 0, tokens: 0, done: false, ended: false };
+		const sub = {
+			socket: null,
+			head: "", // response head until the blank line
+			chunked: null, // null until the head is parsed
+			raw: "", // undecoded chunked bytes
+			remaining: -1, // bytes left in the current chunk; -1: expecting a size line
+			buf: "", // decoded SSE text not yet split into frames
+			hello: false,
+			next: 0,
+			tokens: 0,
+			done: false,
+			ended: false,
+		};
 		let settled = false;
 		const fail = (error) => {
 			if (!settled) {
@@ -42,34 +65,93 @@ function openOne(port, key) {
 				reject(error);
 			}
 		};
-		const req = request(
-			{ host: "127.0.0.1", port, path: `/sessions/${encodeURIComponent(key)}/events`, agent: false },
-			(res) => {
-				if (res.statusCode !== 200) return fail(new Error(`events answered ${res.statusCode}`));
-				sub.res = res;
-				res.setEncoding("latin1");
-				res.on("data", (chunk) => {
-					onData(sub, chunk);
+		const socket = connect({
+			host: "127.0.0.1",
+			port,
+			onread: {
+				buffer: READ_BUFFER,
+				callback: (n, buf) => {
+					try {
+						onBytes(sub, buf.latin1Slice(0, n));
+					} catch (error) {
+						fail(error);
+						socket.destroy();
+						return false;
+					}
 					if (sub.hello && !settled) {
 						settled = true;
 						resolve(sub);
 					}
-				});
-				const onEnd = () => {
-					sub.ended = true;
-					if (run && !sub.done) run.disconnected++;
-					fail(new Error("event stream ended before hello"));
-					maybeFinish();
-				};
-				res.on("end", onEnd);
-				res.on("aborted", onEnd);
-				res.on("error", () => {});
+					return true;
+				},
 			},
-		);
-		sub.req = req;
-		req.on("error", fail);
-		req.end();
+		});
+		sub.socket = socket;
+		socket.setNoDelay(true);
+		socket.on("connect", () => {
+			socket.write(
+				`GET /sessions/${encodeURIComponent(key)}/events HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n` +
+					"Accept: text/event-stream\r\n\r\n",
+			);
+		});
+		const onEnd = () => {
+			if (sub.ended) return;
+			sub.ended = true;
+			if (run && run.subs.includes(sub) && !sub.done) run.disconnected++;
+			fail(new Error("event stream ended before hello"));
+			maybeFinish();
+		};
+		socket.on("end", onEnd);
+		socket.on("close", onEnd);
+		socket.on("error", (error) => fail(error));
 	});
+}
+
+// Bytes from the socket: the response head first, then the (chunked) body.
+function onBytes(sub, text) {
+	if (sub.chunked === null) {
+		sub.head += text;
+		const end = sub.head.indexOf("\r\n\r\n");
+		if (end === -1) return;
+		const head = sub.head.slice(0, end);
+		const status = /^HTTP\/1\.[01] (\d{3})/.exec(head);
+		if (!status || status[1] !== "200") throw new Error(`events answered: ${head.split("\r\n")[0]}`);
+		sub.chunked = /\r\ntransfer-encoding:\s*chunked/i.test(head);
+		text = sub.head.slice(end + 4);
+		sub.head = "";
+		if (!text) return;
+	}
+	if (!sub.chunked) return onData(sub, text);
+	// Chunked transfer-encoding: <hex size>[;ext]\r\n<data>\r\n ... 0\r\n\r\n
+	let raw = sub.raw ? sub.raw + text : text;
+	let pos = 0;
+	let data = "";
+	while (pos < raw.length) {
+		if (sub.remaining === -1) {
+			const eol = raw.indexOf("\r\n", pos);
+			if (eol === -1) break;
+			const size = parseInt(raw.slice(pos, eol), 16);
+			pos = eol + 2;
+			if (size === 0) {
+				sub.remaining = -2; // last chunk: the stream is over
+				break;
+			}
+			sub.remaining = size;
+		}
+		if (sub.remaining > 0) {
+			const take = Math.min(sub.remaining, raw.length - pos);
+			data += raw.slice(pos, pos + take);
+			pos += take;
+			sub.remaining -= take;
+		}
+		if (sub.remaining === 0) {
+			if (raw.length - pos < 2) break; // the chunk's trailing CRLF has not arrived yet
+			pos += 2;
+			sub.remaining = -1;
+		}
+	}
+	sub.raw = pos < raw.length ? raw.slice(pos) : "";
+	if (data) onData(sub, data);
 }
 
 function onData(sub, chunk) {
@@ -234,8 +316,8 @@ async function collect({ timeoutMs = 60000 }) {
 
 function close() {
 	for (const s of subs) {
-		s.req.destroy();
-		s.res?.destroy();
+		s.ended = true;
+		s.socket.destroy();
 	}
 	const n = subs.length;
 	subs = [];

@@ -3,16 +3,59 @@
 // and to describe what the faux model really produced.
 
 import { rm } from "node:fs/promises";
+import { fauxAssistantMessage, fauxText, fauxThinking, fauxToolCall, registerFauxProvider } from "@mariozechner/pi-ai";
 import { GatewayRuntime } from "../../index.js";
-import { createFauxPiAgent } from "../../lib/faux-agent.js";
+import { createFauxPiAgent, FAUX_MODEL_ID, FAUX_PROVIDER, HELLO_FILE } from "../../lib/faux-agent.js";
+
+/** The user text that selects {@link registerMultiStepModel}'s script. */
+export const MULTI_STEP_COMMAND = "/multistep";
+
+/**
+ * One more faux script for real pi AgentSessions, for what lib/faux-agent.js does not produce:
+ * reasoning AND text in more than one step of one message. The first model call answers with
+ * reasoning, text and a `read` call of hello.txt; the second (with the tool result) with
+ * reasoning and text again. Sessions use it when their last user message starts with
+ * {@link MULTI_STEP_COMMAND} (see `startChatGateway({ multiStep: true })`).
+ */
+function registerMultiStepModel() {
+	const registration = registerFauxProvider({
+		provider: FAUX_PROVIDER,
+		models: [{ id: FAUX_MODEL_ID, name: "Faux multi-step script", reasoning: false }],
+		tokenSize: { min: 1, max: 1 },
+	});
+	const factory = (context) => {
+		if (registration.getPendingResponseCount() < 16) registration.appendResponses(new Array(64).fill(factory));
+		const messages = context.messages ?? [];
+		const lastUser = messages.findLastIndex((m) => m.role === "user");
+		const result = messages.slice(lastUser + 1).findLast((m) => m.role === "toolResult");
+		if (!result) {
+			return fauxAssistantMessage(
+				[fauxThinking("First step: read the file."), fauxText("Let me read it."), fauxToolCall("read", { path: HELLO_FILE })],
+				{ stopReason: "toolUse" },
+			);
+		}
+		const content = result.content.map((c) => c.text ?? "").join("");
+		return fauxAssistantMessage([fauxThinking("Second step: answer."), fauxText(`It says: ${content}`)]);
+	};
+	registration.setResponses(new Array(64).fill(factory));
+	return registration;
+}
+
+function lastUserText(context) {
+	const user = (context.messages ?? []).findLast((m) => m.role === "user");
+	if (!user) return "";
+	return typeof user.content === "string" ? user.content : user.content.map((c) => c.text ?? "").join("");
+}
 
 /**
  * Starts a faux pi agent and a gateway in front of it on 127.0.0.1:0.
- * @param {{ config?: object, faux?: object, primarySessionKey?: string }} [options]
+ * @param {{ config?: object, faux?: object, primarySessionKey?: string, multiStep?: boolean }} [options]
  *   `config` is merged over a minimal valid GatewayConfig (e.g. `{ bearerToken, cors }`).
+ *   `multiStep`: sessions created through `createSession` also understand {@link MULTI_STEP_COMMAND}.
  */
 export async function startChatGateway(options = {}) {
 	const agent = await createFauxPiAgent(options.faux ?? {});
+	const multiStep = options.multiStep ? registerMultiStepModel() : undefined;
 	/** @type {Map<string, import("@mariozechner/pi-coding-agent").AgentSession>} */
 	const sessions = new Map();
 	const primarySessionKey = options.primarySessionKey ?? "main";
@@ -31,6 +74,15 @@ export async function startChatGateway(options = {}) {
 			primarySession: agent.primarySession,
 			createSession: async (key) => {
 				const session = await agent.createSession(key);
+				if (multiStep) {
+					const streamFn = session.agent.streamFn;
+					session.agent.streamFn = (model, context, streamOptions) =>
+						streamFn(
+							lastUserText(context).startsWith(MULTI_STEP_COMMAND) ? multiStep.getModel() : model,
+							context,
+							streamOptions,
+						);
+				}
 				sessions.set(key, session);
 				return session;
 			},
@@ -39,6 +91,7 @@ export async function startChatGateway(options = {}) {
 		await runtime.start();
 	} catch (error) {
 		await agent.close();
+		multiStep?.unregister();
 		throw error;
 	}
 	const port = runtime.getAddress().port;
@@ -56,6 +109,7 @@ export async function startChatGateway(options = {}) {
 				await runtime.stop();
 			} finally {
 				await agent.close();
+				multiStep?.unregister();
 			}
 		},
 	};

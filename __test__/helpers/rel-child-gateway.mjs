@@ -1,8 +1,9 @@
 // A gateway in its own process, so a test can watch that process's memory from outside.
 //
 // Config comes as JSON in the env var REL_CONFIG. Sessions are structural doubles; a message
-// `/big N SIZE` makes the session emit N text_delta events of SIZE characters each (the same
-// string every time, so the JS side allocates almost nothing), one per setImmediate, then end
+// `/big N SIZE [PACE_MS]` makes the session emit N text_delta events of SIZE characters each (the
+// same string every time, so the JS side allocates almost nothing), one every PACE_MS (default:
+// one per setImmediate), then end
 // with the short text "done" (the final message stays small whatever N and SIZE are). Any
 // other text is answered at once with "echo:<text>".
 //
@@ -28,7 +29,7 @@ function bigSession(key) {
 			emit({ type: "turn_start" });
 			session.messages.push(user);
 			emit({ type: "message_end", message: user });
-			const m = /^\/big (\d+) (\d+)$/.exec(text);
+			const m = /^\/big (\d+) (\d+)(?: (\d+))?$/.exec(text);
 			const final = { role: "assistant", content: [{ type: "text", text: m ? "done" : `echo:${text}` }], stopReason: "stop" };
 			emit({ type: "message_start", message: final });
 			if (m) {
@@ -39,7 +40,8 @@ function bigSession(key) {
 						assistantMessageEvent: { type: "text_delta", contentIndex: 0, delta },
 						message: final,
 					});
-					await new Promise((r) => setImmediate(r));
+					const pace = Number(m[3] ?? 0);
+					await new Promise((r) => (pace > 0 ? setTimeout(r, pace) : setImmediate(r)));
 				}
 			}
 			session.messages.push(final);

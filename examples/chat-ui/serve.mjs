@@ -1,8 +1,8 @@
 // A tiny static file server for the built chat page, and a one-command demo.
 //
-//   node examples/chat-ui/serve.mjs [--port 5173] [--gateway http://127.0.0.1:8787] [--session web] [--token T]
+//   node examples/chat-ui/serve.mjs [--port 5173] [--gateway http://127.0.0.1:3000] [--session web] [--token T]
 //       builds the page into examples/chat-ui/dist and serves it; prints the URL to open.
-//   node examples/chat-ui/serve.mjs --demo [--port 5173] [--gateway-port 8787]
+//   node examples/chat-ui/serve.mjs --demo [--port 5173] [--gateway-port 3000]
 //       the same, plus a pi-gateway in this process on the offline faux model (no API key),
 //       with CORS allowing the page's origin.
 //
@@ -88,11 +88,11 @@ async function main() {
 		options: {
 			port: { type: "string", default: "5173" },
 			host: { type: "string", default: "127.0.0.1" },
-			gateway: { type: "string", default: "http://127.0.0.1:8787" },
+			gateway: { type: "string", default: "http://127.0.0.1:3000" },
 			session: { type: "string", default: "web" },
 			token: { type: "string" },
 			demo: { type: "boolean", default: false },
-			"gateway-port": { type: "string", default: "8787" },
+			"gateway-port": { type: "string", default: "3000" },
 		},
 	});
 	const root = await buildChatUi({ outdir: DEFAULT_OUTDIR });

@@ -6,7 +6,7 @@
 // text, reasoning, and tool calls (name, input, output or error).
 //
 // Configuration comes from the query string, so one build works against any gateway:
-//   ?gateway=http://127.0.0.1:8787   where the gateway listens (default shown)
+//   ?gateway=http://127.0.0.1:3000   where the gateway listens (default shown)
 //   &session=web                     the session key (default "web")
 //   &token=SECRET                    the gateway's bearerToken, if it has one (dev only: a
 //                                    token in a URL ends up in history; see README.md)
@@ -17,7 +17,7 @@ import { StrictMode, useMemo, useState } from "react";
 import { createRoot } from "react-dom/client";
 import "./app.css";
 
-const DEFAULT_GATEWAY = "http://127.0.0.1:8787";
+const DEFAULT_GATEWAY = "http://127.0.0.1:3000";
 
 function readConfig() {
 	const params = new URLSearchParams(window.location.search);
