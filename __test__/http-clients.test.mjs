@@ -313,8 +313,9 @@ describe("raw sockets: malformed HTTP, slow headers, pipelining", { timeout: 400
 	});
 
 	test("a client sending headers slower than limits.headerTimeoutMs is cut off", async () => {
-		const conn = await rawConnect(gw.port);
+		// Taken before connecting, so `elapsed` is never shorter than the server's own clock.
 		const started = Date.now();
+		const conn = await rawConnect(gw.port);
 		try {
 			await conn.write("GET /health HTTP/1.1\r\nHost: t\r\n");
 			// One header line every 100 ms for up to 6 s: far past the 300 ms allowed.

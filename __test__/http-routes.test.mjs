@@ -350,8 +350,6 @@ function casesFor(auth) {
 			out.push({ ...c, name: `${c.name} — but without a bearer token it is 401`, bearer: null, status: 401, json: UNAUTHORIZED, allow: undefined, check: undefined, unchanged: true });
 			out.push({ ...c, name: `${c.name} — but with a wrong bearer token it is 401`, bearer: `${TOKEN}x`, status: 401, json: UNAUTHORIZED, allow: undefined, check: undefined, unchanged: true });
 			out.push({ ...c, bearer: TOKEN });
-		} else if (!auth && c.cred === "bearer") {
-			out.push({ ...c, bearer: null });
 		} else {
 			out.push({ ...c, bearer: null });
 		}

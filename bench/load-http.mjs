@@ -6,7 +6,7 @@
 // Fields: url, path (may contain "{n}"), method (GET), body (a JSON value, sent as JSON),
 // connections, duration (s) or amount (total requests), and how "{n}" is filled in:
 //   mode "fixed"          no substitution
-//   mode "rotate"         n = 0,1,…,keys-1,0,… over all requests (GET /sessions/:key over 1,000 sessions)
+//   mode "rotate"         each connection cycles n = 0…keys-1 (GET /sessions/:key over 1,000 sessions)
 //   mode "perConnection"  n = the connection's index: one key per connection (POST /messages)
 //   mode "unique"         n = 0,1,2,… one per request (creating sessions)
 // With `probe` (the measured process's probe socket) and `pid`, the process's main-thread ELU
@@ -38,7 +38,14 @@ const options = {
 if (mode === "fixed") {
 	options.requests = [base];
 } else if (mode === "rotate") {
-	options.requests = [{ ...base, setupRequest: (req) => ({ ...req, path: fill(counter++ % spec.keys) }) }];
+	// Every connection cycles through all `keys` paths, each starting at its own offset. The
+	// requests are prebuilt once (no setupRequest), so rotating costs the load generator nothing.
+	const all = Array.from({ length: spec.keys }, (_, n) => ({ method, path: fill(n), headers }));
+	options.requests = all;
+	options.setupClient = (client) => {
+		const start = (connectionIndex++ * Math.ceil(spec.keys / spec.connections)) % spec.keys;
+		client.setRequests([...all.slice(start), ...all.slice(0, start)].map((r) => ({ ...r })));
+	};
 } else if (mode === "unique") {
 	options.requests = [{ ...base, setupRequest: (req) => ({ ...req, path: fill(counter++) }) }];
 } else if (mode === "perConnection") {
@@ -51,7 +58,9 @@ if (mode === "fixed") {
 }
 
 const before = spec.probe ? { stats: await probeStats(spec.probe), cpu: procCpu(spec.pid) } : null;
+const ownBefore = procCpu(process.pid);
 const result = await autocannon(options);
+const ownAfter = procCpu(process.pid);
 const after = spec.probe ? { stats: await probeStats(spec.probe), cpu: procCpu(spec.pid) } : null;
 
 const ok = result["2xx"];
@@ -67,11 +76,15 @@ const out = {
 	rps: ok / result.duration,
 	latencyMs: { p50: result.latency.p50, p99: result.latency.p99, avg: result.latency.average },
 	...(mode === "perConnection" ? { keys: connectionIndex } : {}),
+	// This load process's own CPU use, % of one core: near 100 means the load generator, not
+	// the gateway, set the pace.
+	loadCpuPct: (cpuBetween(ownBefore, ownAfter).ns / 1e7) / result.duration,
 };
 if (before && after) {
 	out.elu = eluBetween(before.stats, after.stats);
 	const cpu = cpuBetween(before.cpu, after.cpu);
 	out.cpuMs = cpu.ns / 1e6;
 	out.cpuUsPerRequest = ok > 0 ? cpu.ns / 1000 / ok : NaN;
+	out.cpuPct = cpu.ns / 1e7 / result.duration;
 }
 process.stdout.write(`${JSON.stringify(out)}\n`);

@@ -215,7 +215,12 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     match path.as_str() {
         "/health" | "/ready" => return method_not_allowed("GET, HEAD"),
         "/sessions" if is_get(&method) => {
-            return json(StatusCode::OK, &json!({"sessions": gateway.list()}))
+            #[derive(serde::Serialize)]
+            struct Sessions {
+                sessions: Vec<crate::events::Snapshot>,
+            }
+            let sessions = gateway.list();
+            return json(StatusCode::OK, &Sessions { sessions });
         }
         "/sessions" => return method_not_allowed("GET, HEAD"),
         _ => {}
@@ -233,7 +238,14 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
 
     match (action, &method) {
         (None, m) if is_get(m) => match gateway.snapshot(&key) {
-            Some(snapshot) => json(StatusCode::OK, &json!({"session": snapshot})),
+            Some(session) => {
+                // A struct, not json!(): serde_json's map would sort the snapshot's keys.
+                #[derive(serde::Serialize)]
+                struct One {
+                    session: crate::events::Snapshot,
+                }
+                json(StatusCode::OK, &One { session })
+            }
             None => error(StatusCode::NOT_FOUND, &format!("Session not found: {key}")),
         },
         (None, _) => method_not_allowed("GET, HEAD"),

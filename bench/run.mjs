@@ -1,0 +1,677 @@
+#!/usr/bin/env node
+// `npm run bench` — pi-gateway against the seed gateway, side by side, in one run.
+//
+//   node bench/run.mjs [--quick] [--out bench/results/latest.json]
+//
+// Each gateway runs in its own process (bench/seed/run-seed.mjs under tsx, bench/run-gateway.mjs)
+// with the same scripted sessions (bench/scripted-session.mjs), pinned to core 0 with `taskset`.
+// The load comes from separate processes pinned to core 1: autocannon (bench/load-http.mjs) for
+// the HTTP cases, bench/sse-load.mjs (raw sockets) for the event streams. bench/probe.mjs is
+// preloaded into both gateway processes (NODE_OPTIONS=--import) and answers on a unix socket
+// with the main thread's event-loop utilization (ELU) and a GC on request; CPU time and RSS are
+// read from /proc/<pid>. Prints one table with both and the ratio, the targets met/missed, and
+// writes the JSON to bench/results/latest.json.
+//
+// Cases (full run; --quick shortens every one for a ~1 minute smoke run):
+//   GET /health, 50 connections                            rounds × 3 s, interleaved seed/gateway
+//   GET /sessions/:key over 1,000 sessions, 50 connections  "
+//   POST /sessions/:key/messages, instant agent, 1/16/64 connections, one session key per
+//       connection (a session runs one message at a time, FIFO: one shared key would serialize)
+//   SSE fan-out: 1, 100, 1,000 subscribers of one session, one answer of 1,000 tokens
+//       (`/stream 1000 10 1`: a token every 10 ms tick, ~100 tokens/s), and 1,000 subscribers
+//       with the same rate in bursts of 10 tokens (`/stream 1000 100 10`)
+//   one 20,000-token answer to one subscriber (`/stream 20000 1 10`): cost per token,
+//       tokens 0–1,000 against 19,000–20,000; and the same answer unpaced (`/stream 20000 0 1`)
+//   RSS per idle session (10,000 sessions) and per open stream (1,000 SSE connections)
+//
+// It stops by itself: a watchdog kills everything after a deadline; any failure kills the
+// children and exits 1.
+
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { cpuBetween, eluBetween, probeStats, procCpu, rssBytes } from "./bench-util.mjs";
+import { seedAvailable, spawnSeed } from "./seed/spawn-seed.mjs";
+import { spawnGateway } from "./spawn-gateway.mjs";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repoRoot = resolve(here, "..");
+
+const { values: cli } = parseArgs({
+	options: {
+		quick: { type: "boolean", default: false },
+		out: { type: "string", default: join(here, "results", "latest.json") },
+	},
+});
+const QUICK = cli.quick;
+
+// ---------------------------------------------------------------- parameters
+
+const P = QUICK
+	? {
+			rounds: 1,
+			httpSeconds: 1,
+			warmupSeconds: 0.3,
+			getSessions: 1000,
+			messageConcurrency: [1, 16, 64],
+			fanout: [1, 100, 1000],
+			fanoutTokens: 100,
+			fanoutInterval: 10,
+			burst: null,
+			longTokens: 3000,
+			longPace: [1, 10],
+			unpaced: false,
+			idleSessions: 2000,
+			streams: 1000,
+			watchdogMs: 150_000,
+		}
+	: {
+			rounds: 2,
+			httpSeconds: 3,
+			warmupSeconds: 1,
+			getSessions: 1000,
+			messageConcurrency: [1, 16, 64],
+			fanout: [1, 100, 1000],
+			fanoutTokens: 1000,
+			fanoutInterval: 10,
+			burst: 10,
+			longTokens: 20000,
+			longPace: [1, 10],
+			unpaced: true,
+			idleSessions: 10000,
+			streams: 1000,
+			watchdogMs: 420_000,
+		};
+const LOAD_CONNECTIONS = 50;
+// pi-gateway closes connections past limits.maxConnections (default 1024); the seed has no cap.
+// 1,000 subscribers plus the load's own connections need a little more.
+const GATEWAY_ARGS = ["--max-connections", "4096"];
+
+// ---------------------------------------------------------------- process bookkeeping
+
+const children = new Set(); // {name, kill(): Promise|void}
+let cleaning = null;
+
+async function cleanup() {
+	if (cleaning) return cleaning;
+	cleaning = (async () => {
+		await Promise.all(
+			[...children].map(async (c) => {
+				try {
+					await c.kill();
+				} catch {
+					// already gone
+				}
+			}),
+		);
+		children.clear();
+		rmSync(probeDir, { recursive: true, force: true });
+	})();
+	return cleaning;
+}
+
+async function fail(error) {
+	process.stderr.write(`\nbench failed: ${error?.stack ?? error}\n`);
+	await cleanup();
+	process.exit(1);
+}
+
+process.on("SIGINT", () => fail(new Error("interrupted")));
+process.on("SIGTERM", () => fail(new Error("terminated")));
+process.on("unhandledRejection", (error) => fail(error));
+const watchdog = setTimeout(() => fail(new Error(`watchdog: the run took longer than ${P.watchdogMs / 1000} s`)), P.watchdogMs);
+watchdog.unref();
+
+const probeDir = mkdtempSync(join(tmpdir(), "pi-bench-"));
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (msg) => process.stderr.write(`${msg}\n`);
+
+// ---------------------------------------------------------------- CPU pinning
+
+const taskset = (() => {
+	try {
+		execFileSync("taskset", ["-V"], { stdio: "ignore" });
+		return true;
+	} catch {
+		return false;
+	}
+})();
+const ncpu = cpus().length;
+const PIN = taskset && ncpu >= 2 ? { gateway: "0", load: "1" } : null;
+if (PIN) execFileSync("taskset", ["-a", "-cp", PIN.load, String(process.pid)], { stdio: "ignore" });
+
+function pin(pid, core) {
+	if (PIN) execFileSync("taskset", ["-a", "-cp", core, String(pid)], { stdio: "ignore" });
+}
+
+/** argv for a load process: under `taskset -c <load core>` when pinning. */
+function loadCommand(args) {
+	return PIN ? ["taskset", ["-c", PIN.load, process.execPath, ...args]] : [process.execPath, args];
+}
+
+// ---------------------------------------------------------------- the two gateways
+
+const IMPLS = [
+	{ id: "seed", name: "seed", spawn: spawnSeed, args: [] },
+	{ id: "gateway", name: "pi-gateway", spawn: spawnGateway, args: GATEWAY_ARGS },
+];
+
+async function startImpl(impl, tag) {
+	const probe = join(probeDir, `${impl.id}-${tag}.sock`);
+	const env = {
+		...process.env,
+		NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import=${pathToFileURL(join(here, "probe.mjs")).href}`.trim(),
+		PI_BENCH_PROBE: probe,
+	};
+	const server = await impl.spawn(["--scenario", "instant", ...impl.args], { timeoutMs: 30000, env });
+	const entry = { name: `${impl.id} (${tag})`, kill: () => server.stop() };
+	children.add(entry);
+	pin(server.pid, PIN?.gateway);
+	// The probe binds its socket before the launcher's main module runs; wait for it anyway.
+	for (let i = 0; ; i++) {
+		try {
+			await probeStats(probe);
+			break;
+		} catch (error) {
+			if (i > 50) throw new Error(`${impl.name}: probe not answering: ${error.message}`);
+			await sleep(100);
+		}
+	}
+	return {
+		...impl,
+		port: server.port,
+		pid: server.pid,
+		url: `http://127.0.0.1:${server.port}`,
+		probe,
+		stop: async () => {
+			children.delete(entry);
+			await server.stop();
+		},
+	};
+}
+
+async function startPair(tag) {
+	const out = {};
+	for (const impl of IMPLS) out[impl.id] = await startImpl(impl, tag);
+	return out;
+}
+
+async function stopPair(pair) {
+	await Promise.all(Object.values(pair).map((s) => s.stop()));
+}
+
+// ---------------------------------------------------------------- load processes
+
+/** One autocannon run in its own process (bench/load-http.mjs); resolves with its JSON line. */
+function runHttpLoad(spec) {
+	return new Promise((resolveRun, reject) => {
+		const [cmd, args] = loadCommand([join(here, "load-http.mjs"), JSON.stringify(spec)]);
+		const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "inherit"], cwd: repoRoot });
+		const entry = { name: "load-http", kill: () => child.kill("SIGKILL") };
+		children.add(entry);
+		let out = "";
+		child.stdout.setEncoding("utf8").on("data", (d) => (out += d));
+		child.on("error", reject);
+		child.on("exit", (code, signal) => {
+			children.delete(entry);
+			if (code !== 0) return reject(new Error(`load-http exited with ${code ?? signal} for ${spec.label ?? spec.path}`));
+			try {
+				resolveRun(JSON.parse(out.trim().split("\n").pop()));
+			} catch (error) {
+				reject(new Error(`load-http printed no result: ${out}`));
+			}
+		});
+	});
+}
+
+/** The SSE load process (bench/sse-load.mjs), driven over IPC. */
+function startSseLoad() {
+	const [cmd, args] = loadCommand([join(here, "sse-load.mjs")]);
+	const child = spawn(cmd, args, { stdio: ["ignore", "inherit", "inherit", "ipc"], cwd: repoRoot });
+	const entry = { name: "sse-load", kill: () => child.kill("SIGKILL") };
+	children.add(entry);
+	const pending = new Map();
+	let nextId = 1;
+	child.on("message", (msg) => {
+		const p = pending.get(msg.id);
+		if (!p) return;
+		pending.delete(msg.id);
+		msg.ok ? p.resolve(msg) : p.reject(new Error(`sse-load: ${msg.error}`));
+	});
+	child.on("exit", (code, signal) => {
+		children.delete(entry);
+		for (const p of pending.values()) p.reject(new Error(`sse-load exited (${code ?? signal})`));
+		pending.clear();
+	});
+	const call = (cmd, args = {}) =>
+		new Promise((resolveCall, reject) => {
+			const id = nextId++;
+			pending.set(id, { resolve: resolveCall, reject });
+			child.send({ id, cmd, ...args });
+		});
+	return {
+		pid: child.pid,
+		call,
+		stop: async () => {
+			if (child.exitCode === null && child.signalCode === null) {
+				const exited = new Promise((r) => child.once("exit", r));
+				child.send({ cmd: "exit" });
+				const timer = setTimeout(() => child.kill("SIGKILL"), 2000);
+				await exited;
+				clearTimeout(timer);
+			}
+		},
+	};
+}
+
+async function postJson(server, path, body) {
+	const res = await fetch(`${server.url}${path}`, {
+		method: "POST",
+		headers: { "content-type": "application/json" },
+		body: JSON.stringify(body),
+	});
+	const text = await res.text();
+	if (res.status !== 200) throw new Error(`${server.name} POST ${path} → ${res.status} ${text}`);
+	return JSON.parse(text);
+}
+
+// ---------------------------------------------------------------- cases
+
+const results = { cases: {} };
+
+/**
+ * An HTTP case: a warm-up per gateway, then `rounds` measured runs per gateway interleaved
+ * ABBA-style (seed, gateway, gateway, seed, …) so drifting background load hits both alike.
+ * Keeps every round; the table shows each gateway's best round (highest req/s).
+ */
+async function httpCase(pair, id, label, spec) {
+	log(`· ${label}`);
+	for (const impl of IMPLS) {
+		const s = pair[impl.id];
+		await runHttpLoad({ ...spec, url: s.url, duration: P.warmupSeconds, label: `${label} warm-up` });
+	}
+	const rounds = { seed: [], gateway: [] };
+	for (let r = 0; r < P.rounds; r++) {
+		const order = r % 2 === 0 ? IMPLS : [...IMPLS].reverse();
+		for (const impl of order) {
+			const s = pair[impl.id];
+			const out = await runHttpLoad({ ...spec, url: s.url, duration: P.httpSeconds, probe: s.probe, pid: s.pid, label });
+			rounds[impl.id].push(out);
+		}
+	}
+	const best = (list) => list.reduce((a, b) => (b.rps > a.rps ? b : a));
+	results.cases[id] = { label, kind: "http", spec, rounds, seed: best(rounds.seed), gateway: best(rounds.gateway) };
+}
+
+/** Create `n` sessions `<prefix><i>` with one instant message each (autocannon, unique keys). */
+async function createSessions(server, prefix, n) {
+	const out = await runHttpLoad({
+		url: server.url,
+		path: `/sessions/${prefix}{n}/messages`,
+		method: "POST",
+		body: { text: "hi" },
+		mode: "unique",
+		amount: n,
+		connections: 32,
+		label: `create ${n} sessions`,
+	});
+	if (out.ok !== n) throw new Error(`${server.name}: creating ${n} sessions: ${JSON.stringify(out)}`);
+	return out;
+}
+
+async function httpPhase() {
+	log("HTTP cases (autocannon)");
+	const pair = await startPair("http");
+	try {
+		await httpCase(pair, "health", "GET /health", { path: "/health", connections: LOAD_CONNECTIONS });
+
+		for (const impl of IMPLS) await createSessions(pair[impl.id], "s", P.getSessions);
+		await httpCase(pair, "getSession", `GET /sessions/:key (${P.getSessions} sessions)`, {
+			path: "/sessions/s{n}",
+			mode: "rotate",
+			keys: P.getSessions,
+			connections: LOAD_CONNECTIONS,
+		});
+
+		for (const c of P.messageConcurrency) {
+			await httpCase(pair, `messages${c}`, `POST /messages c=${c}`, {
+				path: "/sessions/m{n}/messages",
+				method: "POST",
+				body: { text: "hi" },
+				mode: "perConnection",
+				connections: c,
+			});
+		}
+	} finally {
+		await stopPair(pair);
+	}
+}
+
+/**
+ * One SSE run against one gateway: `subs` subscribers of a fresh session, one message `text`
+ * streaming `tokens` tokens. Gateway CPU (all threads) and main-thread ELU are taken from just
+ * before the message is posted until the last subscriber saw message_complete.
+ */
+async function sseRun(server, load, { key, subs, text, tokens, windows, timeoutMs }) {
+	await postJson(server, `/sessions/${key}/messages`, { text: "hi" });
+	const opened = await load.call("open", { port: server.port, key, n: subs });
+	await sleep(300);
+	await load.call("arm", { tokens, pid: server.pid, windows });
+	const s0 = await probeStats(server.probe);
+	const c0 = procCpu(server.pid);
+	const l0 = procCpu(load.pid);
+	const t0 = performance.now();
+	const reply = await postJson(server, `/sessions/${key}/messages`, { text });
+	const got = await load.call("collect", { timeoutMs });
+	const seconds = (performance.now() - t0) / 1000;
+	const c1 = procCpu(server.pid);
+	const l1 = procCpu(load.pid);
+	const s1 = await probeStats(server.probe);
+	await load.call("close");
+	await sleep(300);
+	const cpu = cpuBetween(c0, c1);
+	const { id: _id, ok: _ok, ...stream } = got;
+	return {
+		...stream,
+		openMs: opened.ms,
+		replyOk: reply.ok,
+		elu: eluBetween(s0, s1),
+		cpuMs: cpu.ns / 1e6,
+		cpuStatMs: cpu.statNs / 1e6,
+		cpuUsPerEvent: got.deliveredFrames ? cpu.ns / 1000 / got.deliveredFrames : NaN,
+		seconds,
+		cpuPct: cpu.ns / 1e7 / seconds,
+		loadCpuPct: cpuBetween(l0, l1).ns / 1e7 / seconds,
+	};
+}
+
+async function ssePhase() {
+	log("SSE cases (raw-socket subscribers)");
+	const pair = await startPair("sse");
+	const load = startSseLoad();
+	try {
+		const runCase = async (id, label, opts) => {
+			log(`· ${label}`);
+			const out = { label, kind: "sse", opts };
+			// Alternate which gateway goes first from case to case.
+			const order = Object.keys(results.cases).length % 2 === 0 ? IMPLS : [...IMPLS].reverse();
+			for (const impl of order) out[impl.id] = await sseRun(pair[impl.id], load, { ...opts, key: id });
+			results.cases[id] = out;
+		};
+		const T = P.fanoutTokens;
+		const fanTimeout = Math.max(60000, T * P.fanoutInterval * 6);
+		for (const subs of P.fanout) {
+			await runCase(`fanout${subs}`, `SSE ${subs} subscriber${subs > 1 ? "s" : ""}, ${T} tokens`, {
+				subs,
+				tokens: T,
+				text: `/stream ${T} ${P.fanoutInterval} 1`,
+				timeoutMs: fanTimeout,
+			});
+		}
+		if (P.burst) {
+			const subs = P.fanout.at(-1);
+			await runCase(`fanout${subs}burst`, `SSE ${subs} subscribers, ${T} tokens in bursts of ${P.burst}`, {
+				subs,
+				tokens: T,
+				text: `/stream ${T} ${P.fanoutInterval * P.burst} ${P.burst}`,
+				timeoutMs: fanTimeout,
+			});
+		}
+		const L = P.longTokens;
+		const windows = [
+			[0, 1000],
+			[L - 1000, L],
+		];
+		await runCase("long", `SSE 1 subscriber, one ${L}-token answer`, {
+			subs: 1,
+			tokens: L,
+			text: `/stream ${L} ${P.longPace[0]} ${P.longPace[1]}`,
+			windows,
+			timeoutMs: 120000,
+		});
+		if (P.unpaced) {
+			await runCase("longUnpaced", `SSE 1 subscriber, ${L} tokens unpaced`, {
+				subs: 1,
+				tokens: L,
+				text: `/stream ${L} 0 1`,
+				windows,
+				timeoutMs: 60000,
+			});
+		}
+	} finally {
+		await load.stop();
+		await stopPair(pair);
+	}
+}
+
+async function memoryPhase() {
+	log("Memory cases");
+	const pair = await startPair("memory");
+	const load = startSseLoad();
+	try {
+		const sessions = { label: `RSS per idle session (${P.idleSessions} sessions)`, kind: "memory" };
+		const streams = { label: `RSS per open stream (${P.streams} SSE connections)`, kind: "memory" };
+		for (const impl of IMPLS) {
+			const s = pair[impl.id];
+			log(`· ${impl.name}: ${P.idleSessions} sessions, ${P.streams} streams`);
+			await probeStats(s.probe, { gc: true });
+			await sleep(200);
+			const before = rssBytes(s.pid);
+			await createSessions(s, "idle", P.idleSessions);
+			await sleep(200);
+			await probeStats(s.probe, { gc: true });
+			await sleep(200);
+			const after = rssBytes(s.pid);
+			const ready = await (await fetch(`${s.url}/ready`)).json();
+			sessions[impl.id] = {
+				rssBefore: before,
+				rssAfter: after,
+				sessions: ready.sessions,
+				bytesPer: (after - before) / P.idleSessions,
+			};
+
+			await postJson(s, "/sessions/streams/messages", { text: "hi" });
+			await probeStats(s.probe, { gc: true });
+			await sleep(200);
+			const sBefore = rssBytes(s.pid);
+			const opened = await load.call("open", { port: s.port, key: "streams", n: P.streams });
+			await sleep(300);
+			await probeStats(s.probe, { gc: true });
+			await sleep(200);
+			const sAfter = rssBytes(s.pid);
+			await load.call("close");
+			await sleep(300);
+			streams[impl.id] = {
+				rssBefore: sBefore,
+				rssAfter: sAfter,
+				open: opened.open,
+				bytesPer: (sAfter - sBefore) / P.streams,
+			};
+		}
+		results.cases.rssSession = sessions;
+		results.cases.rssStream = streams;
+	} finally {
+		await load.stop();
+		await stopPair(pair);
+	}
+}
+
+// ---------------------------------------------------------------- report
+
+const fmt = (n, digits = 0) =>
+	n === undefined || n === null || Number.isNaN(n)
+		? "—"
+		: Number(n).toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+const ratio = (g, s) => (Number.isFinite(g) && Number.isFinite(s) && s !== 0 ? g / s : NaN);
+const fmtRatio = (r) => (Number.isFinite(r) ? `${r >= 10 ? fmt(r, 1) : fmt(r, 2)}×` : "—");
+const kib = (b) => fmt(b / 1024, 1);
+
+function buildTable() {
+	const rows = []; // [case, metric, seed, gateway, ratio]
+	const c = results.cases;
+	const add = (label, metric, s, g, r = "") => rows.push([label, metric, s, g, r]);
+
+	for (const [id, v] of Object.entries(c)) {
+		if (v.kind === "http") {
+			const s = v.seed;
+			const g = v.gateway;
+			add(v.label, "req/s", fmt(s.rps), fmt(g.rps), fmtRatio(ratio(g.rps, s.rps)));
+			add("", "latency p50 / p99 ms", `${fmt(s.latencyMs.p50)} / ${fmt(s.latencyMs.p99)}`, `${fmt(g.latencyMs.p50)} / ${fmt(g.latencyMs.p99)}`);
+			add("", "server CPU µs/request", fmt(s.cpuUsPerRequest, 1), fmt(g.cpuUsPerRequest, 1), fmtRatio(ratio(g.cpuUsPerRequest, s.cpuUsPerRequest)));
+			add("", "main-thread ELU", fmt(s.elu, 3), fmt(g.elu, 3));
+			add("", "CPU % of a core: server / load", `${fmt(s.cpuPct)} / ${fmt(s.loadCpuPct)}`, `${fmt(g.cpuPct)} / ${fmt(g.loadCpuPct)}`);
+			const bad = [s, g].map((x) => x.non2xx + x.errors + x.timeouts);
+			if (bad[0] || bad[1]) add("", "non-2xx + errors + timeouts", fmt(bad[0]), fmt(bad[1]));
+		} else if (v.kind === "sse") {
+			const s = v.seed;
+			const g = v.gateway;
+			add(v.label, "delivered events/s", fmt(s.eventsPerSec), fmt(g.eventsPerSec), fmtRatio(ratio(g.eventsPerSec, s.eventsPerSec)));
+			add("", "emit→receipt p50 / p99 ms", `${fmt(s.latencyMs.p50, 2)} / ${fmt(s.latencyMs.p99, 2)}`, `${fmt(g.latencyMs.p50, 2)} / ${fmt(g.latencyMs.p99, 2)}`);
+			add("", "server CPU µs/delivered event", fmt(s.cpuUsPerEvent, 2), fmt(g.cpuUsPerEvent, 2), fmtRatio(ratio(g.cpuUsPerEvent, s.cpuUsPerEvent)));
+			add("", "main-thread ELU", fmt(s.elu, 3), fmt(g.elu, 3));
+			add("", "CPU % of a core: server / load", `${fmt(s.cpuPct)} / ${fmt(s.loadCpuPct)}`, `${fmt(g.cpuPct)} / ${fmt(g.loadCpuPct)}`);
+			const integrity = (x) =>
+				`${fmt(x.deliveredTokens)}/${fmt(x.expectedTokens)}` +
+				(x.outOfOrder ? `, ${fmt(x.outOfOrder)} out of order` : "") +
+				(x.disconnected ? `, ${fmt(x.disconnected)} cut` : "") +
+				(x.timedOut ? ", TIMED OUT" : "");
+			add("", "tokens delivered", integrity(s), integrity(g));
+			if (v.opts.windows) {
+				for (const [i, w] of (g.windows ?? []).entries()) {
+					const sw = s.windows?.[i] ?? {};
+					const name = `tokens ${fmt(w.from)}–${fmt(w.to)}`;
+					add("", `${name}: CPU µs/token`, fmt(sw.cpuUsPerToken, 2), fmt(w.cpuUsPerToken, 2), fmtRatio(ratio(w.cpuUsPerToken, sw.cpuUsPerToken)));
+					add("", `${name}: emit µs/token`, fmt(sw.emitUsPerToken, 2), fmt(w.emitUsPerToken, 2));
+					add("", `${name}: latency p50 ms`, fmt(sw.latencyP50Ms, 2), fmt(w.latencyP50Ms, 2));
+				}
+			}
+		} else if (v.kind === "memory") {
+			add(v.label, "KiB", kib(v.seed.bytesPer), kib(v.gateway.bytesPer), fmtRatio(ratio(v.gateway.bytesPer, v.seed.bytesPer)));
+		}
+		void id;
+	}
+	const header = ["case", "metric", "seed", "pi-gateway", "gw/seed"];
+	const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+	const line = (r) =>
+		r.map((cell, i) => (i >= 2 ? String(cell).padStart(widths[i]) : String(cell).padEnd(widths[i]))).join("  ").trimEnd();
+	return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+function evaluateTargets() {
+	const c = results.cases;
+	const t = [];
+	const add = (target, value, met) => t.push({ target, value, met: Boolean(met) });
+	const r = (g, s) => ratio(g, s);
+	if (c.health) {
+		const x = r(c.health.gateway.rps, c.health.seed.rps);
+		add("GET /health req/s ≥ 2.3× the seed", fmtRatio(x), x >= 2.3);
+	}
+	if (c.getSession) {
+		const x = r(c.getSession.gateway.rps, c.getSession.seed.rps);
+		add("GET /sessions/:key req/s ≥ 2× the seed", fmtRatio(x), x >= 2);
+	}
+	for (const n of P.messageConcurrency) {
+		const v = c[`messages${n}`];
+		if (!v) continue;
+		const x = r(v.gateway.rps, v.seed.rps);
+		add(`POST /messages c=${n} req/s ≥ 1.5× the seed`, fmtRatio(x), x >= 1.5);
+	}
+	const big = c[`fanout${P.fanout.at(-1)}`];
+	if (big) {
+		const x = r(big.gateway.cpuUsPerEvent, big.seed.cpuUsPerEvent);
+		add(`SSE ${P.fanout.at(-1)} subscribers: gateway CPU/event ≤ 1/5 of the seed's`, fmtRatio(x), x <= 0.2);
+		add(`SSE ${P.fanout.at(-1)} subscribers: gateway p99 ≤ 5 ms`, `${fmt(big.gateway.latencyMs.p99, 2)} ms`, big.gateway.latencyMs.p99 <= 5);
+		const intact = (x) => !x.missing && !x.outOfOrder && !x.disconnected && !x.timedOut;
+		const fan = P.fanout.map((n) => c[`fanout${n}`]).filter(Boolean);
+		add(
+			"SSE fan-out: nothing dropped or reordered (gateway)",
+			fan.every((v) => intact(v.gateway)) ? "all delivered in order" : "losses",
+			fan.every((v) => intact(v.gateway)),
+		);
+	}
+	if (c.long?.gateway.windows) {
+		const [early, late] = c.long.gateway.windows;
+		const x = late.cpuUsPerToken / early.cpuUsPerToken;
+		add(
+			`flat per-token cost: gateway CPU/token, tokens ${fmt(late.from)}–${fmt(late.to)} ≤ 1.25× tokens 0–1,000`,
+			fmtRatio(x),
+			x <= 1.25 && c.long.gateway.deliveredTokens === c.long.gateway.expectedTokens,
+		);
+	}
+	if (c.rssSession) {
+		const x = r(c.rssSession.gateway.bytesPer, c.rssSession.seed.bytesPer);
+		add("RSS per idle session ≤ the seed's", fmtRatio(x), c.rssSession.gateway.bytesPer <= c.rssSession.seed.bytesPer);
+	}
+	if (c.rssStream) {
+		const x = r(c.rssStream.gateway.bytesPer, c.rssStream.seed.bytesPer);
+		add("RSS per open stream ≤ the seed's", fmtRatio(x), c.rssStream.gateway.bytesPer <= c.rssStream.seed.bytesPer);
+	}
+	if (c.health) {
+		add("main-thread ELU ≤ 0.05 during GET /health (gateway)", fmt(c.health.gateway.elu, 3), c.health.gateway.elu <= 0.05);
+	}
+	return t;
+}
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+	if (!seedAvailable()) throw new Error("the seed gateway is not available (set PI_GATEWAY_SEED)");
+	const started = Date.now();
+	results.env = {
+		date: new Date().toISOString(),
+		node: process.version,
+		cpu: cpus()[0]?.model,
+		cpus: ncpu,
+		loadavgBefore: loadavg(),
+		pinning: PIN ? { gateways: Number(PIN.gateway), load: Number(PIN.load) } : null,
+		quick: QUICK,
+	};
+	results.params = { ...P, loadConnections: LOAD_CONNECTIONS, gatewayArgs: GATEWAY_ARGS };
+	log(
+		PIN
+			? `pinning: gateway processes on core ${PIN.gateway}, load generators on core ${PIN.load} (taskset)`
+			: `pinning: none (${taskset ? `${ncpu} CPU` : "taskset not found"}) — gateways and load share the CPUs`,
+	);
+
+	await httpPhase();
+	await ssePhase();
+	await memoryPhase();
+
+	results.env.loadavgAfter = loadavg();
+	results.env.seconds = (Date.now() - started) / 1000;
+	results.targets = evaluateTargets();
+
+	const table = buildTable();
+	const targets = results.targets.map((t) => `  ${t.met ? "met   " : "MISSED"}  ${t.target}: ${t.value}`).join("\n");
+	const la = (a) => a.map((x) => x.toFixed(2)).join(" ");
+	const notes = [
+		`pi-gateway vs seed — node ${process.version}, ${ncpu} × ${results.env.cpu}${QUICK ? ", --quick" : ""}`,
+		PIN
+			? `Pinned with taskset: each gateway process (all threads) on core ${PIN.gateway}; autocannon / SSE load processes on core ${PIN.load}.`
+			: `NOT pinned (${taskset ? `only ${ncpu} CPU` : "taskset not found"}): gateways and load generators share the CPUs.`,
+		`HTTP: autocannon, ${P.httpSeconds} s per run after a ${P.warmupSeconds} s warm-up, best of ${P.rounds} interleaved run(s); POST /messages: one session key per connection.`,
+		`SSE: /stream ${P.fanoutTokens} ${P.fanoutInterval} 1 (a token per ${P.fanoutInterval} ms tick)${P.burst ? `; bursts: /stream ${P.fanoutTokens} ${P.fanoutInterval * P.burst} ${P.burst}` : ""}; long: /stream ${P.longTokens} ${P.longPace.join(" ")}${P.unpaced ? `, unpaced: /stream ${P.longTokens} 0 1` : ""}.`,
+		"CPU = all threads of the gateway process (/proc/<pid>/task/*/schedstat); ELU = the Node main thread's performance.eventLoopUtilization().",
+		`pi-gateway runs with ${GATEWAY_ARGS.join(" ")} (the seed has no connection cap); other limits at their defaults (sse.bufferEvents 1024).`,
+		`Load average before / after: ${la(results.env.loadavgBefore)} / ${la(results.env.loadavgAfter)} (other work on this machine skews every number).`,
+	];
+	const report = `\n${notes.join("\n")}\n\n${table}\n\nTargets (reported, not asserted):\n${targets}\n`;
+	process.stdout.write(report);
+	results.table = table;
+
+	mkdirSync(dirname(cli.out), { recursive: true });
+	writeFileSync(cli.out, `${JSON.stringify(results, null, 2)}\n`);
+	process.stdout.write(`\nJSON: ${cli.out}  (${results.env.seconds.toFixed(0)} s)\n`);
+}
+
+try {
+	await main();
+	await cleanup();
+	clearTimeout(watchdog);
+	process.exit(0);
+} catch (error) {
+	await fail(error);
+}
