@@ -89,7 +89,9 @@ export function getActiveGatewayRuntime() {
 }
 
 export function sanitizeSessionKey(sessionKey) {
-	return String(sessionKey).replace(/[^a-zA-Z0-9._-]/g, "_");
+	const safe = String(sessionKey).replace(/[^a-zA-Z0-9._-]/g, "_");
+	// "." and ".." would name the root itself or its parent: keep every key inside it.
+	return /^\.+$/.test(safe) ? safe.replace(/\./g, "_") : safe;
 }
 
 // The optional peer dependency, loaded once (it is ESM-only, so not through require()).
@@ -191,13 +193,20 @@ export class GatewayRuntime {
 	async addSubscriber(sessionKey, listener) {
 		requireFunction(listener, "addSubscriber listener");
 		const id = this.#nextListener++;
-		this.#listeners.set(id, listener);
+		// Frames that overtake the resolution of subscribe() wait here until hello is handled.
+		const entry = { listener, held: [] };
+		this.#listeners.set(id, entry);
+		let hello;
 		try {
-			await this.#native.subscribe(sessionKey, id);
+			hello = await this.#native.subscribe(sessionKey, id);
 		} catch (error) {
 			this.#listeners.delete(id);
 			throw error;
 		}
+		const held = entry.held;
+		entry.held = null;
+		this.#call(listener, hello);
+		for (const json of held) this.#call(listener, json);
 		return () => {
 			this.#listeners.delete(id);
 			this.#native.unsubscribe(id);
@@ -249,8 +258,10 @@ export class GatewayRuntime {
 	}
 
 	#onCreate(req, handle, key) {
+		let made = null;
 		(async () => {
 			const session = key === this.#primaryKey ? this.#primarySession : await this.#createSession(key);
+			made = session;
 			checkSession(session, `createSession(${JSON.stringify(key)}) returned a value that`);
 			const entry = { key, session, unsubscribe: () => {}, running: false, started: false, pendingAbort: false };
 			entry.unsubscribe = this.#listen(handle, entry);
@@ -262,7 +273,17 @@ export class GatewayRuntime {
 				entry.unsubscribe();
 				if (session !== this.#primarySession) session.dispose();
 			}
-		})().catch((error) => this.#settle(req, false, `createSession failed: ${errorMessage(error)}`));
+		})().catch((error) => {
+			// A session we got but could not use is not leaked.
+			if (made && made !== this.#primarySession && typeof made.dispose === "function") {
+				try {
+					made.dispose();
+				} catch {
+					// Already failing; the creation error is what the caller hears about.
+				}
+			}
+			this.#settle(req, false, `createSession failed: ${errorMessage(error)}`);
+		});
 	}
 
 	#listen(handle, entry) {
@@ -480,12 +501,17 @@ export class GatewayRuntime {
 	}
 
 	#onDeliver(id, json) {
-		const listener = this.#listeners.get(id);
-		if (!listener) return;
+		const entry = this.#listeners.get(id);
+		if (!entry) return;
 		if (json === null || json === undefined) {
 			this.#listeners.delete(id);
 			return;
 		}
+		if (entry.held) entry.held.push(json);
+		else this.#call(entry.listener, json);
+	}
+
+	#call(listener, json) {
 		try {
 			listener(JSON.parse(json));
 		} catch (error) {

@@ -6,7 +6,8 @@
 // Fields: url, path (may contain "{n}"), method (GET), body (a JSON value, sent as JSON),
 // connections, duration (s) or amount (total requests), and how "{n}" is filled in:
 //   mode "fixed"          no substitution
-//   mode "rotate"         each connection cycles n = 0…keys-1 (GET /sessions/:key over 1,000 sessions)
+//   mode "rotate"         n = 0…keys-1 split between the connections, each cycling through its
+//                         share (GET /sessions/:key over 1,000 sessions)
 //   mode "perConnection"  n = the connection's index: one key per connection (POST /messages)
 //   mode "unique"         n = 0,1,2,… one per request (creating sessions)
 // With `probe` (the measured process's probe socket) and `pid`, the process's main-thread ELU
@@ -38,13 +39,14 @@ const options = {
 if (mode === "fixed") {
 	options.requests = [base];
 } else if (mode === "rotate") {
-	// Every connection cycles through all `keys` paths, each starting at its own offset. The
-	// requests are prebuilt once (no setupRequest), so rotating costs the load generator nothing.
+	// The keys are split between the connections; each cycles through its own share, prebuilt
+	// once (no setupRequest), so rotating costs the load generator nothing per request.
 	const all = Array.from({ length: spec.keys }, (_, n) => ({ method, path: fill(n), headers }));
-	options.requests = all;
+	const share = Math.ceil(spec.keys / spec.connections);
+	options.requests = [base];
 	options.setupClient = (client) => {
-		const start = (connectionIndex++ * Math.ceil(spec.keys / spec.connections)) % spec.keys;
-		client.setRequests([...all.slice(start), ...all.slice(0, start)].map((r) => ({ ...r })));
+		const start = (connectionIndex++ * share) % spec.keys;
+		client.setRequests(all.slice(start, start + share).map((r) => ({ ...r })));
 	};
 } else if (mode === "unique") {
 	options.requests = [{ ...base, setupRequest: (req) => ({ ...req, path: fill(counter++) }) }];

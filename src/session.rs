@@ -314,7 +314,12 @@ type Waiter = oneshot::Sender<Result<Arc<Session>, String>>;
 
 enum Slot {
     Ready(Arc<Session>),
-    Creating(Vec<Waiter>),
+    /// Being created: who waits for the session, and the messages sent meanwhile, in the
+    /// order they were sent (they enter the queue in that order once it exists).
+    Creating {
+        waiters: Vec<Waiter>,
+        pending: Vec<Queued>,
+    },
 }
 
 #[derive(Default)]
@@ -423,17 +428,21 @@ impl Gateway {
                     lock(&session.state).last_active_at = now_ms();
                     return Ok(session.clone());
                 }
-                Some(Slot::Creating(waiters)) => {
+                Some(Slot::Creating { waiters, .. }) => {
                     let (tx, rx) = oneshot::channel();
                     waiters.push(tx);
                     rx
                 }
                 None => {
                     let (tx, rx) = oneshot::channel();
-                    reg.by_key.insert(key.to_string(), Slot::Creating(vec![tx]));
-                    let this = self.clone();
-                    let key = key.to_string();
-                    self.inner.rt.spawn(async move { this.create(key).await });
+                    reg.by_key.insert(
+                        key.to_string(),
+                        Slot::Creating {
+                            waiters: vec![tx],
+                            pending: Vec::new(),
+                        },
+                    );
+                    self.spawn_create(key.to_string());
                     rx
                 }
             }
@@ -442,23 +451,52 @@ impl Gateway {
             .unwrap_or_else(|_| Err("Session creation was abandoned".to_string()))
     }
 
+    fn spawn_create(&self, key: String) {
+        let this = self.clone();
+        self.inner.rt.spawn(async move { this.create(key).await });
+    }
+
     async fn create(&self, key: String) {
         let handle = self.inner.next_handle.fetch_add(1, Ordering::Relaxed);
         let timeout = self.inner.config.create_timeout;
-        let created =
-            tokio::time::timeout(timeout, self.inner.agent.create_session(handle, &key)).await;
+        let created = match tokio::time::timeout(
+            timeout,
+            self.inner.agent.create_session(handle, &key),
+        )
+        .await
+        {
+            Ok(result) => result,
+            // Whatever the factory produces later is disposed by the binding, which finds
+            // nobody waiting for it.
+            Err(_) => Err(format!(
+                "createSession timed out after {} ms",
+                timeout.as_millis()
+            )),
+        };
+        // One lock from taking the `Creating` slot to inserting the session: no other
+        // request may find the key absent in between and start a second creation.
         let mut reg = lock(&self.inner.registry);
-        let waiters = match reg.by_key.remove(&key) {
-            Some(Slot::Creating(waiters)) => waiters,
-            // The slot was taken by a stop() that ran meanwhile.
-            Some(other) => {
-                reg.by_key.insert(key.clone(), other);
-                Vec::new()
+        let (waiters, pending) = match reg.by_key.remove(&key) {
+            Some(Slot::Creating { waiters, pending }) => (waiters, pending),
+            other => {
+                // stop() took the slot (and answered everyone) while JS was creating: the
+                // late session must not linger.
+                if let Some(other) = other {
+                    reg.by_key.insert(key.clone(), other);
+                }
+                drop(reg);
+                if created.is_ok() {
+                    let agent = self.inner.agent.clone();
+                    let dispose = key != self.inner.primary_key;
+                    self.inner.rt.spawn(async move {
+                        let _ = agent.release(handle, dispose).await;
+                    });
+                }
+                return;
             }
-            None => Vec::new(),
         };
         let result = match created {
-            Ok(Ok(info)) => {
+            Ok(info) => {
                 let session = Arc::new(Session::new(key.clone(), handle, info));
                 reg.by_key.insert(key, Slot::Ready(session.clone()));
                 reg.by_handle.insert(handle, session.clone());
@@ -466,16 +504,20 @@ impl Gateway {
                     let mut st = lock(&session.state);
                     session.emit_state(&mut st);
                 }
+                for queued in pending {
+                    self.push(&session, queued, false);
+                }
                 Ok(session)
             }
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                // Whatever the factory produces later is disposed by the binding, which
-                // finds nobody waiting for it.
-                Err(format!(
-                    "createSession timed out after {} ms",
-                    timeout.as_millis()
-                ))
+            Err(error) => {
+                for queued in pending {
+                    let _ = queued.responder.send(MessageResult::failure(
+                        &key,
+                        error.clone(),
+                        Outcome::Failed,
+                    ));
+                }
+                Err(error)
             }
         };
         drop(reg);
@@ -485,13 +527,15 @@ impl Gateway {
     }
 
     /// Queues a message; the receiver yields its one result. A full queue answers at once.
-    pub async fn enqueue(
+    /// Synchronous, so messages enter a session's queue in the order this is called — even
+    /// while the session is still being created.
+    pub fn enqueue(
         &self,
         request: MessageRequest,
         tap: Option<Tap>,
     ) -> oneshot::Receiver<MessageResult> {
         let (responder, rx) = oneshot::channel();
-        let key = request.session_key.clone();
+        let key = request.session_key;
         let queued = Queued {
             request: PromptRequest {
                 text: request.text,
@@ -501,42 +545,55 @@ impl Gateway {
             responder,
             tap,
         };
-        loop {
-            let session = match self.ensure_session(&key).await {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = queued
-                        .responder
-                        .send(MessageResult::failure(&key, e, Outcome::Failed));
-                    return rx;
-                }
-            };
-            let mut st = lock(&session.state);
-            if st.removed {
-                // Evicted or reset between lookup and lock: go back for a fresh session.
-                continue;
-            }
-            let max = self.inner.config.max_queue;
-            if st.queue.len() >= max {
-                let _ = queued.responder.send(MessageResult::failure(
-                    &key,
-                    format!("Queue full ({max} pending)."),
-                    Outcome::QueueFull,
-                ));
-                return rx;
-            }
-            st.last_active_at = now_ms();
-            st.queue.push_back(queued);
-            session.emit_state(&mut st);
-            if !st.draining {
-                st.draining = true;
-                let this = self.clone();
+        let mut reg = lock(&self.inner.registry);
+        match reg.by_key.get_mut(&key) {
+            // A session in the registry is never `removed`: removal takes it out first,
+            // under this same lock.
+            Some(Slot::Ready(session)) => {
                 let session = session.clone();
-                self.inner
-                    .rt
-                    .spawn(async move { this.drain(session).await });
+                self.push(&session, queued, true);
             }
-            return rx;
+            Some(Slot::Creating { pending, .. }) => {
+                // The first pending message runs as soon as the session exists.
+                let max = self.inner.config.max_queue;
+                if pending.len() > max {
+                    let _ = queued.responder.send(queue_full(&key, max));
+                } else {
+                    pending.push(queued);
+                }
+            }
+            None => {
+                reg.by_key.insert(
+                    key.clone(),
+                    Slot::Creating {
+                        waiters: Vec::new(),
+                        pending: vec![queued],
+                    },
+                );
+                self.spawn_create(key);
+            }
+        }
+        rx
+    }
+
+    /// Appends to a session's queue and makes sure its run loop is going.
+    fn push(&self, session: &Arc<Session>, queued: Queued, check_full: bool) {
+        let mut st = lock(&session.state);
+        let max = self.inner.config.max_queue;
+        if check_full && st.queue.len() >= max {
+            let _ = queued.responder.send(queue_full(&session.key, max));
+            return;
+        }
+        st.last_active_at = now_ms();
+        st.queue.push_back(queued);
+        session.emit_state(&mut st);
+        if !st.draining {
+            st.draining = true;
+            let this = self.clone();
+            let session = session.clone();
+            self.inner
+                .rt
+                .spawn(async move { this.drain(session).await });
         }
     }
 
@@ -625,10 +682,11 @@ impl Gateway {
     }
 
     /// Subscribes to a session's events, creating the session on demand; `hello` comes first.
-    pub async fn subscribe(&self, key: &str) -> Result<Subscription, String> {
+    /// `capacity` bounds how far behind the reader may fall before it is dropped.
+    pub async fn subscribe(&self, key: &str, capacity: usize) -> Result<Subscription, String> {
         let session = self.ensure_session(key).await?;
         let mut st = lock(&session.state);
-        let (tx, rx) = mpsc::channel(self.inner.config.buffer_events.max(2));
+        let (tx, rx) = mpsc::channel(capacity.max(2));
         st.seq += 1;
         let snapshot = session.snapshot_of(&st);
         let hello = Frame::encode(
@@ -769,7 +827,7 @@ impl Gateway {
             .values()
             .filter_map(|s| match s {
                 Slot::Ready(s) => Some(s.clone()),
-                Slot::Creating(_) => None,
+                Slot::Creating { .. } => None,
             })
             .collect();
         sessions.sort_by_key(|s| (s.created_at, s.handle));
@@ -834,15 +892,22 @@ impl Gateway {
         let sessions: Vec<Arc<Session>> = {
             let mut reg = lock(&self.inner.registry);
             let mut out = Vec::new();
-            for (_, slot) in reg.by_key.drain() {
+            for (key, slot) in reg.by_key.drain() {
                 match slot {
                     Slot::Ready(s) => {
                         lock(&s.state).removed = true;
                         out.push(s);
                     }
-                    Slot::Creating(waiters) => {
+                    Slot::Creating { waiters, pending } => {
                         for w in waiters {
                             let _ = w.send(Err(GATEWAY_STOPPED.to_string()));
+                        }
+                        for queued in pending {
+                            let _ = queued.responder.send(MessageResult::failure(
+                                &key,
+                                GATEWAY_STOPPED,
+                                Outcome::Dropped,
+                            ));
                         }
                     }
                 }
@@ -876,6 +941,14 @@ impl Gateway {
             self.log("stop: some sessions did not finish aborting or disposing in time");
         }
     }
+}
+
+fn queue_full(key: &str, max: usize) -> MessageResult {
+    MessageResult::failure(
+        key,
+        format!("Queue full ({max} pending)."),
+        Outcome::QueueFull,
+    )
 }
 
 /// Maps how `prompt` ended onto a result; the second value is the new message count.

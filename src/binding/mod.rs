@@ -49,6 +49,9 @@ fn err(message: impl Into<String>) -> Error {
 /// JS thread. Two match the 2-core machines this is measured on; more buys nothing there.
 const WORKER_THREADS: usize = 2;
 
+/// Frames an in-process `addSubscriber` listener may have outstanding (a nominal bound).
+const JS_SUBSCRIBER_CAPACITY: usize = 1 << 24;
+
 #[napi]
 pub struct NativeGateway {
     rt: Option<tokio::runtime::Runtime>,
@@ -246,20 +249,18 @@ impl NativeGateway {
         images_json: Option<String>,
         source: Option<String>,
     ) -> Result<PromiseRaw<'env, String>> {
-        let gateway = self.gateway.clone();
-        let task = self.handle()?.spawn(async move {
-            let key = session_key.clone();
-            let rx = gateway
-                .enqueue(
-                    MessageRequest {
-                        session_key,
-                        text,
-                        images_json,
-                        source,
-                    },
-                    None,
-                )
-                .await;
+        // Queued here, on the JS thread, so messages keep the order of the calls.
+        let key = session_key.clone();
+        let rx = self.gateway.enqueue(
+            MessageRequest {
+                session_key,
+                text,
+                images_json,
+                source,
+            },
+            None,
+        );
+        env.spawn_future(async move {
             let result = rx.await.unwrap_or_else(|_| {
                 MessageResult::failure(
                     &key,
@@ -267,30 +268,34 @@ impl NativeGateway {
                     Outcome::Failed,
                 )
             });
-            result_json(&result)
-        });
-        env.spawn_future(async move {
-            task.await
-                .map_err(|e| err(format!("pi-gateway: enqueue failed: {e}")))
+            Ok(result_json(&result))
         })
     }
 
-    /// Subscribes JS subscriber `id` (chosen by the caller, so frames can never arrive for
-    /// an id JS does not know yet). Frames go to `deliver(id, json)`; `deliver(id, null)`
-    /// says the stream ended.
+    /// Subscribes JS subscriber `id` (chosen by the caller) and resolves with the `hello`
+    /// event's JSON. Later frames go to `deliver(id, json)`; `deliver(id, null)` says the
+    /// stream ended. JS holds frames that overtake the resolution until `hello` is handled.
     #[napi(catch_unwind)]
     pub fn subscribe<'env>(
         &self,
         env: &'env Env,
         session_key: String,
         id: u32,
-    ) -> Result<PromiseRaw<'env, ()>> {
+    ) -> Result<PromiseRaw<'env, String>> {
         let gateway = self.gateway.clone();
         let deliver = self.deliver.clone();
         let subs = self.subscriptions.clone();
         let handle = self.handle()?.clone();
         let task = self.handle()?.spawn(async move {
-            let mut sub = gateway.subscribe(&session_key).await?;
+            // In-process listeners get every event, as the seed's did: their channel is
+            // bounded only nominally (the JS thread itself is the reader).
+            let mut sub = gateway
+                .subscribe(&session_key, JS_SUBSCRIBER_CAPACITY)
+                .await?;
+            let hello = match sub.rx.recv().await {
+                Some(frame) => String::from_utf8_lossy(&frame.json()).into_owned(),
+                None => return Err("the session ended before it could be subscribed".to_string()),
+            };
             let forward = handle.spawn(async move {
                 while let Some(frame) = sub.rx.recv().await {
                     let json = String::from_utf8_lossy(&frame.json()).into_owned();
@@ -306,11 +311,11 @@ impl NativeGateway {
                 );
             });
             lock(&subs).insert(id, forward);
-            Ok::<(), String>(())
+            Ok::<String, String>(hello)
         });
         env.spawn_future(async move {
             match task.await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(hello)) => Ok(hello),
                 Ok(Err(e)) => Err(err(e)),
                 Err(e) => Err(err(format!("pi-gateway: subscribe failed: {e}"))),
             }

@@ -52,10 +52,15 @@ pub enum BodyError {
 impl BodyError {
     pub fn response(&self) -> Response<Body> {
         match self {
-            BodyError::TooLarge(limit) => error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("Request body too large (limit {limit} bytes)"),
-            ),
+            BodyError::TooLarge(limit) => {
+                let mut res = error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("Request body too large (limit {limit} bytes)"),
+                );
+                res.headers_mut()
+                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                res
+            }
             BodyError::Invalid => error(StatusCode::BAD_REQUEST, "Invalid JSON body"),
             BodyError::Broken => error(StatusCode::BAD_REQUEST, "Request body could not be read"),
         }
@@ -75,6 +80,9 @@ pub async fn read_json_object(
         .and_then(|v| v.trim().parse::<u64>().ok())
     {
         if len > limit as u64 {
+            // Read (and drop) what the client is already sending, within bounds, so the 413
+            // reaches it instead of a reset from closing a socket with unread data.
+            discard(req.into_body()).await;
             return Err(BodyError::TooLarge(limit));
         }
     }
@@ -86,6 +94,25 @@ pub async fn read_json_object(
         Err(_) => return Err(BodyError::Broken),
     };
     parse_object(&bytes)
+}
+
+/// Bytes and time spent draining a refused body before the connection is closed anyway.
+const DISCARD_MAX_BYTES: usize = 16 * 1024 * 1024;
+const DISCARD_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn discard(mut body: Incoming) {
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen += data.len();
+                if seen > DISCARD_MAX_BYTES {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_MAX_TIME, drain).await;
 }
 
 /// The pure half of [`read_json_object`].

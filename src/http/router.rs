@@ -250,7 +250,8 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         },
         (None, _) => method_not_allowed("GET, HEAD"),
         (Some("events"), &Method::HEAD) => sse::head(),
-        (Some("events"), &Method::GET) => match gateway.subscribe(&key).await {
+        (Some("events"), &Method::GET) => match gateway.subscribe(&key, config.buffer_events).await
+        {
             Ok(sub) => sse::stream(sub, config.heartbeat),
             Err(e) => sse_error(&key, &e),
         },
@@ -308,7 +309,7 @@ fn message_status(result: &MessageResult) -> StatusCode {
 
 async fn run_message(ctx: &Ctx, request: MessageRequest) -> Response<Body> {
     let key = request.session_key.clone();
-    let rx = ctx.gateway.enqueue(request, None).await;
+    let rx = ctx.gateway.enqueue(request, None);
     let result = rx.await.unwrap_or_else(|_| {
         MessageResult::failure(
             &key,
@@ -362,7 +363,7 @@ async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<
         images_json: None,
         source: Some("extension".into()),
     };
-    let mut rx = ctx.gateway.enqueue(request, Some(tap)).await;
+    let mut rx = ctx.gateway.enqueue(request, Some(tap));
     // A full queue is known at once: answer it as /messages does, before any stream starts.
     let rx = match rx.try_recv() {
         Ok(result) if result.outcome == Outcome::QueueFull => {

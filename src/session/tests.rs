@@ -102,7 +102,7 @@ async fn messages_of_one_session_run_in_order_and_each_gets_one_result() {
     let gw = gateway(agent.clone(), Config::for_tests());
     let mut receivers = Vec::new();
     for i in 0..5 {
-        receivers.push(gw.enqueue(message("a", &format!("m{i}")), None).await);
+        receivers.push(gw.enqueue(message("a", &format!("m{i}")), None));
     }
     for (i, rx) in receivers.into_iter().enumerate() {
         let result = rx.await.expect("one result");
@@ -123,18 +123,14 @@ async fn a_full_queue_answers_at_once_and_clear_answers_the_rest() {
     let mut config = Config::for_tests();
     config.max_queue = 2;
     let gw = gateway(agent.clone(), config);
-    let running = gw.enqueue(message("a", "run"), None).await;
+    let running = gw.enqueue(message("a", "run"), None);
     // Let the run loop take the first message off the queue.
     while !gw.snapshot("a").map(|s| s.processing).unwrap_or(false) {
         tokio::task::yield_now().await;
     }
-    let q1 = gw.enqueue(message("a", "q1"), None).await;
-    let q2 = gw.enqueue(message("a", "q2"), None).await;
-    let full = gw
-        .enqueue(message("a", "q3"), None)
-        .await
-        .await
-        .expect("result");
+    let q1 = gw.enqueue(message("a", "q1"), None);
+    let q2 = gw.enqueue(message("a", "q2"), None);
+    let full = gw.enqueue(message("a", "q3"), None).await.expect("result");
     assert_eq!(full.outcome, Outcome::QueueFull);
     assert_eq!(full.error.as_deref(), Some("Queue full (2 pending)."));
     assert!(gw.clear_queue("a"));
@@ -178,7 +174,6 @@ async fn a_failed_creation_fails_every_waiter_and_leaves_nothing() {
     let gw = gateway(agent.clone(), Config::for_tests());
     let a = gw.enqueue(message("x", "1"), None);
     let b = gw.enqueue(message("x", "2"), None);
-    let (a, b) = tokio::join!(a, b);
     for rx in [a, b] {
         let r = rx.await.expect("result");
         assert_eq!(r.error.as_deref(), Some("factory exploded"));
@@ -195,7 +190,7 @@ async fn idle_sessions_are_evicted_but_not_the_primary_or_a_subscribed_one() {
     let gw = gateway(agent.clone(), config);
     gw.ensure_session("main").await.expect("primary");
     gw.ensure_session("idle").await.expect("idle");
-    let watched = gw.subscribe("watched").await.expect("subscribed");
+    let watched = gw.subscribe("watched", 16).await.expect("subscribed");
     tokio::time::sleep(Duration::from_millis(5)).await;
     let evicted = gw.evict_idle().await;
     assert_eq!(evicted, vec!["idle".to_string()]);
@@ -210,8 +205,8 @@ async fn idle_sessions_are_evicted_but_not_the_primary_or_a_subscribed_one() {
 async fn subscribers_get_hello_first_then_the_same_frames_in_order() {
     let agent = Arc::new(FakeAgent::default());
     let gw = gateway(agent.clone(), Config::for_tests());
-    let mut s1 = gw.subscribe("a").await.expect("s1");
-    let mut s2 = gw.subscribe("a").await.expect("s2");
+    let mut s1 = gw.subscribe("a", 16).await.expect("s1");
+    let mut s2 = gw.subscribe("a", 16).await.expect("s2");
     let handle = gw.find("a").expect("exists").handle;
     for i in 0..3 {
         gw.push_event(
@@ -239,11 +234,9 @@ async fn subscribers_get_hello_first_then_the_same_frames_in_order() {
 #[tokio::test]
 async fn a_subscriber_that_falls_behind_is_dropped_without_slowing_others() {
     let agent = Arc::new(FakeAgent::default());
-    let mut config = Config::for_tests();
-    config.buffer_events = 4;
-    let gw = gateway(agent.clone(), config);
-    let mut slow = gw.subscribe("a").await.expect("slow");
-    let mut fast = gw.subscribe("a").await.expect("fast");
+    let gw = gateway(agent.clone(), Config::for_tests());
+    let mut slow = gw.subscribe("a", 4).await.expect("slow");
+    let mut fast = gw.subscribe("a", 16).await.expect("fast");
     let handle = gw.find("a").expect("exists").handle;
     let _ = fast.rx.recv().await;
     for i in 0..20 {
@@ -279,12 +272,12 @@ async fn stop_answers_running_and_queued_messages() {
         ..Default::default()
     });
     let gw = gateway(agent.clone(), Config::for_tests());
-    let running = gw.enqueue(message("a", "run"), None).await;
+    let running = gw.enqueue(message("a", "run"), None);
     while !gw.snapshot("a").map(|s| s.processing).unwrap_or(false) {
         tokio::task::yield_now().await;
     }
-    let queued = gw.enqueue(message("a", "wait"), None).await;
-    let mut sub = gw.subscribe("a").await.expect("sub");
+    let queued = gw.enqueue(message("a", "wait"), None);
+    let mut sub = gw.subscribe("a", 16).await.expect("sub");
     tokio::time::timeout(Duration::from_secs(2), gw.stop_sessions())
         .await
         .expect("stop returns promptly");
