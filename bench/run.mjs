@@ -536,6 +536,7 @@ function buildTable() {
 			add(v.label, "req/s", fmt(s.rps), fmt(g.rps), fmtRatio(ratio(g.rps, s.rps)));
 			add("", "latency p50 / p99 ms", `${fmt(s.latencyMs.p50)} / ${fmt(s.latencyMs.p99)}`, `${fmt(g.latencyMs.p50)} / ${fmt(g.latencyMs.p99)}`);
 			add("", "server CPU µs/request", fmt(s.cpuUsPerRequest, 1), fmt(g.cpuUsPerRequest, 1), fmtRatio(ratio(g.cpuUsPerRequest, s.cpuUsPerRequest)));
+			add("", "req/s per core (1e6 / CPU µs per request)", fmt(1e6 / s.cpuUsPerRequest), fmt(1e6 / g.cpuUsPerRequest), fmtRatio(ratio(s.cpuUsPerRequest, g.cpuUsPerRequest)));
 			add("", "main-thread ELU", fmt(s.elu, 3), fmt(g.elu, 3));
 			add("", "CPU % of a core: server / load", `${fmt(s.cpuPct)} / ${fmt(s.loadCpuPct)}`, `${fmt(g.cpuPct)} / ${fmt(g.loadCpuPct)}`);
 			const bad = [s, g].map((x) => x.non2xx + x.errors + x.timeouts);
@@ -586,10 +587,11 @@ function evaluateTargets() {
 	const r = (g, s) => ratio(g, s);
 	// A throughput ratio means little when autocannon itself ran out of CPU: say so.
 	const bound = (v) =>
-		v.gateway.loadCpuPct >= 90 ? ` (autocannon at ${fmt(v.gateway.loadCpuPct)}% of its core: load-bound)` : "";
+		v.gateway.loadCpuPct >= 80 ? `; autocannon at ${fmt(v.gateway.loadCpuPct)}% of its core: load-bound` : "";
 	const rps = (v, target, min) => {
 		const x = r(v.gateway.rps, v.seed.rps);
-		add(target, fmtRatio(x) + bound(v), x >= min);
+		const byCpu = r(v.seed.cpuUsPerRequest, v.gateway.cpuUsPerRequest);
+		add(target, `${fmtRatio(x)} (by server CPU per request: ${fmtRatio(byCpu)}${bound(v)})`, x >= min);
 	};
 	if (c.health) rps(c.health, "GET /health req/s ≥ 2.3× the seed", 2.3);
 	if (c.getSession) rps(c.getSession, "GET /sessions/:key req/s ≥ 2× the seed", 2);
@@ -672,6 +674,7 @@ async function main() {
 		`HTTP: autocannon, ${P.httpSeconds} s per run after a ${P.warmupSeconds} s warm-up, best of ${P.rounds} interleaved run(s); POST /messages: one session key per connection.`,
 		`SSE: /stream ${P.fanoutTokens} ${P.fanoutInterval} 1 (a token per ${P.fanoutInterval} ms tick)${P.burst ? `; bursts: /stream ${P.fanoutTokens} ${P.fanoutInterval * P.burst} ${P.burst}` : ""}; long: /stream ${P.longTokens} ${P.longPace.join(" ")}${P.unpaced ? `, unpaced: /stream ${P.longTokens} 0 1` : ""}.`,
 		"CPU = all threads of the gateway process (/proc/<pid>/task/*/schedstat); ELU = the Node main thread's performance.eventLoopUtilization().",
+		"gw/seed: gateway ÷ seed (above 1 is better for req/s and events/s; below 1 is better for CPU, latency and KiB). A load % near 100 means autocannon, not the server, set the pace.",
 		`pi-gateway runs with ${GATEWAY_ARGS.join(" ")} (the seed has no connection cap); other limits at their defaults (sse.bufferEvents 1024).`,
 		`Load average before / after: ${la(results.env.loadavgBefore)} / ${la(results.env.loadavgAfter)} (other work on this machine skews every number).`,
 	];

@@ -44,6 +44,8 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
 #[derive(Debug)]
 pub enum BodyError {
     TooLarge(usize),
+    /// Refused by its declared length: the connection closes after the answer.
+    TooLargeDeclared(usize),
     Invalid,
     /// The client went away or the stream broke mid-upload.
     Broken,
@@ -52,7 +54,11 @@ pub enum BodyError {
 impl BodyError {
     pub fn response(&self) -> Response<Body> {
         match self {
-            BodyError::TooLarge(limit) => {
+            BodyError::TooLarge(limit) => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("Request body too large (limit {limit} bytes)"),
+            ),
+            BodyError::TooLargeDeclared(limit) => {
                 let mut res = error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &format!("Request body too large (limit {limit} bytes)"),
@@ -83,7 +89,7 @@ pub async fn read_json_object(
             // Read (and drop) what the client is already sending, within bounds, so the 413
             // reaches it instead of a reset from closing a socket with unread data.
             discard(req.into_body()).await;
-            return Err(BodyError::TooLarge(limit));
+            return Err(BodyError::TooLargeDeclared(limit));
         }
     }
     let bytes = match Limited::new(req.into_body(), limit).collect().await {
