@@ -42,9 +42,9 @@ pub async fn serve(gateway: Gateway) -> Result<Server, String> {
         .local_addr()
         .map_err(|e| format!("Cannot read the bound address of {wanted}: {e}"))?;
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = gateway
-        .runtime()
-        .spawn(accept_loop(listener, gateway.clone(), stop_rx));
+    // Built here, before start() resolves, so what it reads (the environment) is read now.
+    let ctx = Arc::new(router::Ctx::new(gateway.clone()));
+    let task = gateway.runtime().spawn(accept_loop(listener, ctx, stop_rx));
     let sweeper = gateway.runtime().spawn(gateway.clone().sweep_forever());
     Ok(Server {
         addr,
@@ -67,10 +67,14 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, gateway: Gateway, mut stop_rx: oneshot::Receiver<()>) {
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<router::Ctx>,
+    mut stop_rx: oneshot::Receiver<()>,
+) {
+    let gateway = ctx.gateway.clone();
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(gateway.config().max_connections));
-    let ctx = Arc::new(router::Ctx::new(gateway.clone()));
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
