@@ -351,19 +351,8 @@ export async function createModelPiAgent({ model: wanted, cwd, agentDir }) {
 		async close() {
 			if (closed) return;
 			closed = true;
-			for (const session of sessions) {
-				try {
-					if (session.isStreaming) await session.abort();
-				} catch {
-					// best effort: still dispose
-				}
-				try {
-					session.dispose();
-				} catch {
-					// already disposed by the gateway
-				}
-			}
-			sessions.clear();
+			const { closeSessions } = await import("./faux-agent.js");
+			await closeSessions(sessions);
 		},
 	};
 }

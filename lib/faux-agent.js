@@ -244,6 +244,27 @@ function sanitizeKey(key) {
  *   call `setResponses` on it). `close()` aborts and disposes every session it created, unregisters
  *   both faux providers, and removes what it created (temporary dirs, or `hello.txt` in a given cwd).
  */
+/**
+ * Aborts what still runs and disposes every session in the set, then empties it.
+ * Best effort: a session the gateway already disposed is fine.
+ * @param {Set<import("@mariozechner/pi-coding-agent").AgentSession>} sessions
+ */
+export async function closeSessions(sessions) {
+	for (const session of sessions) {
+		try {
+			if (session.isStreaming) await session.abort();
+		} catch {
+			// still dispose it
+		}
+		try {
+			session.dispose();
+		} catch {
+			// already disposed by its owner
+		}
+	}
+	sessions.clear();
+}
+
 export async function createFauxPiAgent(options = {}) {
 	/** Paths to remove on close: temp dirs we made, or the hello file we wrote into a given cwd. */
 	const created = [];
@@ -332,19 +353,7 @@ export async function createFauxPiAgent(options = {}) {
 		async close() {
 			if (closed) return;
 			closed = true;
-			for (const session of sessions) {
-				try {
-					if (session.isStreaming) await session.abort();
-				} catch {
-					// best effort: still dispose
-				}
-				try {
-					session.dispose();
-				} catch {
-					// already disposed by its owner
-				}
-			}
-			sessions.clear();
+			await closeSessions(sessions);
 			faux.unregister();
 			slowFaux.unregister();
 			for (const path of created.reverse()) await rm(path, { recursive: true, force: true });
