@@ -38,7 +38,7 @@ export interface GatewayConfig {
 	sse?: {
 		/** A `: ping` comment on a stream idle this long. Default 15000. */
 		heartbeatMs?: number;
-		/** Events one subscriber may fall behind before it is disconnected. Default 1024. */
+		/** Events one subscriber may fall behind before it is disconnected. Default 4096. */
 		bufferEvents?: number;
 	};
 	cors?: {

@@ -19,7 +19,8 @@
 //       connection (a session runs one message at a time, FIFO: one shared key would serialize)
 //   SSE fan-out: 1, 100, 1,000 subscribers of one session, one answer of 1,000 tokens
 //       (`/stream 1000 10 1`: a token every 10 ms tick, ~100 tokens/s), and 1,000 subscribers
-//       with the same rate in bursts of 10 tokens (`/stream 1000 100 10`)
+//       with the same rate in bursts of 10 tokens (`/stream 1000 100 10`); the 1,000-subscriber
+//       cases best of 2 interleaved runs
 //   one 20,000-token answer to one subscriber (`/stream 20000 1 10`): cost per token,
 //       tokens 0–1,000 against 19,000–20,000; and the same answer unpaced (`/stream 20000 0 1`)
 //   RSS per idle session (10,000 sessions) and per open stream (1,000 SSE connections)
@@ -60,6 +61,7 @@ const P = QUICK
 			fanout: [1, 100, 1000],
 			fanoutTokens: 100,
 			fanoutInterval: 10,
+			sseRounds: 1,
 			burst: null,
 			longTokens: 3000,
 			longPace: [1, 10],
@@ -77,6 +79,7 @@ const P = QUICK
 			fanout: [1, 100, 1000],
 			fanoutTokens: 1000,
 			fanoutInterval: 10,
+			sseRounds: 2,
 			burst: 10,
 			longTokens: 20000,
 			longPace: [1, 10],
@@ -166,10 +169,20 @@ async function startImpl(impl, tag) {
 		NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import=${pathToFileURL(join(here, "probe.mjs")).href}`.trim(),
 		PI_BENCH_PROBE: probe,
 	};
-	const server = await impl.spawn(["--scenario", "instant", ...impl.args], { timeoutMs: 30000, env });
+	// Pinned from birth, not only after it: a child inherits the affinity of the thread that
+	// forks it, so the gateway's runtime sees one core when it sizes its thread pools. The
+	// spawn (the fork) happens synchronously inside impl.spawn(), before its first await.
+	if (PIN) execFileSync("taskset", ["-cp", PIN.gateway, String(process.pid)], { stdio: "ignore" });
+	let spawning;
+	try {
+		spawning = impl.spawn(["--scenario", "instant", ...impl.args], { timeoutMs: 30000, env });
+	} finally {
+		if (PIN) execFileSync("taskset", ["-cp", PIN.load, String(process.pid)], { stdio: "ignore" });
+	}
+	const server = await spawning;
 	const entry = { name: `${impl.id} (${tag})`, kill: () => server.stop() };
 	children.add(entry);
-	pin(server.pid, PIN?.gateway);
+	pin(server.pid, PIN?.gateway); // every thread, whatever it inherited
 	// The probe binds its socket before the launcher's main module runs; wait for it anyway.
 	for (let i = 0; ; i++) {
 		try {
@@ -393,12 +406,21 @@ async function ssePhase() {
 	const pair = await startPair("sse");
 	const load = startSseLoad();
 	try {
-		const runCase = async (id, label, opts) => {
+		// `rounds` > 1: interleaved (ABBA) runs, each gateway's run with the lowest p99 shown;
+		// every run is kept in the JSON.
+		const runCase = async (id, label, opts, rounds = 1) => {
 			log(`· ${label}`);
-			const out = { label, kind: "sse", opts };
-			// Alternate which gateway goes first from case to case.
-			const order = Object.keys(results.cases).length % 2 === 0 ? IMPLS : [...IMPLS].reverse();
-			for (const impl of order) out[impl.id] = await sseRun(pair[impl.id], load, { ...opts, key: id });
+			const out = { label, kind: "sse", opts, rounds: { seed: [], gateway: [] } };
+			for (let r = 0; r < rounds; r++) {
+				// Alternate which gateway goes first from run to run and case to case.
+				const flip = (Object.keys(results.cases).length + r) % 2 === 1;
+				for (const impl of flip ? [...IMPLS].reverse() : IMPLS) {
+					out.rounds[impl.id].push(await sseRun(pair[impl.id], load, { ...opts, key: `${id}r${r}` }));
+				}
+			}
+			for (const impl of IMPLS) {
+				out[impl.id] = out.rounds[impl.id].reduce((a, b) => (b.latencyMs.p99 < a.latencyMs.p99 ? b : a));
+			}
 			results.cases[id] = out;
 		};
 		const T = P.fanoutTokens;
@@ -409,7 +431,7 @@ async function ssePhase() {
 				tokens: T,
 				text: `/stream ${T} ${P.fanoutInterval} 1`,
 				timeoutMs: fanTimeout,
-			});
+			}, subs === P.fanout.at(-1) ? P.sseRounds : 1);
 		}
 		if (P.burst) {
 			const subs = P.fanout.at(-1);
@@ -418,11 +440,11 @@ async function ssePhase() {
 				tokens: T,
 				text: `/stream ${T} ${P.fanoutInterval * P.burst} ${P.burst}`,
 				timeoutMs: fanTimeout,
-			});
+			}, P.sseRounds);
 		}
 		const L = P.longTokens;
 		// Contiguous 1,000-token windows over the whole answer: the first and last are reported,
-		// and a straight line fitted through all of them says whether the cost per token grows.
+		// and a robust line (Theil–Sen) through all of them says whether the cost per token grows.
 		const windows = Array.from({ length: Math.floor(L / 1000) }, (_, i) => [i * 1000, (i + 1) * 1000]);
 		await runCase("long", `SSE 1 subscriber, one ${L}-token answer`, {
 			subs: 1,
@@ -509,18 +531,25 @@ const fmtRatio = (r) => (Number.isFinite(r) ? `${r >= 10 ? fmt(r, 1) : fmt(r, 2)
 const kib = (b) => fmt(b / 1024, 1);
 
 /**
- * Least-squares line through a per-window metric (x = the window's middle token): its value at
- * the last window over its value at the first. 1 = flat. Robust to one noisy window.
+ * A Theil–Sen line (median of the pairwise slopes, so one noisy window cannot tilt it) through a
+ * per-window metric, x = the window's middle token: its value at the last window over its value
+ * at the first. 1 = flat.
  */
 function trend(windows, field) {
 	const pts = (windows ?? []).filter((w) => Number.isFinite(w[field])).map((w) => [(w.from + w.to) / 2, w[field]]);
 	if (pts.length < 2) return NaN;
-	const mx = pts.reduce((a, [x]) => a + x, 0) / pts.length;
-	const my = pts.reduce((a, [, y]) => a + y, 0) / pts.length;
-	const sxx = pts.reduce((a, [x]) => a + (x - mx) ** 2, 0);
-	const sxy = pts.reduce((a, [x, y]) => a + (x - mx) * (y - my), 0);
-	const slope = sxy / sxx;
-	const at = (x) => my + slope * (x - mx);
+	const median = (xs) => {
+		const v = [...xs].sort((p, q) => p - q);
+		const m = v.length >> 1;
+		return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+	};
+	const slopes = [];
+	for (let i = 0; i < pts.length; i++) {
+		for (let j = i + 1; j < pts.length; j++) slopes.push((pts[j][1] - pts[i][1]) / (pts[j][0] - pts[i][0]));
+	}
+	const slope = median(slopes);
+	const intercept = median(pts.map(([x, y]) => y - slope * x));
+	const at = (x) => intercept + slope * x;
 	return at(pts.at(-1)[0]) / at(pts[0][0]);
 }
 
@@ -562,7 +591,7 @@ function buildTable() {
 				const span = (w) => `${fmt(w.from)}–${fmt(w.to)}`;
 				const pair = (a, b, d = 2) => `${fmt(a, d)} → ${fmt(b, d)}`;
 				add("", `CPU µs/token, tokens ${span(gf)} → ${span(gl)}`, pair(sf.cpuUsPerToken, sl.cpuUsPerToken), pair(gf.cpuUsPerToken, gl.cpuUsPerToken));
-				add("", "  fitted late/early (all windows)", fmtRatio(trend(s.windows, "cpuUsPerToken")), fmtRatio(trend(g.windows, "cpuUsPerToken")));
+				add("", "  trend late/early (Theil–Sen, all windows)", fmtRatio(trend(s.windows, "cpuUsPerToken")), fmtRatio(trend(g.windows, "cpuUsPerToken")));
 				if (unpaced) {
 					add("", "main thread µs/token emitted, first → last", pair(sf.emitUsPerToken, sl.emitUsPerToken), pair(gf.emitUsPerToken, gl.emitUsPerToken));
 				}
@@ -608,14 +637,14 @@ function evaluateTargets() {
 		const fan = Object.values(c).filter((v) => v.kind === "sse" && !/ 0 1$/.test(v.opts.text));
 		add(
 			"SSE (all paced cases): nothing dropped or reordered (gateway)",
-			fan.every((v) => intact(v.gateway)) ? "all delivered in order" : "losses",
-			fan.every((v) => intact(v.gateway)),
+			fan.every((v) => v.rounds.gateway.every(intact)) ? "all delivered, in order" : "losses (see the table / JSON)",
+			fan.every((v) => v.rounds.gateway.every(intact)),
 		);
 	}
 	if (c.long?.gateway.windows) {
 		const x = trend(c.long.gateway.windows, "cpuUsPerToken");
 		add(
-			`flat per-token cost (gateway CPU/token over a ${fmt(P.longTokens)}-token answer, fitted late/early ≤ 1.25×)`,
+			`flat per-token cost (gateway CPU/token over a ${fmt(P.longTokens)}-token answer, Theil–Sen trend late/early ≤ 1.25×)`,
 			fmtRatio(x),
 			x <= 1.25 && c.long.gateway.deliveredTokens === c.long.gateway.expectedTokens,
 		);
@@ -669,10 +698,10 @@ async function main() {
 	const notes = [
 		`pi-gateway vs seed — node ${process.version}, ${ncpu} × ${results.env.cpu}${QUICK ? ", --quick" : ""}`,
 		PIN
-			? `Pinned with taskset: each gateway process (all threads) on core ${PIN.gateway}; autocannon / SSE load processes on core ${PIN.load}.`
+			? `Pinned with taskset: each gateway process (from its spawn, all threads) on core ${PIN.gateway}; autocannon / SSE load processes on core ${PIN.load}.`
 			: `NOT pinned (${taskset ? `only ${ncpu} CPU` : "taskset not found"}): gateways and load generators share the CPUs.`,
 		`HTTP: autocannon, ${P.httpSeconds} s per run after a ${P.warmupSeconds} s warm-up, best of ${P.rounds} interleaved run(s); POST /messages: one session key per connection.`,
-		`SSE: /stream ${P.fanoutTokens} ${P.fanoutInterval} 1 (a token per ${P.fanoutInterval} ms tick)${P.burst ? `; bursts: /stream ${P.fanoutTokens} ${P.fanoutInterval * P.burst} ${P.burst}` : ""}; long: /stream ${P.longTokens} ${P.longPace.join(" ")}${P.unpaced ? `, unpaced: /stream ${P.longTokens} 0 1` : ""}.`,
+		`SSE: /stream ${P.fanoutTokens} ${P.fanoutInterval} 1 (a token per ${P.fanoutInterval} ms tick)${P.sseRounds > 1 ? `, ${P.fanout.at(-1)}-subscriber cases best (lowest p99) of ${P.sseRounds} interleaved runs` : ""}${P.burst ? `; bursts: /stream ${P.fanoutTokens} ${P.fanoutInterval * P.burst} ${P.burst}` : ""}; long: /stream ${P.longTokens} ${P.longPace.join(" ")}${P.unpaced ? `, unpaced: /stream ${P.longTokens} 0 1` : ""}.`,
 		"CPU = all threads of the gateway process (/proc/<pid>/task/*/schedstat); ELU = the Node main thread's performance.eventLoopUtilization().",
 		"gw/seed: gateway ÷ seed (above 1 is better for req/s and events/s; below 1 is better for CPU, latency and KiB). A load % near 100 means autocannon, not the server, set the pace.",
 		`pi-gateway runs with ${GATEWAY_ARGS.join(" ")} (the seed has no connection cap); other limits at their defaults (sse.bufferEvents 1024).`,

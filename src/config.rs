@@ -17,7 +17,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default `sse.heartbeatMs`: a `: ping` comment on idle streams.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 15_000;
 /// Default `sse.bufferEvents`: frames queued for one subscriber before it is disconnected.
-pub const DEFAULT_BUFFER_EVENTS: usize = 1024;
+pub const DEFAULT_BUFFER_EVENTS: usize = 4096;
 /// Default `session.sweepIntervalMs`: how often idle sessions are looked for.
 pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 60_000;
 /// Default `session.createTimeoutMs`: how long `createSession` may take.

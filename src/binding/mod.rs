@@ -45,9 +45,17 @@ fn err(message: impl Into<String>) -> Error {
     Error::from_reason(message.into())
 }
 
-/// Worker threads of each gateway's runtime: HTTP parsing and SSE writes run here, off the
-/// JS thread. Two match the 2-core machines this is measured on; more buys nothing there.
-const WORKER_THREADS: usize = 2;
+/// Worker threads of each gateway's runtime, where HTTP parsing and SSE writes run, off the
+/// JS thread: one per core the process may run on (Linux counts its affinity mask, so a
+/// gateway pinned with `taskset` to one core gets one), at most this many.
+const MAX_WORKER_THREADS: usize = 4;
+
+fn worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, MAX_WORKER_THREADS)
+}
 
 /// Frames an in-process `addSubscriber` listener may have outstanding (a nominal bound).
 const JS_SUBSCRIBER_CAPACITY: usize = 1 << 24;
@@ -114,7 +122,7 @@ impl NativeGateway {
             js_callback::weak(&log)?,
         ));
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(WORKER_THREADS)
+            .worker_threads(worker_threads())
             .thread_name("pi-gateway")
             .enable_all()
             .build()

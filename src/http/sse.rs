@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame as BodyFrame, SizeHint};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use hyper::Response;
@@ -22,6 +22,9 @@ use crate::session::Subscription;
 use super::body::{self, Body as BoxBody};
 
 const PING: &[u8] = b": ping\n\n";
+
+/// Frames already waiting are written together up to about this many bytes.
+const BATCH_BYTES: usize = 64 * 1024;
 
 pub struct SseBody {
     sub: Subscription,
@@ -56,7 +59,22 @@ impl Body for SseBody {
             Poll::Ready(Some(frame)) => {
                 let next = Instant::now() + self.heartbeat;
                 self.idle.as_mut().reset(next);
-                return Poll::Ready(Some(Ok(BodyFrame::data(frame.sse()))));
+                // One frame goes out as the shared buffer itself; a burst that is already
+                // waiting goes out as one write instead of one per event.
+                let first = frame.sse();
+                let Ok(second) = self.sub.rx.try_recv() else {
+                    return Poll::Ready(Some(Ok(BodyFrame::data(first))));
+                };
+                let mut batch = BytesMut::with_capacity(first.len() * 4);
+                batch.extend_from_slice(&first);
+                batch.extend_from_slice(&second.sse());
+                while batch.len() < BATCH_BYTES {
+                    match self.sub.rx.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more.sse()),
+                        Err(_) => break,
+                    }
+                }
+                return Poll::Ready(Some(Ok(BodyFrame::data(batch.freeze()))));
             }
             Poll::Ready(None) => {
                 self.done = true;
