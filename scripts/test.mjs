@@ -45,5 +45,14 @@ if (only.length === 0) {
 	run("tsc", process.execPath, ["node_modules/typescript/bin/tsc", "--noEmit", "-p", "tsconfig.json"]);
 }
 if (!existsSync("native.cjs")) run("build", "npm", ["run", "build"]);
+// The useChat browser test drives Debian's chromium. On a fresh machine where we may
+// install packages (root with apt-get), install it so `npm test` alone is enough.
+const browserTest = only.length === 0 || only.some((f) => f.includes("chat-browser"));
+if (browserTest && !existsSync("/usr/bin/chromium") && process.getuid?.() === 0 && existsSync("/usr/bin/apt-get")) {
+	run("apt-get update", "apt-get", ["update", "-qq"]);
+	run("install chromium", "apt-get", ["install", "-y", "-qq", "chromium"], {
+		env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+	});
+}
 const files = only.length ? only : [...testFiles("__test__"), ...testFiles("bench/seed")];
 run("node --test", process.execPath, ["--test", "--test-reporter=spec", ...files]);

@@ -347,12 +347,6 @@ impl NativeGateway {
         self.gateway.abort(&session_key).unwrap_or(false)
     }
 
-    /// Like `abort`, but tells an unknown session (`null`) from an idle one (`false`).
-    #[napi(catch_unwind)]
-    pub fn abort_known(&self, session_key: String) -> Option<bool> {
-        self.gateway.abort(&session_key).ok()
-    }
-
     #[napi(catch_unwind)]
     pub fn clear_queue(&self, session_key: String) -> bool {
         self.gateway.clear_queue(&session_key)
