@@ -1,9 +1,11 @@
 // Small helpers shared by the benchmark processes: the measurement probe's client, per-process
-// CPU and RSS from /proc, percentiles.
+// CPU and RSS from /proc, percentiles, which HTTP load generator to use.
 
-import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { accessSync, constants, readdirSync, readFileSync } from "node:fs";
 import { request } from "node:http";
+import { createRequire } from "node:module";
+import { delimiter, join } from "node:path";
 
 /** Ask the probe preloaded into a measured process (bench/probe.mjs) for its stats; `gc` first runs a full GC. */
 export function probeStats(socketPath, { gc = false, timeoutMs = 10000 } = {}) {
@@ -76,6 +78,55 @@ export function cpuBetween(before, after) {
 	// back to the tick count when the two disagree by more than the tick resolution allows.
 	const slack = (2 * 1e9) / ticksPerSecond() + 0.05 * stat;
 	return { ns: sched >= stat - slack ? sched : stat, schedNs: sched, statNs: stat };
+}
+
+/**
+ * CPU time, in ns, of this process's children that have exited and been waited for (cutime +
+ * cstime of /proc/self/stat; clock-tick resolution). The difference across one child's run is
+ * that child's CPU time, all threads.
+ */
+export function childrenCpuNs() {
+	const stat = readFileSync("/proc/self/stat", "utf8");
+	const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+	return ((Number(fields[13]) + Number(fields[14])) * 1e9) / ticksPerSecond();
+}
+
+/** Path of an executable `wrk`: Debian's /usr/bin/wrk, else the first on PATH; null when none. */
+export function findWrk() {
+	const dirs = ["/usr/bin", ...(process.env.PATH ?? "").split(delimiter).filter(Boolean)];
+	for (const dir of dirs) {
+		const path = join(dir, "wrk");
+		try {
+			accessSync(path, constants.X_OK);
+			return path;
+		} catch {
+			// not there
+		}
+	}
+	return null;
+}
+
+/**
+ * The HTTP load generator to use: wrk when installed (a C event loop, several times the request
+ * rate autocannon manages on one core), else autocannon. `prefer` "autocannon" forces the
+ * fallback. Returns {name, version, path?}.
+ */
+export function httpLoadTool(prefer) {
+	const wrk = prefer === "autocannon" ? null : findWrk();
+	if (wrk) {
+		// `wrk -v` prints "wrk debian/4.1.0-3+b2 [epoll] Copyright …" and the usage, and exits 1.
+		const v = spawnSync(wrk, ["-v"], { encoding: "utf8" });
+		const m = /^wrk\s+(\S+)/.exec(`${v.stdout ?? ""}${v.stderr ?? ""}`);
+		return { name: "wrk", version: m ? m[1] : "unknown", path: wrk };
+	}
+	if (prefer === "wrk") throw new Error("wrk was asked for but is not installed (/usr/bin/wrk or PATH)");
+	let version = "unknown";
+	try {
+		version = createRequire(import.meta.url)("autocannon/package.json").version;
+	} catch {
+		// version unknown
+	}
+	return { name: "autocannon", version };
 }
 
 /** Resident set size of `pid` in bytes (VmRSS). */

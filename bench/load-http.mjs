@@ -1,92 +1,276 @@
-// HTTP load process: one autocannon run, described by a JSON argument, result as one JSON line.
-// Run by bench/run.mjs as a separate process (under `taskset`, on the load core).
+// HTTP load process: one load run, described by a JSON argument, result as one JSON line.
+// Run by bench/run.mjs as a separate process (under `taskset`, on the load core; wrk, when used,
+// is this process's child and inherits that CPU affinity).
 //
 //   node bench/load-http.mjs '{"url":"http://127.0.0.1:3000","path":"/health","connections":50,"duration":5}'
 //
+// The load generator is wrk (Debian's /usr/bin/wrk, or `wrk` on PATH) with one thread (-t1: one
+// core for the load) and a generated Lua script; autocannon (in this process) when wrk is not
+// installed, when `tool` is "autocannon", and always for `amount` runs (a fixed number of
+// requests, which wrk cannot do; those only create sessions before a case).
+//
 // Fields: url, path (may contain "{n}"), method (GET), body (a JSON value, sent as JSON),
-// connections, duration (s) or amount (total requests), and how "{n}" is filled in:
+// connections, duration (s; wrk counts whole seconds, so it is rounded up) or amount (total
+// requests), timeout (s, 30), tool ("wrk" | "autocannon", default: wrk when installed), and how
+// "{n}" is filled in:
 //   mode "fixed"          no substitution
-//   mode "rotate"         n = 0…keys-1 split between the connections, each cycling through its
-//                         share (GET /sessions/:key over 1,000 sessions)
-//   mode "perConnection"  n = the connection's index: one key per connection (POST /messages)
+//   mode "rotate"         n = 0…keys-1 (GET /sessions/:key over 1,000 sessions). autocannon: the
+//                         keys split between the connections, each cycling through its share;
+//                         wrk: one counter cycling through all keys, request after request
+//   mode "perConnection"  as many keys as connections, never two requests of one key in flight
+//                         (POST /messages: a session runs one message at a time, FIFO).
+//                         autocannon: n = the connection's index, one key per connection. wrk's
+//                         request() is per thread and does not know the connection, so the script
+//                         keeps a pool of the free keys: a request takes one, its response (the
+//                         GatewayMessageResult's "sessionKey") gives it back. Each connection has
+//                         at most one request in flight, so the pool never runs dry; if it did
+//                         (a response without its key), the key is taken round-robin and counted
+//                         in `keyFallbacks`.
 //   mode "unique"         n = 0,1,2,… one per request (creating sessions)
 // With `probe` (the measured process's probe socket) and `pid`, the process's main-thread ELU
 // and CPU time are read right before and right after the run, so they cover the load only.
 
-import autocannon from "autocannon";
-import { cpuBetween, eluBetween, probeStats, procCpu } from "./bench-util.mjs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { childrenCpuNs, cpuBetween, eluBetween, httpLoadTool, probeStats, procCpu } from "./bench-util.mjs";
 
 const spec = JSON.parse(process.argv[2]);
 const mode = spec.mode ?? "fixed";
 const method = spec.method ?? "GET";
-const headers = spec.body === undefined ? {} : { "content-type": "application/json" };
 const body = spec.body === undefined ? undefined : JSON.stringify(spec.body);
 const fill = (n) => spec.path.replaceAll("{n}", String(n));
+const keyCount = mode === "rotate" ? spec.keys : mode === "perConnection" ? spec.connections : 0;
+if (!["fixed", "rotate", "perConnection", "unique"].includes(mode)) throw new Error(`unknown mode ${mode}`);
 
-let counter = 0;
-let connectionIndex = 0;
-const base = { method, path: fill(0), headers, ...(body !== undefined ? { body } : {}) };
-const options = {
-	url: spec.url,
-	connections: spec.connections,
-	...(spec.amount ? { amount: spec.amount } : { duration: spec.duration }),
-	timeout: spec.timeout ?? 30,
-	// No per-second table, no progress bar: we print one JSON line.
-	renderProgressBar: false,
-	renderResultsTable: false,
-	renderLatencyTable: false,
-};
-if (mode === "fixed") {
-	options.requests = [base];
-} else if (mode === "rotate") {
-	// The keys are split between the connections; each cycles through its own share, prebuilt
-	// once (no setupRequest), so rotating costs the load generator nothing per request.
-	const all = Array.from({ length: spec.keys }, (_, n) => ({ method, path: fill(n), headers }));
-	const share = Math.ceil(spec.keys / spec.connections);
-	options.requests = [base];
-	options.setupClient = (client) => {
-		const start = (connectionIndex++ * share) % spec.keys;
-		client.setRequests(all.slice(start, start + share).map((r) => ({ ...r })));
-	};
-} else if (mode === "unique") {
-	options.requests = [{ ...base, setupRequest: (req) => ({ ...req, path: fill(counter++) }) }];
-} else if (mode === "perConnection") {
-	options.requests = [base];
-	options.setupClient = (client) => {
-		client.setRequests([{ ...base, path: fill(connectionIndex++) }]);
-	};
-} else {
-	throw new Error(`unknown mode ${mode}`);
-}
+const tool = spec.amount ? httpLoadTool("autocannon") : httpLoadTool(spec.tool);
 
 const before = spec.probe ? { stats: await probeStats(spec.probe), cpu: procCpu(spec.pid) } : null;
-const ownBefore = procCpu(process.pid);
-const result = await autocannon(options);
-const ownAfter = procCpu(process.pid);
+const t0 = performance.now();
+const run = tool.name === "wrk" ? await runWrk() : await runAutocannon();
+const windowS = (performance.now() - t0) / 1000;
 const after = spec.probe ? { stats: await probeStats(spec.probe), cpu: procCpu(spec.pid) } : null;
 
-const ok = result["2xx"];
 const out = {
 	label: spec.label,
+	tool: `${tool.name} ${tool.version}`,
 	connections: spec.connections,
-	durationS: result.duration,
-	requests: result.requests.total,
-	ok,
-	non2xx: result.non2xx,
-	errors: result.errors,
-	timeouts: result.timeouts,
-	rps: ok / result.duration,
-	latencyMs: { p50: result.latency.p50, p99: result.latency.p99, avg: result.latency.average },
-	...(mode === "perConnection" ? { keys: connectionIndex } : {}),
-	// This load process's own CPU use, % of one core: near 100 means the load generator, not
-	// the gateway, set the pace.
-	loadCpuPct: (cpuBetween(ownBefore, ownAfter).ns / 1e7) / result.duration,
+	...run,
+	...(keyCount ? { keys: keyCount } : {}),
 };
 if (before && after) {
 	out.elu = eluBetween(before.stats, after.stats);
 	const cpu = cpuBetween(before.cpu, after.cpu);
 	out.cpuMs = cpu.ns / 1e6;
-	out.cpuUsPerRequest = ok > 0 ? cpu.ns / 1000 / ok : NaN;
-	out.cpuPct = cpu.ns / 1e7 / result.duration;
+	out.cpuUsPerRequest = run.ok > 0 ? cpu.ns / 1000 / run.ok : NaN;
+	// Over the whole measured window (the load run plus the load tool's start and exit).
+	out.windowS = windowS;
+	out.cpuPct = cpu.ns / 1e7 / windowS;
 }
 process.stdout.write(`${JSON.stringify(out)}\n`);
+
+// ---------------------------------------------------------------- wrk
+
+/** The Lua script for one wrk run: requests built once in init(), results printed by done() as JSON. */
+function wrkScript() {
+	const lines = [
+		"-- generated by bench/load-http.mjs",
+		"local template, nkeys = '/', 0",
+		"local reqs, counter = {}, 0",
+		"local free, nfree, index, inpool = {}, 0, {}, {}",
+		"-- globals, read by done() through thread:get()",
+		"keyFallbacks = 0",
+		"local function fill(t, n) return (t:gsub('{n}', tostring(n))) end",
+		"function init(args)",
+		"  template, nkeys = args[1], tonumber(args[2])",
+		"  wrk.method = args[3]",
+		"  if args[4] ~= '' then",
+		"    wrk.body = args[4]",
+		"    wrk.headers['Content-Type'] = 'application/json'",
+		"  end",
+		"  wrk.path = fill(template, 0)",
+		"  for i = 0, nkeys - 1 do reqs[i] = wrk.format(nil, fill(template, i)) end",
+		"  if args[5] ~= '' then",
+		"    for i = nkeys - 1, 0, -1 do",
+		"      nfree = nfree + 1; free[nfree] = i; index[fill(args[5], i)] = i; inpool[i] = true",
+		"    end",
+		"  end",
+		"end",
+	];
+	if (mode === "rotate") {
+		lines.push(
+			"function request()",
+			"  local r = reqs[counter]",
+			"  counter = (counter + 1) % nkeys",
+			"  return r",
+			"end",
+		);
+	} else if (mode === "perConnection") {
+		// wrk 4 calls request() once on thread 0's state before the thread starts
+		// (script_verify_request: how many requests one call returns, for pipelining); that call
+		// is answered without taking a key from the pool.
+		lines.push(
+			"local verified = false",
+			"function request()",
+			"  if not verified then verified = true; return reqs[0] end",
+			"  if nfree > 0 then",
+			"    local i = free[nfree]; free[nfree] = nil; nfree = nfree - 1; inpool[i] = nil",
+			"    return reqs[i]",
+			"  end",
+			"  keyFallbacks = keyFallbacks + 1",
+			"  local r = reqs[counter]",
+			"  counter = (counter + 1) % nkeys",
+			"  return r",
+			"end",
+			"function response(status, headers, body)",
+			"  local k = body and body:match('\"sessionKey\":\"([^\"]*)\"')",
+			"  local i = k and index[k]",
+			"  if i and not inpool[i] then nfree = nfree + 1; free[nfree] = i; inpool[i] = true end",
+			"end",
+		);
+	}
+	// mode "fixed": no request() — wrk sends the one request init() set up, prebuilt.
+	lines.push(
+		"local threads = {}",
+		"function setup(thread) table.insert(threads, thread) end",
+		"function done(summary, latency, requests)",
+		"  local fallbacks = 0",
+		"  for _, t in ipairs(threads) do fallbacks = fallbacks + (t:get('keyFallbacks') or 0) end",
+		"  local e = summary.errors",
+		"  io.write(string.format('\\nPI_WRK_RESULT {\"durationUs\":%.0f,\"requests\":%.0f,\"bytes\":%.0f,' ..",
+		"    '\"connect\":%.0f,\"read\":%.0f,\"write\":%.0f,\"status\":%.0f,\"timeout\":%.0f,' ..",
+		"    '\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"mean\":%.3f,\"max\":%.0f,\"keyFallbacks\":%.0f}\\n',",
+		"    summary.duration, summary.requests, summary.bytes,",
+		"    e.connect, e.read, e.write, e.status, e.timeout,",
+		"    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean, latency.max,",
+		"    fallbacks))",
+		"end",
+	);
+	return `${lines.join("\n")}\n`;
+}
+
+async function runWrk() {
+	if (mode === "unique") throw new Error('mode "unique" needs autocannon (amount)');
+	const dir = mkdtempSync(join(tmpdir(), "pi-bench-wrk-"));
+	try {
+		const script = join(dir, "load.lua");
+		writeFileSync(script, wrkScript());
+		// For "perConnection" the session key as it comes back in the result body: the path's
+		// /sessions/<key>/ segment.
+		const keyTemplate = mode === "perConnection" ? decodeURIComponent(/\/sessions\/([^/]+)/.exec(spec.path)?.[1] ?? "") : "";
+		if (mode === "perConnection" && !keyTemplate.includes("{n}")) throw new Error(`no {n} key in ${spec.path}`);
+		const seconds = Math.max(1, Math.ceil(spec.duration - 1e-9));
+		const args = [
+			"-t1",
+			`-c${spec.connections}`,
+			`-d${seconds}s`,
+			`--timeout`,
+			`${spec.timeout ?? 30}s`,
+			"-s",
+			script,
+			`${spec.url}${fill(0)}`,
+			"--",
+			spec.path,
+			String(keyCount || 1),
+			method,
+			body ?? "",
+			keyTemplate,
+		];
+		const cpu0 = childrenCpuNs();
+		const w0 = performance.now();
+		const { code, signal, stdout, stderr } = await new Promise((resolveRun, reject) => {
+			const child = spawn(tool.path, args, { stdio: ["ignore", "pipe", "pipe"] });
+			let stdout = "";
+			let stderr = "";
+			child.stdout.setEncoding("utf8").on("data", (d) => (stdout += d));
+			child.stderr.setEncoding("utf8").on("data", (d) => (stderr += d));
+			child.on("error", reject);
+			child.on("close", (code, signal) => resolveRun({ code, signal, stdout, stderr }));
+		});
+		const wallS = (performance.now() - w0) / 1000;
+		const cpuNs = childrenCpuNs() - cpu0;
+		const line = stdout.split("\n").find((l) => l.startsWith("PI_WRK_RESULT "));
+		if (code !== 0 || !line) {
+			throw new Error(`wrk ${args.join(" ")} exited with ${code ?? signal}:\n${stdout}${stderr}`);
+		}
+		const r = JSON.parse(line.slice("PI_WRK_RESULT ".length));
+		const durationS = r.durationUs / 1e6;
+		const ok = r.requests - r.status; // wrk: status ≥ 400 counts as a status error
+		return {
+			threads: 1,
+			durationS,
+			requests: r.requests,
+			ok,
+			non2xx: r.status,
+			errors: r.connect + r.read + r.write,
+			errorDetail: { connect: r.connect, read: r.read, write: r.write },
+			timeouts: r.timeout,
+			rps: ok / durationS,
+			latencyMs: { p50: r.p50 / 1000, p90: r.p90 / 1000, p99: r.p99 / 1000, avg: r.mean / 1000, max: r.max / 1000 },
+			...(mode === "perConnection" ? { keyFallbacks: r.keyFallbacks } : {}),
+			// wrk's CPU, all threads, % of one core over its life (clock-tick resolution): near 100
+			// means the load generator, not the server, set the pace.
+			loadCpuPct: cpuNs / 1e7 / wallS,
+		};
+	} finally {
+		rmSync(dir, { recursive: true, force: true });
+	}
+}
+
+// ---------------------------------------------------------------- autocannon
+
+async function runAutocannon() {
+	const { default: autocannon } = await import("autocannon");
+	const headers = body === undefined ? {} : { "content-type": "application/json" };
+	let counter = 0;
+	let connectionIndex = 0;
+	const base = { method, path: fill(0), headers, ...(body !== undefined ? { body } : {}) };
+	const options = {
+		url: spec.url,
+		connections: spec.connections,
+		...(spec.amount ? { amount: spec.amount } : { duration: spec.duration }),
+		timeout: spec.timeout ?? 30,
+		// No per-second table, no progress bar: we print one JSON line.
+		renderProgressBar: false,
+		renderResultsTable: false,
+		renderLatencyTable: false,
+	};
+	if (mode === "fixed") {
+		options.requests = [base];
+	} else if (mode === "rotate") {
+		// The keys are split between the connections; each cycles through its own share, prebuilt
+		// once (no setupRequest), so rotating costs the load generator nothing per request.
+		const all = Array.from({ length: spec.keys }, (_, n) => ({ method, path: fill(n), headers }));
+		const share = Math.ceil(spec.keys / spec.connections);
+		options.requests = [base];
+		options.setupClient = (client) => {
+			const start = (connectionIndex++ * share) % spec.keys;
+			client.setRequests(all.slice(start, start + share).map((r) => ({ ...r })));
+		};
+	} else if (mode === "unique") {
+		options.requests = [{ ...base, setupRequest: (req) => ({ ...req, path: fill(counter++) }) }];
+	} else if (mode === "perConnection") {
+		options.requests = [base];
+		options.setupClient = (client) => {
+			client.setRequests([{ ...base, path: fill(connectionIndex++) }]);
+		};
+	}
+	const ownBefore = procCpu(process.pid);
+	const result = await autocannon(options);
+	const ownAfter = procCpu(process.pid);
+	const ok = result["2xx"];
+	return {
+		durationS: result.duration,
+		requests: result.requests.total,
+		ok,
+		non2xx: result.non2xx,
+		errors: result.errors,
+		timeouts: result.timeouts,
+		rps: ok / result.duration,
+		latencyMs: { p50: result.latency.p50, p90: result.latency.p90, p99: result.latency.p99, avg: result.latency.average, max: result.latency.max },
+		// This load process's own CPU use, % of one core: near 100 means the load generator, not
+		// the gateway, set the pace.
+		loadCpuPct: cpuBetween(ownBefore, ownAfter).ns / 1e7 / result.duration,
+	};
+}

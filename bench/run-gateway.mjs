@@ -10,7 +10,7 @@
 //        [--max-connections N] [--buffer-events N] [--max-body-bytes N]
 //
 // The last three have no seed counterpart (the seed has no such limits); unset, pi-gateway's
-// defaults apply (limits.maxConnections 1024, sse.bufferEvents 1024, limits.maxBodyBytes 1 MiB).
+// defaults apply (limits.maxConnections 1024, sse.bufferEvents 4096, limits.maxBodyBytes 1 MiB).
 //
 // Prints one line to stdout once listening: {"ready":true,"port":<port>,"pid":<pid>}.
 // SIGTERM/SIGINT: runtime.stop() with a 2 s deadline, then exit 0.

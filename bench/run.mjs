@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // `npm run bench` — pi-gateway against the seed gateway, side by side, in one run.
 //
-//   node bench/run.mjs [--quick] [--out bench/results/latest.json]
+//   node bench/run.mjs [--quick] [--load-tool wrk|autocannon] [--out bench/results/latest.json]
 //
 // Each gateway runs in its own process (bench/seed/run-seed.mjs under tsx, bench/run-gateway.mjs)
 // with the same scripted sessions (bench/scripted-session.mjs), pinned to core 0 with `taskset`.
-// The load comes from separate processes pinned to core 1: autocannon (bench/load-http.mjs) for
-// the HTTP cases, bench/sse-load.mjs (raw sockets) for the event streams. bench/probe.mjs is
+// The load comes from separate processes pinned to core 1: bench/load-http.mjs for the HTTP cases
+// (wrk with one thread when installed — Debian's /usr/bin/wrk or `wrk` on PATH —, else
+// autocannon; `--load-tool autocannon` forces the fallback), bench/sse-load.mjs (raw sockets) for
+// the event streams. bench/probe.mjs is
 // preloaded into both gateway processes (NODE_OPTIONS=--import) and answers on a unix socket
 // with the main thread's event-loop utilization (ELU) and a GC on request; CPU time and RSS are
 // read from /proc/<pid>. Prints one table with both and the ratio, the targets met/missed, and
@@ -15,8 +17,10 @@
 // Cases (full run; --quick shortens every one for a ~1 minute smoke run):
 //   GET /health, 50 connections                            3 rounds × 2 s, interleaved seed/gateway
 //   GET /sessions/:key over 1,000 sessions, 50 connections  "
-//   POST /sessions/:key/messages, instant agent, 1/16/64 connections, one session key per
-//       connection (a session runs one message at a time, FIFO: one shared key would serialize)
+//   POST /sessions/:key/messages, instant agent, 1/16/64 connections, as many session keys as
+//       connections and never two requests of one key in flight (a session runs one message at a
+//       time, FIFO: one shared key would serialize); autocannon: one key per connection; wrk: a
+//       pool of free keys in its Lua script (see bench/load-http.mjs)
 //   SSE fan-out: 1, 100, 1,000 subscribers of one session, one answer of 1,000 tokens
 //       (`/stream 1000 10 1`: a token every 10 ms tick, ~100 tokens/s), and 1,000 subscribers
 //       with the same rate in bursts of 10 tokens (`/stream 1000 100 10`); the 1,000-subscriber
@@ -34,7 +38,7 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { cpuBetween, eluBetween, probeStats, procCpu, rssBytes } from "./bench-util.mjs";
+import { cpuBetween, eluBetween, httpLoadTool, probeStats, procCpu, rssBytes } from "./bench-util.mjs";
 import { seedAvailable, spawnSeed } from "./seed/spawn-seed.mjs";
 import { spawnGateway } from "./spawn-gateway.mjs";
 
@@ -44,10 +48,18 @@ const repoRoot = resolve(here, "..");
 const { values: cli } = parseArgs({
 	options: {
 		quick: { type: "boolean", default: false },
+		"load-tool": { type: "string" },
 		out: { type: "string", default: join(here, "results", "latest.json") },
 	},
 });
 const QUICK = cli.quick;
+if (cli["load-tool"] && !["wrk", "autocannon"].includes(cli["load-tool"])) {
+	process.stderr.write(`--load-tool: wrk or autocannon, not ${cli["load-tool"]}\n`);
+	process.exit(2);
+}
+// The HTTP load generator of the measured cases (creating sessions always uses autocannon).
+const LOAD_TOOL = httpLoadTool(cli["load-tool"]);
+const LOAD_NAME = LOAD_TOOL.name;
 
 // ---------------------------------------------------------------- parameters
 
@@ -218,7 +230,7 @@ async function stopPair(pair) {
 
 // ---------------------------------------------------------------- load processes
 
-/** One autocannon run in its own process (bench/load-http.mjs); resolves with its JSON line. */
+/** One load run (wrk or autocannon) in its own process (bench/load-http.mjs); resolves with its JSON line. */
 function runHttpLoad(spec) {
 	return new Promise((resolveRun, reject) => {
 		const [cmd, args] = loadCommand([join(here, "load-http.mjs"), JSON.stringify(spec)]);
@@ -304,14 +316,14 @@ async function httpCase(pair, id, label, spec) {
 	log(`· ${label}`);
 	for (const impl of IMPLS) {
 		const s = pair[impl.id];
-		await runHttpLoad({ ...spec, url: s.url, duration: P.warmupSeconds, label: `${label} warm-up` });
+		await runHttpLoad({ ...spec, tool: LOAD_NAME, url: s.url, duration: P.warmupSeconds, label: `${label} warm-up` });
 	}
 	const rounds = { seed: [], gateway: [] };
 	for (let r = 0; r < P.rounds; r++) {
 		const order = r % 2 === 0 ? IMPLS : [...IMPLS].reverse();
 		for (const impl of order) {
 			const s = pair[impl.id];
-			const out = await runHttpLoad({ ...spec, url: s.url, duration: P.httpSeconds, probe: s.probe, pid: s.pid, label });
+			const out = await runHttpLoad({ ...spec, tool: LOAD_NAME, url: s.url, duration: P.httpSeconds, probe: s.probe, pid: s.pid, label });
 			rounds[impl.id].push(out);
 		}
 	}
@@ -336,7 +348,7 @@ async function createSessions(server, prefix, n) {
 }
 
 async function httpPhase() {
-	log("HTTP cases (autocannon)");
+	log(`HTTP cases (${LOAD_NAME} ${LOAD_TOOL.version})`);
 	const pair = await startPair("http");
 	try {
 		await httpCase(pair, "health", "GET /health", { path: "/health", connections: LOAD_CONNECTIONS });
@@ -563,13 +575,17 @@ function buildTable() {
 			const s = v.seed;
 			const g = v.gateway;
 			add(v.label, "req/s", fmt(s.rps), fmt(g.rps), fmtRatio(ratio(g.rps, s.rps)));
-			add("", "latency p50 / p99 ms", `${fmt(s.latencyMs.p50)} / ${fmt(s.latencyMs.p99)}`, `${fmt(g.latencyMs.p50)} / ${fmt(g.latencyMs.p99)}`);
+			// wrk measures latency in µs, autocannon in whole ms.
+			const d = LOAD_NAME === "wrk" ? 2 : 0;
+			add("", "latency p50 / p99 ms", `${fmt(s.latencyMs.p50, d)} / ${fmt(s.latencyMs.p99, d)}`, `${fmt(g.latencyMs.p50, d)} / ${fmt(g.latencyMs.p99, d)}`);
 			add("", "server CPU µs/request", fmt(s.cpuUsPerRequest, 1), fmt(g.cpuUsPerRequest, 1), fmtRatio(ratio(g.cpuUsPerRequest, s.cpuUsPerRequest)));
 			add("", "req/s per core (1e6 / CPU µs per request)", fmt(1e6 / s.cpuUsPerRequest), fmt(1e6 / g.cpuUsPerRequest), fmtRatio(ratio(s.cpuUsPerRequest, g.cpuUsPerRequest)));
 			add("", "main-thread ELU", fmt(s.elu, 3), fmt(g.elu, 3));
 			add("", "CPU % of a core: server / load", `${fmt(s.cpuPct)} / ${fmt(s.loadCpuPct)}`, `${fmt(g.cpuPct)} / ${fmt(g.loadCpuPct)}`);
 			const bad = [s, g].map((x) => x.non2xx + x.errors + x.timeouts);
 			if (bad[0] || bad[1]) add("", "non-2xx + errors + timeouts", fmt(bad[0]), fmt(bad[1]));
+			const fallbacks = [s, g].map((x) => x.keyFallbacks ?? 0);
+			if (fallbacks[0] || fallbacks[1]) add("", "requests sent on a busy key (wrk pool ran dry)", fmt(fallbacks[0]), fmt(fallbacks[1]));
 		} else if (v.kind === "sse") {
 			const s = v.seed;
 			const g = v.gateway;
@@ -614,9 +630,15 @@ function evaluateTargets() {
 	const t = [];
 	const add = (target, value, met) => t.push({ target, value, met: Boolean(met) });
 	const r = (g, s) => ratio(g, s);
-	// A throughput ratio means little when autocannon itself ran out of CPU: say so.
-	const bound = (v) =>
-		v.gateway.loadCpuPct >= 80 ? `; autocannon at ${fmt(v.gateway.loadCpuPct)}% of its core: load-bound` : "";
+	// A throughput ratio means little when the load generator itself ran out of CPU: say so.
+	// (Over loopback the sender's CPU also carries the kernel's delivery of what it sends, so a
+	// server and a load generator that cost about the same per request saturate together.)
+	const bound = (v) => {
+		const { loadCpuPct: load, cpuPct: server } = v.gateway;
+		if (!(load >= 80)) return "";
+		const where = `${LOAD_NAME} at ${fmt(load)}%, the gateway at ${fmt(server)}% of its core`;
+		return server >= 90 ? `; ${where}: both saturated` : `; ${where}: load-bound`;
+	};
 	const rps = (v, target, min) => {
 		const x = r(v.gateway.rps, v.seed.rps);
 		const byCpu = r(v.seed.cpuUsPerRequest, v.gateway.cpuUsPerRequest);
@@ -676,6 +698,7 @@ async function main() {
 		loadavgBefore: loadavg(),
 		pinning: PIN ? { gateways: Number(PIN.gateway), load: Number(PIN.load) } : null,
 		quick: QUICK,
+		httpLoadTool: { name: LOAD_NAME, version: LOAD_TOOL.version, ...(LOAD_TOOL.path ? { path: LOAD_TOOL.path, threads: 1 } : {}) },
 	};
 	results.params = { ...P, loadConnections: LOAD_CONNECTIONS, gatewayArgs: GATEWAY_ARGS };
 	log(
@@ -696,15 +719,17 @@ async function main() {
 	const targets = results.targets.map((t) => `  ${t.met ? "met   " : "MISSED"}  ${t.target}: ${t.value}`).join("\n");
 	const la = (a) => a.map((x) => x.toFixed(2)).join(" ");
 	const notes = [
-		`pi-gateway vs seed — node ${process.version}, ${ncpu} × ${results.env.cpu}${QUICK ? ", --quick" : ""}`,
+		`pi-gateway vs seed — node ${process.version}, ${ncpu} × ${results.env.cpu}, HTTP load: ${LOAD_NAME} ${LOAD_TOOL.version}${QUICK ? ", --quick" : ""}`,
 		PIN
-			? `Pinned with taskset: each gateway process (from its spawn, all threads) on core ${PIN.gateway}; autocannon / SSE load processes on core ${PIN.load}.`
+			? `Pinned with taskset: each gateway process (from its spawn, all threads) on core ${PIN.gateway}; ${LOAD_NAME} / SSE load processes on core ${PIN.load}.`
 			: `NOT pinned (${taskset ? `only ${ncpu} CPU` : "taskset not found"}): gateways and load generators share the CPUs.`,
-		`HTTP: autocannon, ${P.httpSeconds} s per run after a ${P.warmupSeconds} s warm-up, best of ${P.rounds} interleaved run(s); POST /messages: one session key per connection.`,
+		LOAD_NAME === "wrk"
+			? `HTTP load: wrk ${LOAD_TOOL.version} (${LOAD_TOOL.path}), 1 thread, Lua script; ${P.httpSeconds} s per run after a ${Math.max(1, Math.ceil(P.warmupSeconds))} s warm-up (wrk counts whole seconds), best of ${P.rounds} interleaved run(s); GET /sessions/:key cycles through the keys request by request; POST /messages: as many keys as connections, never two requests of one key in flight (a pool of free keys).`
+			: `HTTP load: autocannon ${LOAD_TOOL.version}, ${P.httpSeconds} s per run after a ${P.warmupSeconds} s warm-up, best of ${P.rounds} interleaved run(s); POST /messages: one session key per connection.`,
 		`SSE: /stream ${P.fanoutTokens} ${P.fanoutInterval} 1 (a token per ${P.fanoutInterval} ms tick)${P.sseRounds > 1 ? `, ${P.fanout.at(-1)}-subscriber cases best (lowest p99) of ${P.sseRounds} interleaved runs` : ""}${P.burst ? `; bursts: /stream ${P.fanoutTokens} ${P.fanoutInterval * P.burst} ${P.burst}` : ""}; long: /stream ${P.longTokens} ${P.longPace.join(" ")}${P.unpaced ? `, unpaced: /stream ${P.longTokens} 0 1` : ""}.`,
 		"CPU = all threads of the gateway process (/proc/<pid>/task/*/schedstat); ELU = the Node main thread's performance.eventLoopUtilization().",
-		"gw/seed: gateway ÷ seed (above 1 is better for req/s and events/s; below 1 is better for CPU, latency and KiB). A load % near 100 means autocannon, not the server, set the pace.",
-		`pi-gateway runs with ${GATEWAY_ARGS.join(" ")} (the seed has no connection cap); other limits at their defaults (sse.bufferEvents 1024).`,
+		`gw/seed: gateway ÷ seed (above 1 is better for req/s and events/s; below 1 is better for CPU, latency and KiB). A load % near 100 means ${LOAD_NAME}, not the server, set the pace.`,
+		`pi-gateway runs with ${GATEWAY_ARGS.join(" ")} (the seed has no connection cap); other limits at their defaults (sse.bufferEvents 4096).`,
 		`Load average before / after: ${la(results.env.loadavgBefore)} / ${la(results.env.loadavgAfter)} (other work on this machine skews every number).`,
 	];
 	const report = `\n${notes.join("\n")}\n\n${table}\n\nTargets (reported, not asserted):\n${targets}\n`;
