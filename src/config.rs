@@ -113,9 +113,9 @@ impl Config {
 
         let session = req_obj(root, "session", "config.session")?;
         let idle_minutes = req_num(session, "idleMinutes", "config.session.idleMinutes")?;
-        if !(idle_minutes.is_finite() && idle_minutes >= 0.0) {
+        if !(0.0..=MAX_IDLE_MINUTES).contains(&idle_minutes) {
             return Err(format!(
-                "Invalid config.session.idleMinutes: expected a number >= 0, got {idle_minutes}"
+                "Invalid config.session.idleMinutes: expected a number from 0 to {MAX_IDLE_MINUTES}, got {idle_minutes}"
             ));
         }
         let max_queue = positive_int(
@@ -355,7 +355,12 @@ fn opt_obj<'a>(
     }
 }
 
-/// An integer >= 1; `default` is used when the field is absent (None means required).
+/// The largest count, size or duration accepted (that of `setTimeout`): 2^31 - 1.
+pub const MAX_INT: u64 = 2_147_483_647;
+/// The largest `session.idleMinutes` accepted (about 19 years).
+pub const MAX_IDLE_MINUTES: f64 = 1e7;
+
+/// An integer from 1 to [`MAX_INT`]; `default` is used when the field is absent (None means required).
 fn positive_int(
     obj: &Map<String, Value>,
     key: &str,
@@ -365,13 +370,13 @@ fn positive_int(
     match obj.get(key) {
         None | Some(Value::Null) => default.ok_or_else(|| format!("Invalid {name}: required")),
         Some(Value::Number(n)) => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && (1.0..=9.007_199_254_740_991e15).contains(&f) => {
-                Ok(f as u64)
-            }
-            _ => Err(format!("Invalid {name}: expected an integer >= 1, got {n}")),
+            Some(f) if f.fract() == 0.0 && (1.0..=MAX_INT as f64).contains(&f) => Ok(f as u64),
+            _ => Err(format!(
+                "Invalid {name}: expected an integer from 1 to {MAX_INT}, got {n}"
+            )),
         },
         Some(other) => Err(format!(
-            "Invalid {name}: expected an integer >= 1, got {other}"
+            "Invalid {name}: expected an integer from 1 to {MAX_INT}, got {other}"
         )),
     }
 }
