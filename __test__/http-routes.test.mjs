@@ -399,13 +399,13 @@ for (const auth of [false, true]) {
 			});
 		}
 
-		test("with auth off, an Authorization header is ignored", { skip: auth }, async () => {
+		if (!auth) test("with auth off, an Authorization header is ignored", async () => {
 			const res = await request(gw.port, "GET", "/sessions", { headers: { authorization: "Bearer whatever" } });
 			assert.equal(res.status, 200);
 			assert.ok(Array.isArray(res.json.sessions));
 		});
 
-		test("with auth on, the bearer scheme is case-insensitive but the token is exact", { skip: !auth }, async () => {
+		if (auth) test("with auth on, the bearer scheme is case-insensitive but the token is exact", async () => {
 			const ok = await request(gw.port, "GET", "/ready", { headers: { authorization: `bearer ${TOKEN}` } });
 			assert.equal(ok.status, 200);
 			for (const value of [`Basic ${TOKEN}`, TOKEN, `Bearer ${TOKEN.slice(0, -1)}`, `Bearer ${TOKEN.toUpperCase()}`, "Bearer "]) {
@@ -503,7 +503,7 @@ for (const auth of [false, true]) {
 			assert.equal(res.text, "");
 		});
 
-		test("GET /sessions/:key/events without a bearer token is 401 JSON, not a stream", { skip: !auth }, async () => {
+		if (auth) test("GET /sessions/:key/events without a bearer token is 401 JSON, not a stream", async () => {
 			const before = await state(gw, auth);
 			for (const headers of [{}, { authorization: `Bearer ${TOKEN}x` }]) {
 				const res = await request(gw.port, "GET", "/sessions/never-made/events", { headers });
