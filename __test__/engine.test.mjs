@@ -18,87 +18,14 @@ import {
 	sanitizeSessionKey,
 	setActiveGatewayRuntime,
 } from "../index.js";
+import { Ledger, SOON_MS, sleep, waitFor, within } from "./helpers/engine-util.mjs";
 
 /** A stream that runs until it is aborted (100 000 tokens, one every 10 ms). */
 const FOREVER = "/stream 100000 10";
-/** Generous deadline for anything that should happen "soon" on a loaded machine. */
-const SOON_MS = 10_000;
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Polls `predicate` until it is truthy; fails with `what` after `timeoutMs`. */
-async function waitFor(predicate, what, timeoutMs = SOON_MS) {
-	const deadline = Date.now() + timeoutMs;
-	for (;;) {
-		const value = await predicate();
-		if (value) return value;
-		if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-		await sleep(10);
-	}
-}
 
-/** Resolves with `promise`, or fails the test if it has not settled within `ms`. */
-async function within(promise, ms, what) {
-	let timer;
-	const timeout = new Promise((_, reject) => {
-		timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-	});
-	try {
-		return await Promise.race([promise, timeout]);
-	} finally {
-		clearTimeout(timer);
-	}
-}
 
-/**
- * Every message sent through a ledger is tracked; `done()` asserts that each one got exactly one
- * result (a Promise settles once; what can go wrong is that it never settles, rejects, or answers
- * for another session).
- */
-class Ledger {
-	entries = [];
-
-	constructor(rt) {
-		this.rt = rt;
-	}
-
-	send(request) {
-		const entry = { request, settled: false, result: undefined, rejection: undefined };
-		entry.promise = this.rt.enqueueMessage(request).then(
-			(result) => {
-				entry.settled = true;
-				entry.result = result;
-				return result;
-			},
-			(error) => {
-				entry.settled = true;
-				entry.rejection = error;
-				throw error;
-			},
-		);
-		this.entries.push(entry);
-		return entry.promise;
-	}
-
-	pending() {
-		return this.entries.filter((e) => !e.settled);
-	}
-
-	async done(timeoutMs = SOON_MS) {
-		await within(
-			Promise.allSettled(this.entries.map((e) => e.promise)),
-			timeoutMs,
-			`${this.pending().length} accepted message(s) still without a result`,
-		);
-		for (const entry of this.entries) {
-			assert.equal(entry.rejection, undefined, `enqueueMessage(${JSON.stringify(entry.request.text)}) rejected`);
-			assert.equal(typeof entry.result.ok, "boolean");
-			assert.equal(typeof entry.result.response, "string");
-			assert.equal(entry.result.sessionKey, entry.request.sessionKey);
-			if (!entry.result.ok) assert.equal(typeof entry.result.error, "string");
-		}
-	}
-}
 
 /** Subscribes through the API and records every event. */
 async function collect(rt, key) {

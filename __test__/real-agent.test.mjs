@@ -8,77 +8,14 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { GatewayRuntime } from "../index.js";
 import { createFauxPiAgent, FAUX_ERROR_MESSAGE, fauxLongText, HELLO_CONTENT, HELLO_FILE } from "../lib/faux-agent.js";
+import { Ledger, SOON_MS, sleep, waitFor, within } from "./helpers/engine-util.mjs";
 
-/** Generous deadline for anything that should happen "soon" on a loaded machine. */
-const SOON_MS = 15_000;
 /** `/slow N` streams about 20 tokens a second: 1000 tokens outlive every test that aborts them. */
 const SLOW_FOREVER = "/slow 1000";
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function waitFor(predicate, what, timeoutMs = SOON_MS) {
-	const deadline = Date.now() + timeoutMs;
-	for (;;) {
-		const value = await predicate();
-		if (value) return value;
-		if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-		await sleep(10);
-	}
-}
 
-async function within(promise, ms, what) {
-	let timer;
-	const timeout = new Promise((_, reject) => {
-		timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-	});
-	try {
-		return await Promise.race([promise, timeout]);
-	} finally {
-		clearTimeout(timer);
-	}
-}
 
-/** Tracks every message sent; `done()` asserts each got exactly one result, for its own session. */
-class Ledger {
-	entries = [];
-
-	constructor(rt) {
-		this.rt = rt;
-	}
-
-	send(request) {
-		const entry = { request, settled: false, result: undefined, rejection: undefined };
-		entry.promise = this.rt.enqueueMessage(request).then(
-			(result) => {
-				entry.settled = true;
-				entry.result = result;
-				return result;
-			},
-			(error) => {
-				entry.settled = true;
-				entry.rejection = error;
-				throw error;
-			},
-		);
-		this.entries.push(entry);
-		return entry.promise;
-	}
-
-	async done(timeoutMs = SOON_MS) {
-		await within(
-			Promise.allSettled(this.entries.map((e) => e.promise)),
-			timeoutMs,
-			`${this.entries.filter((e) => !e.settled).length} accepted message(s) still without a result`,
-		);
-		for (const entry of this.entries) {
-			assert.equal(entry.rejection, undefined, `enqueueMessage(${JSON.stringify(entry.request.text)}) rejected`);
-			assert.equal(typeof entry.result.ok, "boolean");
-			assert.equal(typeof entry.result.response, "string");
-			assert.equal(entry.result.sessionKey, entry.request.sessionKey);
-			if (!entry.result.ok) assert.equal(typeof entry.result.error, "string");
-		}
-	}
-}
 
 async function collect(rt, key) {
 	const events = [];

@@ -30,8 +30,16 @@ export function seedAvailable() {
  * The child also exits when our end of its stdin closes, so a crashed parent leaves no orphan.
  * @returns {Promise<{port:number, pid:number, child:import("node:child_process").ChildProcess, stop:()=>Promise<void>}>}
  */
-export async function spawnSeed(args = [], { timeoutMs = 15000, killAfterMs = 2500, quiet = false, env } = {}) {
-	const child = spawn(process.execPath, [runSeed, "--exit-on-stdin-close", ...args], {
+export function spawnSeed(args = [], options = {}) {
+	return spawnLauncher(runSeed, "seed", args, options);
+}
+
+/**
+ * Start a launcher script (run-seed.mjs, bench/run-gateway.mjs: same flags, same ready line
+ * `{"ready":true,"port":N,"pid":P}`) as a child and wait for it; `name` is for messages.
+ */
+export async function spawnLauncher(script, name, args = [], { timeoutMs = 15000, killAfterMs = 2500, quiet = false, env } = {}) {
+	const child = spawn(process.execPath, [script, "--exit-on-stdin-close", ...args], {
 		stdio: ["pipe", "pipe", quiet ? "ignore" : "inherit"],
 		env: env ?? process.env,
 	});
@@ -48,7 +56,7 @@ export async function spawnSeed(args = [], { timeoutMs = 15000, killAfterMs = 25
 	const lines = createInterface({ input: child.stdout });
 	try {
 		const ready = await new Promise((resolveReady, reject) => {
-			const timer = setTimeout(() => reject(new Error(`seed not ready within ${timeoutMs} ms`)), timeoutMs);
+			const timer = setTimeout(() => reject(new Error(`${name} not ready within ${timeoutMs} ms`)), timeoutMs);
 			lines.on("line", (line) => {
 				try {
 					const msg = JSON.parse(line);
@@ -62,7 +70,7 @@ export async function spawnSeed(args = [], { timeoutMs = 15000, killAfterMs = 25
 			});
 			exited.then(({ code, signal }) => {
 				clearTimeout(timer);
-				reject(new Error(`seed exited before ready (code ${code}, signal ${signal})`));
+				reject(new Error(`${name} exited before ready (code ${code}, signal ${signal})`));
 			});
 		});
 		// Keep draining stdout so the child never blocks on a full pipe.
