@@ -122,7 +122,7 @@ export class GatewayRuntime {
 	#sessionDirRoot;
 	/** handle -> { key, session, unsubscribe, running, started, pendingAbort } */
 	#sessions = new Map();
-	/** subscriber id -> listener */
+	/** subscriber id -> { listener, held: frames waiting for hello, or null once it is delivered } */
 	#listeners = new Map();
 	#nextListener = 1;
 
