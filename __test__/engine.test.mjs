@@ -18,29 +18,12 @@ import {
 	sanitizeSessionKey,
 	setActiveGatewayRuntime,
 } from "../index.js";
-import { Ledger, SOON_MS, sleep, waitFor, within } from "./helpers/engine-util.mjs";
+import { collect, Ledger, SOON_MS, sleep, waitFor, within } from "./helpers/engine-util.mjs";
 
 /** A stream that runs until it is aborted (100 000 tokens, one every 10 ms). */
 const FOREVER = "/stream 100000 10";
 
-
-
-
-
 /** Subscribes through the API and records every event. */
-async function collect(rt, key) {
-	const events = [];
-	const unsubscribe = await rt.addSubscriber(key, (event) => events.push(event));
-	// (Whether hello has already arrived when addSubscriber resolves is tested on its own.)
-	await waitFor(() => events.length > 0, `hello from ${key}`);
-	return {
-		events,
-		unsubscribe,
-		of: (type) => events.filter((e) => e.type === type),
-		waitFor: (predicate, what) => waitFor(() => events.find(predicate), what),
-	};
-}
-
 function baseConfig(overrides = {}) {
 	return {
 		bind: "127.0.0.1",

@@ -8,26 +8,10 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { GatewayRuntime } from "../index.js";
 import { createFauxPiAgent, FAUX_ERROR_MESSAGE, fauxLongText, HELLO_CONTENT, HELLO_FILE } from "../lib/faux-agent.js";
-import { Ledger, SOON_MS, sleep, waitFor, within } from "./helpers/engine-util.mjs";
+import { collect, Ledger, SOON_MS, sleep, waitFor, within } from "./helpers/engine-util.mjs";
 
 /** `/slow N` streams about 20 tokens a second: 1000 tokens outlive every test that aborts them. */
 const SLOW_FOREVER = "/slow 1000";
-
-
-
-
-
-async function collect(rt, key) {
-	const events = [];
-	const unsubscribe = await rt.addSubscriber(key, (event) => events.push(event));
-	await waitFor(() => events.length > 0, `hello from ${key}`);
-	return {
-		events,
-		unsubscribe,
-		of: (type) => events.filter((e) => e.type === type),
-		waitFor: (predicate, what) => waitFor(() => events.find(predicate), what),
-	};
-}
 
 /** True once `c` has seen the end of its `n`-th run (the session_state after it). */
 function runsEnded(c, n) {

@@ -79,3 +79,20 @@ export class Ledger {
 		}
 	}
 }
+
+/**
+ * Subscribes to a session and collects its events; resolves once `hello` has arrived.
+ * `of(type)` filters them, `waitFor(predicate, what)` waits for a matching one.
+ */
+export async function collect(rt, key) {
+	const events = [];
+	const unsubscribe = await rt.addSubscriber(key, (event) => events.push(event));
+	// (Whether hello has already arrived when addSubscriber resolves is tested on its own.)
+	await waitFor(() => events.length > 0, `hello from ${key}`);
+	return {
+		events,
+		unsubscribe,
+		of: (type) => events.filter((e) => e.type === type),
+		waitFor: (predicate, what) => waitFor(() => events.find(predicate), what),
+	};
+}
