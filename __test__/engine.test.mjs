@@ -694,8 +694,10 @@ describe("idle eviction", () => {
 		const watched = await collect(rt, "watched");
 
 		await waitFor(() => rt.getSession("idle") === undefined, "the idle session to be evicted");
-		assert.equal(created.get("idle")[0].disposed, true, "an evicted session must be disposed");
-		assert.ok(logs.some((m) => m.includes("evicted idle session idle")));
+		// Eviction takes the session out of the registry first, then disposes it through JS
+		// and logs it.
+		await waitFor(() => created.get("idle")[0].disposed, "the evicted session to be disposed");
+		await waitFor(() => logs.some((m) => m.includes("evicted idle session idle")), "the eviction log line");
 
 		// Several idle periods (0.12 s) and sweeps (0.05 s) later, the others are still there.
 		await sleep(600);
@@ -707,14 +709,14 @@ describe("idle eviction", () => {
 		// Without its subscriber the watched session goes.
 		watched.unsubscribe();
 		await waitFor(() => rt.getSession("watched") === undefined, "the unwatched session to be evicted");
-		assert.equal(created.get("watched")[0].disposed, true);
+		await waitFor(() => created.get("watched")[0].disposed, "the unwatched session to be disposed");
 
 		// Once its work is done, so does the busy one.
 		assert.equal(rt.abortSession("busy"), true);
 		assert.equal((await busyRun).ok, false);
 		assert.equal((await busyQueued).ok, true);
 		await waitFor(() => rt.getSession("busy") === undefined, "the finished busy session to be evicted");
-		assert.equal(created.get("busy")[0].disposed, true);
+		await waitFor(() => created.get("busy")[0].disposed, "the finished busy session to be disposed");
 
 		await sleep(300);
 		assert.ok(rt.getSession("main"), "the primary session was evicted");

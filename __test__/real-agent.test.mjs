@@ -266,7 +266,8 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 		await waitFor(() => rt.getSession("ev-busy")?.processing, "the busy run to start");
 
 		await waitFor(() => rt.getSession("ev-idle") === undefined, "the idle session to be evicted");
-		assert.ok(disposed.has(sessions.get("ev-idle")[0]), "the evicted AgentSession was not disposed");
+		// Eviction takes the session out of the registry first, then disposes it through JS.
+		await waitFor(() => disposed.has(sessions.get("ev-idle")[0]), "the evicted AgentSession to be disposed");
 		await sleep(500);
 		assert.ok(rt.getSession("ev-busy"), "a busy session was evicted");
 		assert.ok(!disposed.has(sessions.get("ev-busy")[0]));
@@ -276,7 +277,7 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 		assert.equal(rt.abortSession("ev-busy"), true);
 		assert.equal((await busy).ok, false);
 		await waitFor(() => rt.getSession("ev-busy") === undefined, "the finished session to be evicted");
-		assert.ok(disposed.has(sessions.get("ev-busy")[0]));
+		await waitFor(() => disposed.has(sessions.get("ev-busy")[0]), "the finished AgentSession to be disposed");
 		assert.ok(rt.getSession("main"));
 		await ledger.done();
 	});
