@@ -173,6 +173,10 @@ struct State {
     subscribers: Vec<Subscriber>,
     next_subscriber: u64,
     removed: bool,
+    /// Bumped by a reset. A run's outcome carries the message count JS read when the prompt
+    /// settled; it is applied only if no reset renewed the session since the run began, or a
+    /// late answer from the old conversation would overwrite the renewed session's count.
+    epoch: u64,
 }
 
 pub struct Session {
@@ -201,6 +205,7 @@ impl Session {
                 subscribers: Vec::new(),
                 next_subscriber: 1,
                 removed: false,
+                epoch: 0,
             }),
         }
     }
@@ -600,7 +605,7 @@ impl Gateway {
     /// The run loop of one session: one message at a time, in order, until the queue is empty.
     async fn drain(&self, session: Arc<Session>) {
         loop {
-            let request = {
+            let (request, epoch) = {
                 let mut st = lock(&session.state);
                 if st.removed {
                     st.draining = false;
@@ -618,14 +623,14 @@ impl Gateway {
                     tap,
                 });
                 session.emit_state(&mut st);
-                next.request
+                (next.request, st.epoch)
             };
 
             let outcome = self.inner.agent.prompt(session.handle, request).await;
             let result = run_result(&session.key, outcome);
 
             let mut st = lock(&session.state);
-            if let Some(count) = result.1 {
+            if let Some(count) = result.1.filter(|_| st.epoch == epoch) {
                 st.message_count = count;
             }
             let result = result.0;
@@ -761,6 +766,7 @@ impl Gateway {
             let session = self.find(key).ok_or(SessionError::NotFound)?;
             let running = {
                 let mut st = lock(&session.state);
+                st.epoch += 1;
                 session.drop_pending(&mut st, SESSION_RESET);
                 session.emit_state(&mut st);
                 st.processing

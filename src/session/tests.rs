@@ -290,3 +290,29 @@ async fn stop_answers_running_and_queued_messages() {
     assert_eq!(gw.session_count(), 0);
     gate.notify_waiters();
 }
+
+#[tokio::test]
+async fn a_run_that_ends_after_a_reset_does_not_bring_back_the_old_message_count() {
+    let gate = Arc::new(Notify::new());
+    let agent = Arc::new(FakeAgent {
+        gate: Some(gate.clone()),
+        ..Default::default()
+    });
+    let gw = gateway(agent.clone(), Config::for_tests());
+    gw.ensure_session("main").await.expect("primary");
+    let running = gw.enqueue(message("main", "long"), None);
+    while !gw.snapshot("main").map(|s| s.processing).unwrap_or(false) {
+        tokio::task::yield_now().await;
+    }
+    // The reset renews the session (message count 0) while the old prompt is still out.
+    gw.reset("main").await.expect("reset");
+    assert_eq!(gw.snapshot("main").expect("exists").message_count, 0);
+    // Only now does the old prompt answer, with the count of the old conversation (2).
+    gate.notify_one();
+    let result = running.await.expect("one result");
+    assert_eq!(result.error.as_deref(), Some(SESSION_RESET));
+    while gw.snapshot("main").map(|s| s.processing).unwrap_or(true) {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(gw.snapshot("main").expect("exists").message_count, 0);
+}
