@@ -24,6 +24,18 @@ pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 60_000;
 pub const DEFAULT_CREATE_TIMEOUT_MS: u64 = 30_000;
 /// Default `shutdownTimeoutMs`: how long `stop()` waits for connections to finish.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 2_000;
+/// Default `limits.bodyTimeoutMs`: a client has 30 s to send a whole request body.
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+/// Default `limits.maxChatBodyBytes`: 8 MiB (a `useChat` body carries the whole conversation).
+pub const DEFAULT_MAX_CHAT_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Default `limits.maxImages`: images in one message.
+pub const DEFAULT_MAX_IMAGES: usize = 8;
+/// Default `limits.maxImageBytes`: 5 MiB per image, decoded.
+pub const DEFAULT_MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
+/// Default `limits.reserveConnections`: connections past the cap that may still ask `/health`.
+pub const DEFAULT_RESERVE_CONNECTIONS: usize = 32;
+/// Default `webhook.sessionKeyPrefix`.
+pub const DEFAULT_WEBHOOK_KEY_PREFIX: &str = "webhook:";
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
@@ -31,6 +43,9 @@ pub struct WebhookConfig {
     /// Without a trailing slash; empty when the configured base path is `/`.
     pub base_path: String,
     pub secret: Option<String>,
+    /// Whether a webhook body may name its session (`sessionKey`), under `session_key_prefix`.
+    pub allow_request_session_key: bool,
+    pub session_key_prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +73,13 @@ pub struct Config {
     pub buffer_events: usize,
     pub cors: Option<CorsOrigins>,
     pub shutdown_timeout: Duration,
+    /// Host names (lowercase, no port) allowed in `Host` besides the loopback names.
+    pub allowed_hosts: Vec<String>,
+    pub body_timeout: Duration,
+    pub max_chat_body_bytes: usize,
+    pub max_images: usize,
+    pub max_image_bytes: usize,
+    pub reserve_connections: usize,
 }
 
 impl Config {
@@ -80,6 +102,8 @@ impl Config {
                 enabled: false,
                 base_path: "/webhook".into(),
                 secret: None,
+                allow_request_session_key: false,
+                session_key_prefix: DEFAULT_WEBHOOK_KEY_PREFIX.into(),
             },
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_timeout: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
@@ -88,6 +112,12 @@ impl Config {
             buffer_events: DEFAULT_BUFFER_EVENTS,
             cors: None,
             shutdown_timeout: Duration::from_millis(DEFAULT_SHUTDOWN_TIMEOUT_MS),
+            allowed_hosts: Vec::new(),
+            body_timeout: Duration::from_millis(DEFAULT_BODY_TIMEOUT_MS),
+            max_chat_body_bytes: DEFAULT_MAX_CHAT_BODY_BYTES,
+            max_images: DEFAULT_MAX_IMAGES,
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            reserve_connections: DEFAULT_RESERVE_CONNECTIONS,
         }
     }
 
@@ -99,6 +129,22 @@ impl Config {
             .as_object()
             .ok_or_else(|| "Invalid config: expected an object".to_string())?;
 
+        known(
+            root,
+            "config",
+            &[
+                "bind",
+                "port",
+                "bearerToken",
+                "session",
+                "webhook",
+                "limits",
+                "sse",
+                "cors",
+                "shutdownTimeoutMs",
+                "allowedHosts",
+            ],
+        )?;
         let bind_text = req_str(root, "bind", "config.bind")?;
         let bind = parse_bind(bind_text)?;
         let port = req_num(root, "port", "config.port")?;
@@ -107,11 +153,19 @@ impl Config {
                 "Invalid config.port: expected an integer from 0 to 65535, got {port}"
             ));
         }
-        let bearer_token = opt_str(root, "bearerToken", "config.bearerToken")?
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned);
+        let bearer_token = non_empty_secret(root, "bearerToken", "config.bearerToken")?;
 
         let session = req_obj(root, "session", "config.session")?;
+        known(
+            session,
+            "config.session",
+            &[
+                "idleMinutes",
+                "maxQueuePerSession",
+                "sweepIntervalMs",
+                "createTimeoutMs",
+            ],
+        )?;
         let idle_minutes = req_num(session, "idleMinutes", "config.session.idleMinutes")?;
         if !(0.0..=MAX_IDLE_MINUTES).contains(&idle_minutes) {
             return Err(format!(
@@ -138,15 +192,18 @@ impl Config {
         )?;
 
         let webhook = req_obj(root, "webhook", "config.webhook")?;
-        let enabled = match webhook.get("enabled") {
-            Some(Value::Bool(b)) => *b,
-            None | Some(Value::Null) => false,
-            Some(other) => {
-                return Err(format!(
-                    "Invalid config.webhook.enabled: expected a boolean, got {other}"
-                ))
-            }
-        };
+        known(
+            webhook,
+            "config.webhook",
+            &[
+                "enabled",
+                "basePath",
+                "secret",
+                "allowRequestSessionKey",
+                "sessionKeyPrefix",
+            ],
+        )?;
+        let enabled = opt_bool(webhook, "enabled", "config.webhook.enabled")?;
         let base_path =
             opt_str(webhook, "basePath", "config.webhook.basePath")?.unwrap_or("/webhook");
         if !base_path.starts_with('/') {
@@ -154,43 +211,56 @@ impl Config {
                 "Invalid config.webhook.basePath: must start with \"/\", got {base_path:?}"
             ));
         }
-        let secret = opt_str(webhook, "secret", "config.webhook.secret")?
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned);
+        let secret = non_empty_secret(webhook, "secret", "config.webhook.secret")?;
+        let allow_request_session_key = opt_bool(
+            webhook,
+            "allowRequestSessionKey",
+            "config.webhook.allowRequestSessionKey",
+        )?;
+        let session_key_prefix = opt_str(
+            webhook,
+            "sessionKeyPrefix",
+            "config.webhook.sessionKeyPrefix",
+        )?
+        .unwrap_or(DEFAULT_WEBHOOK_KEY_PREFIX);
+        if session_key_prefix.is_empty() || session_key_prefix.len() > MAX_PREFIX_BYTES {
+            return Err(format!(
+                "Invalid config.webhook.sessionKeyPrefix: expected 1 to {MAX_PREFIX_BYTES} bytes, got {session_key_prefix:?}"
+            ));
+        }
 
         let empty = Map::new();
         let limits = opt_obj(root, "limits", "config.limits")?.unwrap_or(&empty);
+        known(
+            limits,
+            "config.limits",
+            &[
+                "maxBodyBytes",
+                "headerTimeoutMs",
+                "maxConnections",
+                "bodyTimeoutMs",
+                "maxChatBodyBytes",
+                "maxImages",
+                "maxImageBytes",
+                "reserveConnections",
+            ],
+        )?;
         let sse = opt_obj(root, "sse", "config.sse")?.unwrap_or(&empty);
+        known(sse, "config.sse", &["heartbeatMs", "bufferEvents"])?;
 
         let cors = match root.get("cors") {
             None | Some(Value::Null) => None,
-            Some(Value::Object(cors)) => match cors.get("origins") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) if s == "*" => Some(CorsOrigins::Any),
-                Some(Value::Array(items)) => {
-                    let mut list = Vec::with_capacity(items.len());
-                    for item in items {
-                        let origin = item.as_str().ok_or_else(|| {
-                            format!("Invalid config.cors.origins: expected strings, got {item}")
-                        })?;
-                        list.push(origin.trim_end_matches('/').to_string());
-                    }
-                    if list.iter().any(|o| o == "*") {
-                        Some(CorsOrigins::Any)
-                    } else {
-                        Some(CorsOrigins::List(list))
-                    }
-                }
-                Some(other) => {
-                    return Err(format!(
-                        "Invalid config.cors.origins: expected \"*\" or an array of origins, got {other}"
-                    ))
-                }
-            },
+            Some(Value::Object(cors)) => {
+                known(cors, "config.cors", &["origins"])?;
+                parse_cors(cors.get("origins"))?
+            }
             Some(other) => {
-                return Err(format!("Invalid config.cors: expected an object, got {other}"))
+                return Err(format!(
+                    "Invalid config.cors: expected an object, got {other}"
+                ))
             }
         };
+        let allowed_hosts = parse_allowed_hosts(root.get("allowedHosts"))?;
 
         Config::finish(
             bind,
@@ -205,10 +275,12 @@ impl Config {
                 enabled,
                 base_path: base_path.trim_end_matches('/').to_string(),
                 secret,
+                allow_request_session_key,
+                session_key_prefix: session_key_prefix.to_string(),
             },
             limits,
             sse,
-            cors,
+            (cors, allowed_hosts),
             root,
         )
     }
@@ -226,9 +298,39 @@ impl Config {
         webhook: WebhookConfig,
         limits: &Map<String, Value>,
         sse: &Map<String, Value>,
-        cors: Option<CorsOrigins>,
+        (cors, allowed_hosts): (Option<CorsOrigins>, Vec<String>),
         root: &Map<String, Value>,
     ) -> Result<Config, String> {
+        let body_timeout_ms = positive_int(
+            limits,
+            "bodyTimeoutMs",
+            "config.limits.bodyTimeoutMs",
+            Some(DEFAULT_BODY_TIMEOUT_MS),
+        )?;
+        let max_chat_body = positive_int(
+            limits,
+            "maxChatBodyBytes",
+            "config.limits.maxChatBodyBytes",
+            Some(DEFAULT_MAX_CHAT_BODY_BYTES as u64),
+        )?;
+        let max_images = positive_int(
+            limits,
+            "maxImages",
+            "config.limits.maxImages",
+            Some(DEFAULT_MAX_IMAGES as u64),
+        )?;
+        let max_image_bytes = positive_int(
+            limits,
+            "maxImageBytes",
+            "config.limits.maxImageBytes",
+            Some(DEFAULT_MAX_IMAGE_BYTES as u64),
+        )?;
+        let reserve_connections = positive_int(
+            limits,
+            "reserveConnections",
+            "config.limits.reserveConnections",
+            Some(DEFAULT_RESERVE_CONNECTIONS as u64),
+        )?;
         let max_body = positive_int(
             limits,
             "maxBodyBytes",
@@ -282,6 +384,12 @@ impl Config {
             buffer_events: buffer_events as usize,
             cors,
             shutdown_timeout: Duration::from_millis(shutdown_ms),
+            allowed_hosts,
+            body_timeout: Duration::from_millis(body_timeout_ms),
+            max_chat_body_bytes: max_chat_body as usize,
+            max_images: max_images as usize,
+            max_image_bytes: max_image_bytes as usize,
+            reserve_connections: reserve_connections as usize,
         })
     }
 
@@ -299,6 +407,113 @@ fn parse_bind(text: &str) -> Result<IpAddr, String> {
     trimmed.parse::<IpAddr>().map_err(|_| {
         format!("Invalid config.bind: expected an IP address or \"localhost\", got {text:?}")
     })
+}
+
+/// The longest `webhook.sessionKeyPrefix` accepted.
+pub const MAX_PREFIX_BYTES: usize = 256;
+
+/// Refuses fields this version does not know: a typo (`sesion`) must not silently fall back
+/// to a default.
+fn known(obj: &Map<String, Value>, name: &str, fields: &[&str]) -> Result<(), String> {
+    match obj.keys().find(|k| !fields.contains(&k.as_str())) {
+        Some(unknown) => Err(format!(
+            "Invalid {name}.{unknown}: unknown field (known: {})",
+            fields.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+fn opt_bool(obj: &Map<String, Value>, key: &str, name: &str) -> Result<bool, String> {
+    match obj.get(key) {
+        Some(Value::Bool(b)) => Ok(*b),
+        None | Some(Value::Null) => Ok(false),
+        Some(other) => Err(format!("Invalid {name}: expected a boolean, got {other}")),
+    }
+}
+
+/// A secret that may be absent but not empty: `""` would read as "no auth" by mistake.
+fn non_empty_secret(
+    obj: &Map<String, Value>,
+    key: &str,
+    name: &str,
+) -> Result<Option<String>, String> {
+    match opt_str(obj, key, name)? {
+        Some("") => Err(format!(
+            "Invalid {name}: must not be empty (leave it out to disable it)"
+        )),
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+/// `cors.origins`: `"*"` or a list of exact origins, `http(s)://host[:port]`.
+fn parse_cors(origins: Option<&Value>) -> Result<Option<CorsOrigins>, String> {
+    match origins {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s == "*" => Ok(Some(CorsOrigins::Any)),
+        Some(Value::Array(items)) => {
+            let mut list = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let name = format!("config.cors.origins[{i}]");
+                let origin = item
+                    .as_str()
+                    .ok_or_else(|| format!("Invalid {name}: expected a string, got {item}"))?;
+                if origin == "*" {
+                    return Ok(Some(CorsOrigins::Any));
+                }
+                check_origin(origin).map_err(|why| format!("Invalid {name}: {why}"))?;
+                list.push(origin.to_ascii_lowercase());
+            }
+            Ok(Some(CorsOrigins::List(list)))
+        }
+        Some(other) => Err(format!(
+            "Invalid config.cors.origins: expected \"*\" or an array of origins, got {other}"
+        )),
+    }
+}
+
+/// An origin as a browser sends it: scheme, host, optional port; nothing else.
+fn check_origin(origin: &str) -> Result<(), String> {
+    let rest = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .ok_or_else(|| format!("{origin:?} must start with http:// or https://"))?;
+    if rest.is_empty() {
+        return Err(format!("{origin:?} has no host"));
+    }
+    if let Some(c) = rest
+        .chars()
+        .find(|c| matches!(c, '/' | '?' | '#' | '@' | ' '))
+    {
+        return Err(format!(
+            "{origin:?} cannot match any browser's Origin: remove {c:?} and what follows (an origin has no path or trailing slash)"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_allowed_hosts(value: Option<&Value>) -> Result<Vec<String>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item.as_str() {
+                Some(h)
+                    if (!h.is_empty() && !h.contains(['/', ' ', ':']))
+                        || (h.starts_with('[') && h.ends_with(']')) =>
+                {
+                    Ok(h.to_ascii_lowercase())
+                }
+                _ => Err(format!(
+                    "Invalid config.allowedHosts[{i}]: expected a host name without scheme or port, got {item}"
+                )),
+            })
+            .collect(),
+        Some(other) => Err(format!(
+            "Invalid config.allowedHosts: expected an array of host names, got {other}"
+        )),
+    }
 }
 
 fn req_str<'a>(obj: &'a Map<String, Value>, key: &str, name: &str) -> Result<&'a str, String> {
@@ -430,17 +645,67 @@ mod tests {
     }
 
     #[test]
+    fn config_mistakes_are_errors_that_name_the_field() {
+        assert!(err_with(|v| v["sesion"] = serde_json::json!({})).contains("config.sesion"));
+        assert!(err_with(|v| v["session"]["idleMinute"] = 3.into())
+            .contains("config.session.idleMinute"));
+        assert!(
+            err_with(|v| v["limits"] = serde_json::json!({"maxBody": 3}))
+                .contains("config.limits.maxBody")
+        );
+        assert!(err_with(|v| v["bearerToken"] = "".into()).contains("config.bearerToken"));
+        assert!(err_with(|v| v["webhook"]["secret"] = "".into()).contains("config.webhook.secret"));
+        assert!(err_with(|v| v["webhook"]["sessionKeyPrefix"] = "".into())
+            .contains("config.webhook.sessionKeyPrefix"));
+        for bad in [
+            "http://a.test/",
+            "http://a.test/path",
+            "a.test",
+            "ftp://a.test",
+            "http://",
+        ] {
+            let e =
+                err_with(|v| v["cors"] = serde_json::json!({"origins": ["http://ok.test", bad]}));
+            assert!(e.contains("config.cors.origins[1]"), "{bad}: {e}");
+        }
+        assert!(
+            err_with(|v| v["allowedHosts"] = serde_json::json!(["http://x"]))
+                .contains("config.allowedHosts[0]")
+        );
+        assert!(
+            err_with(|v| v["limits"] = serde_json::json!({"bodyTimeoutMs": 0}))
+                .contains("config.limits.bodyTimeoutMs")
+        );
+    }
+
+    #[test]
+    fn new_limits_have_defaults() {
+        let c = Config::from_json(&base().to_string()).expect("valid");
+        assert_eq!(
+            c.body_timeout,
+            Duration::from_millis(DEFAULT_BODY_TIMEOUT_MS)
+        );
+        assert_eq!(c.max_chat_body_bytes, DEFAULT_MAX_CHAT_BODY_BYTES);
+        assert_eq!(c.max_images, DEFAULT_MAX_IMAGES);
+        assert_eq!(c.max_image_bytes, DEFAULT_MAX_IMAGE_BYTES);
+        assert_eq!(c.reserve_connections, DEFAULT_RESERVE_CONNECTIONS);
+        assert!(!c.webhook.allow_request_session_key);
+        assert_eq!(c.webhook.session_key_prefix, "webhook:");
+        assert!(c.allowed_hosts.is_empty());
+    }
+
+    #[test]
     fn fractional_idle_minutes_and_cors_lists_are_accepted() {
         let mut v = base();
         v["session"]["idleMinutes"] = 0.01.into();
-        v["cors"] = serde_json::json!({"origins": ["http://a.test/", "http://b.test"]});
+        v["cors"] = serde_json::json!({"origins": ["http://a.test", "https://B.test:8443"]});
         let c = Config::from_json(&v.to_string()).expect("valid");
         assert_eq!(c.idle, Duration::from_millis(600));
         assert_eq!(
             c.cors,
             Some(CorsOrigins::List(vec![
                 "http://a.test".into(),
-                "http://b.test".into()
+                "https://b.test:8443".into()
             ]))
         );
         v["cors"] = serde_json::json!({"origins": "*"});

@@ -27,5 +27,6 @@ pub mod events;
 pub mod http;
 pub mod session;
 pub mod util;
+pub mod validate;
 
 mod binding;

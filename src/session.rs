@@ -586,6 +586,10 @@ impl Gateway {
         let mut st = lock(&session.state);
         let max = self.inner.config.max_queue;
         if check_full && st.queue.len() >= max {
+            // Messages whose senders have gone hold no place in the queue.
+            st.queue.retain(|q| !q.responder.is_closed());
+        }
+        if check_full && st.queue.len() >= max {
             let _ = queued.responder.send(queue_full(&session.key, max));
             return;
         }
@@ -615,6 +619,13 @@ impl Gateway {
                     st.draining = false;
                     return;
                 };
+                if next.responder.is_closed() {
+                    // Whoever sent it has gone (a client that hung up): its result would
+                    // reach nobody, so it does not run.
+                    st.last_active_at = now_ms();
+                    session.emit_state(&mut st);
+                    continue;
+                }
                 st.processing = true;
                 st.last_active_at = now_ms();
                 let tap = next.tap.filter(|t| t.send(RunSignal::Started));

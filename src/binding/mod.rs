@@ -22,6 +22,7 @@ use crate::events::{json_or_null, AgentEvent};
 use crate::http::{self, Server};
 use crate::session::{Gateway, MessageRequest, MessageResult, Outcome, SessionError};
 use crate::util::lock;
+use crate::validate;
 
 use js_callback::{
     Callback, CreateArgs, DeliverArgs, HandleArgs, JsAgent, JsFn, KeepAlive, PromptArgs,
@@ -247,23 +248,40 @@ impl NativeGateway {
         lock(&self.port).map(u32::from)
     }
 
-    /// Queues a message; resolves with the `GatewayMessageResult` as JSON.
+    /// Queues a message; resolves with the `GatewayMessageResult` as JSON. `fields_json` is
+    /// `{images?, source?, metadata?}`, checked here as the HTTP routes check them.
     #[napi(catch_unwind)]
     pub fn enqueue<'env>(
         &self,
         env: &'env Env,
         session_key: String,
         text: String,
-        images_json: Option<String>,
-        source: Option<String>,
+        fields_json: Option<String>,
     ) -> Result<PromiseRaw<'env, String>> {
+        // Checked at the door, as over HTTP: nothing that would break the session is queued.
+        validate::session_key(&session_key, "sessionKey").map_err(Error::from_reason)?;
+        let fields = match fields_json.as_deref() {
+            None => serde_json::Map::new(),
+            Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(serde_json::Value::Object(map)) => map,
+                _ => {
+                    return Err(Error::from_reason(
+                        "Invalid images: images, source and metadata must be JSON-serializable",
+                    ))
+                }
+            },
+        };
+        let images = validate::images(fields.get("images"), self.gateway.config())
+            .map_err(Error::from_reason)?;
+        let source = validate::source(fields.get("source")).map_err(Error::from_reason)?;
+        validate::metadata(fields.get("metadata")).map_err(Error::from_reason)?;
         // Queued here, on the JS thread, so messages keep the order of the calls.
         let key = session_key.clone();
         let rx = self.gateway.enqueue(
             MessageRequest {
                 session_key,
                 text,
-                images_json,
+                images_json: images,
                 source,
             },
             None,
@@ -290,6 +308,7 @@ impl NativeGateway {
         session_key: String,
         id: u32,
     ) -> Result<PromiseRaw<'env, String>> {
+        validate::session_key(&session_key, "sessionKey").map_err(Error::from_reason)?;
         let gateway = self.gateway.clone();
         let deliver = self.deliver.clone();
         let subs = self.subscriptions.clone();

@@ -49,6 +49,8 @@ pub enum BodyError {
     Invalid,
     /// The client went away or the stream broke mid-upload.
     Broken,
+    /// The body did not arrive within `limits.bodyTimeoutMs`: the connection closes.
+    TimedOut(std::time::Duration),
 }
 
 impl BodyError {
@@ -69,6 +71,15 @@ impl BodyError {
             }
             BodyError::Invalid => error(StatusCode::BAD_REQUEST, "Invalid JSON body"),
             BodyError::Broken => error(StatusCode::BAD_REQUEST, "Request body could not be read"),
+            BodyError::TimedOut(limit) => {
+                let mut res = error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!("Request body timed out (limit {} ms)", limit.as_millis()),
+                );
+                res.headers_mut()
+                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                res
+            }
         }
     }
 }
@@ -78,7 +89,19 @@ impl BodyError {
 pub async fn read_json_object(
     req: Request<Incoming>,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> Result<Map<String, Value>, BodyError> {
+    let bytes = read_bytes(req, limit, timeout).await?;
+    parse_object(&bytes)
+}
+
+/// Reads the whole body within `limit` bytes and `timeout`: a client that sends its body
+/// slowly, or not at all, cannot hold the connection (and its slot) for longer.
+pub async fn read_bytes(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, BodyError> {
     if let Some(len) = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -92,14 +115,15 @@ pub async fn read_json_object(
             return Err(BodyError::TooLargeDeclared(limit));
         }
     }
-    let bytes = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(BodyError::TooLarge(limit))
+    let collect = Limited::new(req.into_body(), limit).collect();
+    match tokio::time::timeout(timeout, collect).await {
+        Err(_) => Err(BodyError::TimedOut(timeout)),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(BodyError::TooLarge(limit))
         }
-        Err(_) => return Err(BodyError::Broken),
-    };
-    parse_object(&bytes)
+        Ok(Err(_)) => Err(BodyError::Broken),
+    }
 }
 
 /// Bytes and time spent draining a refused body before the connection is closed anyway.

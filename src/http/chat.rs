@@ -29,9 +29,62 @@ use crate::session::{MessageResult, Outcome, RunSignal, TapReceiver};
 use crate::util::now_ms;
 
 use super::body::Body as BoxBody;
+use super::body::BodyError;
 
 /// The user's text from a chat request body: `text`, then `prompt`, then the last user
 /// message of `messages` (v5 `parts` or v4 `content`). Blank text counts as none.
+/// Parses a `/chat` body, materialising only what the gateway uses: `text`, `prompt`, `id`
+/// and the last user message of `messages`. A `useChat` body carries the whole conversation;
+/// every other message is skipped by the parser without building values for it.
+pub fn parse_chat_body(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> {
+    #[derive(serde::Deserialize)]
+    struct Top<'a> {
+        #[serde(borrow)]
+        text: Option<&'a RawValue>,
+        #[serde(borrow)]
+        prompt: Option<&'a RawValue>,
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
+        #[serde(borrow)]
+        messages: Option<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Role<'a> {
+        #[serde(borrow)]
+        role: Option<std::borrow::Cow<'a, str>>,
+    }
+
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Map::new());
+    }
+    // Anything but an object (or a duplicate field) is refused, as for the other routes.
+    let top: Top = serde_json::from_slice(bytes).map_err(|_| BodyError::Invalid)?;
+    let value =
+        |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).map_err(|_| BodyError::Invalid);
+    let mut out = Map::new();
+    for (name, raw) in [("text", top.text), ("prompt", top.prompt), ("id", top.id)] {
+        if let Some(raw) = raw {
+            out.insert(name.into(), value(raw)?);
+        }
+    }
+    if let Some(raw) = top.messages {
+        if let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) {
+            let last_user = list.iter().rev().find(|m| {
+                serde_json::from_str::<Role>(m.get())
+                    .ok()
+                    .and_then(|r| r.role)
+                    .is_some_and(|r| r == "user")
+            });
+            let kept = match last_user {
+                Some(m) => vec![value(m)?],
+                None => Vec::new(),
+            };
+            out.insert("messages".into(), Value::Array(kept));
+        }
+    }
+    Ok(out)
+}
+
 pub fn extract_user_text(body: &Map<String, Value>) -> Option<String> {
     let non_blank = |v: Option<&Value>| {
         v.and_then(Value::as_str)
@@ -472,6 +525,29 @@ pub fn response(body: BoxBody) -> Response<BoxBody> {
 mod tests {
     use super::*;
     use crate::events::json_or_null;
+
+    #[test]
+    fn a_chat_body_keeps_only_what_is_used() {
+        let body = serde_json::json!({
+            "id": "chat-1",
+            "trigger": "submit-message",
+            "messages": [
+                {"role": "user", "parts": [{"type": "text", "text": "first"}]},
+                {"role": "assistant", "parts": [{"type": "text", "text": "x".repeat(1000)}]},
+                {"role": "user", "parts": [{"type": "text", "text": "last"}]},
+                {"role": "assistant", "parts": []}
+            ]
+        });
+        let parsed = parse_chat_body(body.to_string().as_bytes()).expect("valid");
+        assert_eq!(parsed.get("id"), Some(&Value::from("chat-1")));
+        assert_eq!(parsed["messages"].as_array().map(Vec::len), Some(1));
+        assert_eq!(extract_user_text(&parsed).as_deref(), Some("last"));
+        assert!(parse_chat_body(b"[1]").is_err());
+        assert!(parse_chat_body(b"{").is_err());
+        assert!(parse_chat_body(b"  ").expect("blank is {}").is_empty());
+        let odd = parse_chat_body(br#"{"messages": "nope", "text": 5}"#).expect("object");
+        assert_eq!(extract_user_text(&odd), None);
+    }
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap_or_default()

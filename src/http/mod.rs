@@ -24,6 +24,10 @@ use tokio::task::JoinHandle;
 
 use crate::session::Gateway;
 
+/// How long a connection in the reserve (past `limits.maxConnections`) may take to send its
+/// request head, at most.
+const RESERVE_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A running server; `shutdown` stops it.
 pub struct Server {
     pub addr: SocketAddr,
@@ -74,7 +78,12 @@ async fn accept_loop(
 ) {
     let gateway = ctx.gateway.clone();
     let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(gateway.config().max_connections));
+    let config = gateway.config();
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    // Past the cap, a few more connections may still ask `/health` (and get a 503 for anything
+    // else), so a flood of slow clients cannot make the gateway look dead to its monitor.
+    let reserve = Arc::new(Semaphore::new(config.reserve_connections));
+    let reserve_header_timeout = config.header_timeout.min(RESERVE_HEADER_TIMEOUT);
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -87,20 +96,37 @@ async fn accept_loop(
             },
             _ = &mut stop_rx => break,
         };
-        // Past the cap, the connection is closed at once rather than queued.
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            drop(stream);
-            continue;
+        // Past the cap and the reserve, the connection is closed at once rather than queued.
+        let (permit, reserved) = match permits.clone().try_acquire_owned() {
+            Ok(p) => (p, false),
+            Err(_) => match reserve.clone().try_acquire_owned() {
+                Ok(p) => (p, true),
+                Err(_) => {
+                    drop(stream);
+                    continue;
+                }
+            },
         };
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let service = service_fn(move |req| {
             let ctx = ctx.clone();
-            async move { Ok::<_, Infallible>(router::handle(ctx, req).await) }
+            async move {
+                Ok::<_, Infallible>(if reserved {
+                    router::handle_reserved(ctx, req).await
+                } else {
+                    router::handle(ctx, req).await
+                })
+            }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(gateway.config().header_timeout)
+            .header_read_timeout(if reserved {
+                reserve_header_timeout
+            } else {
+                config.header_timeout
+            })
+            .keep_alive(!reserved)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         gateway.runtime().spawn(async move {

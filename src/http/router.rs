@@ -8,20 +8,21 @@ use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, ORIGIN, VARY};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, VARY};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::config::CorsOrigins;
 use crate::session::{tap, Gateway, MessageRequest, MessageResult, Outcome, SessionError};
 use crate::util::{constant_time_eq, CatchPanic};
+use crate::validate;
 
 use super::body::{self, error, json, read_json_object, Body};
 use super::chat::{self, extract_user_text, ChatBody};
 use super::sse;
 
 /// Session keys longer than this (after decoding) are refused.
-pub const MAX_KEY_BYTES: usize = 1024;
+pub const MAX_KEY_BYTES: usize = validate::MAX_KEY_BYTES;
 
 /// Enables `GET /__test/panic`, which panics inside the handler (for the panic-containment test).
 pub const TEST_PANIC_ENV: &str = "PI_GATEWAY_TEST_PANIC_ROUTE";
@@ -40,9 +41,130 @@ impl Ctx {
     }
 }
 
+/// Why the guard refused a request, before anything was read or queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Host,
+    Origin,
+    CrossSite,
+    ContentType(String),
+}
+
+impl Refusal {
+    fn response(&self) -> Response<Body> {
+        match self {
+            Refusal::Host => error(StatusCode::FORBIDDEN, "Host not allowed"),
+            Refusal::Origin => error(StatusCode::FORBIDDEN, "Origin not allowed"),
+            Refusal::CrossSite => error(StatusCode::FORBIDDEN, "Cross-site request refused"),
+            Refusal::ContentType(t) => error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &format!("Unsupported Content-Type {t}: send application/json"),
+            ),
+        }
+    }
+}
+
+/// The host name of a `Host` header: lowercase, without port or trailing dot; IPv6 keeps
+/// its brackets.
+pub fn host_name(host: &str) -> String {
+    let host = host.trim();
+    let name = if host.starts_with('[') {
+        match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        }
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Names that only ever resolve to this machine.
+pub fn is_loopback_name(name: &str) -> bool {
+    if name == "localhost" || name.ends_with(".localhost") || name == "[::1]" {
+        return true;
+    }
+    name.parse::<std::net::Ipv4Addr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
+}
+
+/// The browser-safety checks of SPEC section 16, in order: `Host` (DNS rebinding), `Origin`,
+/// `Sec-Fetch-Site`, and the content types an HTML form or a `no-cors` fetch can send.
+/// A browser cannot forge any of these headers, and a non-browser client has no reason to
+/// send them, so curl and scripts are unaffected.
+pub fn guard(
+    config: &crate::config::Config,
+    method: &Method,
+    headers: &hyper::HeaderMap,
+) -> Result<(), Refusal> {
+    let host = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    if config.is_loopback() || !config.allowed_hosts.is_empty() {
+        if let Some(host) = host.as_deref() {
+            let name = host_name(host);
+            if !is_loopback_name(&name) && !config.allowed_hosts.contains(&name) {
+                return Err(Refusal::Host);
+            }
+        } else if headers.contains_key(HOST) {
+            return Err(Refusal::Host);
+        }
+    }
+
+    let mut cors_allowed = false;
+    if let Some(origin) = headers.get(ORIGIN) {
+        let origin = origin.to_str().map_err(|_| Refusal::Origin)?;
+        let own = host
+            .as_deref()
+            .is_some_and(|h| origin.eq_ignore_ascii_case(&format!("http://{}", h.trim())));
+        cors_allowed = match &config.cors {
+            Some(CorsOrigins::Any) => true,
+            Some(CorsOrigins::List(list)) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+            None => false,
+        };
+        if !own && !cors_allowed {
+            return Err(Refusal::Origin);
+        }
+    }
+
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("cross-site").trim();
+        let same = site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none");
+        if !same && !cors_allowed {
+            return Err(Refusal::CrossSite);
+        }
+    }
+
+    if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        if let Some(value) = headers.get(CONTENT_TYPE) {
+            let text = String::from_utf8_lossy(value.as_bytes());
+            let media = text
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            let from_browser = headers.contains_key(ORIGIN)
+                || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-"));
+            let form = media == "text/plain"
+                || media == "multipart/form-data"
+                || (media == "application/x-www-form-urlencoded" && from_browser);
+            if form {
+                return Err(Refusal::ContentType(media));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One request, start to finish. A panic anywhere below becomes a 500; the connection and
 /// the process carry on.
 pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+    if let Err(refusal) = guard(ctx.gateway.config(), req.method(), req.headers()) {
+        return refusal.response();
+    }
     let cors = cors_origin(&ctx, &req);
     let mut res = match CatchPanic::new(route(&ctx, req)).await {
         Ok(res) => res,
@@ -60,6 +182,30 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     res
 }
 
+/// A request on a connection of the reserve (past `limits.maxConnections`): `/health`
+/// answers, everything else is told to come back.
+pub async fn handle_reserved(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+    if let Err(refusal) = guard(ctx.gateway.config(), req.method(), req.headers()) {
+        return refusal.response();
+    }
+    if req.uri().path() == "/health" && is_get(req.method()) {
+        return health(&ctx.gateway);
+    }
+    let mut res = error(StatusCode::SERVICE_UNAVAILABLE, "Too many connections");
+    res.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res.headers_mut()
+        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
+fn health(gateway: &Gateway) -> Response<Body> {
+    json(
+        StatusCode::OK,
+        &json!({"ok": true, "ready": gateway.is_ready()}),
+    )
+}
+
 /// The value of `Access-Control-Allow-Origin` for this request, when CORS allows it.
 fn cors_origin(ctx: &Ctx, req: &Request<Incoming>) -> Option<HeaderValue> {
     let allowed = ctx.gateway.config().cors.as_ref()?;
@@ -68,7 +214,9 @@ fn cors_origin(ctx: &Ctx, req: &Request<Incoming>) -> Option<HeaderValue> {
         CorsOrigins::Any => Some(HeaderValue::from_static("*")),
         CorsOrigins::List(list) => {
             let text = origin.to_str().ok()?;
-            list.iter().any(|o| o == text).then(|| origin.clone())
+            list.iter()
+                .any(|o| o.eq_ignore_ascii_case(text))
+                .then(|| origin.clone())
         }
     }
 }
@@ -176,12 +324,7 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     }
 
     match path.as_str() {
-        "/health" if is_get(&method) => {
-            return json(
-                StatusCode::OK,
-                &json!({"ok": true, "ready": gateway.is_ready()}),
-            )
-        }
+        "/health" if is_get(&method) => return health(gateway),
         "/ready" if is_get(&method) => {
             if !authorized(ctx, &req) {
                 return error(StatusCode::UNAUTHORIZED, "Unauthorized");
@@ -327,21 +470,50 @@ fn text_field(body: &Map<String, Value>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The fields a message body may carry besides its text, checked at the door.
+struct Extras {
+    images_json: Option<String>,
+    source: Option<String>,
+}
+
+/// `Err` is the message of the `400`.
+fn message_extras(ctx: &Ctx, body: &Map<String, Value>) -> Result<Extras, String> {
+    let images_json = validate::images(body.get("images"), ctx.gateway.config())?;
+    let source = validate::source(body.get("source"))?;
+    validate::metadata(body.get("metadata"))?;
+    Ok(Extras {
+        images_json,
+        source,
+    })
+}
+
+async fn read_body(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+) -> Result<Map<String, Value>, body::BodyError> {
+    let config = ctx.gateway.config();
+    read_json_object(req, config.max_body_bytes, config.body_timeout).await
+}
+
 async fn messages(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<Body> {
-    let body = match read_json_object(req, ctx.gateway.config().max_body_bytes).await {
+    let body = match read_body(ctx, req).await {
         Ok(b) => b,
         Err(e) => return e.response(),
     };
     let Some(text) = text_field(&body) else {
         return error(StatusCode::BAD_REQUEST, "Missing text");
     };
+    let extras = match message_extras(ctx, &body) {
+        Ok(e) => e,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
     run_message(
         ctx,
         MessageRequest {
             session_key: key,
             text,
-            images_json: body.get("images").map(Value::to_string),
-            source: Some("extension".into()),
+            images_json: extras.images_json,
+            source: Some(extras.source.unwrap_or_else(|| "extension".into())),
         },
     )
     .await
@@ -349,7 +521,11 @@ async fn messages(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<Bo
 
 async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<Body> {
     let config = ctx.gateway.config();
-    let body = match read_json_object(req, config.max_body_bytes).await {
+    let bytes = match body::read_bytes(req, config.max_chat_body_bytes, config.body_timeout).await {
+        Ok(b) => b,
+        Err(e) => return e.response(),
+    };
+    let body = match chat::parse_chat_body(&bytes) {
         Ok(b) => b,
         Err(e) => return e.response(),
     };
@@ -379,6 +555,67 @@ async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<
     chat::response(ChatBody::new(tap_rx, rx).boxed_unsync())
 }
 
+/// The session a webhook reaches: `<prefix><route>:<sender>`, or the body's `sessionKey` when
+/// `webhook.allowRequestSessionKey` allows it, and only under the prefix — never the primary
+/// or an interactive session.
+fn webhook_session_key(
+    ctx: &Ctx,
+    body: &Map<String, Value>,
+    route: &str,
+) -> Result<String, String> {
+    let config = &ctx.gateway.config().webhook;
+    let prefix = config.session_key_prefix.as_str();
+    match body.get("sessionKey") {
+        None | Some(Value::Null) => {}
+        Some(_) if !config.allow_request_session_key => {
+            return Err(
+                "Invalid sessionKey: webhook bodies may not name a session (set webhook.allowRequestSessionKey)"
+                    .into(),
+            )
+        }
+        Some(Value::String(key)) => {
+            validate::session_key(key, "sessionKey")?;
+            if !key.starts_with(prefix) || key.len() == prefix.len() {
+                return Err(format!(
+                    "Invalid sessionKey: must start with {prefix:?} and name a session after it"
+                ));
+            }
+            if key == ctx.gateway.primary_key() {
+                return Err("Invalid sessionKey: the primary session is not reachable from webhooks".into());
+            }
+            return Ok(key.clone());
+        }
+        Some(_) => return Err("Invalid sessionKey: expected a string".into()),
+    }
+    if route.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "Invalid webhook route: longer than {MAX_KEY_BYTES} bytes"
+        ));
+    }
+    let sender = match body.get("sender") {
+        None | Some(Value::Null) => "default",
+        Some(Value::String(s)) if s.is_empty() => "default",
+        Some(Value::String(s)) if s.len() <= MAX_KEY_BYTES => s.as_str(),
+        Some(Value::String(_)) => {
+            return Err(format!("Invalid sender: longer than {MAX_KEY_BYTES} bytes"))
+        }
+        Some(_) => return Err("Invalid sender: expected a string".into()),
+    };
+    let key = format!("{prefix}{route}:{sender}");
+    if key.len() > MAX_KEY_BYTES {
+        // Name what the client sent that made it too long.
+        let field = if matches!(body.get("sender"), Some(Value::String(s)) if !s.is_empty()) {
+            "sender"
+        } else {
+            "webhook route"
+        };
+        return Err(format!(
+            "Invalid {field}: the session key it makes ({prefix}<route>:<sender>) is longer than {MAX_KEY_BYTES} bytes"
+        ));
+    }
+    Ok(key)
+}
+
 async fn webhook(ctx: &Ctx, req: Request<Incoming>, route: &str) -> Response<Body> {
     let config = ctx.gateway.config();
     if let Some(secret) = config.webhook.secret.as_deref() {
@@ -391,30 +628,28 @@ async fn webhook(ctx: &Ctx, req: Request<Incoming>, route: &str) -> Response<Bod
             return error(StatusCode::UNAUTHORIZED, "Invalid webhook secret");
         }
     }
-    let body = match read_json_object(req, config.max_body_bytes).await {
+    let body = match read_body(ctx, req).await {
         Ok(b) => b,
         Err(e) => return e.response(),
     };
     let Some(text) = text_field(&body) else {
         return error(StatusCode::BAD_REQUEST, "Missing text");
     };
-    let key = match body.get("sessionKey") {
-        Some(Value::String(k)) => k.clone(),
-        _ => {
-            let sender = body
-                .get("sender")
-                .and_then(Value::as_str)
-                .unwrap_or("default");
-            format!("webhook:{route}:{sender}")
-        }
+    let key = match webhook_session_key(ctx, &body, route) {
+        Ok(k) => k,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    let extras = match message_extras(ctx, &body) {
+        Ok(e) => e,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
     run_message(
         ctx,
         MessageRequest {
             session_key: key,
             text,
-            images_json: None,
-            source: Some("extension".into()),
+            images_json: extras.images_json,
+            source: Some(extras.source.unwrap_or_else(|| "extension".into())),
         },
     )
     .await
@@ -447,6 +682,170 @@ mod tests {
         assert_eq!(decode_segment("%E0%A4%A"), None);
         assert_eq!(decode_segment("%zz"), None);
         assert_eq!(decode_segment("%C3"), None);
+    }
+
+    fn check(
+        config: &crate::config::Config,
+        method: Method,
+        headers: &[(&'static str, &str)],
+    ) -> Result<(), Refusal> {
+        let mut map = hyper::HeaderMap::new();
+        for (name, value) in headers {
+            map.append(*name, HeaderValue::from_str(value).expect("header value"));
+        }
+        guard(config, &method, &map)
+    }
+
+    #[test]
+    fn the_guard_refuses_rebound_hosts_on_loopback() {
+        let mut c = crate::config::Config::for_tests();
+        for ok in [
+            "localhost",
+            "LOCALHOST:3000",
+            "127.0.0.1:1",
+            "127.9.9.9",
+            "[::1]:80",
+            "app.localhost",
+            "localhost.",
+        ] {
+            assert_eq!(check(&c, Method::GET, &[("host", ok)]), Ok(()), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:3000",
+            "127.0.0.1.evil.example",
+            "10.0.0.1",
+            "localhost.evil",
+        ] {
+            assert_eq!(
+                check(&c, Method::GET, &[("host", bad)]),
+                Err(Refusal::Host),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            check(&c, Method::GET, &[]),
+            Ok(()),
+            "no Host: not a browser"
+        );
+        c.allowed_hosts = vec!["gw.test".into()];
+        assert_eq!(check(&c, Method::GET, &[("host", "GW.test:8080")]), Ok(()));
+        c.bind = "0.0.0.0".parse().expect("ip");
+        assert_eq!(
+            check(&c, Method::GET, &[("host", "other.test")]),
+            Err(Refusal::Host)
+        );
+        c.allowed_hosts.clear();
+        assert_eq!(
+            check(&c, Method::GET, &[("host", "other.test")]),
+            Ok(()),
+            "no list, not loopback"
+        );
+    }
+
+    #[test]
+    fn the_guard_refuses_foreign_origins_and_cross_site_requests() {
+        let mut c = crate::config::Config::for_tests();
+        let host = ("host", "127.0.0.1:3000");
+        assert_eq!(
+            check(
+                &c,
+                Method::POST,
+                &[host, ("origin", "http://127.0.0.1:3000")]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                &c,
+                Method::POST,
+                &[host, ("origin", "http://127.0.0.1:3001")]
+            ),
+            Err(Refusal::Origin)
+        );
+        assert_eq!(
+            check(&c, Method::GET, &[host, ("origin", "null")]),
+            Err(Refusal::Origin)
+        );
+        assert_eq!(
+            check(&c, Method::GET, &[host, ("sec-fetch-site", "cross-site")]),
+            Err(Refusal::CrossSite)
+        );
+        assert_eq!(
+            check(&c, Method::GET, &[host, ("sec-fetch-site", "same-site")]),
+            Err(Refusal::CrossSite)
+        );
+        assert_eq!(
+            check(&c, Method::GET, &[host, ("sec-fetch-site", "same-origin")]),
+            Ok(())
+        );
+        assert_eq!(
+            check(&c, Method::GET, &[host, ("sec-fetch-site", "none")]),
+            Ok(())
+        );
+        c.cors = Some(CorsOrigins::List(vec!["http://app.test".into()]));
+        let allowed = [
+            host,
+            ("origin", "http://app.test"),
+            ("sec-fetch-site", "cross-site"),
+        ];
+        assert_eq!(check(&c, Method::POST, &allowed), Ok(()));
+        assert_eq!(
+            check(&c, Method::POST, &[host, ("origin", "http://other.test")]),
+            Err(Refusal::Origin)
+        );
+        c.cors = Some(CorsOrigins::Any);
+        assert_eq!(check(&c, Method::POST, &[host, ("origin", "null")]), Ok(()));
+    }
+
+    #[test]
+    fn the_guard_refuses_form_content_types() {
+        let c = crate::config::Config::for_tests();
+        let host = ("host", "localhost");
+        let form = |t: &str| Err(Refusal::ContentType(t.into()));
+        assert_eq!(
+            check(
+                &c,
+                Method::POST,
+                &[host, ("content-type", "text/plain;charset=UTF-8")]
+            ),
+            form("text/plain")
+        );
+        assert_eq!(
+            check(
+                &c,
+                Method::POST,
+                &[host, ("content-type", "Multipart/Form-Data; boundary=x")]
+            ),
+            form("multipart/form-data")
+        );
+        let urlencoded = ("content-type", "application/x-www-form-urlencoded");
+        assert_eq!(
+            check(&c, Method::POST, &[host, urlencoded]),
+            Ok(()),
+            "curl -d"
+        );
+        assert_eq!(
+            check(
+                &c,
+                Method::POST,
+                &[host, urlencoded, ("sec-fetch-mode", "navigate")]
+            ),
+            form("application/x-www-form-urlencoded")
+        );
+        assert_eq!(
+            check(
+                &c,
+                Method::POST,
+                &[host, ("content-type", "application/json")]
+            ),
+            Ok(())
+        );
+        assert_eq!(check(&c, Method::POST, &[host]), Ok(()));
+        assert_eq!(
+            check(&c, Method::GET, &[host, ("content-type", "text/plain")]),
+            Ok(())
+        );
     }
 
     #[test]

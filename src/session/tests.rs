@@ -316,3 +316,32 @@ async fn a_run_that_ends_after_a_reset_does_not_bring_back_the_old_message_count
     }
     assert_eq!(gw.snapshot("main").expect("exists").message_count, 0);
 }
+
+#[tokio::test]
+async fn a_message_whose_sender_has_gone_does_not_run_and_frees_its_place() {
+    let gate = Arc::new(Notify::new());
+    let agent = Arc::new(FakeAgent {
+        gate: Some(gate.clone()),
+        ..Default::default()
+    });
+    let mut config = Config::for_tests();
+    config.max_queue = 2;
+    let gw = gateway(agent.clone(), config);
+    let running = gw.enqueue(message("a", "run"), None);
+    while !gw.snapshot("a").map(|s| s.processing).unwrap_or(false) {
+        tokio::task::yield_now().await;
+    }
+    // Two queued messages whose clients hung up, then two that still wait: the queue of two
+    // has room for them because the abandoned ones hold no place.
+    drop(gw.enqueue(message("a", "gone1"), None));
+    drop(gw.enqueue(message("a", "gone2"), None));
+    let kept1 = gw.enqueue(message("a", "kept1"), None);
+    let kept2 = gw.enqueue(message("a", "kept2"), None);
+    gate.notify_one();
+    assert!(running.await.expect("result").ok);
+    gate.notify_one();
+    assert_eq!(kept1.await.expect("result").response, "echo:kept1");
+    gate.notify_one();
+    assert_eq!(kept2.await.expect("result").response, "echo:kept2");
+    assert_eq!(*lock(&agent.prompts), vec!["run", "kept1", "kept2"]);
+}
