@@ -8,8 +8,14 @@ export interface GatewayConfig {
 	bind: string;
 	/** TCP port, 0 to 65535. `0` picks a free port; `getAddress()` reports the real one. */
 	port: number;
-	/** When set, every route but `/health` and webhooks needs `Authorization: Bearer <token>`. */
+	/** When set, every route but `/health` and webhooks needs `Authorization: Bearer <token>`. Must not be empty. */
 	bearerToken?: string;
+	/**
+	 * Host names (no scheme, no port) accepted in the `Host` header besides loopback names
+	 * (`localhost`, `*.localhost`, `127.x.x.x`, `[::1]`). On a loopback bind any other `Host` is
+	 * refused (403, DNS rebinding); on another bind the check applies only when this is set.
+	 */
+	allowedHosts?: string[];
 	session: {
 		/** Minutes a non-primary session may sit idle before it is disposed. Fractions allowed. */
 		idleMinutes: number;
@@ -24,16 +30,36 @@ export interface GatewayConfig {
 		enabled: boolean;
 		/** Must start with "/". Webhooks are `POST basePath` and `POST basePath/<route...>`. */
 		basePath: string;
-		/** Required header `x-pi-webhook-secret`. Without it, `start()` refuses a non-loopback bind. */
+		/** Required header `x-pi-webhook-secret`. Without it, `start()` refuses a non-loopback bind. Must not be empty. */
 		secret?: string;
+		/**
+		 * Let a webhook body name its session with `sessionKey` (otherwise 400). Even then only keys
+		 * that start with `sessionKeyPrefix` are reachable, never the primary session. Default false.
+		 */
+		allowRequestSessionKey?: boolean;
+		/** Prefix of every webhook session key, derived (`<prefix><route>:<sender>`) or named. Default "webhook:". */
+		sessionKeyPrefix?: string;
 	};
 	limits?: {
 		/** Largest request body accepted; larger ones get 413 unread. Default 1048576 (1 MiB). */
 		maxBodyBytes?: number;
 		/** Time a client has to send its request head. Default 10000. */
 		headerTimeoutMs?: number;
-		/** Connections served at once; more are closed on accept. Default 1024. */
+		/** Connections served at once; past it (and the reserve) new ones are closed on accept. Default 1024. */
 		maxConnections?: number;
+		/**
+		 * Connections accepted past `maxConnections` that may only ask `GET /health` (anything else: 503
+		 * with `Retry-After`), so a monitor still gets an answer under a flood. Default 32.
+		 */
+		reserveConnections?: number;
+		/** Time a client has to send a whole request body, from its head; then 408 and the connection closes. Default 30000. */
+		bodyTimeoutMs?: number;
+		/** Largest `/chat` body (a `useChat` request carries the conversation). Default 8388608 (8 MiB). */
+		maxChatBodyBytes?: number;
+		/** Images in one message. Default 8. */
+		maxImages?: number;
+		/** Size of one image, decoded. Default 5242880 (5 MiB). */
+		maxImageBytes?: number;
 	};
 	sse?: {
 		/** A `: ping` comment on a stream idle this long. Default 15000. */
@@ -42,17 +68,21 @@ export interface GatewayConfig {
 		bufferEvents?: number;
 	};
 	cors?: {
-		/** Origins allowed to call from a browser: exact origins, or "*". Unset: no CORS headers. */
+		/** Origins allowed to call from a browser: exact origins (`http(s)://host[:port]`, no path or trailing slash), or "*". Unset: no CORS headers, and every request with a foreign `Origin` is refused (403). */
 		origins?: "*" | string[];
 	};
 	/** How long `stop()` waits for open connections to finish. Default 2000. */
 	shutdownTimeoutMs?: number;
 }
 
-/** Image content passed through to `prompt()` (pi-ai's `ImageContent`). */
+/**
+ * An image for `prompt()` (pi-ai's `ImageContent`), checked at the door: base64 `data` whose bytes
+ * really are of `mimeType`, at most `limits.maxImageBytes` decoded.
+ */
 export interface GatewayImageContent {
-	type: "image";
+	type?: "image";
 	data: string;
+	/** "image/png", "image/jpeg", "image/gif" or "image/webp" (typed `string`, as pi-ai's `ImageContent`). */
 	mimeType: string;
 }
 
@@ -67,10 +97,18 @@ export interface GatewayAgentSession {
 	dispose(): void;
 	readonly sessionId: string;
 	readonly messages: readonly unknown[];
-	/** Optional: used to reset the primary session. Without it, reset aborts and clears. */
+	/**
+	 * Optional: resets the primary session. Without it, reset starts a new conversation with pi's own
+	 * pieces when they are there (`abort()`, `clearQueue()`, `sessionManager.newSession()`,
+	 * `agent.reset()`), else aborts and clears and keeps the conversation (with a logged warning).
+	 */
 	newSession?: (...args: any[]) => Promise<unknown>;
-	/** Optional: roots `getGatewaySessionDir()`. */
-	readonly sessionManager?: { getSessionDir(): string };
+	/** Optional: clears pi's own steering and follow-up queue on a primary reset. */
+	clearQueue?: () => unknown;
+	/** Optional: pi's agent, reset on a primary reset. */
+	readonly agent?: { reset(): void; sessionId?: string; waitForIdle?(): Promise<void> };
+	/** Optional: roots `getGatewaySessionDir()`; `newSession()` starts a new session file on a primary reset. */
+	readonly sessionManager?: { getSessionDir(): string; newSession?(...args: any[]): unknown; getSessionId?(): string };
 }
 
 export type GatewaySessionFactory = (sessionKey: string) => Promise<GatewayAgentSession>;

@@ -7,6 +7,7 @@
 // gets its answers through `native.settle()`; agent events reach Rust through one
 // synchronous `native.pushEvent()` call each, carrying only the fields the gateway needs.
 
+import { createHash } from "node:crypto";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 
@@ -44,6 +45,21 @@ function errorMessage(error) {
 	}
 }
 
+// What an error message may not carry to an HTTP client: absolute paths of the server. A path is
+// a token that starts a word (start of text, after a space, a quote, a bracket, "=" ...):
+// `file://...` URLs, POSIX `/a/b...`, `~/...`, and Windows `C:\...`. It runs to the next space,
+// quote, bracket or comma, so `/app/x.js:10:5` goes whole. `http://host/path` is left alone:
+// its slashes follow ":" and a host name, never a word boundary.
+const PATH_TOKEN =
+	/(?<![\w.~/:\\-])(?:file:\/\/[^\s'"`()<>[\]{},]*|~?\/[^\s'"`()<>[\]{},/][^\s'"`()<>[\]{},]*|[A-Za-z]:\\[^\s'"`()<>[\]{},]*)/g;
+/** Where a stack trace starts inside a message (V8's `\n    at ...` frames). */
+const STACK_FRAME = /\n\s+at\s[\s\S]*$/;
+
+/** The message with server paths replaced by `<path>` and any stack frames cut off. */
+function redactErrorText(text) {
+	return String(text).replace(STACK_FRAME, "").replace(PATH_TOKEN, "<path>");
+}
+
 function toJson(value) {
 	if (value === undefined) return "null";
 	try {
@@ -78,6 +94,51 @@ function checkSession(session, what) {
 	}
 }
 
+/**
+ * Starts a new conversation in an AgentSession that has no newSession() (pi 0.73: only its
+ * AgentSessionRuntime has one, and that builds a whole new AgentSession, while the gateway must
+ * keep the primary session object its subscribers hang on). Done in place with pi's own pieces,
+ * the same ones its runtime's newSession() and AgentSession's tree navigation use:
+ *
+ * 1. `abort()` the running prompt (it waits until the agent is idle), then wait for the
+ *    session's queue of agent events, so the aborted run's last messages are written to the OLD
+ *    session file and not to the new one;
+ * 2. `clearQueue()`: steering and follow-up messages of the old conversation are dropped;
+ * 3. `sessionManager.newSession()`: a new session id and a new session file in the same session
+ *    dir (the old file stays on disk as the previous conversation);
+ * 4. `agent.reset()`: the transcript, streaming state and the agent's own queues are cleared,
+ *    and `agent.sessionId` (what providers key their prompt caches on) follows the new id.
+ *
+ * Afterwards `session.messages` is empty and `session.sessionId` is the new id. Extensions are
+ * not told (no session_shutdown / session_start events): the gateway runs sessions without a UI.
+ * A session shape without these pieces keeps its conversation, and the log says so.
+ */
+async function renewInPlace(session, log) {
+	const sessionManager = session.sessionManager;
+	const agent = session.agent;
+	if (typeof sessionManager?.newSession !== "function" || typeof agent?.reset !== "function") {
+		// The gateway has already aborted the run and answered the queue: that is all it can do.
+		log("warning: the primary session has neither newSession() nor a pi sessionManager and agent: the reset kept its conversation");
+		return;
+	}
+	await session.abort();
+	if (typeof agent.waitForIdle === "function") await agent.waitForIdle();
+	// AgentSession persists messages from a promise chain fed by agent events (0.73:
+	// `_agentEventQueue`); let it drain before the session file changes.
+	for (let i = 0; i < 100; i++) {
+		const events = session._agentEventQueue;
+		if (!events || typeof events.then !== "function") break;
+		await events.then(undefined, () => {});
+		if (session._agentEventQueue === events) break;
+	}
+	if (typeof session.clearQueue === "function") session.clearQueue();
+	sessionManager.newSession();
+	agent.reset();
+	if ("sessionId" in agent && typeof sessionManager.getSessionId === "function") {
+		agent.sessionId = sessionManager.getSessionId();
+	}
+}
+
 let activeGatewayRuntime = null;
 
 export function setActiveGatewayRuntime(runtime) {
@@ -88,10 +149,29 @@ export function getActiveGatewayRuntime() {
 	return activeGatewayRuntime;
 }
 
+/** Longest sanitized name kept as is; longer ones are cut and get a hash of the key. */
+const MAX_PLAIN_NAME = 120;
+/** How much of a long sanitized name is kept before the hash. */
+const LONG_NAME_PREFIX = 100;
+/** Hex digits of sha256(key) appended to a long name (128 bits). */
+const LONG_NAME_HASH = 32;
+
+/**
+ * The directory name for a session key: the seed's name (every character but `a-zA-Z0-9._-`
+ * becomes `_`; a name of dots only becomes underscores, so it cannot name the root or its
+ * parent) when that is at most 120 characters. A longer one becomes its first 100 characters,
+ * `-`, and the first 32 hex digits of sha256(key as UTF-8): at most 133 ASCII bytes, far below
+ * the 255-byte file-name limit, and distinct keys keep distinct names (the hash is of the key
+ * itself, not of its lossy sanitized form).
+ */
 export function sanitizeSessionKey(sessionKey) {
-	const safe = String(sessionKey).replace(/[^a-zA-Z0-9._-]/g, "_");
+	const key = String(sessionKey);
+	let safe = key.replace(/[^a-zA-Z0-9._-]/g, "_");
 	// "." and ".." would name the root itself or its parent: keep every key inside it.
-	return /^\.+$/.test(safe) ? safe.replace(/\./g, "_") : safe;
+	if (/^\.+$/.test(safe)) safe = safe.replace(/\./g, "_");
+	if (safe.length <= MAX_PLAIN_NAME) return safe;
+	const digest = createHash("sha256").update(key, "utf8").digest("hex").slice(0, LONG_NAME_HASH);
+	return `${safe.slice(0, LONG_NAME_PREFIX)}-${digest}`;
 }
 
 // The optional peer dependency, loaded once (it is ESM-only, so not through require()).
@@ -185,8 +265,9 @@ export class GatewayRuntime {
 			throw new TypeError("enqueueMessage: request.sessionKey must be a string");
 		}
 		if (typeof request.text !== "string") throw new TypeError("enqueueMessage: request.text must be a string");
-		const images = request.images === undefined ? null : toJson(request.images);
-		const json = await this.#native.enqueue(request.sessionKey, request.text, images, request.source ?? null);
+		// images, source and metadata are checked in Rust, with the same messages as over HTTP.
+		const fields = toJson({ images: request.images, source: request.source, metadata: request.metadata });
+		const json = await this.#native.enqueue(request.sessionKey, request.text, fields);
 		return JSON.parse(json);
 	}
 
@@ -257,6 +338,18 @@ export class GatewayRuntime {
 		return this.#native.settle(req, ok, value);
 	}
 
+	/**
+	 * The text of an error that goes out to HTTP clients: `prefix` plus the error's message with
+	 * server paths replaced by `<path>` and stack frames cut (see PATH_TOKEN). When something was
+	 * taken out, the whole message goes to the log, for the operator.
+	 */
+	#publicError(prefix, error, context) {
+		const full = `${prefix}${errorMessage(error)}`;
+		const shown = redactErrorText(full);
+		if (shown !== full) this.#safeLog(`warning: ${context} (the client was sent: ${shown}): ${full}`);
+		return shown;
+	}
+
 	#onCreate(req, handle, key) {
 		let made = null;
 		(async () => {
@@ -282,7 +375,7 @@ export class GatewayRuntime {
 					// Already failing; the creation error is what the caller hears about.
 				}
 			}
-			this.#settle(req, false, `createSession failed: ${errorMessage(error)}`);
+			this.#settle(req, false, this.#publicError("createSession failed: ", error, `createSession(${JSON.stringify(key)}) failed`));
 		});
 	}
 
@@ -431,17 +524,21 @@ export class GatewayRuntime {
 						break;
 					}
 				}
+				const modelError = last?.errorMessage;
 				const outcome = {
 					response: messageText(last),
 					stopReason: last?.stopReason ?? null,
-					errorMessage: last?.errorMessage ?? null,
+					errorMessage:
+						modelError === undefined || modelError === null
+							? null
+							: this.#publicError("", modelError, `the model failed in session ${JSON.stringify(entry.key)}`),
 					messageCount: messages.length,
 				};
 				this.#settle(req, true, JSON.stringify(outcome));
 			},
 			(error) => {
 				done();
-				this.#settle(req, false, errorMessage(error));
+				this.#settle(req, false, this.#publicError("", error, `prompt in session ${JSON.stringify(entry.key)} failed`));
 			},
 		);
 	}
@@ -457,7 +554,7 @@ export class GatewayRuntime {
 			await entry.session.abort();
 		})().then(
 			() => this.#settle(req, true, ""),
-			(error) => this.#settle(req, false, `abort failed: ${errorMessage(error)}`),
+			(error) => this.#settle(req, false, this.#publicError("abort failed: ", error, `abort of session ${JSON.stringify(entry.key)} failed`)),
 		);
 	}
 
@@ -490,13 +587,16 @@ export class GatewayRuntime {
 		(async () => {
 			if (!entry) throw new Error("the session is gone");
 			const session = entry.session;
-			// AgentSession 0.73 has no newSession(): then the reset is the abort and the
-			// cleared queue the gateway already did, and the conversation is kept.
-			if (typeof session.newSession === "function") await session.newSession();
+			if (typeof session.newSession === "function") {
+				// A session that can start a new conversation itself does (older pi versions).
+				await session.newSession();
+			} else {
+				await renewInPlace(session, (message) => this.#safeLog(message));
+			}
 			return JSON.stringify({ sessionId: String(session.sessionId ?? ""), messageCount: messageCount(session) });
 		})().then(
 			(info) => this.#settle(req, true, info),
-			(error) => this.#settle(req, false, `newSession failed: ${errorMessage(error)}`),
+			(error) => this.#settle(req, false, this.#publicError("newSession failed: ", error, "resetting the primary session failed")),
 		);
 	}
 

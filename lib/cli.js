@@ -15,6 +15,7 @@
 // `pi` itself has (logins, custom models, settings, extensions) and keeps the gateway's
 // sessions there.
 
+import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { isIP } from "node:net";
@@ -31,6 +32,10 @@ export const EXIT_FAILURE = 1;
 const DEMO_SESSION = "demo";
 /** Session key of the gateway's primary session (the one pi's own session dir holds). */
 const PRIMARY_SESSION_KEY = "main";
+/** Largest `session.idleMinutes` the gateway accepts (the API's bound, 10^7). */
+const MAX_IDLE_MINUTES = 10_000_000;
+/** The optional peer dependency that holds pi's AgentSession. */
+export const PEER_PACKAGE = "@mariozechner/pi-coding-agent";
 /** How long after a clean stop we wait for Node to exit on its own before forcing it. */
 const EXIT_GRACE_MS = 5000;
 
@@ -42,12 +47,14 @@ export const OPTIONS = [
 	{ name: "bind", type: "string", env: "PI_GATEWAY_BIND", def: "127.0.0.1", arg: "ADDR", help: "IP address to listen on (\"localhost\", \"0.0.0.0\", \"::\" ...)" },
 	{ name: "port", type: "string", env: "PI_GATEWAY_PORT", def: "3000", arg: "N", help: "TCP port; 0 picks a free port (printed at start)" },
 	{ name: "token", type: "string", env: "PI_GATEWAY_TOKEN", def: undefined, arg: "TOKEN", help: "require 'Authorization: Bearer TOKEN' on every route but /health and webhooks (prefer the env var: flags show up in ps)" },
-	{ name: "webhook", type: "boolean", env: "PI_GATEWAY_WEBHOOK", def: false, help: "enable webhooks: POST <webhook-path>[/route] {text, sessionKey?, sender?} (--no-webhook disables)" },
+	{ name: "webhook", type: "boolean", env: "PI_GATEWAY_WEBHOOK", def: false, help: "enable webhooks: POST <webhook-path>[/route] {text, sender?} into session webhook:<route>:<sender> (--no-webhook disables)" },
 	{ name: "webhook-path", type: "string", env: "PI_GATEWAY_WEBHOOK_PATH", def: "/webhook", arg: "PATH", help: "base path of webhooks" },
-	{ name: "webhook-secret", type: "string", env: "PI_GATEWAY_WEBHOOK_SECRET", def: undefined, arg: "SECRET", help: "required x-pi-webhook-secret header (mandatory when --webhook listens beyond loopback)" },
-	{ name: "idle-minutes", type: "string", env: "PI_GATEWAY_IDLE_MINUTES", def: "30", arg: "N", help: "dispose sessions idle for N minutes (the primary session is kept)" },
+	{ name: "webhook-secret", type: "string", env: "PI_GATEWAY_WEBHOOK_SECRET", def: undefined, arg: "SECRET", help: "required x-pi-webhook-secret header; with --webhook and no secret, a random one is generated and printed at start" },
+	{ name: "webhook-session-keys", type: "boolean", env: "PI_GATEWAY_WEBHOOK_SESSION_KEYS", def: false, help: "let a webhook body name its session (sessionKey, only keys starting with \"webhook:\")" },
+	{ name: "idle-minutes", type: "string", env: "PI_GATEWAY_IDLE_MINUTES", def: "30", arg: "N", help: "dispose sessions idle for N minutes (fractions allowed; 0: at the next sweep once idle; the primary session is kept)" },
 	{ name: "max-queue", type: "string", env: "PI_GATEWAY_MAX_QUEUE", def: "16", arg: "N", help: "queued messages per session before 429" },
 	{ name: "cors", type: "string", env: "PI_GATEWAY_CORS", def: undefined, arg: "ORIGINS", help: "allow browsers from these origins: '*' or comma-separated (https://a.example,http://localhost:5173); off by default" },
+	{ name: "allowed-hosts", type: "string", env: "PI_GATEWAY_ALLOWED_HOSTS", def: undefined, arg: "HOSTS", help: "comma-separated host names the Host header may carry besides loopback ones (e.g. gw.example,gw.internal); on a non-loopback bind, setting it turns the Host check on" },
 	{ name: "model", type: "string", env: "PI_GATEWAY_MODEL", def: undefined, arg: "PROVIDER/ID", help: "a real model from pi's registry (e.g. anthropic/claude-sonnet-4-5, openai/gpt-4o-mini), with its API key in the environment; default: pi-ai's offline faux model" },
 	{ name: "agent-dir", type: "string", env: "PI_GATEWAY_AGENT_DIR", def: undefined, arg: "DIR", help: "pi agent dir (auth.json, models.json, settings.json, sessions); default: a new temporary dir removed on exit, so ~/.pi is never touched" },
 	{ name: "cwd", type: "string", env: "PI_GATEWAY_CWD", def: undefined, arg: "DIR", help: "workspace the agent's tools run in; default: the current dir with --model, a temporary dir holding hello.txt for the faux model" },
@@ -177,7 +184,9 @@ export function parseCli(argv, env = process.env) {
 
 	const idleText = String(text("idle-minutes")).trim();
 	const idleMinutes = Number(idleText);
-	if (idleText === "" || !Number.isFinite(idleMinutes) || idleMinutes <= 0) throw bad("idle-minutes", "a number of minutes > 0");
+	if (idleText === "" || !Number.isFinite(idleMinutes) || idleMinutes < 0 || idleMinutes > MAX_IDLE_MINUTES) {
+		throw bad("idle-minutes", `a number of minutes from 0 to ${MAX_IDLE_MINUTES}`);
+	}
 
 	const queueText = String(text("max-queue")).trim();
 	if (!/^\d+$/.test(queueText) || Number(queueText) < 1 || Number(queueText) > 1_000_000) {
@@ -220,6 +229,23 @@ export function parseCli(argv, env = process.env) {
 		}
 	}
 
+	let allowedHosts;
+	if (raw["allowed-hosts"].value !== undefined) {
+		allowedHosts = String(raw["allowed-hosts"].value)
+			.split(",")
+			.map((item) => item.trim().toLowerCase())
+			.filter(Boolean)
+			// The Host header carries an IPv6 address in brackets.
+			.map((item) => (isIP(item) === 6 ? `[${item}]` : item));
+		const wrong = allowedHosts.find((host) => !/^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]+\])$/.test(host));
+		if (allowedHosts.length === 0 || wrong !== undefined) {
+			throw bad(
+				"allowed-hosts",
+				`comma-separated host names or addresses without scheme or port (gw.example,10.0.0.5${wrong === undefined ? "" : `; not ${JSON.stringify(wrong)}`})`,
+			);
+		}
+	}
+
 	let model;
 	if (raw.model.value !== undefined) {
 		const spec = String(raw.model.value).trim();
@@ -250,9 +276,12 @@ export function parseCli(argv, env = process.env) {
 			webhook: Boolean(raw.webhook.value),
 			webhookPath,
 			webhookSecret,
+			webhookSecretGenerated: false,
+			webhookSessionKeys: Boolean(raw["webhook-session-keys"].value),
 			idleMinutes,
 			maxQueue,
 			cors,
+			allowedHosts,
 			model,
 			agentDir,
 			cwd,
@@ -278,6 +307,11 @@ function expandHome(path, env) {
 	return path;
 }
 
+/** A random webhook secret: 24 bytes from the system's CSPRNG, base64url (32 characters). */
+export function generateWebhookSecret() {
+	return randomBytes(24).toString("base64url");
+}
+
 /** The `GatewayConfig` for parsed options. */
 export function gatewayConfig(options) {
 	/** @type {Record<string, any>} */
@@ -289,12 +323,44 @@ export function gatewayConfig(options) {
 	};
 	if (options.token !== undefined) config.bearerToken = options.token;
 	if (options.webhookSecret !== undefined) config.webhook.secret = options.webhookSecret;
+	if (options.webhookSessionKeys) config.webhook.allowRequestSessionKey = true;
 	if (options.cors !== undefined) config.cors = { origins: options.cors };
+	if (options.allowedHosts !== undefined) config.allowedHosts = options.allowedHosts;
 	return config;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Agents: each is { primarySession, createSession(key), cwd, agentDir, label, close() }.
+
+/** True when `error` says that the package `name` itself (not one of its files) cannot be found. */
+function isMissingPackage(error, name) {
+	if (!error || typeof error !== "object") return false;
+	const code = /** @type {any} */ (error).code;
+	if (code !== "ERR_MODULE_NOT_FOUND" && code !== "MODULE_NOT_FOUND") return false;
+	const message = String(/** @type {any} */ (error).message ?? "");
+	return message.includes(`'${name}'`) || message.includes(`"${name}"`);
+}
+
+/**
+ * Runs `load` (an import of pi-coding-agent, or of a module that imports it); when the optional
+ * peer dependency (or pi-ai, which comes with it) is not installed, throws a StartupError that
+ * says what to install instead of a stack trace. Any other failure is rethrown as is.
+ * @template T
+ * @param {() => Promise<T>} load
+ * @returns {Promise<T>}
+ */
+export async function importPeer(load) {
+	try {
+		return await load();
+	} catch (error) {
+		if (isMissingPackage(error, PEER_PACKAGE) || isMissingPackage(error, "@mariozechner/pi-ai")) {
+			throw new StartupError(
+				`${PEER_PACKAGE} (pi's coding agent, an optional peer dependency) is not installed: install @mariozechner/pi-coding-agent, e.g. npm install ${PEER_PACKAGE}`,
+			);
+		}
+		throw error;
+	}
+}
 
 /**
  * Real pi sessions on a real model, with pi's own model registry and auth.
@@ -307,8 +373,9 @@ export function gatewayConfig(options) {
  * @param {{ model: { spec: string, provider: string, id: string }, cwd: string, agentDir: string }} options
  */
 export async function createModelPiAgent({ model: wanted, cwd, agentDir }) {
-	const pi = await import("@mariozechner/pi-coding-agent");
+	const pi = await importPeer(() => import("@mariozechner/pi-coding-agent"));
 	const { sanitizeSessionKey } = await import("../index.js");
+	const { closeSessions, trackSession } = await import("./faux-agent.js");
 	const authStorage = pi.AuthStorage.create(join(agentDir, "auth.json"));
 	const modelRegistry = pi.ModelRegistry.create(authStorage, join(agentDir, "models.json"));
 	const loadError = modelRegistry.getError();
@@ -319,6 +386,7 @@ export async function createModelPiAgent({ model: wanted, cwd, agentDir }) {
 
 	const settingsManager = pi.SettingsManager.create(cwd, agentDir);
 	const sessionsRoot = join(agentDir, "sessions");
+	/** The live sessions: the gateway disposes what it evicts, and trackSession drops it from here. */
 	/** @type {Set<any>} */
 	const sessions = new Set();
 	let closed = false;
@@ -334,8 +402,7 @@ export async function createModelPiAgent({ model: wanted, cwd, agentDir }) {
 			settingsManager,
 			sessionManager,
 		});
-		sessions.add(session);
-		return session;
+		return trackSession(sessions, session);
 	}
 
 	const primarySession = await newSession(pi.SessionManager.create(cwd, join(sessionsRoot, "primary")));
@@ -351,7 +418,6 @@ export async function createModelPiAgent({ model: wanted, cwd, agentDir }) {
 		async close() {
 			if (closed) return;
 			closed = true;
-			const { closeSessions } = await import("./faux-agent.js");
 			await closeSessions(sessions);
 		},
 	};
@@ -472,8 +538,15 @@ export function banner({ options, port, agent, agentDirIsTemp }) {
 		}`,
 	];
 	if (options.webhook) {
-		lines.push(`  webhook    POST ${base}${options.webhookPath} ${options.webhookSecret ? "(x-pi-webhook-secret required)" : "(no secret)"}`);
+		const secret = options.webhookSecretGenerated
+			? `(x-pi-webhook-secret: ${options.webhookSecret}, generated for this run; --webhook-secret or PI_GATEWAY_WEBHOOK_SECRET sets one)`
+			: options.webhookSecret
+				? "(x-pi-webhook-secret required)"
+				: "(no secret)";
+		lines.push(`  webhook    POST ${base}${options.webhookPath} ${secret}`);
+		if (options.webhookSessionKeys) lines.push(`             a body may name its session: sessionKey starting with "webhook:"`);
 	}
+	if (options.allowedHosts !== undefined) lines.push(`  hosts      ${options.allowedHosts.join(", ")} (besides loopback names)`);
 	if (options.cors !== undefined) lines.push(`  cors       ${options.cors === "*" ? "*" : options.cors.join(", ")}`);
 	lines.push(
 		"",
@@ -496,7 +569,14 @@ export function banner({ options, port, agent, agentDirIsTemp }) {
  * Runs the CLI. Resolves with the exit code once the gateway has stopped (or could not start);
  * the caller sets `process.exitCode` and lets Node exit by itself.
  * @param {string[]} argv
- * @param {{ env?: Record<string, string | undefined>, stdout?: NodeJS.WritableStream, stderr?: NodeJS.WritableStream }} [io]
+ * @param {{
+ *   env?: Record<string, string | undefined>,
+ *   stdout?: NodeJS.WritableStream,
+ *   stderr?: NodeJS.WritableStream,
+ *   configure?: (config: Record<string, any>) => void,
+ * }} [io]
+ *   `configure`, for tests that run the CLI in-process: may change the GatewayConfig built from
+ *   the flags before the runtime gets it (e.g. a short `session.sweepIntervalMs`).
  */
 export async function main(argv, io = {}) {
 	const env = io.env ?? process.env;
@@ -523,6 +603,14 @@ export async function main(argv, io = {}) {
 	const options = parsed.options;
 	if (!options.webhook && (options.webhookSecret !== undefined)) {
 		say("warning: a webhook secret is set but webhooks are off (add --webhook)");
+	}
+	if (!options.webhook && options.webhookSessionKeys) {
+		say("warning: --webhook-session-keys has no effect while webhooks are off (add --webhook)");
+	}
+	if (options.webhook && options.webhookSecret === undefined) {
+		// A webhook reaches an agent that runs tools: never without a secret. The banner prints it.
+		options.webhookSecret = generateWebhookSecret();
+		options.webhookSecretGenerated = true;
 	}
 
 	// Signals: the first one stops gracefully, a second one exits at once. Installed before
@@ -567,7 +655,7 @@ export async function main(argv, io = {}) {
 		if (options.model) {
 			agent = await createModelPiAgent({ model: options.model, cwd: options.cwd ?? process.cwd(), agentDir });
 		} else {
-			const { createFauxPiAgent, FAUX_PROVIDER, FAUX_MODEL_ID } = await import("./faux-agent.js");
+			const { createFauxPiAgent, FAUX_PROVIDER, FAUX_MODEL_ID } = await importPeer(() => import("./faux-agent.js"));
 			const faux = await createFauxPiAgent({ cwd: options.cwd, agentDir });
 			agent = { ...faux, close: () => faux.close(), label: `${FAUX_PROVIDER}/${FAUX_MODEL_ID}` };
 		}
@@ -576,8 +664,10 @@ export async function main(argv, io = {}) {
 		const { GatewayRuntime, setActiveGatewayRuntime } = await import("../index.js");
 		let created;
 		try {
+			const config = gatewayConfig(options);
+			io.configure?.(config);
 			created = new GatewayRuntime({
-				config: gatewayConfig(options),
+				config,
 				primarySessionKey: PRIMARY_SESSION_KEY,
 				primarySession: agent.primarySession,
 				createSession: (key) => agent.createSession(key),

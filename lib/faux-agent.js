@@ -1,7 +1,9 @@
 /**
  * faux-agent — real pi `AgentSession`s driven by pi-ai's offline faux model.
  *
- * Used by the `pi-gateway` CLI's default offline mode and by the JS tests: every session is a real
+ * Exported as `pi-gateway/faux` (`import { createFauxPiAgent } from "pi-gateway/faux"`), so an
+ * embedder can run a gateway with no API key and no network; also used by the `pi-gateway` CLI's
+ * default offline mode and by the JS tests. Every session is a real
  * `AgentSession` from `@mariozechner/pi-coding-agent` (its event stream, its tool execution, its
  * session files), but the model is pi-ai's faux provider, so nothing needs an API key and nothing
  * touches the network. Nothing is read from `~/.pi`: auth, models and settings are in memory,
@@ -46,6 +48,7 @@ import {
 	SessionManager,
 	SettingsManager,
 } from "@mariozechner/pi-coding-agent";
+import { sanitizeSessionKey } from "../index.js";
 
 /** @typedef {import("@mariozechner/pi-coding-agent").AgentSession} AgentSession */
 /** @typedef {import("@mariozechner/pi-ai").FauxProviderRegistration} FauxProviderRegistration */
@@ -215,9 +218,43 @@ function registerScriptedFaux(tokensPerSecond) {
 	return registration;
 }
 
-/** Same sanitizing as the gateway's `sanitizeSessionKey`. */
-function sanitizeKey(key) {
-	return String(key).replace(/[^a-zA-Z0-9._-]/g, "_");
+/**
+ * Adds `session` to `sessions` (the live ones) until it is disposed: its `dispose()` is wrapped
+ * to take it out of the set first. The gateway disposes the sessions it evicts or resets, so
+ * the set holds only live sessions and an evicted one can be garbage-collected.
+ * @param {Set<AgentSession>} sessions
+ * @param {AgentSession} session
+ * @returns {AgentSession} the same session
+ */
+export function trackSession(sessions, session) {
+	sessions.add(session);
+	const dispose = session.dispose;
+	session.dispose = function (...args) {
+		sessions.delete(session);
+		return dispose.apply(this, args);
+	};
+	return session;
+}
+
+/**
+ * Aborts what still runs and disposes every (live) session in the set, then empties it.
+ * Best effort: a session the gateway already disposed is fine.
+ * @param {Set<AgentSession>} sessions
+ */
+export async function closeSessions(sessions) {
+	for (const session of [...sessions]) {
+		try {
+			if (session.isStreaming) await session.abort();
+		} catch {
+			// still dispose it
+		}
+		try {
+			session.dispose();
+		} catch {
+			// already disposed by its owner
+		}
+	}
+	sessions.clear();
 }
 
 /**
@@ -241,30 +278,12 @@ function sanitizeKey(key) {
  *   close: () => Promise<void>,
  * }>}
  *   `faux` is the registration of the main model (its `state.callCount` counts model calls; do not
- *   call `setResponses` on it). `close()` aborts and disposes every session it created, unregisters
+ *   call `setResponses` on it). `close()` aborts and disposes every session it created that is not
+ *   disposed yet (it keeps no reference to a disposed one, see {@link trackSession}), unregisters
  *   both faux providers, and removes what it created (temporary dirs, or `hello.txt` in a given cwd).
+ *   `createSession(key)` stores the session in the directory `getGatewaySessionDir(key)` names for a
+ *   gateway whose primary session is this one (`sanitizeSessionKey`).
  */
-/**
- * Aborts what still runs and disposes every session in the set, then empties it.
- * Best effort: a session the gateway already disposed is fine.
- * @param {Set<import("@mariozechner/pi-coding-agent").AgentSession>} sessions
- */
-export async function closeSessions(sessions) {
-	for (const session of sessions) {
-		try {
-			if (session.isStreaming) await session.abort();
-		} catch {
-			// still dispose it
-		}
-		try {
-			session.dispose();
-		} catch {
-			// already disposed by its owner
-		}
-	}
-	sessions.clear();
-}
-
 export async function createFauxPiAgent(options = {}) {
 	/** Paths to remove on close: temp dirs we made, or the hello file we wrote into a given cwd. */
 	const created = [];
@@ -295,6 +314,7 @@ export async function createFauxPiAgent(options = {}) {
 	const modelRegistry = ModelRegistry.inMemory(authStorage);
 	const sessionsRoot = join(agentDir, "sessions");
 
+	/** The live sessions: a disposed one leaves the set (see trackSession). */
 	/** @type {Set<AgentSession>} */
 	const sessions = new Set();
 	let closed = false;
@@ -333,20 +353,22 @@ export async function createFauxPiAgent(options = {}) {
 			tools: ["read"],
 		});
 		// Hand `/slow` requests to the throttled registration; everything else to the main one.
+		// `cacheRetention: "none"`: pi-ai's faux provider simulates prompt caching in a map keyed
+		// by session id that it never empties (about 1 KB per session ever run); without it, a
+		// long-running gateway would keep something of every session it evicted.
 		const streamFn = session.agent.streamFn;
 		session.agent.streamFn = (requestModel, context, streamOptions) => {
 			const slow = parseFauxCommand(currentTurn(context).userText).name === "slow";
-			return streamFn(slow ? slowModel : requestModel, context, streamOptions);
+			return streamFn(slow ? slowModel : requestModel, context, { ...streamOptions, cacheRetention: "none" });
 		};
-		sessions.add(session);
-		return session;
+		return trackSession(sessions, session);
 	}
 
 	const primarySession = await newSession(join(sessionsRoot, "primary"));
 
 	return {
 		primarySession,
-		createSession: (key) => newSession(join(sessionsRoot, "gateway-sessions", sanitizeKey(key))),
+		createSession: (key) => newSession(join(sessionsRoot, "gateway-sessions", sanitizeSessionKey(key))),
 		cwd,
 		agentDir,
 		faux,
