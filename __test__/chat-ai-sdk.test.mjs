@@ -726,12 +726,17 @@ describe("CORS on the chat route", () => {
 		assert.equal(text, "You said: cors");
 	});
 
-	it("gives a disallowed origin no access-control-allow-origin, on the preflight or the stream", async () => {
-		const pre = await preflight(listed.port, OTHER);
-		assert.equal(pre.headers["access-control-allow-origin"], undefined);
-		const res = await chatFrom(listed.port, OTHER, "cors-other");
-		assert.equal(res.headers["access-control-allow-origin"], undefined);
-		assert.equal(res.status, 200, "CORS is enforced by the browser; the server still answers");
+	const assertOriginRefused = (res, what) => {
+		assert.equal(res.status, 403, `${what}: ${res.body}`);
+		assert.equal(res.headers["content-type"], "application/json; charset=utf-8", what);
+		assert.deepEqual(JSON.parse(res.body), { error: "Origin not allowed" }, what);
+		assert.deepEqual(corsHeaderNames(res.headers), [], `${what}: ${JSON.stringify(res.headers)}`);
+	};
+
+	it("refuses a disallowed origin 403 Origin not allowed, with no CORS headers, on the preflight and the stream, and runs nothing", async () => {
+		assertOriginRefused(await preflight(listed.port, OTHER), "preflight");
+		assertOriginRefused(await chatFrom(listed.port, OTHER, "cors-other"), "chat");
+		assert.equal(listed.sessions.get("cors-other")?.messages.length ?? 0, 0, "nothing ran for the refused origin");
 	});
 
 	it('allows any origin with origins "*"', async () => {
@@ -743,11 +748,17 @@ describe("CORS on the chat route", () => {
 		assert.equal(res.headers["access-control-allow-origin"], "*");
 	});
 
-	it("sends no CORS headers at all when cors is not configured", async () => {
-		const pre = await preflight(none.port, ALLOWED);
-		assert.deepEqual(corsHeaderNames(pre.headers), [], JSON.stringify(pre.headers));
-		const res = await chatFrom(none.port, ALLOWED, "cors-none");
-		assert.equal(res.status, 200);
+	it("refuses a foreign origin 403 with no CORS headers when cors is not configured, and runs nothing", async () => {
+		assertOriginRefused(await preflight(none.port, ALLOWED), "preflight");
+		assertOriginRefused(await chatFrom(none.port, ALLOWED, "cors-none"), "chat");
+		assert.equal(none.sessions.get("cors-none")?.messages.length ?? 0, 0, "nothing ran for the refused origin");
+	});
+
+	it("without cors configured, the gateway's own origin is served, with no CORS headers", async () => {
+		const own = `http://127.0.0.1:${none.port}`;
+		const res = await chatFrom(none.port, own, "cors-own");
+		assert.equal(res.status, 200, res.body);
 		assert.deepEqual(corsHeaderNames(res.headers), [], JSON.stringify(res.headers));
+		assert.equal(res.body.split("\n\n").filter(Boolean).at(-1), "data: [DONE]");
 	});
 });

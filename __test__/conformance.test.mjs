@@ -40,6 +40,8 @@ const GATEWAY_CONFIG = {
 };
 
 const JSON_TYPE = "application/json; charset=utf-8";
+const BOUNDARY = "conformance-boundary";
+const MULTIPART_BODY = `--${BOUNDARY}\r\ncontent-disposition: form-data; name="text"\r\n\r\nhi\r\n--${BOUNDARY}--\r\n`;
 const STREAM_TEXT = /^(t\d+@\d+\.\d{3};)*$/;
 
 /** The message JSON.parse gives for `text` on this Node (the seed runs on the same binary). */
@@ -135,6 +137,34 @@ const EXCEPTIONS = {
 		gateway: { status: 404, contentType: JSON_TYPE, body: { error: "Session not found: ghost" } },
 		reason: "SPEC §4: POST /sessions/:key/reset, unknown key → 404",
 	},
+	"a webhook naming its session": {
+		seed: { status: 200, contentType: JSON_TYPE, body: { ok: true, response: "ok", sessionKey: "wh" } },
+		gateway: {
+			status: 400,
+			contentType: JSON_TYPE,
+			body: { error: "Invalid sessionKey: webhook bodies may not name a session (set webhook.allowRequestSessionKey)" },
+		},
+		reason: "SPEC section 16: a webhook body sessionKey → 400 unless webhook.allowRequestSessionKey (the seed let it name any session)",
+	},
+	"a text/plain body holding JSON (an HTML form's enctype)": {
+		seed: { status: 200, contentType: JSON_TYPE, body: { ok: true, response: "ok", sessionKey: "form" } },
+		gateway: { status: 415, contentType: JSON_TYPE, body: { error: "Unsupported Content-Type text/plain: send application/json" } },
+		reason: "SPEC section 16: a content type an HTML form can send (text/plain) → 415 (the seed read any body as JSON)",
+	},
+	"a multipart/form-data body": {
+		seed: { status: 500, contentType: JSON_TYPE, body: { error: parseError(MULTIPART_BODY) } },
+		gateway: { status: 415, contentType: JSON_TYPE, body: { error: "Unsupported Content-Type multipart/form-data: send application/json" } },
+		reason: "SPEC section 16: a content type an HTML form can send (multipart/form-data) → 415",
+	},
+	"a urlencoded body from a browser (Sec-Fetch-*)": {
+		seed: { status: 200, contentType: JSON_TYPE, body: { ok: true, response: "ok", sessionKey: "form" } },
+		gateway: {
+			status: 415,
+			contentType: JSON_TYPE,
+			body: { error: "Unsupported Content-Type application/x-www-form-urlencoded: send application/json" },
+		},
+		reason: "SPEC section 16: urlencoded from a browser (Origin or Sec-Fetch-*) → 415; curl -d keeps working",
+	},
 	"GET an unknown session": {
 		seed: { status: 200, contentType: JSON_TYPE, body: { session: snapshotOf("ghost", 0) } },
 		gateway: { status: 404, contentType: JSON_TYPE, body: { error: "Session not found: ghost" } },
@@ -217,7 +247,6 @@ async function runScript(port) {
 	// Webhooks.
 	await call("a webhook with a sender", "POST", "/webhook", { headers: hook, body: { text: "hi", sender: "bob" } });
 	await call("a webhook on a route", "POST", "/webhook/ci/build", { headers: hook, body: { text: "hi" } });
-	await call("a webhook naming its session", "POST", "/webhook/x", { headers: hook, body: { text: "hi", sessionKey: "wh" } });
 	await call("a webhook with a wrong secret", "POST", "/webhook", { headers: { "x-pi-webhook-secret": "nope" }, body: { text: "hi" } });
 	await call("a webhook without a secret", "POST", "/webhook", { body: { text: "hi" } });
 	await call("a webhook with blank text", "POST", "/webhook", { headers: hook, body: { text: "" } });
@@ -268,6 +297,24 @@ async function runScript(port) {
 	await call("abort an unknown session", "POST", "/sessions/ghost/abort", { headers: auth });
 	await call("reset an unknown session", "POST", "/sessions/ghost/reset", { headers: auth });
 	await call("GET an unknown session", "GET", "/sessions/ghost", { headers: auth });
+	await call("a webhook naming its session", "POST", "/webhook/x", { headers: hook, body: { text: "hi", sessionKey: "wh" } });
+	await call("a text/plain body holding JSON (an HTML form's enctype)", "POST", "/sessions/form/messages", {
+		headers: { ...auth, "content-type": "text/plain" },
+		body: '{"text":"hi"}',
+	});
+	await call("a multipart/form-data body", "POST", "/sessions/form/messages", {
+		headers: { ...auth, "content-type": `multipart/form-data; boundary=${BOUNDARY}` },
+		body: MULTIPART_BODY,
+	});
+	await call("a urlencoded body from a browser (Sec-Fetch-*)", "POST", "/sessions/form/messages", {
+		headers: { ...auth, "content-type": "application/x-www-form-urlencoded", "sec-fetch-site": "same-origin", "sec-fetch-mode": "navigate" },
+		body: '{"text":"hi"}',
+	});
+	// curl -d: urlencoded without Origin or Sec-Fetch-* is still read as JSON, by both.
+	await call("a urlencoded body without browser headers (curl -d)", "POST", "/sessions/curl/messages", {
+		headers: { ...auth, "content-type": "application/x-www-form-urlencoded" },
+		body: '{"text":"hi"}',
+	});
 	return steps;
 }
 

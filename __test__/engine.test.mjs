@@ -20,6 +20,9 @@ import {
 } from "../index.js";
 import { collect, Ledger, SOON_MS, sleep, waitFor, within } from "./helpers/engine-util.mjs";
 
+/** A real 1×1 PNG, in base64 (images are checked against their mime type's signature). */
+const TINY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
 /** A stream that runs until it is aborted (100 000 tokens, one every 10 ms). */
 const FOREVER = "/stream 100000 10";
 
@@ -154,9 +157,14 @@ describe("enqueueMessage", () => {
 	});
 
 	it("hands prompt() the text, the images and the source, which defaults to extension", async (t) => {
-		const { ledger, prompts } = await gateway(t);
-		const images = [{ type: "image", data: "aGVsbG8=", mimeType: "image/png" }];
+		const { rt, ledger, prompts } = await gateway(t);
+		const images = [{ type: "image", data: TINY_PNG, mimeType: "image/png" }];
 		await ledger.send({ sessionKey: "p", text: "with image", images, source: "rpc" });
+		// Bytes that are not the PNG they claim to be are refused at the door, and nothing is prompted.
+		await assert.rejects(
+			rt.enqueueMessage({ sessionKey: "p", text: "not a png", images: [{ type: "image", data: "aGVsbG8=", mimeType: "image/png" }] }),
+			(error) => error instanceof Error && /^Invalid images\[0\]\.data: /.test(error.message),
+		);
 		await ledger.send({ sessionKey: "p", text: "plain" });
 		const calls = prompts.filter((p) => p.key === "p");
 		assert.equal(calls.length, 2);

@@ -604,10 +604,11 @@ test("a client that is slow to send its headers is disconnected after limits.hea
 	assert.equal((await api(base, "GET", "/health")).status, 200);
 });
 
-test("idle connections are capped at limits.maxConnections; past the cap new connections are refused, and room returns when some close", async (t) => {
+test("idle connections are capped at limits.maxConnections plus limits.reserveConnections: the reserve answers only /health, past it new connections are closed, and room returns when some close", async (t) => {
+	const primary = createDouble("main");
 	const { port, base } = await startGateway(t, {
-		config: baseConfig({ limits: { maxConnections: 50, headerTimeoutMs: 30000 } }),
-		primarySession: createDouble("main"),
+		config: baseConfig({ limits: { maxConnections: 50, reserveConnections: 1, headerTimeoutMs: 30000 } }),
+		primarySession: primary,
 		createSession: createDoubleFactory(),
 	});
 	const rssBefore = rss();
@@ -620,10 +621,39 @@ test("idle connections are capped at limits.maxConnections; past the cap new con
 	}
 	await sleep(300); // let the accept loop take all 50
 
+	// The 51st connection lands in the reserve (keep-alive off): GET /health answers and the
+	// connection closes after it.
+	const health = await rawExchange(port, rawRequest("GET", "/health"), { timeoutMs: 3000 });
+	assert.equal(health.responses[0]?.status, 200, `a reserve connection is served /health; raw: ${JSON.stringify(health.raw.toString())}`);
+	assert.deepEqual(JSON.parse(health.responses[0].body), { ok: true, ready: true });
+	assert.equal(health.responses[0].headers.connection, "close", "no keep-alive in the reserve");
+
+	// Anything else on a reserve connection is 503 Too many connections with Retry-After, and runs nothing.
+	const busy = await waitFor(
+		async () => {
+			const r = await rawExchange(port, rawRequest("POST", "/sessions/main/messages", { headers: { "Content-Type": "application/json" }, body: '{"text":"hi"}' }), { timeoutMs: 2000 });
+			return r.responses.length ? r : null; // the last reserve connection may still be closing
+		},
+		5000,
+		"a reserve connection to answer the message",
+		50,
+	);
+	assert.equal(busy.responses[0].status, 503, busy.raw.toString());
+	assert.equal(busy.responses[0].headers["retry-after"], "1");
+	assert.equal(busy.responses[0].headers["content-type"], "application/json; charset=utf-8");
+	assert.deepEqual(JSON.parse(busy.responses[0].body), { error: "Too many connections" });
+	assert.equal(primary.calls.prompt, 0, "a reserve connection runs nothing");
+
+	// With the reserve held by an idle connection, the next one is closed at accept, unanswered.
+	await sleep(100); // let the reserve connections above finish closing on the server
+	const reserveHolder = await openSocket(port);
+	reserveHolder.on("error", () => {});
+	sockets.push(reserveHolder);
+	await sleep(100);
 	const refused = await rawExchange(port, rawRequest("GET", "/health"), { timeoutMs: 3000 });
-	assert.equal(refused.responses.length, 0, "a 51st connection must not be served");
-	assert.equal(refused.closed, true, "the 51st connection is closed by the server, not left hanging");
-	assert.ok(sockets.every((s) => !s.destroyed), "the 50 idle connections stay open");
+	assert.equal(refused.responses.length, 0, "a connection past the cap and the reserve must not be served");
+	assert.equal(refused.closed, true, "it is closed by the server, not left hanging");
+	assert.ok(sockets.slice(0, 50).every((s) => !s.destroyed), "the 50 idle connections stay open");
 
 	for (const s of sockets.splice(0, 10)) s.destroy();
 	const served = await waitFor(

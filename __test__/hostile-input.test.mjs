@@ -11,8 +11,14 @@
 // - A key is any non-empty UTF-8 string of at most 1024 bytes after decoding, including "/",
 //   NUL and raw non-ASCII bytes sent unencoded; invalid UTF-8 (encoded or raw) is refused.
 // - The query string and fragment are ignored.
-// - The request's content-type is ignored: a text/plain body holding a JSON object is
-//   accepted; anything that does not parse as a JSON object is 400 "Invalid JSON body".
+// - Content types an HTML form can send are refused before the body is read (SPEC section 16):
+//   text/plain and multipart/form-data → 415, and application/x-www-form-urlencoded too when
+//   the request carries an Origin or a Sec-Fetch-* header. Any other content type (or none,
+//   or urlencoded as curl -d sends it) is read as JSON; anything that does not parse as a
+//   JSON object is 400 "Invalid JSON body".
+// - Raw requests send a loopback Host (localhost, 127.0.0.1): the Host check against DNS
+//   rebinding is tested in safe-guard.test.mjs.
+// - /chat has its own body limit, limits.maxChatBodyBytes, set here to twice maxBodyBytes.
 // - Transport-level garbage is answered by hyper itself, with an empty body and
 //   `connection: close`: 400 (bad request line, header syntax, bad or conflicting
 //   Content-Length, unsupported Transfer-Encoding, unknown HTTP versions — hyper does not use
@@ -43,6 +49,7 @@ import {
 const TOKEN = "tok-secret";
 const SECRET = "hook-secret";
 const LIMIT = 64 * 1024;
+const CHAT_LIMIT = 2 * LIMIT;
 const AUTH = { Authorization: `Bearer ${TOKEN}` };
 
 // ---------------------------------------------------------------- the gateway under attack
@@ -61,7 +68,7 @@ before(async () => {
 			config: baseConfig({
 				bearerToken: TOKEN,
 				webhook: { enabled: true, basePath: "/webhook", secret: SECRET },
-				limits: { maxBodyBytes: LIMIT },
+				limits: { maxBodyBytes: LIMIT, maxChatBodyBytes: CHAT_LIMIT },
 			}),
 			primarySession: primary,
 			createSession: factory,
@@ -101,6 +108,7 @@ const MISSING = E("Missing text");
 const TOO_LARGE = E(`Request body too large (limit ${LIMIT} bytes)`);
 const NOT_ALLOWED = E("Method not allowed");
 const BAD_SECRET = E("Invalid webhook secret");
+const UNSUPPORTED = (type) => E(`Unsupported Content-Type ${type}: send application/json`);
 const HYPER_400 = { status: 400, body: "", headers: { connection: "close" } };
 
 const long = (n) => "a".repeat(n);
@@ -139,9 +147,9 @@ const cases = [
 	{ name: "a malformed escape: %ZZ", send: A("GET", "/sessions/%ZZ"), status: 400, body: BAD_KEY },
 	{ name: "a truncated escape: abc%", send: A("GET", "/sessions/abc%"), status: 400, body: BAD_KEY },
 	{ name: "a half escape: %4", send: A("GET", "/sessions/%4"), status: 400, body: BAD_KEY },
-	{ name: "raw UTF-8 bytes in the path are a key", send: B("GET /sessions/caf", Buffer.from([0xc3, 0xa9]), ` HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`), status: 404, body: E("Session not found: café") },
-	{ name: "a raw 0xFF byte in the path", send: B("GET /sessions/a", Buffer.from([0xff]), ` HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`), ...HYPER_400 },
-	{ name: "a control character in the path", send: B(`GET /sessions/a\x01b HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`), ...HYPER_400 },
+	{ name: "raw UTF-8 bytes in the path are a key", send: B("GET /sessions/caf", Buffer.from([0xc3, 0xa9]), ` HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`), status: 404, body: E("Session not found: café") },
+	{ name: "a raw 0xFF byte in the path", send: B("GET /sessions/a", Buffer.from([0xff]), ` HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`), ...HYPER_400 },
+	{ name: "a control character in the path", send: B(`GET /sessions/a\x01b HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`), ...HYPER_400 },
 	{ name: "the query string is ignored, even malformed", send: A("GET", "/sessions/main?x=%zz&y"), status: 200 },
 	{ name: "an absolute-form target is routed by its path", send: U("GET", "http://127.0.0.1/health"), status: 200, body: { ok: true, ready: true } },
 	{ name: "an asterisk-form target matches nothing", send: A("GET", "*"), status: 404, body: NOT_FOUND },
@@ -153,15 +161,15 @@ const cases = [
 	{ name: "120 headers", send: U("GET", "/health", { headers: Object.fromEntries(Array.from({ length: 120 }, (_, i) => [`X-H${i}`, "v"])) }), status: 431, body: "" },
 	{ name: "two Authorization headers, both right", send: U("GET", "/sessions", { headers: { Authorization: [`Bearer ${TOKEN}`, `Bearer ${TOKEN}`] } }), status: 401, body: UNAUTH },
 	{ name: "two Authorization headers, one wrong", send: U("GET", "/sessions", { headers: { Authorization: ["Bearer nope", `Bearer ${TOKEN}`] } }), status: 401, body: UNAUTH },
-	{ name: "two different Content-Length headers", send: B(`POST /sessions/main/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{} `), ...HYPER_400 },
-	{ name: "two equal Content-Length headers are one", send: B(`POST /sessions/main/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}`), status: 400, body: MISSING },
+	{ name: "two different Content-Length headers", send: B(`POST /sessions/main/messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{} `), ...HYPER_400 },
+	{ name: "two equal Content-Length headers are one", send: B(`POST /sessions/main/messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}`), status: 400, body: MISSING },
 	{ name: "Content-Length and chunked: chunked wins and the connection closes", send: B(A("POST", "/sessions/main/messages", { headers: { "Content-Length": "4", "Transfer-Encoding": "chunked" } }), chunked("[1]")), status: 400, body: BAD_JSON, headers: { connection: "close" } },
 	{ name: "a Transfer-Encoding other than chunked", send: A("POST", "/sessions/main/messages", { headers: { "Transfer-Encoding": "gzip" }, body: "[1]" }), ...HYPER_400 },
 	{ name: "a non-numeric Content-Length", send: A("POST", "/sessions/main/messages", { headers: { "Content-Length": "abc" }, body: "{}" }), ...HYPER_400 },
 	{ name: "a negative Content-Length", send: A("POST", "/sessions/main/messages", { headers: { "Content-Length": "-1" }, body: "{}" }), ...HYPER_400 },
 	{ name: "a Content-Length past 2^64", send: A("POST", "/sessions/main/messages", { headers: { "Content-Length": "99999999999999999999999" } }), ...HYPER_400 },
-	{ name: "header folding (obs-fold)", send: B("GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n"), ...HYPER_400 },
-	{ name: "a space in a header name", send: B("GET /health HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n"), ...HYPER_400 },
+	{ name: "header folding (obs-fold)", send: B("GET /health HTTP/1.1\r\nHost: localhost\r\nX-A: a\r\n b\r\n\r\n"), ...HYPER_400 },
+	{ name: "a space in a header name", send: B("GET /health HTTP/1.1\r\nHost: localhost\r\nBad Header: v\r\n\r\n"), ...HYPER_400 },
 	{ name: "two webhook secret headers, both right", send: U("POST", "/webhook", { headers: { "x-pi-webhook-secret": [SECRET, SECRET] }, body: msg("hi") }), status: 401, body: BAD_SECRET },
 
 	// ---- odd methods
@@ -181,11 +189,18 @@ const cases = [
 	{ name: "an unauthenticated DELETE learns nothing", send: U("DELETE", "/sessions"), status: 401, body: UNAUTH },
 	{ name: "an unauthenticated request to a bogus path learns nothing", send: U("POST", "/sessions/main/bogus"), status: 401, body: UNAUTH },
 
-	// ---- content types (ignored) and bodies
-	{ name: "text/plain holding a JSON object is accepted", send: A("POST", "/sessions/main/messages", { headers: { "Content-Type": "text/plain" }, body: msg("plain") }), status: 200, body: { ok: true, response: "echo:plain", sessionKey: "main" }, prompts: 1 },
+	// ---- content types (form types refused) and bodies
+	{ name: "text/plain holding a JSON object is refused 415", send: A("POST", "/sessions/main/messages", { headers: { "Content-Type": "text/plain" }, body: msg("plain") }), status: 415, body: UNSUPPORTED("text/plain") },
+	{ name: "text/plain with parameters, in capitals, is refused 415", send: A("POST", "/sessions/main/messages", { headers: { "Content-Type": " TEXT/Plain ; charset=UTF-8" }, body: msg("plain") }), status: 415, body: UNSUPPORTED("text/plain") },
+	{ name: "text/plain on a webhook is refused 415", send: U("POST", "/webhook", { headers: { "x-pi-webhook-secret": SECRET, "Content-Type": "text/plain" }, body: msg("plain") }), status: 415, body: UNSUPPORTED("text/plain") },
+	{ name: "text/plain on chat is refused 415", send: A("POST", "/sessions/main/chat", { headers: { "Content-Type": "text/plain" }, body: msg("plain") }), status: 415, body: UNSUPPORTED("text/plain") },
 	{ name: "no content-type at all is accepted", send: A("POST", "/sessions/main/messages", { body: msg("bare") }), status: 200, body: { ok: true, response: "echo:bare", sessionKey: "main" }, prompts: 1 },
+	{ name: "application/json is accepted", send: A("POST", "/sessions/main/messages", { headers: { "Content-Type": "application/json" }, body: msg("json") }), status: 200, body: { ok: true, response: "echo:json", sessionKey: "main" }, prompts: 1 },
 	{ name: "a form-encoded body", send: A("POST", "/sessions/main/messages", { headers: { "Content-Type": "application/x-www-form-urlencoded" }, body: "text=hi" }), status: 400, body: BAD_JSON },
-	{ name: "a multipart body", send: A("POST", "/sessions/main/messages", { headers: { "Content-Type": "multipart/form-data; boundary=x" }, body: '--x\r\nContent-Disposition: form-data; name="text"\r\n\r\nhi\r\n--x--\r\n' }), status: 400, body: BAD_JSON },
+	{ name: "urlencoded holding JSON without browser headers (curl -d) is accepted", send: A("POST", "/sessions/main/messages", { headers: { "Content-Type": "application/x-www-form-urlencoded" }, body: msg("curl") }), status: 200, body: { ok: true, response: "echo:curl", sessionKey: "main" }, prompts: 1 },
+	{ name: "urlencoded with a Sec-Fetch-* header (a browser's form) is refused 415", send: A("POST", "/sessions/main/messages", { headers: { "Content-Type": "application/x-www-form-urlencoded", "Sec-Fetch-Mode": "navigate" }, body: msg("form") }), status: 415, body: UNSUPPORTED("application/x-www-form-urlencoded") },
+	{ name: "urlencoded with the gateway's own Origin is refused 415", send: A("POST", "/sessions/main/messages", { headers: { "Content-Type": "application/x-www-form-urlencoded", Origin: "http://127.0.0.1" }, body: msg("form") }), status: 415, body: UNSUPPORTED("application/x-www-form-urlencoded") },
+	{ name: "a multipart body is refused 415", send: A("POST", "/sessions/main/messages", { headers: { "Content-Type": "multipart/form-data; boundary=x" }, body: '--x\r\nContent-Disposition: form-data; name="text"\r\n\r\nhi\r\n--x--\r\n' }), status: 415, body: UNSUPPORTED("multipart/form-data") },
 	{ name: "arrays nested 10,000 deep", send: A("POST", "/sessions/main/messages", { body: "[".repeat(10000) + "]".repeat(10000) }), status: 400, body: BAD_JSON },
 	{ name: "objects nested 10,000 deep", send: A("POST", "/sessions/main/messages", { body: '{"a":'.repeat(10000) + "1" + "}".repeat(10000) }), status: 400, body: BAD_JSON },
 	{ name: "deep nesting inside a valid object", send: A("POST", "/sessions/main/messages", { body: `{"text":"hi","x":${"[".repeat(5000)}${"]".repeat(5000)}}` }), status: 400, body: BAD_JSON },
@@ -211,7 +226,8 @@ const cases = [
 	{ name: "a body one byte past the limit", send: A("POST", "/sessions/main/messages", { body: JSON.stringify({ text: "x".repeat(LIMIT - 11 + 1) }) }), status: 413, body: TOO_LARGE },
 	{ name: "a body exactly at the limit is accepted", send: A("POST", "/sessions/main/messages", { body: JSON.stringify({ text: "x".repeat(LIMIT - 11) }) }), status: 200, prompts: 1 },
 	{ name: "a chunked body past the limit, no Content-Length", send: B(A("POST", "/sessions/main/messages", { headers: { "Transfer-Encoding": "chunked" } }), chunked(JSON.stringify({ text: "x".repeat(LIMIT + 5000) }), 8192)), status: 413, body: TOO_LARGE },
-	{ name: "a chat body past the limit", send: A("POST", "/sessions/main/chat", { headers: { "Content-Length": String(LIMIT * 4) } }), status: 413, body: TOO_LARGE },
+	{ name: "a chat body past limits.maxChatBodyBytes", send: A("POST", "/sessions/main/chat", { headers: { "Content-Length": String(CHAT_LIMIT + 1) } }), status: 413, body: E(`Request body too large (limit ${CHAT_LIMIT} bytes)`) },
+	{ name: "a chat body past maxBodyBytes but within maxChatBodyBytes is read", send: A("POST", "/sessions/main/chat", { body: JSON.stringify({ text: "big chat", pad: "x".repeat(LIMIT + 1000) }) }), status: 200, prompts: 1 },
 	{ name: "a webhook body past the limit", send: U("POST", "/webhook", { headers: { "x-pi-webhook-secret": SECRET, "Content-Length": String(LIMIT * 4) } }), status: 413, body: TOO_LARGE },
 
 	// ---- chunked bodies
@@ -228,7 +244,7 @@ const cases = [
 	{ name: "HTTP/1.2", send: U("GET", "/health", { version: "HTTP/1.2" }), ...HYPER_400 },
 	{ name: "HTTP/3.0", send: U("GET", "/health", { version: "HTTP/3.0" }), ...HYPER_400 },
 	{ name: "an HTTP/2 preface is not answered; the connection closes", send: B("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), noResponse: true, closed: true },
-	{ name: "bare LF line endings are accepted", send: B("GET /health HTTP/1.1\nHost: x\n\n"), status: 200, body: { ok: true, ready: true } },
+	{ name: "bare LF line endings are accepted", send: B("GET /health HTTP/1.1\nHost: localhost\n\n"), status: 200, body: { ok: true, ready: true } },
 	{ name: "Expect: 100-continue gets 100 then the answer", send: [A("POST", "/sessions/main/messages", { headers: { Expect: "100-continue", "Content-Length": "2" } }), "{}"], statuses: [100, 400], bodies: ["", MISSING] },
 
 	// ---- pipelining
@@ -236,7 +252,7 @@ const cases = [
 	{ name: "a pipelined bad request does not poison the next", send: B(A("POST", "/sessions/main/messages", { body: "{bad" }), U("GET", "/health")), statuses: [400, 200], bodies: [BAD_JSON, { ok: true, ready: true }] },
 	{ name: "three pipelined messages run in order", send: B(...["p1", "p2", "p3"].map((t) => A("POST", "/sessions/main/messages", { body: msg(t) }))), statuses: [200, 200, 200], bodies: ["p1", "p2", "p3"].map((t) => ({ ok: true, response: `echo:${t}`, sessionKey: "main" })), prompts: 3 },
 	{ name: "after a chunked 413 the connection resynchronizes", send: B(A("POST", "/sessions/main/messages", { headers: { "Transfer-Encoding": "chunked" } }), chunked(JSON.stringify({ text: "x".repeat(LIMIT + 5000) }), 8192), U("GET", "/health")), statuses: [413, 200], bodies: [TOO_LARGE, { ok: true, ready: true }] },
-	{ name: "a smuggled request inside a JSON body is not executed", send: A("POST", "/sessions/main/messages", { body: `{"text":"x"\r\n\r\nPOST /sessions/main/reset HTTP/1.1\r\nHost: x\r\n\r\n` }), status: 400, body: BAD_JSON },
+	{ name: "a smuggled request inside a JSON body is not executed", send: A("POST", "/sessions/main/messages", { body: `{"text":"x"\r\n\r\nPOST /sessions/main/reset HTTP/1.1\r\nHost: localhost\r\n\r\n` }), status: 400, body: BAD_JSON },
 
 	// ---- auth variants
 	{ name: "no Authorization header", send: U("GET", "/sessions"), status: 401, body: UNAUTH },
@@ -255,7 +271,7 @@ const cases = [
 	{ name: "no space between scheme and token", send: U("GET", "/sessions", { headers: { Authorization: `Bearer${TOKEN}` } }), status: 401, body: UNAUTH },
 	{ name: "another scheme with the right token", send: U("GET", "/sessions", { headers: { Authorization: `Token ${TOKEN}` } }), status: 401, body: UNAUTH },
 	{ name: "the token alone", send: U("GET", "/sessions", { headers: { Authorization: TOKEN } }), status: 401, body: UNAUTH },
-	{ name: "a non-ASCII byte after the token", send: B(`GET /sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}`, Buffer.from([0xe9]), "\r\n\r\n"), status: 401, body: UNAUTH },
+	{ name: "a non-ASCII byte after the token", send: B(`GET /sessions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TOKEN}`, Buffer.from([0xe9]), "\r\n\r\n"), status: 401, body: UNAUTH },
 	{ name: "the token in the query string", send: U("GET", `/sessions?token=${TOKEN}&access_token=${TOKEN}`), status: 401, body: UNAUTH },
 	{ name: "the token in another header", send: U("GET", "/sessions", { headers: { "X-Authorization": `Bearer ${TOKEN}`, "Proxy-Authorization": `Bearer ${TOKEN}` } }), status: 401, body: UNAUTH },
 	{ name: "/ready needs the token", send: U("GET", "/ready"), status: 401, body: UNAUTH },

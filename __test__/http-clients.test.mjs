@@ -1,7 +1,8 @@
 // The gateway through real clients: the curl binary for the JSON routes and webhooks, the
 // `eventsource` package (v4) for the event stream, and raw node:net sockets for what no
 // polite client sends — garbage request lines, headers dribbled slower than
-// limits.headerTimeoutMs, pipelined requests, and more connections than limits.maxConnections.
+// limits.headerTimeoutMs, pipelined requests, and more connections than limits.maxConnections
+// and its reserve (limits.reserveConnections).
 //
 // Run: node --test __test__/http-clients.test.mjs
 
@@ -302,7 +303,7 @@ describe("raw sockets: malformed HTTP, slow headers, pipelining", { timeout: 400
 	test("a request head past the header size limit is refused and the server keeps serving", async () => {
 		const conn = await rawConnect(gw.port);
 		try {
-			await conn.write(`GET /health HTTP/1.1\r\nHost: t\r\nX-Big: ${"a".repeat(512 * 1024)}\r\n\r\n`);
+			await conn.write(`GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: ${"a".repeat(512 * 1024)}\r\n\r\n`);
 			await Promise.race([conn.closed, delay(5000, undefined, { ref: false })]);
 			assert.ok(conn.isClosed);
 			assert.doesNotMatch(conn.data, /^HTTP\/1\.1 200/);
@@ -317,7 +318,7 @@ describe("raw sockets: malformed HTTP, slow headers, pipelining", { timeout: 400
 		const started = Date.now();
 		const conn = await rawConnect(gw.port);
 		try {
-			await conn.write("GET /health HTTP/1.1\r\nHost: t\r\n");
+			await conn.write("GET /health HTTP/1.1\r\nHost: localhost\r\n");
 			// One header line every 100 ms for up to 6 s: far past the 300 ms allowed.
 			for (let i = 0; i < 60 && !conn.isClosed; i++) {
 				await delay(100);
@@ -362,11 +363,11 @@ describe("raw sockets: malformed HTTP, slow headers, pipelining", { timeout: 400
 		try {
 			const body = JSON.stringify({ text: "piped" });
 			await conn.write(
-				"GET /health HTTP/1.1\r\nHost: t\r\n\r\n" +
-					"GET /sessions/pipe HTTP/1.1\r\nHost: t\r\n\r\n" +
-					`POST /sessions/pipe/messages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}` +
-					"HEAD /health HTTP/1.1\r\nHost: t\r\n\r\n" +
-					"GET /sessions/pipe HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+				"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n" +
+					"GET /sessions/pipe HTTP/1.1\r\nHost: localhost\r\n\r\n" +
+					`POST /sessions/pipe/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}` +
+					"HEAD /health HTTP/1.1\r\nHost: localhost\r\n\r\n" +
+					"GET /sessions/pipe HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
 			);
 			await Promise.race([conn.closed, delay(10000, undefined, { ref: false })]);
 			// HEAD carries a content-length but no body: split it out by hand.
@@ -410,32 +411,93 @@ function splitAfterHead(text, n) {
 describe("limits.maxConnections", { timeout: 30000 }, () => {
 	let gw;
 	before(async () => {
-		gw = await startGateway({ config: { limits: { maxConnections: 5 } } });
+		gw = await startGateway({ config: { limits: { maxConnections: 5, reserveConnections: 1 } } });
 	});
 	after(() => gw?.stop());
 
-	test("past limits.maxConnections a new connection is closed, and /health works again once they go", async () => {
+	/** A connection of the reserve: sends `head`, reads one answer, and sees the server close it (no keep-alive). */
+	async function throughReserve(head) {
+		return waitUntil(
+			async () => {
+				const conn = await rawConnect(gw.port);
+				try {
+					conn.socket.write(head);
+					await Promise.race([conn.closed, delay(5000, undefined, { ref: false })]);
+					assert.ok(conn.isClosed, "a reserve connection is closed after its answer");
+					// Empty: the previous reserve connection had not left yet, so this one was closed at accept.
+					return conn.data ? parseResponses(conn.data) : null;
+				} finally {
+					conn.destroy();
+				}
+			},
+			{ timeoutMs: 5000, intervalMs: 50, message: "a reserve connection to be answered" },
+		);
+	}
+
+	test("past limits.maxConnections a reserve of limits.reserveConnections answers /health and 503 to the rest, past it a new connection is closed, and /health works again once they go", async () => {
 		const open = [];
 		try {
 			for (let i = 0; i < 5; i++) {
 				const conn = await rawConnect(gw.port);
 				open.push(conn);
-				await conn.write("GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
+				await conn.write("GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
 				await conn.waitForData((d) => parseResponses(d).length === 1);
 				assert.equal(parseResponses(conn.data)[0].status, 200);
 			}
-			// The sixth is accepted by the kernel and then dropped without an answer.
-			const sixth = await rawConnect(gw.port);
+			// The sixth is in the reserve: GET /health answers, with keep-alive off.
+			const [health, ...moreHealth] = await throughReserve("GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
+			assert.equal(moreHealth.length, 0);
+			assert.equal(health.status, 200);
+			assert.equal(health.headers.connection, "close");
+			assert.deepEqual(JSON.parse(health.body), { ok: true, ready: true });
+			// HEAD /health too.
+			const headRes = await waitUntil(
+				async () => {
+					const conn = await rawConnect(gw.port);
+					try {
+						conn.socket.write("HEAD /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
+						await Promise.race([conn.closed, delay(5000, undefined, { ref: false })]);
+						return conn.data || null;
+					} finally {
+						conn.destroy();
+					}
+				},
+				{ timeoutMs: 5000, intervalMs: 50, message: "HEAD /health through the reserve" },
+			);
+			assert.match(headRes, /^HTTP\/1\.1 200 /);
+			assert.ok(headRes.endsWith("\r\n\r\n"), `HEAD has no body: ${JSON.stringify(headRes)}`);
+			// Anything else in the reserve: 503 Too many connections, Retry-After: 1, and nothing runs.
+			const prompts = gw.prompts();
+			const body = JSON.stringify({ text: "through the reserve" });
+			for (const head of [
+				"GET /sessions HTTP/1.1\r\nHost: localhost\r\n\r\n",
+				"GET /ready HTTP/1.1\r\nHost: localhost\r\n\r\n",
+				`POST /sessions/main/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+			]) {
+				const [busy] = await throughReserve(head);
+				assert.equal(busy.status, 503, head);
+				assert.equal(busy.headers["retry-after"], "1", head);
+				assert.equal(busy.headers["content-type"], JSON_TYPE, head);
+				assert.deepEqual(JSON.parse(busy.body), { error: "Too many connections" }, head);
+			}
+			assert.equal(gw.prompts(), prompts, "nothing ran through the reserve");
+
+			// With the reserve held by an idle connection, the next is accepted by the kernel and dropped unanswered.
+			await delay(100); // the last reserve connection leaves the server
+			const holder = await rawConnect(gw.port);
+			open.push(holder);
+			await delay(100);
+			const past = await rawConnect(gw.port);
 			try {
-				sixth.socket.write("GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
-				const closed = await Promise.race([sixth.closed.then(() => true), delay(5000, undefined, { ref: false }).then(() => false)]);
-				assert.ok(closed, "the sixth connection is still open after 5 s");
-				assert.equal(sixth.data, "", "the sixth connection got an answer");
+				past.socket.write("GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
+				const closed = await Promise.race([past.closed.then(() => true), delay(5000, undefined, { ref: false }).then(() => false)]);
+				assert.ok(closed, "the connection past the reserve is still open after 5 s");
+				assert.equal(past.data, "", "the connection past the reserve got an answer");
 			} finally {
-				sixth.destroy();
+				past.destroy();
 			}
 			// The five keep working.
-			await open[0].write("GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
+			await open[0].write("GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
 			await open[0].waitForData((d) => parseResponses(d).length === 2);
 			assert.equal(parseResponses(open[0].data)[1].status, 200);
 		} finally {
@@ -453,5 +515,9 @@ describe("limits.maxConnections", { timeout: 30000 }, () => {
 			{ timeoutMs: 10000, intervalMs: 50, message: "/health to answer after the connections closed" },
 		);
 		assert.deepEqual(res.json, { ok: true, ready: true });
+		// Once they are gone, a message runs again on an ordinary connection.
+		const msg = await request(gw.port, "POST", "/sessions/main/messages", { body: { text: "back" } });
+		assert.equal(msg.status, 200, msg.text);
+		assert.equal(msg.json.ok, true);
 	});
 });

@@ -32,6 +32,17 @@ const MISSING_TEXT = { error: "Missing text" };
 const INVALID_JSON = { error: "Invalid JSON body" };
 const INVALID_KEY = { error: "Invalid session key" };
 
+const NO_BODY_KEY = { error: "Invalid sessionKey: webhook bodies may not name a session (set webhook.allowRequestSessionKey)" };
+
+/** For the `json` of a case: the body is {error} and the error starts with `prefix` (the rest is the gateway's wording). */
+function errorStartingWith(prefix) {
+	return (_gw, res) => {
+		assert.deepEqual(Object.keys(res.json ?? {}), ["error"], `body: ${res.text}`);
+		assert.ok(res.json.error.startsWith(prefix), `error ${JSON.stringify(res.json.error)} should start with ${JSON.stringify(prefix)}`);
+		return res.json;
+	};
+}
+
 /** A JSON body of exactly `size` bytes: {"text":"xxx…"}. */
 function bodyOfSize(size) {
 	const overhead = JSON.stringify({ text: "" }).length;
@@ -261,24 +272,64 @@ const CASES = [
 		check: (gw) => assert.ok(gw.rt.getSession("webhook:ci/build:bob")),
 	},
 	{
-		name: "a webhook POST with a string sessionKey runs in that session",
+		name: "a webhook POST naming a sessionKey is 400 without webhook.allowRequestSessionKey",
 		method: "POST",
 		path: "/hooks/slack",
 		cred: "webhook",
 		headers: secret,
 		body: { text: "hi", sessionKey: "wh-custom", sender: "ann" },
-		status: 200,
-		json: { ok: true, response: "ok", sessionKey: "wh-custom" },
+		status: 400,
+		json: NO_BODY_KEY,
 	},
 	{
-		name: "a webhook POST with non-string sessionKey and sender falls back to the defaults",
+		name: "a webhook POST naming the primary session is 400 without webhook.allowRequestSessionKey",
+		method: "POST",
+		path: "/hooks",
+		cred: "webhook",
+		headers: secret,
+		body: { text: "hi", sessionKey: "main" },
+		status: 400,
+		json: NO_BODY_KEY,
+	},
+	{
+		name: "a webhook POST naming a session under the prefix is 400 too without webhook.allowRequestSessionKey",
+		method: "POST",
+		path: "/hooks",
+		cred: "webhook",
+		headers: secret,
+		body: { text: "hi", sessionKey: "webhook:custom" },
+		status: 400,
+		json: NO_BODY_KEY,
+	},
+	{
+		name: "a webhook POST with a non-string sessionKey is 400 too",
 		method: "POST",
 		path: "/hooks/",
 		cred: "webhook",
 		headers: secret,
-		body: { text: "hi", sessionKey: 5, sender: 7 },
+		body: { text: "hi", sessionKey: 5 },
+		status: 400,
+		json: NO_BODY_KEY,
+	},
+	{
+		name: "a webhook POST with a null sessionKey and a null sender falls back to the defaults",
+		method: "POST",
+		path: "/hooks/",
+		cred: "webhook",
+		headers: secret,
+		body: { text: "hi", sessionKey: null, sender: null },
 		status: 200,
 		json: { ok: true, response: "ok", sessionKey: "webhook:default:default" },
+	},
+	{
+		name: "a webhook POST with a non-string sender is 400 Invalid sender",
+		method: "POST",
+		path: "/hooks/ci",
+		cred: "webhook",
+		headers: secret,
+		body: { text: "hi", sender: 7 },
+		status: 400,
+		json: errorStartingWith("Invalid sender: "),
 	},
 	{ name: "a webhook POST without the secret header is 401 Invalid webhook secret", method: "POST", path: "/hooks", cred: "webhook", body: { text: "hi" }, status: 401, json: BAD_SECRET },
 	{ name: "a webhook POST with a wrong secret is 401 Invalid webhook secret", method: "POST", path: "/hooks/ci", cred: "webhook", headers: { "x-pi-webhook-secret": `${SECRET}x` }, body: { text: "hi" }, status: 401, json: BAD_SECRET },
@@ -520,7 +571,7 @@ for (const auth of [false, true]) {
 			try {
 				const auth_ = auth ? `Authorization: Bearer ${TOKEN}\r\n` : "";
 				await conn.write(
-					`POST /sessions/main/messages HTTP/1.1\r\nHost: t\r\n${auth_}Content-Type: application/json\r\nContent-Length: 104857600\r\n\r\n{"text":"`,
+					`POST /sessions/main/messages HTTP/1.1\r\nHost: localhost\r\n${auth_}Content-Type: application/json\r\nContent-Length: 104857600\r\n\r\n{"text":"`,
 				);
 				const data = await conn.waitForData((d) => parseResponses(d).length > 0, 10000);
 				const [res] = parseResponses(data);
@@ -538,7 +589,7 @@ for (const auth of [false, true]) {
 			try {
 				const auth_ = auth ? `Authorization: Bearer ${TOKEN}\r\n` : "";
 				await conn.write(
-					`POST /sessions/main/messages HTTP/1.1\r\nHost: t\r\n${auth_}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`,
+					`POST /sessions/main/messages HTTP/1.1\r\nHost: localhost\r\n${auth_}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`,
 				);
 				const piece = `{"text":"${"y".repeat(1000)}`;
 				await conn.write(`${piece.length.toString(16)}\r\n${piece}\r\n`);
@@ -559,6 +610,88 @@ for (const auth of [false, true]) {
 		});
 	});
 }
+
+describe("webhook.allowRequestSessionKey: a body sessionKey reaches only sessions under webhook.sessionKeyPrefix", { timeout: 30000 }, () => {
+	const hook = (port, body, path = "/hooks") => request(port, "POST", path, { headers: secret, body });
+
+	/** Posts each body and asserts a 400 whose error starts with its prefix, and that nothing changed. */
+	async function refused(gw, cases) {
+		for (const [body, prefix] of cases) {
+			const before = sortedSessions(gw.rt.listSessions());
+			const prompts = gw.prompts();
+			const res = await hook(gw.port, body);
+			const label = JSON.stringify(body).slice(0, 120);
+			assert.equal(res.status, 400, `${label}: ${res.text}`);
+			assert.equal(res.headers["content-type"], JSON_TYPE);
+			assert.deepEqual(Object.keys(res.json ?? {}), ["error"], `${label}: ${res.text}`);
+			assert.ok(res.json.error.startsWith(prefix), `${label}: error ${JSON.stringify(res.json.error)} should start with ${JSON.stringify(prefix)}`);
+			assert.deepEqual(sortedSessions(gw.rt.listSessions()), before, `${label}: the sessions changed`);
+			assert.equal(gw.prompts(), prompts, `${label}: the agent was prompted`);
+		}
+	}
+
+	test('with the default prefix "webhook:", a key under it runs in that session, up to 1,024 bytes', async (t) => {
+		const gw = await startGateway({ config: { webhook: { enabled: true, basePath: "/hooks", secret: SECRET, allowRequestSessionKey: true } } });
+		t.after(() => gw.stop());
+		const prompts = gw.prompts();
+		const res = await hook(gw.port, { text: "hi", sessionKey: "webhook:custom", sender: "ann" });
+		assert.equal(res.status, 200, res.text);
+		assert.deepEqual(res.json, { ok: true, response: "ok", sessionKey: "webhook:custom" });
+		assert.equal(gw.rt.getSession("webhook:custom").messageCount, 2);
+		assert.equal(gw.prompts(), prompts + 1);
+		const longest = `webhook:${"k".repeat(1024 - "webhook:".length)}`;
+		const long = await hook(gw.port, { text: "hi", sessionKey: longest });
+		assert.equal(long.status, 200, long.text);
+		assert.equal(long.json.sessionKey, longest);
+		// Without a sessionKey the key is still derived from the route and the sender.
+		const derived = await hook(gw.port, { text: "hi", sender: "bob" }, "/hooks/ci");
+		assert.deepEqual(derived.json, { ok: true, response: "ok", sessionKey: "webhook:ci:bob" });
+	});
+
+	test("keys outside the prefix, the prefix alone, empty, too long or not a string are 400 Invalid sessionKey, and change nothing", async (t) => {
+		const gw = await startGateway({ config: { webhook: { enabled: true, basePath: "/hooks", secret: SECRET, allowRequestSessionKey: true } } });
+		t.after(() => gw.stop());
+		await refused(gw, [
+			[{ text: "hi", sessionKey: "wh-custom" }, 'Invalid sessionKey: must start with "webhook:"'],
+			[{ text: "hi", sessionKey: "main" }, 'Invalid sessionKey: must start with "webhook:"'],
+			[{ text: "hi", sessionKey: "Webhook:x" }, 'Invalid sessionKey: must start with "webhook:"'],
+			[{ text: "hi", sessionKey: " webhook:x" }, 'Invalid sessionKey: must start with "webhook:"'],
+			[{ text: "hi", sessionKey: "webhook:" }, "Invalid sessionKey"],
+			[{ text: "hi", sessionKey: "" }, "Invalid sessionKey"],
+			[{ text: "hi", sessionKey: `webhook:${"k".repeat(1025 - "webhook:".length)}` }, "Invalid sessionKey"],
+			[{ text: "hi", sessionKey: 5 }, "Invalid sessionKey"],
+			[{ text: "hi", sessionKey: ["webhook:x"] }, "Invalid sessionKey"],
+			[{ text: "hi", sessionKey: { key: "webhook:x" } }, "Invalid sessionKey"],
+		]);
+	});
+
+	test("the primary session is never reachable, even when its key is under the prefix", async (t) => {
+		const gw = await startGateway({
+			primaryKey: "webhook:primary",
+			config: { webhook: { enabled: true, basePath: "/hooks", secret: SECRET, allowRequestSessionKey: true } },
+		});
+		t.after(() => gw.stop());
+		await refused(gw, [[{ text: "hi", sessionKey: "webhook:primary" }, "Invalid sessionKey"]]);
+		assert.equal(gw.primary.stats.prompts, 0);
+		// Its neighbours under the prefix are fine.
+		const res = await hook(gw.port, { text: "hi", sessionKey: "webhook:primary2" });
+		assert.deepEqual(res.json, { ok: true, response: "ok", sessionKey: "webhook:primary2" });
+	});
+
+	test("webhook.sessionKeyPrefix sets the prefix of body keys and of derived keys", async (t) => {
+		const gw = await startGateway({
+			config: { webhook: { enabled: true, basePath: "/hooks", secret: SECRET, allowRequestSessionKey: true, sessionKeyPrefix: "hook/" } },
+		});
+		t.after(() => gw.stop());
+		const named = await hook(gw.port, { text: "hi", sessionKey: "hook/a" });
+		assert.deepEqual(named.json, { ok: true, response: "ok", sessionKey: "hook/a" });
+		const derived = await hook(gw.port, { text: "hi", sender: "bob" }, "/hooks/ci");
+		assert.deepEqual(derived.json, { ok: true, response: "ok", sessionKey: "hook/ci:bob" });
+		const base = await hook(gw.port, { text: "hi" });
+		assert.deepEqual(base.json, { ok: true, response: "ok", sessionKey: "hook/default:default" });
+		await refused(gw, [[{ text: "hi", sessionKey: "webhook:a" }, 'Invalid sessionKey: must start with "hook/"']]);
+	});
+});
 
 describe("start() refuses unsafe webhook configurations", { timeout: 20000 }, () => {
 	function runtime(config) {

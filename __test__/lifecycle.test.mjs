@@ -153,7 +153,13 @@ test("process.exit() with the gateway running exits cleanly", async () => {
 	const r = await child(`
 await rt.start();
 const { port } = rt.getAddress();
-await fetch("http://127.0.0.1:" + port + "/sessions/a/messages", { method: "POST", body: JSON.stringify({ text: "hi" }) });
+// (A string body without a content type goes out as text/plain, which the gateway refuses with 415.)
+const sent = await fetch("http://127.0.0.1:" + port + "/sessions/a/messages", {
+  method: "POST",
+  headers: { "content-type": "application/json" },
+  body: JSON.stringify({ text: "hi" }),
+});
+console.log("message", sent.status);
 const es = fetch("http://127.0.0.1:" + port + "/sessions/a/events");
 await es;
 console.log("exiting");
@@ -162,6 +168,7 @@ process.exit(0);
 	assert.equal(r.timedOut, false, `hung: ${r.stdout} ${r.stderr}`);
 	assert.equal(r.signal, null, `died by signal ${r.signal}: ${r.stderr}`);
 	assert.equal(r.code, 0, r.stderr);
+	assert.match(r.stdout, /message 200/);
 	assert.match(r.stdout, /exiting/);
 	assert.doesNotMatch(r.stderr, /panic|FATAL|Segmentation/i);
 });

@@ -282,7 +282,7 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 		await ledger.done();
 	});
 
-	it("resets the primary session (no newSession() in 0.73) by aborting and clearing, keeping its conversation", async (t) => {
+	it("resets the primary session (no newSession() in 0.73) by aborting, clearing and starting a new conversation", async (t) => {
 		const { rt, ledger, primary, disposed } = await gateway(t);
 		assert.equal(typeof primary.newSession, "undefined", "pi 0.73's AgentSession was expected to have no newSession()");
 		await ledger.send({ sessionKey: "main", text: "/echo before" });
@@ -301,10 +301,11 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 		assert.equal(primary.isStreaming, false, "the run was not aborted");
 		await waitFor(() => rt.getSession("main").processing === false, "processing to end");
 		const after = rt.getSession("main");
-		assert.equal(after.sessionId, before.sessionId);
+		assert.notEqual(after.sessionId, before.sessionId, "a reset starts a new pi session");
+		assert.equal(after.sessionId, primary.sessionId);
 		assert.equal(after.queueDepth, 0);
-		assert.equal(after.messageCount, primary.messages.length);
-		assert.ok(after.messageCount >= before.messageCount, "the conversation was not kept");
+		assert.equal(after.messageCount, 0, "the new conversation is empty");
+		assert.equal(primary.messages.length, 0);
 		assert.ok(!disposed.has(primary), "the primary session was disposed");
 		assert.ok(!primary.messages.some((m) => m.role === "user" && /q[12]/.test(textOf(m))), "a dropped message ran");
 		assert.equal((await ledger.send({ sessionKey: "main", text: "/echo again" })).response, "You said: again");

@@ -16,7 +16,7 @@ import { JSON_TYPE, openSse, parseSse, rawConnect, request, startGateway, waitUn
 /** Opens the events route on a raw socket and resolves once the hello frame has arrived. */
 async function rawSubscribe(port, key) {
 	const conn = await rawConnect(port);
-	await conn.write(`GET /sessions/${encodeURIComponent(key)}/events HTTP/1.1\r\nHost: t\r\n\r\n`);
+	await conn.write(`GET /sessions/${encodeURIComponent(key)}/events HTTP/1.1\r\nHost: localhost\r\n\r\n`);
 	await conn.waitForData((d) => d.includes('"type":"hello"'), 10000);
 	return conn;
 }
@@ -219,7 +219,7 @@ describe("the event stream", { timeout: 50000 }, () => {
 		});
 		t.after(() => gw.stop());
 		const conn = await rawConnect(gw.port);
-		await conn.write("GET /sessions/slow-1/events HTTP/1.1\r\nHost: t\r\n\r\n");
+		await conn.write("GET /sessions/slow-1/events HTTP/1.1\r\nHost: localhost\r\n\r\n");
 		await delay(100);
 		conn.destroy();
 		await waitUntil(() => created === 1, { message: "the slow creation to finish" });
@@ -309,10 +309,10 @@ describe("the event stream", { timeout: 50000 }, () => {
 			for (const s of streams) await s.waitFor((f) => f.data?.type === "hello");
 			await waitUntil(() => esMessages.length > 0, { message: "the EventSource hello" });
 			// A run that waits 60 s before its second token, and one message queued behind it.
-			const pending = [
-				request(gw.port, "POST", "/sessions/other/messages", { body: { text: "/stream 2 60000" } }),
-				request(gw.port, "POST", "/sessions/other/messages", { body: { text: "queued" } }),
-			];
+			// (The second is sent once the first runs: two connections do not keep their order.)
+			const pending = [request(gw.port, "POST", "/sessions/other/messages", { body: { text: "/stream 2 60000" } })];
+			await waitUntil(() => gw.rt.getSession("other")?.processing, { message: "the long run to start" });
+			pending.push(request(gw.port, "POST", "/sessions/other/messages", { body: { text: "queued" } }));
 			await waitUntil(() => gw.rt.getSession("other")?.queueDepth === 1, { message: "a running and a queued message" });
 
 			const started = Date.now();

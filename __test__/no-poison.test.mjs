@@ -1,0 +1,424 @@
+// Issue 11, "nothing poisons a session": every hostile body of the hostile-input suite plus
+// the field shapes of the issue (images, metadata, source, sender), sent to /messages of the
+// primary session "main", of another session, and to a webhook session — each answered with
+// the status the contract gives (a 400 naming the field for a bad field) and EACH followed by a
+// good message to the same session that must get the right answer.
+//
+// Twice: against recording session doubles (which also prove what the agent receives: a valid
+// image arrives as {type:"image", data, mimeType} only, with its source) and, with a smaller
+// set, against REAL pi AgentSessions on the offline faux model (lib/faux-agent.js).
+// Also: enqueueMessage from JS rejects a bad field with the same message as HTTP.
+//
+// Contract: /tmp/contract.md, "Validation at the door" and "Request guard" (rule 4).
+// Run: npm test -- __test__/no-poison.test.mjs
+
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+
+import { createFauxPiAgent } from "../lib/faux-agent.js";
+import {
+	build,
+	gifBytes,
+	jpegBytes,
+	png,
+	pngBytes,
+	recordingFactory,
+	recordingSession,
+	runCleanup,
+	send,
+	show,
+	startSafe,
+	webpBytes,
+} from "./helpers/safe-util.mjs";
+import { chunked } from "./helpers/rel-util.mjs";
+
+const SECRET = "poison-hook-secret";
+const LIMIT = 64 * 1024;
+const MAX_IMAGE_BYTES = 4096;
+const JSON_TYPE = "application/json; charset=utf-8";
+
+const P = png();
+const b64 = (buf) => Buffer.from(buf).toString("base64");
+const good = (data = P, mimeType = "image/png") => ({ data, mimeType });
+
+const BAD_JSON = "Invalid JSON body";
+const MISSING = "Missing text";
+
+// ---------------------------------------------------------------- the cases
+
+// Each case: { name, body (a value sent as JSON) | raw (a string/Buffer body sent as is),
+//   contentType?, headers?, wire? ((head) => data: the whole request on the wire, built from a
+//   function that makes the head for the target), status, error (exact) | prefix (the
+//   contract's text, which the gateway may follow with details such as ", got 5") | match (RegExp),
+//   empty? (an empty body, from hyper), statuses? (several responses), hookOnly?, notHook? }.
+// All of them must leave the target session answering the next good message.
+const HOSTILE = [
+	// ---- bodies of the hostile-input suite
+	{ name: "arrays nested 10,000 deep", raw: "[".repeat(10000) + "]".repeat(10000), status: 400, error: BAD_JSON },
+	{ name: "objects nested 10,000 deep", raw: '{"a":'.repeat(10000) + "1" + "}".repeat(10000), status: 400, error: BAD_JSON },
+	{ name: "deep nesting inside a valid object", raw: `{"text":"hi","x":${"[".repeat(5000)}${"]".repeat(5000)}}`, status: 400, error: BAD_JSON },
+	{ name: "a JSON array", raw: "[]", status: 400, error: BAD_JSON },
+	{ name: "a JSON string", raw: '"s"', status: 400, error: BAD_JSON },
+	{ name: "a JSON number", raw: "1", status: 400, error: BAD_JSON },
+	{ name: "JSON null", raw: "null", status: 400, error: BAD_JSON },
+	{ name: "JSON true", raw: "true", status: 400, error: BAD_JSON },
+	{ name: "truncated JSON", raw: '{"text":', status: 400, error: BAD_JSON },
+	{ name: "trailing garbage", raw: '{"text":"a"} x', status: 400, error: BAD_JSON },
+	{ name: "a byte-order mark", raw: Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"text":"bom"}')]), status: 400, error: BAD_JSON },
+	{ name: "invalid UTF-8 in a string", raw: Buffer.concat([Buffer.from('{"text":"'), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]), status: 400, error: BAD_JSON },
+	{ name: "a lone surrogate", raw: '{"text":"\\ud800"}', status: 400, error: BAD_JSON },
+	{ name: "a number out of range", raw: '{"text":"x","n":1e999999}', status: 400, error: BAD_JSON },
+	{ name: "text that is a number", raw: '{"text":5}', status: 400, error: MISSING },
+	{ name: "text that is null", raw: '{"text":null}', status: 400, error: MISSING },
+	{ name: "text that is an object", body: { text: { evil: true } }, status: 400, error: MISSING },
+	{ name: "blank text", body: { text: "   \n\t" }, status: 400, error: MISSING },
+	{ name: "an empty body", raw: "", status: 400, error: MISSING },
+	{ name: "a smuggled request inside the body", raw: '{"text":"x"\r\n\r\nPOST /sessions/main/reset HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n', status: 400, error: BAD_JSON },
+	{ name: "a form-encoded body from curl (read as JSON)", raw: "text=hi", contentType: "application/x-www-form-urlencoded", status: 400, error: BAD_JSON },
+	{ name: "a text/plain body holding JSON (the form attack)", raw: '{"text":"pwn","x":"="}', contentType: "text/plain", status: 415, error: "Unsupported Content-Type text/plain: send application/json" },
+	{ name: "a multipart body", raw: '--x\r\nContent-Disposition: form-data; name="text"\r\n\r\nhi\r\n--x--\r\n', contentType: "multipart/form-data; boundary=x", status: 415, error: "Unsupported Content-Type multipart/form-data: send application/json" },
+	{ name: "a declared Content-Length past the limit, body not sent", wire: (h) => h({ "Content-Length": String(LIMIT + 1) }), status: 413, error: `Request body too large (limit ${LIMIT} bytes)` },
+	{ name: "a body one byte past the limit", body: { text: "x".repeat(LIMIT - 11 + 1) }, status: 413, error: `Request body too large (limit ${LIMIT} bytes)` },
+	{ name: "a chunked body past the limit", wire: (h) => Buffer.concat([h({ "Transfer-Encoding": "chunked" }), chunked(JSON.stringify({ text: "x".repeat(LIMIT + 5000) }), 8192)]), status: 413, error: `Request body too large (limit ${LIMIT} bytes)` },
+	{ name: "an invalid chunk size", wire: (h) => Buffer.concat([h({ "Transfer-Encoding": "chunked" }), Buffer.from("zz\r\nabc\r\n0\r\n\r\n")]), status: 400, error: "Request body could not be read" },
+	{ name: "Content-Length and chunked: chunked wins", wire: (h) => Buffer.concat([h({ "Content-Length": "4", "Transfer-Encoding": "chunked" }), chunked("[1]")]), status: 400, error: BAD_JSON },
+	{ name: "a Transfer-Encoding other than chunked", wire: (h) => Buffer.concat([h({ "Transfer-Encoding": "gzip" }), Buffer.from("[1]")]), status: 400, empty: true },
+	{ name: "a non-numeric Content-Length", wire: (h) => Buffer.concat([h({ "Content-Length": "abc" }), Buffer.from("{}")]), status: 400, empty: true },
+	{ name: "Expect: 100-continue, then an empty object", wire: (h) => [h({ Expect: "100-continue", "Content-Length": "2" }), "{}"], statuses: [100, 400], error: MISSING },
+
+	// ---- images (the shapes of the issue, and the rules of the contract)
+	{ name: "images: a string", body: { text: "look", images: "not-an-array" }, status: 400, prefix: "Invalid images: expected an array" },
+	{ name: "images: an object", body: { text: "look", images: good() }, status: 400, prefix: "Invalid images: expected an array" },
+	{ name: "images: [{}]", body: { text: "look", images: [{}] }, status: 400, match: /^Invalid images\[0\]\.(data|mimeType): / },
+	{ name: "images: [null]", body: { text: "look", images: [null] }, status: 400, prefix: "Invalid images[0]: expected an object" },
+	{ name: "images: [\"str\"]", body: { text: "look", images: ["str"] }, status: 400, prefix: "Invalid images[0]: expected an object" },
+	{ name: "images: [5]", body: { text: "look", images: [5] }, status: 400, prefix: "Invalid images[0]: expected an object" },
+	{ name: "images: [[]]", body: { text: "look", images: [[]] }, status: 400, prefix: "Invalid images[0]: expected an object" },
+	{ name: "images: a text block", body: { text: "look", images: [{ type: "text", text: 123 }] }, status: 400, match: /^Invalid images\[0\]\.(type|data|mimeType): / },
+	{ name: "images: type text on a valid image", body: { text: "look", images: [{ type: "text", ...good() }] }, status: 400, prefix: 'Invalid images[0].type: expected "image"' },
+	{ name: "images: type 5", body: { text: "look", images: [{ type: 5, ...good() }] }, status: 400, match: /^Invalid images\[0\]\.type: / },
+	{ name: "images: no data", body: { text: "look", images: [{ mimeType: "image/png" }] }, status: 400, match: /^Invalid images\[0\]\.data: / },
+	{ name: "images: data a number", body: { text: "look", images: [{ data: 5, mimeType: "image/png" }] }, status: 400, match: /^Invalid images\[0\]\.data: / },
+	{ name: "images: bad base64", body: { text: "look", images: [good("@@not*base64@@")] }, status: 400, match: /^Invalid images\[0\]\.data: / },
+	{ name: "images: a data: URL instead of base64", body: { text: "look", images: [good(`data:image/png;base64,${P}`)] }, status: 400, match: /^Invalid images\[0\]\.data: / },
+	{ name: "images: empty data", body: { text: "look", images: [good("")] }, status: 400, match: /^Invalid images\[0\]\.(data|mimeType): / },
+	{ name: "images: no mimeType", body: { text: "look", images: [{ data: P }] }, status: 400, match: /^Invalid images\[0\]\.mimeType: / },
+	{ name: "images: mimeType image/svg+xml", body: { text: "look", images: [good(b64("<svg xmlns='http://www.w3.org/2000/svg'/>"), "image/svg+xml")] }, status: 400, match: /^Invalid images\[0\]\.mimeType: / },
+	{ name: "images: mimeType text/html", body: { text: "look", images: [good(b64("<script>x</script>"), "text/html")] }, status: 400, match: /^Invalid images\[0\]\.mimeType: / },
+	{ name: "images: mimeType a number", body: { text: "look", images: [{ data: P, mimeType: 5 }] }, status: 400, match: /^Invalid images\[0\]\.mimeType: / },
+	{ name: "images: PNG bytes labelled image/jpeg", body: { text: "look", images: [good(P, "image/jpeg")] }, status: 400, match: /^Invalid images\[0\]\.(data|mimeType): / },
+	{ name: "images: JPEG bytes labelled image/png", body: { text: "look", images: [good(b64(jpegBytes()), "image/png")] }, status: 400, match: /^Invalid images\[0\]\.(data|mimeType): / },
+	{ name: "images: text bytes labelled image/gif", body: { text: "look", images: [good(b64("hello, not a gif"), "image/gif")] }, status: 400, match: /^Invalid images\[0\]\.(data|mimeType): / },
+	{ name: "images: the second one is bad", body: { text: "look", images: [good(), good(P, "image/bmp")] }, status: 400, match: /^Invalid images\[1\]\.mimeType: / },
+	{ name: "images: nine (the default limit is 8)", body: { text: "look", images: Array.from({ length: 9 }, () => good()) }, status: 400, match: /^Invalid images: / },
+	{ name: "images: one byte past limits.maxImageBytes", body: { text: "look", images: [good(png({ padTo: MAX_IMAGE_BYTES + 1 }))] }, status: 400, match: /^Invalid images\[0\]/ },
+
+	// ---- metadata and source
+	{ name: "metadata: 5", body: { text: "hi", metadata: 5 }, status: 400, prefix: "Invalid metadata: expected an object" },
+	{ name: "metadata: a string", body: { text: "hi", metadata: "m" }, status: 400, prefix: "Invalid metadata: expected an object" },
+	{ name: "metadata: an array", body: { text: "hi", metadata: [1] }, status: 400, prefix: "Invalid metadata: expected an object" },
+	{ name: "source: \"evil\"", body: { text: "hi", source: "evil" }, status: 400, match: /^Invalid source: / },
+	{ name: "source: 5", body: { text: "hi", source: 5 }, status: 400, match: /^Invalid source: / },
+	{ name: "source: \"\"", body: { text: "hi", source: "" }, status: 400, match: /^Invalid source: / },
+
+	// ---- webhooks only
+	{ name: "sender: 5", body: { text: "hi", sender: 5 }, status: 400, match: /^Invalid sender: /, hookOnly: true },
+	{ name: "sender: an object", body: { text: "hi", sender: { id: 1 } }, status: 400, match: /^Invalid sender: /, hookOnly: true },
+	{ name: "sessionKey naming the primary", body: { text: "hi", sessionKey: "main" }, status: 400, error: "Invalid sessionKey: webhook bodies may not name a session (set webhook.allowRequestSessionKey)", hookOnly: true },
+	{ name: "sessionKey naming a webhook session", body: { text: "hi", sessionKey: "webhook:np:default" }, status: 400, error: "Invalid sessionKey: webhook bodies may not name a session (set webhook.allowRequestSessionKey)", hookOnly: true },
+];
+
+/** The smaller set sent to the real agent. */
+const REAL_SUBSET = new Set([
+	"a JSON array",
+	"truncated JSON",
+	"a lone surrogate",
+	"blank text",
+	"a text/plain body holding JSON (the form attack)",
+	"a body one byte past the limit",
+	"images: a string",
+	"images: [{}]",
+	"images: [null]",
+	"images: [\"str\"]",
+	"images: a text block",
+	"images: bad base64",
+	"images: PNG bytes labelled image/jpeg",
+	"images: nine (the default limit is 8)",
+	"metadata: 5",
+	"source: \"evil\"",
+	"source: 5",
+	"sender: 5",
+	"sessionKey naming the primary",
+]);
+
+// ---------------------------------------------------------------- driving one target
+
+/**
+ * A target: where hostile and good messages go. `path` for HTTP, `headers` added to each
+ * request, `key` the session key the answers name.
+ */
+const targets = (port) => [
+	{ label: "the primary (main)", path: "/sessions/main/messages", key: "main", hook: false },
+	{ label: "another session", path: "/sessions/other/messages", key: "other", hook: false },
+	{ label: "a webhook session", path: "/webhook/np", key: "webhook:np:default", hook: true, headers: { "x-pi-webhook-secret": SECRET } },
+].map((t) => ({ ...t, port }));
+
+function requestFor(target, c) {
+	const host = `127.0.0.1:${target.port}`;
+	const headers = { ...target.headers, ...c.headers };
+	if (c.wire) return c.wire((extra) => build("POST", target.path, { host, contentType: c.contentType ?? "application/json", headers: { ...headers, ...extra } }));
+	const body = c.raw !== undefined ? c.raw : c.body;
+	return build("POST", target.path, { host, contentType: c.contentType === undefined ? "application/json" : c.contentType, headers, body: typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body) });
+}
+
+/** Sends case `c` to `target`; asserts the answer; returns the error text (or undefined). */
+async function sendHostile(target, c) {
+	const data = requestFor(target, c);
+	const statuses = c.statuses ?? [c.status];
+	const r = await send(target.port, "POST", target.path, { data, expect: statuses.length, timeoutMs: 15000 });
+	const got = r.responses.map((x) => x.status);
+	assert.deepEqual(got, statuses, `${c.name} → ${target.label}: statuses; raw ${JSON.stringify(r.raw.slice(0, 300))}`);
+	const last = r.responses.at(-1);
+	const text = last.body.toString("utf8");
+	if (c.empty) {
+		assert.equal(text, "", `${c.name}: hyper answers with an empty body`);
+		return undefined;
+	}
+	assert.equal(last.headers["content-type"], JSON_TYPE, `${c.name}: content-type; body ${text}`);
+	const json = JSON.parse(text);
+	assert.deepEqual(Object.keys(json), ["error"], `${c.name}: {error} only, got ${text.slice(0, 300)}`);
+	if (c.error !== undefined) assert.equal(json.error, c.error, `${c.name} → ${target.label}`);
+	if (c.prefix !== undefined) assert.ok(json.error.startsWith(c.prefix), `${c.name} → ${target.label}: ${JSON.stringify(json.error)} does not start with ${JSON.stringify(c.prefix)}`);
+	if (c.match) assert.match(json.error, c.match, `${c.name} → ${target.label}`);
+	return json.error;
+}
+
+/** A good message to `target`; returns the answer's JSON after checking the status. */
+async function sendGood(target, text) {
+	const r = await send(target.port, "POST", target.path, { headers: target.headers, body: { text } });
+	assert.equal(r.status, 200, `good message to ${target.label} after a hostile one: ${show(r)}`);
+	return r.json;
+}
+
+// ---------------------------------------------------------------- scripted sessions
+
+describe("nothing poisons a session (recording doubles)", () => {
+	const cleanup = [];
+	let gw;
+	/** key → recording session (the primary and every one created). */
+	const byKey = new Map();
+
+	before(async () => {
+		const primary = recordingSession("main");
+		byKey.set("main", primary);
+		const factory = recordingFactory();
+		gw = await startSafe(cleanup, {
+			primary,
+			createSession: async (key) => {
+				const s = await factory(key);
+				byKey.set(key, s);
+				return s;
+			},
+			config: { webhook: { enabled: true, secret: SECRET }, limits: { maxBodyBytes: LIMIT, maxImageBytes: MAX_IMAGE_BYTES } },
+		});
+		// The targets exist before the first hostile body.
+		for (const t of targets(gw.port)) await sendGood(t, "setup");
+	});
+	after(() => runCleanup(cleanup));
+
+	const calls = () => [...byKey.values()].reduce((n, s) => n + s.calls.length, 0);
+	let n = 0;
+
+	for (const c of HOSTILE) {
+		test(`${c.name}: refused, then every session answers`, async () => {
+			for (const target of targets(gw.port)) {
+				if (c.hookOnly && !target.hook) continue;
+				const before = calls();
+				await sendHostile(target, c);
+				assert.equal(calls(), before, `${c.name} → ${target.label}: nothing reached an agent`);
+				const text = `good ${++n}`;
+				const answer = await sendGood(target, text);
+				assert.deepEqual(answer, { ok: true, response: `echo:${text}`, sessionKey: target.key });
+				const session = byKey.get(target.key);
+				const last = session.calls.at(-1);
+				assert.equal(last.text, text);
+				assert.ok(!last.options?.images?.length, `${target.label}: no images leaked into the good message`);
+				assert.equal(calls(), before + 1, "exactly one prompt: the good message");
+			}
+		});
+	}
+
+	test("a pipelined bad body does not poison the good one after it on the same connection", async () => {
+		for (const target of targets(gw.port)) {
+			const host = `127.0.0.1:${target.port}`;
+			const data = Buffer.concat([
+				build("POST", target.path, { host, headers: target.headers, contentType: "application/json", body: '{"text":"x","images":[{}]}' }),
+				build("POST", target.path, { host, headers: target.headers, contentType: "application/json", body: "{bad" }),
+				build("POST", target.path, { host, headers: target.headers, body: { text: "piped" } }),
+			]);
+			const r = await send(gw.port, "POST", target.path, { data, expect: 3 });
+			assert.deepEqual(
+				r.responses.map((x) => x.status),
+				[400, 400, 200],
+				r.raw.slice(0, 400),
+			);
+			assert.deepEqual(JSON.parse(r.responses[2].body.toString()), { ok: true, response: "echo:piped", sessionKey: target.key });
+		}
+	});
+
+	// ---- what a valid request hands the agent
+
+	/** Sends `body` to `target`, expects 200 echo, returns the options the agent got. */
+	async function accepted(target, body) {
+		const r = await send(gw.port, "POST", target.path, { headers: target.headers, body });
+		assert.equal(r.status, 200, `${JSON.stringify(body).slice(0, 120)} → ${target.label}: ${show(r)}`);
+		assert.deepEqual(r.json, { ok: true, response: `echo:${body.text}`, sessionKey: target.key });
+		const last = byKey.get(target.key).calls.at(-1);
+		assert.equal(last.text, body.text);
+		return last.options ?? {};
+	}
+
+	test("a valid PNG reaches the agent as {type, data, mimeType} only; the session answers after it", async () => {
+		for (const target of targets(gw.port)) {
+			let o = await accepted(target, { text: "a png", images: [good()] });
+			assert.deepEqual(o.images, [{ type: "image", data: P, mimeType: "image/png" }]);
+			o = await accepted(target, { text: "typed png", images: [{ type: "image", data: P, mimeType: "image/png", name: "x.png", url: "http://evil.example/x", detail: { a: 1 } }] });
+			assert.deepEqual(o.images, [{ type: "image", data: P, mimeType: "image/png" }]);
+			const answer = await sendGood(target, "after the png");
+			assert.equal(answer.response, "echo:after the png");
+		}
+	});
+
+	test("JPEG, GIF and WEBP, eight images (the limit) and an image of exactly maxImageBytes are accepted", async () => {
+		const target = targets(gw.port)[0];
+		const four = [good(b64(jpegBytes()), "image/jpeg"), good(b64(gifBytes()), "image/gif"), good(b64(webpBytes()), "image/webp"), good()];
+		let o = await accepted(target, { text: "four kinds", images: four });
+		assert.deepEqual(
+			o.images,
+			four.map((i) => ({ type: "image", ...i })),
+		);
+		o = await accepted(target, { text: "eight", images: [...four, ...four] });
+		assert.equal(o.images.length, 8);
+		const big = png({ padTo: MAX_IMAGE_BYTES });
+		assert.equal(pngBytes({ padTo: MAX_IMAGE_BYTES }).length, MAX_IMAGE_BYTES);
+		o = await accepted(target, { text: "exactly the limit", images: [good(big)] });
+		assert.deepEqual(o.images, [{ type: "image", data: big, mimeType: "image/png" }]);
+		o = await accepted(target, { text: "no images", images: [] });
+		assert.ok(!o.images?.length);
+	});
+
+	test("source reaches the agent (default \"extension\"); metadata objects are accepted", async () => {
+		for (const target of targets(gw.port)) {
+			assert.equal((await accepted(target, { text: "default source" })).source, "extension");
+			for (const source of ["interactive", "rpc", "extension"]) {
+				assert.equal((await accepted(target, { text: `source ${source}`, source })).source, source);
+			}
+			await accepted(target, { text: "with metadata", metadata: { a: 1, nested: { b: [1, 2] } } });
+		}
+	});
+
+	test("enqueueMessage from JS rejects a bad field with the same message as HTTP, and the session still answers", async () => {
+		const shapes = [
+			{ images: "not-an-array" },
+			{ images: [{}] },
+			{ images: [null] },
+			{ images: ["str"] },
+			{ images: [{ type: "text", text: 123 }] },
+			{ images: [good("@@not*base64@@")] },
+			{ images: [good(P, "image/jpeg")] },
+			{ images: [good(), good(P, "image/bmp")] },
+			{ source: "evil" },
+			{ source: 5 },
+			{ metadata: 5 },
+			{ metadata: "m" },
+		];
+		const main = targets(gw.port)[0];
+		const mismatches = [];
+		for (const shape of shapes) {
+			const before = calls();
+			const http = await send(gw.port, "POST", main.path, { body: { text: "js", ...shape } });
+			assert.equal(http.status, 400, `${JSON.stringify(shape)}: ${show(http)}`);
+			for (const key of ["main", "other", "js-fresh"]) {
+				let outcome;
+				try {
+					outcome = { resolved: await gw.rt.enqueueMessage({ sessionKey: key, text: "js", ...shape }) };
+				} catch (e) {
+					outcome = { error: e };
+				}
+				const label = `enqueueMessage(${JSON.stringify(key)}, ${JSON.stringify(shape).slice(0, 80)})`;
+				if (!(outcome.error instanceof Error)) mismatches.push(`${label} did not reject with an Error: ${JSON.stringify(outcome).slice(0, 200)}`);
+				else if (outcome.error.message !== http.json.error) mismatches.push(`${label} rejected with ${JSON.stringify(outcome.error.message)}, HTTP says ${JSON.stringify(http.json.error)}`);
+			}
+			if (calls() !== before) mismatches.push(`enqueueMessage(${JSON.stringify(shape).slice(0, 80)}) reached the agent: ${calls() - before} prompts`);
+			const ok = await gw.rt.enqueueMessage({ sessionKey: "main", text: "js good" });
+			assert.deepEqual(ok, { ok: true, response: "echo:js good", sessionKey: "main" });
+		}
+		if (gw.rt.getSession("js-fresh") !== undefined) mismatches.push("a rejected enqueueMessage created the session js-fresh");
+		const withImage = await gw.rt.enqueueMessage({ sessionKey: "main", text: "js png", images: [good()] });
+		assert.equal(withImage.ok, true);
+		assert.deepEqual(byKey.get("main").calls.at(-1).options.images, [{ type: "image", data: P, mimeType: "image/png" }]);
+		assert.deepEqual(mismatches, [], "enqueueMessage must reject with the HTTP error text");
+	});
+});
+
+// ---------------------------------------------------------------- real AgentSessions
+
+describe("nothing poisons a real pi AgentSession (faux model, offline)", () => {
+	const cleanup = [];
+	let agent;
+	let gw;
+
+	before(async () => {
+		agent = await createFauxPiAgent();
+		cleanup.push(() => agent.close());
+		gw = await startSafe(cleanup, {
+			primary: agent.primarySession,
+			createSession: (key) => agent.createSession(key),
+			config: { webhook: { enabled: true, secret: SECRET }, limits: { maxBodyBytes: LIMIT, maxImageBytes: MAX_IMAGE_BYTES } },
+		});
+		for (const t of targets(gw.port)) {
+			const a = await sendGood(t, "/echo setup");
+			assert.equal(a.response, "You said: setup");
+		}
+	});
+	after(() => runCleanup(cleanup));
+
+	let n = 0;
+	for (const c of HOSTILE.filter((x) => REAL_SUBSET.has(x.name))) {
+		test(`${c.name}: refused, then the real agent answers`, async () => {
+			for (const target of targets(gw.port)) {
+				if (c.hookOnly && !target.hook) continue;
+				await sendHostile(target, c);
+				const text = `after ${++n}`;
+				const answer = await sendGood(target, `/echo ${text}`);
+				assert.deepEqual(answer, { ok: true, response: `You said: ${text}`, sessionKey: target.key });
+			}
+		});
+	}
+
+	test("a valid PNG reaches the real agent's conversation, and the next message is answered", async () => {
+		const main = targets(gw.port)[0];
+		const r = await send(gw.port, "POST", main.path, { body: { text: "/echo with a picture", images: [good()] } });
+		assert.equal(r.status, 200, show(r));
+		assert.equal(r.json.response, "You said: with a picture");
+		const user = agent.primarySession.messages.findLast((m) => m.role === "user");
+		assert.deepEqual(
+			user.content.filter((p) => p.type === "image"),
+			[{ type: "image", data: P, mimeType: "image/png" }],
+		);
+		const answer = await sendGood(main, "/echo still here");
+		assert.equal(answer.response, "You said: still here");
+		// The default command (a thinking block, a real read tool call, an answer) still works on main.
+		const full = await sendGood(main, "What is in the workspace?");
+		assert.match(full.response, /^hello\.txt says: /);
+	});
+
+	test("enqueueMessage with bad images is refused before the real agent sees it", async () => {
+		const before = agent.primarySession.messages.length;
+		await assert.rejects(gw.rt.enqueueMessage({ sessionKey: "main", text: "x", images: [{}] }), /^Error: Invalid images\[0\]\./);
+		await assert.rejects(gw.rt.enqueueMessage({ sessionKey: "main", text: "x", images: "not-an-array" }), { message: /^Invalid images: expected an array\b/ });
+		assert.equal(agent.primarySession.messages.length, before);
+		const ok = await gw.rt.enqueueMessage({ sessionKey: "main", text: "/echo js" });
+		assert.deepEqual(ok, { ok: true, response: "You said: js", sessionKey: "main" });
+	});
+});
