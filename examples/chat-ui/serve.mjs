@@ -110,7 +110,7 @@ async function main() {
 			config: {
 				bind: "127.0.0.1",
 				port: Number(values["gateway-port"]),
-				bearerToken: values.token,
+				bearerToken: values.token || undefined,
 				session: { idleMinutes: 30, maxQueuePerSession: 8 },
 				webhook: { enabled: false, basePath: "/webhook" },
 				cors: { origins: [page.origin] },

@@ -5,6 +5,11 @@
 // `useChat` turns into `messages[].parts`. Every part the gateway sends is rendered:
 // text, reasoning, and tool calls (name, input, output or error).
 //
+// Each request carries only the new user message (and the chat id): the pi session keeps the
+// conversation on the gateway's side, and the gateway runs the last user message's text, so
+// sending the whole history again would only make every request bigger (past the gateway's
+// body limit, a long conversation could no longer send anything). See `lastUserMessageOnly`.
+//
 // Configuration comes from the query string, so one build works against any gateway:
 //   ?gateway=http://127.0.0.1:3000   where the gateway listens (default shown)
 //   &session=web                     the session key (default "web")
@@ -15,6 +20,7 @@ import { useChat } from "@ai-sdk/react";
 import { DefaultChatTransport } from "ai";
 import { StrictMode, useMemo, useState } from "react";
 import { createRoot } from "react-dom/client";
+import { describeChatError, lastUserMessageOnly } from "./gateway.js";
 import "./app.css";
 
 const DEFAULT_GATEWAY = "http://127.0.0.1:3000";
@@ -25,6 +31,22 @@ function readConfig() {
 	const session = params.get("session") || "web";
 	const token = params.get("token") || "";
 	return { gateway, session, token };
+}
+
+function ErrorNotice({ error, gateway }) {
+	const { title, detail, status } = describeChatError(error, { gateway, origin: window.location.origin });
+	return (
+		<div className="error" data-testid="error" data-status={status ?? ""} role="alert">
+			<div className="error-title" data-field="error-title">
+				{title}
+			</div>
+			{detail && (
+				<div className="error-detail" data-field="error-detail">
+					{detail}
+				</div>
+			)}
+		</div>
+	);
 }
 
 /** The text of a pi tool result (`{content:[{type:"text",text}], details}`), else its JSON. */
@@ -83,6 +105,7 @@ function App() {
 			new DefaultChatTransport({
 				api: `${config.gateway}/sessions/${encodeURIComponent(config.session)}/chat`,
 				headers: config.token ? { Authorization: `Bearer ${config.token}` } : undefined,
+				prepareSendMessagesRequest: lastUserMessageOnly,
 			}),
 		[config],
 	);
@@ -125,11 +148,7 @@ function App() {
 						))}
 					</article>
 				))}
-				{error && (
-					<div className="error" data-testid="error">
-						{error.message}
-					</div>
-				)}
+				{error && <ErrorNotice error={error} gateway={config.gateway} />}
 			</section>
 			<form onSubmit={onSubmit}>
 				<input
