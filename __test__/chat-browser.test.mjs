@@ -9,17 +9,15 @@
 // Run: node --test __test__/chat-browser.test.mjs   (needs /usr/bin/chromium; fails, never skips, without it)
 
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { buildChatUi } from "../examples/chat-ui/build.mjs";
-import { startStaticServer } from "../examples/chat-ui/serve.mjs";
 import { FAUX_ERROR_MESSAGE, fauxLongText, HELLO_CONTENT, HELLO_FILE } from "../lib/faux-agent.js";
-import { launchChromium, UI_TIMEOUT_MS } from "./helpers/browser-chromium.mjs";
+import { openChatUi } from "./helpers/browser-chat-ui.mjs";
+import { UI_TIMEOUT_MS } from "./helpers/browser-chromium.mjs";
 import { plainRequest } from "./helpers/browser-cli.mjs";
-import { fauxParts, removeDir, startChatGateway } from "./helpers/chat-fixture.mjs";
+import { fauxParts, startChatGateway } from "./helpers/chat-fixture.mjs";
 import { waitFor } from "./helpers/engine-util.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -28,32 +26,27 @@ const TOKEN = "browser-test-token";
 const SESSION = "browser chat"; // a space, so the page must percent-encode the key
 
 describe("the chat example in headless chromium", () => {
-	let tempDir;
-	/** @type {Awaited<ReturnType<typeof startStaticServer>>} */
+	/** @type {Awaited<ReturnType<typeof openChatUi>>} */
+	let ui;
+	/** The page's server (another origin than the gateway). */
 	let page;
 	/** @type {Awaited<ReturnType<typeof startChatGateway>>} */
 	let gw;
-	/** @type {import("playwright-core").BrowserContext} */
-	let context;
 	/** @type {import("playwright-core").Page} */
 	let tab;
 	const problems = [];
 	const gatewayRequests = [];
 
 	before(async () => {
-		tempDir = await mkdtemp(join(tmpdir(), "pi-gateway-chat-ui-"));
-		const dist = await buildChatUi({ outdir: join(tempDir, "dist") });
-		page = await startStaticServer({ root: dist });
 		// The page and the gateway are on different ports of 127.0.0.1: different origins.
-		gw = await startChatGateway({ config: { bearerToken: TOKEN, cors: { origins: [page.origin] } } });
-		assert.notEqual(new URL(gw.base).origin, page.origin);
 		// No skip: CI installs chromium, and a missing browser must not look like a pass (launchChromium fails).
-		({ context, tab } = await launchChromium(join(tempDir, "profile")));
-		tab.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
-		tab.on("console", (message) => {
-			if (message.type() === "error") problems.push(`console.error: ${message.text()}`);
-		});
-		tab.on("requestfailed", (request) => problems.push(`requestfailed: ${request.url()} ${request.failure()?.errorText}`));
+		ui = await openChatUi(
+			"pi-gateway-chat-ui-",
+			(origin) => startChatGateway({ config: { bearerToken: TOKEN, cors: { origins: [origin] } } }),
+			problems,
+		);
+		({ page, gw, tab } = ui);
+		assert.notEqual(new URL(gw.base).origin, page.origin);
 		tab.on("request", (request) => {
 			if (request.url().startsWith(gw.base)) {
 				gatewayRequests.push({ method: request.method(), url: request.url(), body: request.postData() });
@@ -61,12 +54,7 @@ describe("the chat example in headless chromium", () => {
 		});
 	});
 
-	after(async () => {
-		await context?.close().catch(() => {});
-		await page?.close().catch(() => {});
-		await gw?.close().catch(() => {});
-		await removeDir(tempDir);
-	});
+	after(() => ui?.close());
 
 	it("streams a tool-using answer into the page: reasoning, the read call with its output, then the text", async () => {
 		const query = new URLSearchParams({ gateway: gw.base, session: SESSION, token: TOKEN });

@@ -10,15 +10,9 @@
 // Run: npm test -- __test__/chat-long-history.test.mjs   (needs /usr/bin/chromium; fails, never skips, without it)
 
 import assert from "node:assert/strict";
-import { mkdtemp } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { buildChatUi } from "../examples/chat-ui/build.mjs";
-import { startStaticServer } from "../examples/chat-ui/serve.mjs";
 import { bigAnswer, startBigAnswerGateway } from "./helpers/browser-big-answers.mjs";
-import { launchChromium } from "./helpers/browser-chromium.mjs";
-import { removeDir } from "./helpers/chat-fixture.mjs";
+import { openChatUi } from "./helpers/browser-chat-ui.mjs";
 
 const MIB = 1024 * 1024;
 /** Filler characters of every answer: four answers make more than 1 MiB. */
@@ -30,30 +24,22 @@ const SESSION = "long history";
 const MAX_REQUEST_BYTES = 4096;
 
 describe("a useChat conversation past 1 MiB of history, in headless chromium", () => {
-	let tempDir;
+	let ui;
 	let page;
 	let gw;
-	let context;
 	let tab;
 	const problems = [];
 	/** Every POST the browser sent to the chat route: its size and parsed body. */
 	const chatRequests = [];
 
 	before(async () => {
-		tempDir = await mkdtemp(join(tmpdir(), "pi-gateway-long-history-"));
-		const dist = await buildChatUi({ outdir: join(tempDir, "dist") });
-		page = await startStaticServer({ root: dist });
-		gw = await startBigAnswerGateway({
-			answerChars: ANSWER_CHARS,
-			config: { bearerToken: TOKEN, cors: { origins: [page.origin] } },
-		});
-		({ context, tab } = await launchChromium(join(tempDir, "profile")));
+		ui = await openChatUi(
+			"pi-gateway-long-history-",
+			(origin) => startBigAnswerGateway({ answerChars: ANSWER_CHARS, config: { bearerToken: TOKEN, cors: { origins: [origin] } } }),
+			problems,
+		);
+		({ page, gw, tab } = ui);
 		const chatUrl = `${gw.base}/sessions/${encodeURIComponent(SESSION)}/chat`;
-		tab.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
-		tab.on("console", (message) => {
-			if (message.type() === "error") problems.push(`console.error: ${message.text()}`);
-		});
-		tab.on("requestfailed", (request) => problems.push(`requestfailed: ${request.url()} ${request.failure()?.errorText}`));
 		tab.on("request", (request) => {
 			if (request.url() !== chatUrl || request.method() !== "POST") return;
 			const raw = request.postDataBuffer() ?? Buffer.alloc(0);
@@ -61,12 +47,7 @@ describe("a useChat conversation past 1 MiB of history, in headless chromium", (
 		});
 	});
 
-	after(async () => {
-		await context?.close().catch(() => {});
-		await page?.close().catch(() => {});
-		await gw?.close().catch(() => {});
-		await removeDir(tempDir);
-	});
+	after(() => ui?.close());
 
 	it(`${TURNS} turns of ~${ANSWER_CHARS / 1000} KB answers: every send succeeds, and every request carries only the new message`, async () => {
 		const query = new URLSearchParams({ gateway: gw.base, session: SESSION, token: TOKEN });

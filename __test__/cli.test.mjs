@@ -5,58 +5,32 @@
 // Run: node --test __test__/cli.test.mjs
 
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { once } from "node:events";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:http";
+import { readdir } from "node:fs/promises";
 import { createServer as createNetServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { describe, it } from "node:test";
+import {
+	childEnv,
+	EXIT_DEADLINE_MS,
+	listening,
+	READY_LINE,
+	sandbox as sandboxFor,
+	spawnCli,
+	START_DEADLINE_MS,
+	startFakeOpenAi,
+	stopWith,
+	writeLocalModels,
+} from "./helpers/cli-child.mjs";
 import { within as withinDeadline } from "./helpers/engine-util.mjs";
 
-const BIN = fileURLToPath(new URL("../bin/pi-gateway.js", import.meta.url));
 const CURL = "/usr/bin/curl";
 /** The faux model's answer to the default prompt (lib/faux-agent.js: `hello.txt says: <HELLO_CONTENT>`). */
 const FAUX_ANSWER = "hello.txt says: Hello from the pi-gateway workspace.";
-/** How long a child may take to print its address (the machine may be loaded). */
-const START_DEADLINE_MS = 30_000;
-/** How long a child may take to exit after a signal. */
-const EXIT_DEADLINE_MS = 10_000;
-const READY_LINE = /^pi-gateway listening on http:\/\/([^\s]+):(\d+)$/m;
 
 /** A temporary folder with `home/` and `tmp/` for one child; removed by t.after. */
-async function sandbox(t) {
-	const root = await mkdtemp(join(tmpdir(), "pi-gateway-cli-test-"));
-	const home = join(root, "home");
-	const tmp = join(root, "tmp");
-	await mkdir(home);
-	await mkdir(tmp);
-	t.after(() => rm(root, { recursive: true, force: true }));
-	return { root, home, tmp };
-}
-
-/** A minimal environment for the child: no inherited API keys or PI_GATEWAY_* variables. */
-function childEnv(box, extra = {}) {
-	return { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: box.home, TMPDIR: box.tmp, ...extra };
-}
-
-/**
- * Spawns the CLI. `exited` resolves with `{ code, signal }`; output accumulates in `out.stdout` /
- * `out.stderr`. The child is SIGKILLed by t.after if a test leaves it running.
- */
-function spawnCli(t, args, env) {
-	const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-	const out = { stdout: "", stderr: "" };
-	child.stdout.setEncoding("utf8").on("data", (chunk) => (out.stdout += chunk));
-	child.stderr.setEncoding("utf8").on("data", (chunk) => (out.stderr += chunk));
-	const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
-	t.after(() => {
-		if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-	});
-	return { child, out, exited };
-}
+const sandbox = (t) => sandboxFor(t, "pi-gateway-cli-test-");
 
 /** `within` with the deadline first, as this file reads best. */
 const within = (ms, promise, what) => withinDeadline(promise, ms, what);
@@ -64,16 +38,7 @@ const within = (ms, promise, what) => withinDeadline(promise, ms, what);
 /** Starts a gateway and waits for its machine-readable ready line. */
 async function startGateway(t, args, env) {
 	const proc = spawnCli(t, args, env);
-	const ready = new Promise((resolve, reject) => {
-		const check = () => {
-			const match = READY_LINE.exec(proc.out.stdout);
-			if (match) resolve({ host: match[1], port: Number(match[2]) });
-		};
-		proc.child.stdout.on("data", check);
-		proc.exited.then(({ code, signal }) =>
-			reject(new Error(`pi-gateway exited (${code ?? signal}) before listening:\n${proc.out.stderr}`)),
-		);
-	});
+	const ready = listening(proc, { banner: false });
 	const { host, port } = await within(START_DEADLINE_MS, ready, `pi-gateway to listen; stderr:\n${proc.out.stdout}${proc.out.stderr}`);
 	// Let the banner arrive in full (it is written in one call, after the ready line's chunk at worst).
 	await within(5000, waitFor(() => proc.out.stdout.includes("Ctrl-C")), "the whole banner");
@@ -89,12 +54,6 @@ async function runCli(t, args, env) {
 
 async function waitFor(predicate, intervalMs = 20) {
 	while (!(await predicate())) await new Promise((resolve) => setTimeout(resolve, intervalMs));
-}
-
-/** Sends a signal and waits (bounded) for the exit. */
-async function stopWith(proc, signal) {
-	proc.child.kill(signal);
-	return within(EXIT_DEADLINE_MS, proc.exited, `pi-gateway to exit after ${signal}`);
 }
 
 /** Runs curl; resolves with the body and the HTTP status (written last by -w). */
@@ -458,45 +417,10 @@ describe("pi-gateway CLI", () => {
 		const box = await sandbox(t);
 		// An OpenAI-compatible chat-completions endpoint on 127.0.0.1 that streams a fixed answer.
 		const requests = [];
-		const server = createServer((req, res) => {
-			let body = "";
-			req.setEncoding("utf8");
-			req.on("data", (chunk) => (body += chunk));
-			req.on("end", () => {
-				requests.push({ method: req.method, url: req.url, authorization: req.headers.authorization, body });
-				res.writeHead(200, { "content-type": "text/event-stream" });
-				const chunk = (choice) =>
-					`data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", created: 1, model: "fake-1", choices: [choice] })}\n\n`;
-				res.write(chunk({ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }));
-				for (const word of ["Hello ", "from ", "the ", "fake ", "model."]) {
-					res.write(chunk({ index: 0, delta: { content: word }, finish_reason: null }));
-				}
-				res.write(chunk({ index: 0, delta: {}, finish_reason: "stop" }));
-				res.end("data: [DONE]\n\n");
-			});
-		});
-		server.listen(0, "127.0.0.1");
-		await once(server, "listening");
-		t.after(() => new Promise((resolve) => server.close(resolve)));
+		const server = await startFakeOpenAi(t, ["Hello ", "from ", "the ", "fake ", "model."], requests);
 		server.unref();
 
-		const agentDir = join(box.root, "agent");
-		const workspace = join(box.root, "workspace");
-		await mkdir(agentDir);
-		await mkdir(workspace);
-		await writeFile(
-			join(agentDir, "models.json"),
-			JSON.stringify({
-				providers: {
-					local: {
-						baseUrl: `http://127.0.0.1:${server.address().port}/v1`,
-						api: "openai-completions",
-						apiKey: "LOCAL_FAKE_API_KEY",
-						models: [{ id: "fake-1" }],
-					},
-				},
-			}),
-		);
+		const { agentDir, workspace } = await writeLocalModels(box.root, server);
 		const gw = await startGateway(
 			t,
 			["--port", "0", "--model", "local/fake-1", "--agent-dir", agentDir, "--cwd", workspace],

@@ -16,13 +16,9 @@
 // Run: node --test __test__/js-side-cli-heap.test.mjs
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:http";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readdir } from "node:fs/promises";
 import { describe, it } from "node:test";
+import { childEnv, sandbox as sandboxFor, spawnNode, startFakeOpenAi, writeLocalModels } from "./helpers/cli-child.mjs";
 
 const SESSIONS = 5000;
 const WARM_UP = 300;
@@ -102,47 +98,29 @@ const code = await exit;
 process.stdout.write(JSON.stringify({ code }) + "\\n");
 `;
 
-async function sandbox(t) {
-	const root = await mkdtemp(join(tmpdir(), "pi-gateway-heap-test-"));
-	const home = join(root, "home");
-	const tmp = join(root, "tmp");
-	await mkdir(home);
-	await mkdir(tmp);
-	t.after(() => rm(root, { recursive: true, force: true }));
-	return { root, home, tmp };
-}
+const sandbox = (t) => sandboxFor(t, "pi-gateway-heap-test-");
 
 /** Runs the child; resolves with its two JSON lines and its exit. */
 function runChild(t, env) {
-	const child = spawn(process.execPath, ["--expose-gc", "--input-type=module", "-e", CHILD], {
-		env,
-		stdio: ["ignore", "pipe", "pipe"],
-	});
-	let stdout = "";
-	let stderr = "";
-	child.stdout.setEncoding("utf8").on("data", (chunk) => (stdout += chunk));
-	child.stderr.setEncoding("utf8").on("data", (chunk) => (stderr += chunk));
-	t.after(() => {
-		if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-	});
+	const { child, out } = spawnNode(["--expose-gc", "--input-type=module", "-e", CHILD], env, t);
 	return new Promise((resolve, reject) => {
 		const timer = setTimeout(() => {
 			child.kill("SIGKILL");
-			reject(new Error(`the child did not finish within ${CHILD_DEADLINE_MS} ms; stdout:\n${stdout}\nstderr:\n${stderr}`));
+			reject(new Error(`the child did not finish within ${CHILD_DEADLINE_MS} ms; stdout:\n${out.stdout}\nstderr:\n${out.stderr}`));
 		}, CHILD_DEADLINE_MS);
 		child.on("exit", (code, signal) => {
 			clearTimeout(timer);
-			const lines = stdout.trim().split("\n").filter(Boolean);
+			const lines = out.stdout.trim().split("\n").filter(Boolean);
 			let report;
 			let end;
 			try {
 				report = JSON.parse(lines[0]);
 				end = JSON.parse(lines[1]);
 			} catch {
-				reject(new Error(`child exited ${code ?? signal} without its report; stdout:\n${stdout}\nstderr:\n${stderr}`));
+				reject(new Error(`child exited ${code ?? signal} without its report; stdout:\n${out.stdout}\nstderr:\n${out.stderr}`));
 				return;
 			}
-			resolve({ report, end, code, signal, stderr });
+			resolve({ report, end, code, signal, stderr: out.stderr });
 		});
 	});
 }
@@ -162,20 +140,23 @@ function checkReport(t, { report, end, code, signal, stderr }) {
 	);
 }
 
+/** The child's environment: main()'s argv, the message text and the answer it expects. */
+function heapEnv(box, argv, text, expect, extra = {}) {
+	return childEnv(box, {
+		...extra,
+		HEAP_ARGV: JSON.stringify(argv),
+		HEAP_TEXT: text,
+		HEAP_EXPECT: expect,
+		HEAP_SESSIONS: String(SESSIONS),
+		HEAP_WARM_UP: String(WARM_UP),
+		HEAP_TOLERANCE: String(HEAP_TOLERANCE_BYTES),
+	});
+}
+
 describe("the CLI frees the sessions the gateway evicts", () => {
 	it("faux model (the default): 5,000 sessions created and evicted leave the heap within 6 MB of where it started", async (t) => {
 		const box = await sandbox(t);
-		const result = await runChild(t, {
-			PATH: process.env.PATH ?? "/usr/bin:/bin",
-			HOME: box.home,
-			TMPDIR: box.tmp,
-			HEAP_ARGV: JSON.stringify(["--port", "0", "--idle-minutes", "0"]),
-			HEAP_TEXT: "/echo hi",
-			HEAP_EXPECT: "You said: hi",
-			HEAP_SESSIONS: String(SESSIONS),
-			HEAP_WARM_UP: String(WARM_UP),
-			HEAP_TOLERANCE: String(HEAP_TOLERANCE_BYTES),
-		});
+		const result = await runChild(t, heapEnv(box, ["--port", "0", "--idle-minutes", "0"], "/echo hi", "You said: hi"));
 		checkReport(t, result);
 		assert.deepEqual((await readdir(box.tmp)).filter((n) => n.startsWith("pi-gateway")), [], "temporary dirs removed");
 	});
@@ -183,61 +164,10 @@ describe("the CLI frees the sessions the gateway evicts", () => {
 	it("--model (a real provider on a local OpenAI-compatible server): 5,000 sessions leave the heap within 6 MB", async (t) => {
 		const box = await sandbox(t);
 		// An OpenAI-compatible chat-completions endpoint on 127.0.0.1 that streams a fixed answer.
-		const server = createServer((req, res) => {
-			req.resume();
-			req.on("end", () => {
-				res.writeHead(200, { "content-type": "text/event-stream" });
-				const chunk = (choice) =>
-					`data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", created: 1, model: "fake-1", choices: [choice] })}\n\n`;
-				res.write(chunk({ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }));
-				res.write(chunk({ index: 0, delta: { content: "fixed answer" }, finish_reason: null }));
-				res.write(chunk({ index: 0, delta: {}, finish_reason: "stop" }));
-				res.end("data: [DONE]\n\n");
-			});
-		});
-		server.listen(0, "127.0.0.1");
-		await once(server, "listening");
-		t.after(() => new Promise((resolve) => server.close(resolve)));
-		const agentDir = join(box.root, "agent");
-		const workspace = join(box.root, "workspace");
-		await mkdir(agentDir);
-		await mkdir(workspace);
-		await writeFile(
-			join(agentDir, "models.json"),
-			JSON.stringify({
-				providers: {
-					local: {
-						baseUrl: `http://127.0.0.1:${server.address().port}/v1`,
-						api: "openai-completions",
-						apiKey: "LOCAL_FAKE_API_KEY",
-						models: [{ id: "fake-1" }],
-					},
-				},
-			}),
-		);
-		const result = await runChild(t, {
-			PATH: process.env.PATH ?? "/usr/bin:/bin",
-			HOME: box.home,
-			TMPDIR: box.tmp,
-			LOCAL_FAKE_API_KEY: "key-from-env",
-			HEAP_ARGV: JSON.stringify([
-				"--port",
-				"0",
-				"--idle-minutes",
-				"0",
-				"--model",
-				"local/fake-1",
-				"--agent-dir",
-				agentDir,
-				"--cwd",
-				workspace,
-			]),
-			HEAP_TEXT: "hi",
-			HEAP_EXPECT: "fixed answer",
-			HEAP_SESSIONS: String(SESSIONS),
-			HEAP_WARM_UP: String(WARM_UP),
-			HEAP_TOLERANCE: String(HEAP_TOLERANCE_BYTES),
-		});
+		const server = await startFakeOpenAi(t, ["fixed answer"]);
+		const { agentDir, workspace } = await writeLocalModels(box.root, server);
+		const argv = ["--port", "0", "--idle-minutes", "0", "--model", "local/fake-1", "--agent-dir", agentDir, "--cwd", workspace];
+		const result = await runChild(t, heapEnv(box, argv, "hi", "fixed answer", { LOCAL_FAKE_API_KEY: "key-from-env" }));
 		checkReport(t, result);
 	});
 });

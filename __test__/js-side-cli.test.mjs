@@ -7,10 +7,7 @@
 // Run: node --test __test__/js-side-cli.test.mjs
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
-import http from "node:http";
-import { tmpdir } from "node:os";
+import { cp, mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { describe, it } from "node:test";
@@ -26,85 +23,33 @@ import {
 	StartupError,
 	UsageError,
 } from "../lib/cli.js";
+import { plainRequest } from "./helpers/browser-cli.mjs";
+import { childEnv, listening, sandbox as sandboxFor, spawnCli, START_DEADLINE_MS, stopWith } from "./helpers/cli-child.mjs";
 import { within as withinDeadline } from "./helpers/engine-util.mjs";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const BIN = join(ROOT, "bin", "pi-gateway.js");
-const READY_LINE = /^pi-gateway listening on http:\/\/([^\s]+):(\d+)$/m;
-const START_DEADLINE_MS = 30_000;
-const EXIT_DEADLINE_MS = 10_000;
 const INSTALL_LINE = "install @mariozechner/pi-coding-agent";
 
 const within = (ms, promise, what) => withinDeadline(promise, ms, what);
 
-async function sandbox(t) {
-	const root = await mkdtemp(join(tmpdir(), "pi-gateway-js-side-cli-"));
-	const home = join(root, "home");
-	const tmp = join(root, "tmp");
-	await mkdir(home);
-	await mkdir(tmp);
-	t.after(() => rm(root, { recursive: true, force: true }));
-	return { root, home, tmp };
-}
-
-function childEnv(box, extra = {}) {
-	return { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: box.home, TMPDIR: box.tmp, ...extra };
-}
-
-function spawnCli(t, bin, args, env) {
-	const child = spawn(process.execPath, [bin, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-	const out = { stdout: "", stderr: "" };
-	child.stdout.setEncoding("utf8").on("data", (chunk) => (out.stdout += chunk));
-	child.stderr.setEncoding("utf8").on("data", (chunk) => (out.stderr += chunk));
-	const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
-	t.after(() => {
-		if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-	});
-	return { child, out, exited };
-}
+const sandbox = (t) => sandboxFor(t, "pi-gateway-js-side-cli-");
 
 /** Starts the CLI and waits for its whole banner. */
 async function startCli(t, args, env) {
-	const proc = spawnCli(t, BIN, args, env);
-	const ready = new Promise((resolve, reject) => {
-		proc.child.stdout.on("data", () => {
-			const match = READY_LINE.exec(proc.out.stdout);
-			if (match && proc.out.stdout.includes("Ctrl-C")) resolve(Number(match[2]));
-		});
-		proc.exited.then(({ code, signal }) => reject(new Error(`pi-gateway exited (${code ?? signal}):\n${proc.out.stderr}`)));
-	});
-	const port = await within(START_DEADLINE_MS, ready, "pi-gateway to print its banner");
+	const proc = spawnCli(t, args, env);
+	const { port } = await within(START_DEADLINE_MS, listening(proc), "pi-gateway to print its banner");
 	return { ...proc, port };
 }
 
-async function stop(proc) {
-	proc.child.kill("SIGINT");
-	return within(EXIT_DEADLINE_MS, proc.exited, "pi-gateway to exit after SIGINT");
-}
+const stop = (proc) => stopWith(proc, "SIGINT");
 
-/** One request over node:http (which, unlike fetch, lets us set Host). */
-function request(port, method, path, { headers = {}, body } = {}) {
-	return new Promise((resolve, reject) => {
-		const req = http.request({ host: "127.0.0.1", port, method, path, headers, agent: false }, (res) => {
-			let text = "";
-			res.setEncoding("utf8");
-			res.on("data", (chunk) => (text += chunk));
-			res.on("end", () => {
-				let json;
-				try {
-					json = JSON.parse(text);
-				} catch {
-					json = undefined;
-				}
-				resolve({ status: res.statusCode, text, json });
-			});
-		});
-		req.setTimeout(30_000, () => req.destroy(new Error(`no answer to ${method} ${path}`)));
-		req.on("error", reject);
-		if (body !== undefined) req.write(typeof body === "string" ? body : JSON.stringify(body));
-		req.end();
+/** One request as curl would send it (node:http, which, unlike fetch, lets us set Host). */
+const request = (port, method, path, { headers = {}, body } = {}) =>
+	plainRequest(`http://127.0.0.1:${port}${path}`, {
+		method,
+		headers,
+		body: body === undefined || typeof body === "string" ? body : JSON.stringify(body),
 	});
-}
 
 const postJson = (port, path, body, headers = {}) =>
 	request(port, "POST", path, { headers: { "content-type": "application/json", ...headers }, body });
@@ -232,7 +177,7 @@ describe("without @mariozechner/pi-coding-agent", () => {
 			if (name.endsWith(".node")) await cp(join(ROOT, name), join(pkg, name));
 		}
 		for (const args of [["--port", "0"], ["--port", "0", "--model", "openai/gpt-4o-mini"]]) {
-			const proc = spawnCli(t, join(pkg, "bin", "pi-gateway.js"), args, childEnv(box, { OPENAI_API_KEY: "x" }));
+			const proc = spawnCli(t, args, childEnv(box, { OPENAI_API_KEY: "x" }), join(pkg, "bin", "pi-gateway.js"));
 			const { code, signal } = await within(START_DEADLINE_MS, proc.exited, "the CLI to exit");
 			assert.deepEqual({ code, signal }, { code: 1, signal: null }, proc.out.stderr);
 			const lines = proc.out.stderr.trimEnd().split("\n");

@@ -44,3 +44,17 @@ export async function launchChromium(profileDir, options = {}) {
 	tab.setDefaultTimeout(UI_TIMEOUT_MS);
 	return { context, tab };
 }
+
+/**
+ * Pushes what goes wrong in `tab` onto `problems`, one line each: uncaught page errors,
+ * console errors and failed requests.
+ * @param {import("playwright-core").Page} tab
+ * @param {string[]} problems
+ */
+export function recordProblems(tab, problems) {
+	tab.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
+	tab.on("console", (message) => {
+		if (message.type() === "error") problems.push(`console.error: ${message.text()}`);
+	});
+	tab.on("requestfailed", (request) => problems.push(`requestfailed: ${request.url()} ${request.failure()?.errorText}`));
+}

@@ -2,19 +2,10 @@
 // TMPDIR in a fresh temporary folder, no inherited API keys), plain HTTP requests that look like
 // curl's (no Origin, no Sec-Fetch-*), and a small page server for "another web site".
 
-import { spawn } from "node:child_process";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { request as httpRequest, createServer } from "node:http";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { childEnv, EXIT_DEADLINE_MS, listening, makeSandbox, spawnCli, START_DEADLINE_MS } from "./cli-child.mjs";
 import { within } from "./engine-util.mjs";
-
-const BIN = fileURLToPath(new URL("../../bin/pi-gateway.js", import.meta.url));
-const READY_LINE = /^pi-gateway listening on http:\/\/([^\s]+):(\d+)$/m;
-/** How long the CLI may take to print its address, and to exit after SIGTERM (loaded machine). */
-const START_MS = 30_000;
-const EXIT_MS = 10_000;
 
 /**
  * Starts `node bin/pi-gateway.js --port 0 ...args` and waits for its ready line and banner.
@@ -22,41 +13,20 @@ const EXIT_MS = 10_000;
  * @returns {Promise<{ base: string, port: number, out: { stdout: string, stderr: string }, stop: () => Promise<void> }>}
  */
 export async function startCli(args) {
-	const root = await mkdtemp(join(tmpdir(), "pi-gateway-browser-cli-"));
-	const home = join(root, "home");
-	const tmp = join(root, "tmp");
-	await mkdir(home);
-	await mkdir(tmp);
-	const child = spawn(process.execPath, [BIN, "--port", "0", ...args], {
-		env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: home, TMPDIR: tmp },
-		stdio: ["ignore", "pipe", "pipe"],
-	});
-	const out = { stdout: "", stderr: "" };
-	child.stdout.setEncoding("utf8").on("data", (chunk) => (out.stdout += chunk));
-	child.stderr.setEncoding("utf8").on("data", (chunk) => (out.stderr += chunk));
-	const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+	const box = await makeSandbox("pi-gateway-browser-cli-");
+	const proc = spawnCli(undefined, ["--port", "0", ...args], childEnv(box));
+	const { child, out, exited } = proc;
 	const stop = async () => {
 		if (child.exitCode === null && child.signalCode === null) {
 			child.kill("SIGTERM");
-			await within(exited, EXIT_MS, "pi-gateway to exit after SIGTERM").catch(() => {
+			await within(exited, EXIT_DEADLINE_MS, "pi-gateway to exit after SIGTERM").catch(() => {
 				child.kill("SIGKILL");
 			});
 		}
-		await rm(root, { recursive: true, force: true }).catch(() => {});
+		await rm(box.root, { recursive: true, force: true }).catch(() => {});
 	};
 	try {
-		const port = await within(
-			new Promise((resolve, reject) => {
-				const check = () => {
-					const match = READY_LINE.exec(out.stdout);
-					if (match && out.stdout.includes("Ctrl-C")) resolve(Number(match[2]));
-				};
-				child.stdout.on("data", check);
-				exited.then(({ code, signal }) => reject(new Error(`pi-gateway exited (${code ?? signal}):\n${out.stderr}`)));
-			}),
-			START_MS,
-			"pi-gateway to print its address",
-		);
+		const { port } = await within(listening(proc), START_DEADLINE_MS, "pi-gateway to print its address");
 		return { base: `http://127.0.0.1:${port}`, port, out, stop };
 	} catch (error) {
 		await stop();

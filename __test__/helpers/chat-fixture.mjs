@@ -11,6 +11,26 @@ import { createFauxPiAgent, FAUX_MODEL_ID, FAUX_PROVIDER, HELLO_FILE } from "../
 export const MULTI_STEP_COMMAND = "/multistep";
 
 /**
+ * Registers a faux model (`name`) whose every answer is `answer(context)`, streamed in chunks of
+ * `tokens` tokens (4 characters each); its queue of responses refills itself, so it never runs
+ * dry. Returns the registration (`getModel()`, `unregister()`).
+ * @param {{ name: string, tokens?: number, answer: (context: any) => any }} options
+ */
+export function registerFauxScript({ name, tokens = 1, answer }) {
+	const registration = registerFauxProvider({
+		provider: FAUX_PROVIDER,
+		models: [{ id: FAUX_MODEL_ID, name, reasoning: false }],
+		tokenSize: { min: tokens, max: tokens },
+	});
+	const factory = (context) => {
+		if (registration.getPendingResponseCount() < 16) registration.appendResponses(new Array(64).fill(factory));
+		return answer(context);
+	};
+	registration.setResponses(new Array(64).fill(factory));
+	return registration;
+}
+
+/**
  * One more faux script for real pi AgentSessions, for what lib/faux-agent.js does not produce:
  * reasoning AND text in more than one step of one message. The first model call answers with
  * reasoning, text and a `read` call of hello.txt; the second (with the tool result) with
@@ -18,30 +38,26 @@ export const MULTI_STEP_COMMAND = "/multistep";
  * {@link MULTI_STEP_COMMAND} (see `startChatGateway({ multiStep: true })`).
  */
 function registerMultiStepModel() {
-	const registration = registerFauxProvider({
-		provider: FAUX_PROVIDER,
-		models: [{ id: FAUX_MODEL_ID, name: "Faux multi-step script", reasoning: false }],
-		tokenSize: { min: 1, max: 1 },
+	return registerFauxScript({
+		name: "Faux multi-step script",
+		answer: (context) => {
+			const messages = context.messages ?? [];
+			const lastUser = messages.findLastIndex((m) => m.role === "user");
+			const result = messages.slice(lastUser + 1).findLast((m) => m.role === "toolResult");
+			if (!result) {
+				return fauxAssistantMessage(
+					[fauxThinking("First step: read the file."), fauxText("Let me read it."), fauxToolCall("read", { path: HELLO_FILE })],
+					{ stopReason: "toolUse" },
+				);
+			}
+			const content = result.content.map((c) => c.text ?? "").join("");
+			return fauxAssistantMessage([fauxThinking("Second step: answer."), fauxText(`It says: ${content}`)]);
+		},
 	});
-	const factory = (context) => {
-		if (registration.getPendingResponseCount() < 16) registration.appendResponses(new Array(64).fill(factory));
-		const messages = context.messages ?? [];
-		const lastUser = messages.findLastIndex((m) => m.role === "user");
-		const result = messages.slice(lastUser + 1).findLast((m) => m.role === "toolResult");
-		if (!result) {
-			return fauxAssistantMessage(
-				[fauxThinking("First step: read the file."), fauxText("Let me read it."), fauxToolCall("read", { path: HELLO_FILE })],
-				{ stopReason: "toolUse" },
-			);
-		}
-		const content = result.content.map((c) => c.text ?? "").join("");
-		return fauxAssistantMessage([fauxThinking("Second step: answer."), fauxText(`It says: ${content}`)]);
-	};
-	registration.setResponses(new Array(64).fill(factory));
-	return registration;
 }
 
-function lastUserText(context) {
+/** The last user message's text in a model context. */
+export function lastUserText(context) {
 	const user = (context.messages ?? []).findLast((m) => m.role === "user");
 	if (!user) return "";
 	return typeof user.content === "string" ? user.content : user.content.map((c) => c.text ?? "").join("");
@@ -49,13 +65,21 @@ function lastUserText(context) {
 
 /**
  * Starts a faux pi agent and a gateway in front of it on 127.0.0.1:0.
- * @param {{ config?: object, faux?: object, primarySessionKey?: string, multiStep?: boolean }} [options]
+ * @param {{ config?: object, faux?: object, primarySessionKey?: string, multiStep?: boolean, script?: () => { registration: any, when?: (context: any) => boolean } }} [options]
  *   `config` is merged over a minimal valid GatewayConfig (e.g. `{ bearerToken, cors }`).
  *   `multiStep`: sessions created through `createSession` also understand {@link MULTI_STEP_COMMAND}.
+ *   `script`: called once the faux agent exists; sessions created through `createSession` use
+ *   its registration's model for every call (or only where `when(context)` holds). It is
+ *   unregistered on close.
  */
 export async function startChatGateway(options = {}) {
 	const agent = await createFauxPiAgent(options.faux ?? {});
-	const multiStep = options.multiStep ? registerMultiStepModel() : undefined;
+	const script = options.multiStep
+		? {
+				registration: registerMultiStepModel(),
+				when: (context) => lastUserText(context).startsWith(MULTI_STEP_COMMAND),
+			}
+		: options.script?.();
 	/** @type {Map<string, import("@mariozechner/pi-coding-agent").AgentSession>} */
 	const sessions = new Map();
 	const primarySessionKey = options.primarySessionKey ?? "main";
@@ -74,14 +98,11 @@ export async function startChatGateway(options = {}) {
 			primarySession: agent.primarySession,
 			createSession: async (key) => {
 				const session = await agent.createSession(key);
-				if (multiStep) {
+				if (script) {
+					const scripted = script.registration.getModel();
 					const streamFn = session.agent.streamFn;
 					session.agent.streamFn = (model, context, streamOptions) =>
-						streamFn(
-							lastUserText(context).startsWith(MULTI_STEP_COMMAND) ? multiStep.getModel() : model,
-							context,
-							streamOptions,
-						);
+						streamFn(!script.when || script.when(context) ? scripted : model, context, streamOptions);
 				}
 				sessions.set(key, session);
 				return session;
@@ -91,7 +112,7 @@ export async function startChatGateway(options = {}) {
 		await runtime.start();
 	} catch (error) {
 		await agent.close();
-		multiStep?.unregister();
+		script?.registration.unregister();
 		throw error;
 	}
 	const port = runtime.getAddress().port;
@@ -109,7 +130,7 @@ export async function startChatGateway(options = {}) {
 				await runtime.stop();
 			} finally {
 				await agent.close();
-				multiStep?.unregister();
+				script?.registration.unregister();
 			}
 		},
 	};

@@ -14,8 +14,7 @@ import { execFile } from "node:child_process";
 import { connect } from "node:net";
 import { deflateSync } from "node:zlib";
 
-import { GatewayRuntime } from "../../index.js";
-import { parseResponses, rawExchange, rawRequest, sleep } from "./rel-util.mjs";
+import { baseConfig, parseResponses, rawExchange, rawRequest, sleep, startGateway } from "./rel-util.mjs";
 
 export { sleep };
 
@@ -121,41 +120,17 @@ export function allCalls(sessions) {
  * Returns { rt, port, base, primary, factory, logs, stop, prompts() }.
  */
 export async function startSafe(cleanup, { config = {}, primary, createSession, primaryKey = "main" } = {}) {
-	const { session, webhook, ...rest } = config;
-	const fullConfig = {
-		bind: "127.0.0.1",
-		port: 0,
-		...rest,
-		session: { idleMinutes: 30, maxQueuePerSession: 16, ...session },
-		webhook: { enabled: false, basePath: "/webhook", ...webhook },
-	};
 	const primarySession = primary ?? recordingSession(primaryKey);
 	const factory = createSession ?? recordingFactory();
-	const logs = [];
-	const rt = new GatewayRuntime({
-		config: fullConfig,
-		primarySessionKey: primaryKey,
-		primarySession,
-		createSession: factory,
-		log: (m) => logs.push(m),
-	});
-	let stopped = false;
-	const stop = async () => {
-		if (stopped) return;
-		stopped = true;
-		await rt.stop();
-	};
-	cleanup.push(stop);
-	await rt.start();
-	const port = rt.getAddress().port;
+	// rel-util's starter, with `cleanup` in the place of a test context's `after`.
+	const gw = await startGateway(
+		{ after: (stop) => cleanup.push(stop) },
+		{ config: baseConfig(config), primarySession, createSession: factory, primarySessionKey: primaryKey },
+	);
 	return {
-		rt,
-		port,
-		base: `http://127.0.0.1:${port}`,
+		...gw,
 		primary: primarySession,
 		factory,
-		logs,
-		stop,
 		/** Prompt calls on the primary and on every session the factory made. */
 		prompts: () => primarySession.calls.length + (factory.created ? allCalls(factory.created).length : 0),
 	};

@@ -96,6 +96,41 @@ fn message(key: &str, text: &str) -> MessageRequest {
     }
 }
 
+/// A fake agent whose every prompt waits for the returned gate.
+fn gated_agent() -> (Arc<FakeAgent>, Arc<Notify>) {
+    let gate = Arc::new(Notify::new());
+    let agent = Arc::new(FakeAgent {
+        gate: Some(gate.clone()),
+        ..Default::default()
+    });
+    (agent, gate)
+}
+
+/// Waits until the run loop of `key` has taken a message off its queue.
+async fn until_processing(gw: &Gateway, key: &str) {
+    while !gw.snapshot(key).map(|s| s.processing).unwrap_or(false) {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A gateway (`config`) over a gated fake agent whose session "a" is running the message "run",
+/// held at the gate until the test notifies it.
+async fn running_at_the_gate(
+    config: Config,
+) -> (
+    Arc<FakeAgent>,
+    Arc<Notify>,
+    Gateway,
+    oneshot::Receiver<MessageResult>,
+) {
+    let (agent, gate) = gated_agent();
+    let gw = gateway(agent.clone(), config);
+    let running = gw.enqueue(message("a", "run"), None);
+    // Let the run loop take the first message off the queue.
+    until_processing(&gw, "a").await;
+    (agent, gate, gw, running)
+}
+
 #[tokio::test]
 async fn messages_of_one_session_run_in_order_and_each_gets_one_result() {
     let agent = Arc::new(FakeAgent::default());
@@ -115,19 +150,9 @@ async fn messages_of_one_session_run_in_order_and_each_gets_one_result() {
 
 #[tokio::test]
 async fn a_full_queue_answers_at_once_and_clear_answers_the_rest() {
-    let gate = Arc::new(Notify::new());
-    let agent = Arc::new(FakeAgent {
-        gate: Some(gate.clone()),
-        ..Default::default()
-    });
     let mut config = Config::for_tests();
     config.max_queue = 2;
-    let gw = gateway(agent.clone(), config);
-    let running = gw.enqueue(message("a", "run"), None);
-    // Let the run loop take the first message off the queue.
-    while !gw.snapshot("a").map(|s| s.processing).unwrap_or(false) {
-        tokio::task::yield_now().await;
-    }
+    let (_agent, gate, gw, running) = running_at_the_gate(config).await;
     let q1 = gw.enqueue(message("a", "q1"), None);
     let q2 = gw.enqueue(message("a", "q2"), None);
     let full = gw.enqueue(message("a", "q3"), None).await.expect("result");
@@ -266,16 +291,7 @@ async fn a_subscriber_that_falls_behind_is_dropped_without_slowing_others() {
 
 #[tokio::test]
 async fn stop_answers_running_and_queued_messages() {
-    let gate = Arc::new(Notify::new());
-    let agent = Arc::new(FakeAgent {
-        gate: Some(gate.clone()),
-        ..Default::default()
-    });
-    let gw = gateway(agent.clone(), Config::for_tests());
-    let running = gw.enqueue(message("a", "run"), None);
-    while !gw.snapshot("a").map(|s| s.processing).unwrap_or(false) {
-        tokio::task::yield_now().await;
-    }
+    let (agent, gate, gw, running) = running_at_the_gate(Config::for_tests()).await;
     let queued = gw.enqueue(message("a", "wait"), None);
     let mut sub = gw.subscribe("a", 16).await.expect("sub");
     tokio::time::timeout(Duration::from_secs(2), gw.stop_sessions())
@@ -293,17 +309,11 @@ async fn stop_answers_running_and_queued_messages() {
 
 #[tokio::test]
 async fn a_run_that_ends_after_a_reset_does_not_bring_back_the_old_message_count() {
-    let gate = Arc::new(Notify::new());
-    let agent = Arc::new(FakeAgent {
-        gate: Some(gate.clone()),
-        ..Default::default()
-    });
+    let (agent, gate) = gated_agent();
     let gw = gateway(agent.clone(), Config::for_tests());
     gw.ensure_session("main").await.expect("primary");
     let running = gw.enqueue(message("main", "long"), None);
-    while !gw.snapshot("main").map(|s| s.processing).unwrap_or(false) {
-        tokio::task::yield_now().await;
-    }
+    until_processing(&gw, "main").await;
     // The reset renews the session (message count 0) while the old prompt is still out.
     gw.reset("main").await.expect("reset");
     assert_eq!(gw.snapshot("main").expect("exists").message_count, 0);
@@ -319,18 +329,9 @@ async fn a_run_that_ends_after_a_reset_does_not_bring_back_the_old_message_count
 
 #[tokio::test]
 async fn a_message_whose_sender_has_gone_does_not_run_and_frees_its_place() {
-    let gate = Arc::new(Notify::new());
-    let agent = Arc::new(FakeAgent {
-        gate: Some(gate.clone()),
-        ..Default::default()
-    });
     let mut config = Config::for_tests();
     config.max_queue = 2;
-    let gw = gateway(agent.clone(), config);
-    let running = gw.enqueue(message("a", "run"), None);
-    while !gw.snapshot("a").map(|s| s.processing).unwrap_or(false) {
-        tokio::task::yield_now().await;
-    }
+    let (agent, gate, gw, running) = running_at_the_gate(config).await;
     // Two queued messages whose clients hung up, then two that still wait: the queue of two
     // has room for them because the abandoned ones hold no place.
     drop(gw.enqueue(message("a", "gone1"), None));
