@@ -7,7 +7,7 @@
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::config::Config;
 
@@ -61,6 +61,27 @@ pub fn metadata(value: Option<&Value>) -> Result<(), String> {
             short(other)
         )),
     }
+}
+
+/// What a message carries besides its text and key, once checked.
+#[derive(Debug, Default)]
+pub struct MessageFields {
+    /// The normalized `images` JSON handed to the agent.
+    pub images_json: Option<String>,
+    /// `None`: the engine's default (`extension`).
+    pub source: Option<String>,
+}
+
+/// `images`, `source` and `metadata` of a message body (HTTP or `enqueueMessage`), checked
+/// together: the one place both doors go through.
+pub fn message_fields(body: &Map<String, Value>, config: &Config) -> Result<MessageFields, String> {
+    let images_json = images(body.get("images"), config)?;
+    let source = source(body.get("source"))?;
+    metadata(body.get("metadata"))?;
+    Ok(MessageFields {
+        images_json,
+        source,
+    })
 }
 
 /// `images`: absent, or an array of at most `limits.maxImages` images

@@ -271,18 +271,16 @@ impl NativeGateway {
                 }
             },
         };
-        let images = validate::images(fields.get("images"), self.gateway.config())
-            .map_err(Error::from_reason)?;
-        let source = validate::source(fields.get("source")).map_err(Error::from_reason)?;
-        validate::metadata(fields.get("metadata")).map_err(Error::from_reason)?;
+        let fields =
+            validate::message_fields(&fields, self.gateway.config()).map_err(Error::from_reason)?;
         // Queued here, on the JS thread, so messages keep the order of the calls.
         let key = session_key.clone();
         let rx = self.gateway.enqueue(
             MessageRequest {
                 session_key,
                 text,
-                images_json: images,
-                source,
+                images_json: fields.images_json,
+                source: fields.source,
             },
             None,
         );

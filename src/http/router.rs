@@ -64,9 +64,9 @@ impl Refusal {
     }
 }
 
-/// The host name of a `Host` header: lowercase, without port or trailing dot; IPv6 keeps
-/// its brackets.
-pub fn host_name(host: &str) -> String {
+/// The host name of a `Host` header: without port or trailing dot; IPv6 keeps its brackets.
+/// Case is kept: compare with `eq_ignore_ascii_case`.
+pub fn host_name(host: &str) -> &str {
     let host = host.trim();
     let name = if host.starts_with('[') {
         match host.find(']') {
@@ -76,12 +76,19 @@ pub fn host_name(host: &str) -> String {
     } else {
         host.split(':').next().unwrap_or("")
     };
-    name.trim_end_matches('.').to_ascii_lowercase()
+    name.trim_end_matches('.')
 }
 
-/// Names that only ever resolve to this machine.
+/// Names that only ever resolve to this machine (any case).
 pub fn is_loopback_name(name: &str) -> bool {
-    if name == "localhost" || name.ends_with(".localhost") || name == "[::1]" {
+    const SUFFIX: &str = ".localhost";
+    let suffix_at = name.len().wrapping_sub(SUFFIX.len());
+    if name.eq_ignore_ascii_case("localhost")
+        || name.eq_ignore_ascii_case("[::1]")
+        || (name.len() > SUFFIX.len()
+            && name.is_char_boundary(suffix_at)
+            && name[suffix_at..].eq_ignore_ascii_case(SUFFIX))
+    {
         return true;
     }
     name.parse::<std::net::Ipv4Addr>()
@@ -92,33 +99,40 @@ pub fn is_loopback_name(name: &str) -> bool {
 /// The browser-safety checks of SPEC section 16, in order: `Host` (DNS rebinding), `Origin`,
 /// `Sec-Fetch-Site`, and the content types an HTML form or a `no-cors` fetch can send.
 /// A browser cannot forge any of these headers, and a non-browser client has no reason to
-/// send them, so curl and scripts are unaffected.
+/// send them, so curl and scripts are unaffected. Runs on every request: it allocates only
+/// to describe a refusal.
 pub fn guard(
     config: &crate::config::Config,
     method: &Method,
     headers: &hyper::HeaderMap,
 ) -> Result<(), Refusal> {
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
+    let host_header = headers.get(HOST);
+    let host = host_header.and_then(|h| h.to_str().ok()).map(str::trim);
     if config.is_loopback() || !config.allowed_hosts.is_empty() {
-        if let Some(host) = host.as_deref() {
-            let name = host_name(host);
-            if !is_loopback_name(&name) && !config.allowed_hosts.contains(&name) {
-                return Err(Refusal::Host);
+        match host {
+            Some(host) => {
+                let name = host_name(host);
+                let listed = config
+                    .allowed_hosts
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(name));
+                if !is_loopback_name(name) && !listed {
+                    return Err(Refusal::Host);
+                }
             }
-        } else if headers.contains_key(HOST) {
-            return Err(Refusal::Host);
+            // A Host that is not text: no browser sends that.
+            None if host_header.is_some() => return Err(Refusal::Host),
+            None => {}
         }
     }
 
     let mut cors_allowed = false;
     if let Some(origin) = headers.get(ORIGIN) {
         let origin = origin.to_str().map_err(|_| Refusal::Origin)?;
-        let own = host
-            .as_deref()
-            .is_some_and(|h| origin.eq_ignore_ascii_case(&format!("http://{}", h.trim())));
+        let own = match (host, origin.strip_prefix("http://")) {
+            (Some(host), Some(rest)) => rest.eq_ignore_ascii_case(host),
+            _ => false,
+        };
         cors_allowed = match &config.cors {
             Some(CorsOrigins::Any) => true,
             Some(CorsOrigins::List(list)) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
@@ -138,21 +152,16 @@ pub fn guard(
     }
 
     if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        if let Some(value) = headers.get(CONTENT_TYPE) {
-            let text = String::from_utf8_lossy(value.as_bytes());
-            let media = text
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
+        if let Some(Ok(value)) = headers.get(CONTENT_TYPE).map(HeaderValue::to_str) {
+            let media = value.split(';').next().unwrap_or("").trim();
+            let is = |t: &str| media.eq_ignore_ascii_case(t);
             let from_browser = headers.contains_key(ORIGIN)
                 || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-"));
-            let form = media == "text/plain"
-                || media == "multipart/form-data"
-                || (media == "application/x-www-form-urlencoded" && from_browser);
-            if form {
-                return Err(Refusal::ContentType(media));
+            if is("text/plain")
+                || is("multipart/form-data")
+                || (is("application/x-www-form-urlencoded") && from_browser)
+            {
+                return Err(Refusal::ContentType(media.to_ascii_lowercase()));
             }
         }
     }
@@ -470,20 +479,20 @@ fn text_field(body: &Map<String, Value>) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The fields a message body may carry besides its text, checked at the door.
-struct Extras {
-    images_json: Option<String>,
-    source: Option<String>,
-}
-
-/// `Err` is the message of the `400`.
-fn message_extras(ctx: &Ctx, body: &Map<String, Value>) -> Result<Extras, String> {
-    let images_json = validate::images(body.get("images"), ctx.gateway.config())?;
-    let source = validate::source(body.get("source"))?;
-    validate::metadata(body.get("metadata"))?;
-    Ok(Extras {
-        images_json,
-        source,
+/// A message for `key` from a request body, its fields checked at the door; `Err` is the
+/// message of the `400`.
+fn message_request(
+    ctx: &Ctx,
+    key: String,
+    text: String,
+    body: &Map<String, Value>,
+) -> Result<MessageRequest, String> {
+    let fields = validate::message_fields(body, ctx.gateway.config())?;
+    Ok(MessageRequest {
+        session_key: key,
+        text,
+        images_json: fields.images_json,
+        source: fields.source,
     })
 }
 
@@ -503,20 +512,10 @@ async fn messages(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<Bo
     let Some(text) = text_field(&body) else {
         return error(StatusCode::BAD_REQUEST, "Missing text");
     };
-    let extras = match message_extras(ctx, &body) {
-        Ok(e) => e,
-        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
-    };
-    run_message(
-        ctx,
-        MessageRequest {
-            session_key: key,
-            text,
-            images_json: extras.images_json,
-            source: Some(extras.source.unwrap_or_else(|| "extension".into())),
-        },
-    )
-    .await
+    match message_request(ctx, key, text, &body) {
+        Ok(request) => run_message(ctx, request).await,
+        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+    }
 }
 
 async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<Body> {
@@ -639,20 +638,10 @@ async fn webhook(ctx: &Ctx, req: Request<Incoming>, route: &str) -> Response<Bod
         Ok(k) => k,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
-    let extras = match message_extras(ctx, &body) {
-        Ok(e) => e,
-        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
-    };
-    run_message(
-        ctx,
-        MessageRequest {
-            session_key: key,
-            text,
-            images_json: extras.images_json,
-            source: Some(extras.source.unwrap_or_else(|| "extension".into())),
-        },
-    )
-    .await
+    match message_request(ctx, key, text, &body) {
+        Ok(request) => run_message(ctx, request).await,
+        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+    }
 }
 
 #[cfg(test)]
