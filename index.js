@@ -14,26 +14,9 @@ import { join } from "node:path";
 const require = createRequire(import.meta.url);
 const native = require("./native.cjs");
 
-// Event kinds understood by NativeGateway.pushEvent (src/binding/mod.rs).
-const K = {
-	turnStart: 0,
-	turnEnd: 1,
-	messageStart: 2,
-	token: 3,
-	thinking: 4,
-	toolStart: 5,
-	toolUpdate: 6,
-	toolEnd: 7,
-	messageComplete: 8,
-	textStart: 9,
-	textEnd: 10,
-	thinkingStart: 11,
-	thinkingEnd: 12,
-	toolcallStart: 13,
-	toolcallDelta: 14,
-	toolcallEnd: 15,
-	touch: 99,
-};
+// Event kinds understood by NativeGateway.pushEvent: one table, exported by the Rust enum
+// (src/binding/mod.rs, `EventKind`).
+const K = native.EventKind;
 
 function errorMessage(error) {
 	if (error instanceof Error) return error.message;
@@ -200,7 +183,8 @@ export class GatewayRuntime {
 	#createSession;
 	#log;
 	#sessionDirRoot;
-	/** handle -> { key, session, unsubscribe, running, started, pendingAbort } */
+	/** handle -> { key, session, unsubscribe }. Run state (running, started, an abort asked
+	 * for before the run was under way) is kept in Rust, with the run. */
 	#sessions = new Map();
 	/** subscriber id -> { listener, held: frames waiting for hello, or null once it is delivered } */
 	#listeners = new Map();
@@ -231,17 +215,15 @@ export class GatewayRuntime {
 		} catch (error) {
 			throw new TypeError(`GatewayRuntime: options.config is not serializable: ${errorMessage(error)}`);
 		}
-		this.#native = new native.NativeGateway(
-			configJson,
-			primarySessionKey,
-			(req, handle, key) => this.#onCreate(req, handle, key),
-			(req, handle, text, imagesJson, source) => this.#onPrompt(req, handle, text, imagesJson, source),
-			(req, handle) => this.#onAbort(req, handle),
-			(req, handle, dispose) => this.#onRelease(req, handle, dispose),
-			(req, handle) => this.#onRenew(req, handle),
-			(message) => this.#safeLog(message),
-			(id, json) => this.#onDeliver(id, json),
-		);
+		this.#native = new native.NativeGateway(configJson, primarySessionKey, {
+			createSession: (req, handle, key) => this.#onCreate(req, handle, key),
+			prompt: (req, handle, text, imagesJson, source) => this.#onPrompt(req, handle, text, imagesJson, source),
+			abort: (req, handle) => this.#onAbort(req, handle),
+			release: (req, handle, dispose) => this.#onRelease(req, handle, dispose),
+			renew: (req, handle) => this.#onRenew(req, handle),
+			log: (message) => this.#safeLog(message),
+			deliver: (id, json, eventId) => this.#onDeliver(id, json, eventId),
+		});
 	}
 
 	async start() {
@@ -260,34 +242,71 @@ export class GatewayRuntime {
 		return { bind: this.#config.bind, port: this.#native.port() ?? this.#config.port };
 	}
 
-	async enqueueMessage(request) {
+	/** Checks the shape JS can check; Rust checks the fields as HTTP does. */
+	#messageArgs(request, what) {
 		if (!request || typeof request.sessionKey !== "string") {
-			throw new TypeError("enqueueMessage: request.sessionKey must be a string");
+			throw new TypeError(`${what}: request.sessionKey must be a string`);
 		}
-		if (typeof request.text !== "string") throw new TypeError("enqueueMessage: request.text must be a string");
+		if (typeof request.text !== "string") throw new TypeError(`${what}: request.text must be a string`);
+		const key = request.idempotencyKey;
+		if (key !== undefined && typeof key !== "string") {
+			throw new TypeError(`${what}: request.idempotencyKey must be a string`);
+		}
 		// images, source and metadata are checked in Rust, with the same messages as over HTTP.
 		const fields = toJson({ images: request.images, source: request.source, metadata: request.metadata });
-		const json = await this.#native.enqueue(request.sessionKey, request.text, fields);
+		return [request.sessionKey, request.text, fields, key];
+	}
+
+	async enqueueMessage(request) {
+		const json = await this.#native.enqueue(...this.#messageArgs(request, "enqueueMessage"));
 		return JSON.parse(json);
 	}
 
-	async addSubscriber(sessionKey, listener) {
+	/** Queues a message without waiting for its answer: the run's record. */
+	async submitMessage(request) {
+		return JSON.parse(this.#native.submit(...this.#messageArgs(request, "submitMessage")));
+	}
+
+	getRun(sessionKey, runId) {
+		const json = this.#native.getRun(String(sessionKey), String(runId));
+		return json === null ? undefined : JSON.parse(json);
+	}
+
+	listRuns(sessionKey) {
+		return JSON.parse(this.#native.listRuns(String(sessionKey)));
+	}
+
+	async waitForRun(sessionKey, runId) {
+		return JSON.parse(await this.#native.waitRun(String(sessionKey), String(runId)));
+	}
+
+	async cancelRun(sessionKey, runId) {
+		const answer = JSON.parse(await this.#native.cancelRun(String(sessionKey), String(runId)));
+		if (answer.status === null) delete answer.status;
+		return answer;
+	}
+
+	async addSubscriber(sessionKey, listener, options = {}) {
 		requireFunction(listener, "addSubscriber listener");
+		const after = options?.after;
+		if (after !== undefined && !(Number.isSafeInteger(after) && after >= 0)) {
+			throw new TypeError("addSubscriber: options.after must be a non-negative integer");
+		}
 		const id = this.#nextListener++;
 		// Frames that overtake the resolution of subscribe() wait here until hello is handled.
 		const entry = { listener, held: [] };
 		this.#listeners.set(id, entry);
 		let hello;
 		try {
-			hello = await this.#native.subscribe(sessionKey, id);
+			hello = await this.#native.subscribe(sessionKey, id, after);
 		} catch (error) {
 			this.#listeners.delete(id);
 			throw error;
 		}
 		const held = entry.held;
 		entry.held = null;
-		this.#call(listener, hello);
-		for (const json of held) this.#call(listener, json);
+		this.#call(listener, hello.json, hello.id);
+		for (const [json, eventId] of held) this.#call(listener, json, eventId);
 		return () => {
 			this.#listeners.delete(id);
 			this.#native.unsubscribe(id);
@@ -356,7 +375,7 @@ export class GatewayRuntime {
 			const session = key === this.#primaryKey ? this.#primarySession : await this.#createSession(key);
 			made = session;
 			checkSession(session, `createSession(${JSON.stringify(key)}) returned a value that`);
-			const entry = { key, session, unsubscribe: () => {}, running: false, started: false, pendingAbort: false };
+			const entry = { key, session, unsubscribe: () => {} };
 			entry.unsubscribe = this.#listen(handle, entry);
 			this.#sessions.set(handle, entry);
 			const info = JSON.stringify({ sessionId: String(session.sessionId ?? ""), messageCount: messageCount(session) });
@@ -387,22 +406,17 @@ export class GatewayRuntime {
 				const count = messageCount(session);
 				switch (event.type) {
 					case "agent_start":
-						entry.started = true;
-						if (entry.pendingAbort) {
-							// abort() arrived before the run was under way, when pi ignores it.
-							entry.pendingAbort = false;
-							void Promise.resolve(session.abort()).catch(() => {});
-						}
-						n.pushEvent(handle, K.touch, count);
+						// Rust re-sends an abort that came before the run was under way.
+						n.pushEvent(handle, K.AgentStart, count);
 						return;
 					case "turn_start":
-						n.pushEvent(handle, K.turnStart, count);
+						n.pushEvent(handle, K.TurnStart, count);
 						return;
 					case "turn_end":
-						n.pushEvent(handle, K.turnEnd, count);
+						n.pushEvent(handle, K.TurnEnd, count);
 						return;
 					case "message_start":
-						n.pushEvent(handle, K.messageStart, count, String(event.message?.role ?? ""));
+						n.pushEvent(handle, K.MessageStart, count, String(event.message?.role ?? ""));
 						return;
 					case "message_update": {
 						const e = event.assistantMessageEvent;
@@ -410,38 +424,38 @@ export class GatewayRuntime {
 						const i = typeof e.contentIndex === "number" ? e.contentIndex : 0;
 						switch (e.type) {
 							case "text_delta":
-								n.pushEvent(handle, K.token, count, e.delta, null, null, i);
+								n.pushEvent(handle, K.Token, count, e.delta, null, null, i);
 								return;
 							case "thinking_delta":
-								n.pushEvent(handle, K.thinking, count, e.delta, null, null, i);
+								n.pushEvent(handle, K.Thinking, count, e.delta, null, null, i);
 								return;
 							case "text_start":
-								n.pushEvent(handle, K.textStart, count, null, null, null, i);
+								n.pushEvent(handle, K.TextStart, count, null, null, null, i);
 								return;
 							case "text_end":
-								n.pushEvent(handle, K.textEnd, count, null, null, null, i);
+								n.pushEvent(handle, K.TextEnd, count, null, null, null, i);
 								return;
 							case "thinking_start":
-								n.pushEvent(handle, K.thinkingStart, count, null, null, null, i);
+								n.pushEvent(handle, K.ThinkingStart, count, null, null, null, i);
 								return;
 							case "thinking_end":
-								n.pushEvent(handle, K.thinkingEnd, count, null, null, null, i);
+								n.pushEvent(handle, K.ThinkingEnd, count, null, null, null, i);
 								return;
 							case "toolcall_start": {
 								const call = e.partial?.content?.[i];
-								n.pushEvent(handle, K.toolcallStart, count, String(call?.id ?? ""), String(call?.name ?? ""), null, i);
+								n.pushEvent(handle, K.ToolcallStart, count, String(call?.id ?? ""), String(call?.name ?? ""), null, i);
 								return;
 							}
 							case "toolcall_delta": {
 								const call = e.partial?.content?.[i];
-								n.pushEvent(handle, K.toolcallDelta, count, String(call?.id ?? ""), String(e.delta ?? ""), null, i);
+								n.pushEvent(handle, K.ToolcallDelta, count, String(call?.id ?? ""), String(e.delta ?? ""), null, i);
 								return;
 							}
 							case "toolcall_end": {
 								const call = e.toolCall ?? e.partial?.content?.[i];
 								n.pushEvent(
 									handle,
-									K.toolcallEnd,
+									K.ToolcallEnd,
 									count,
 									String(call?.id ?? ""),
 									String(call?.name ?? ""),
@@ -455,18 +469,18 @@ export class GatewayRuntime {
 					}
 					case "message_end":
 						if (event.message?.role === "assistant") {
-							n.pushEvent(handle, K.messageComplete, count, messageText(event.message));
+							n.pushEvent(handle, K.MessageComplete, count, messageText(event.message));
 						} else {
-							n.pushEvent(handle, K.touch, count);
+							n.pushEvent(handle, K.Touch, count);
 						}
 						return;
 					case "tool_execution_start":
-						n.pushEvent(handle, K.toolStart, count, String(event.toolCallId), String(event.toolName), toJson(event.args));
+						n.pushEvent(handle, K.ToolStart, count, String(event.toolCallId), String(event.toolName), toJson(event.args));
 						return;
 					case "tool_execution_update":
 						n.pushEvent(
 							handle,
-							K.toolUpdate,
+							K.ToolUpdate,
 							count,
 							String(event.toolCallId),
 							String(event.toolName),
@@ -476,7 +490,7 @@ export class GatewayRuntime {
 					case "tool_execution_end":
 						n.pushEvent(
 							handle,
-							K.toolEnd,
+							K.ToolEnd,
 							count,
 							String(event.toolCallId),
 							String(event.toolName),
@@ -485,7 +499,7 @@ export class GatewayRuntime {
 						);
 						return;
 					default:
-						n.pushEvent(handle, K.touch, count);
+						n.pushEvent(handle, K.Touch, count);
 				}
 			} catch (error) {
 				this.#safeLog(`event forwarding failed: ${errorMessage(error)}`);
@@ -502,19 +516,11 @@ export class GatewayRuntime {
 		}
 		const session = entry.session;
 		const before = messageCount(session);
-		entry.running = true;
-		entry.started = false;
-		entry.pendingAbort = false;
-		const done = () => {
-			entry.running = false;
-			entry.pendingAbort = false;
-		};
 		(async () => {
 			const images = imagesJson ? JSON.parse(imagesJson) : undefined;
 			await session.prompt(text, { images, source });
 		})().then(
 			() => {
-				done();
 				// The run's own last assistant message (not an earlier run's).
 				const messages = Array.isArray(session.messages) ? session.messages : [];
 				let last;
@@ -537,7 +543,6 @@ export class GatewayRuntime {
 				this.#settle(req, true, JSON.stringify(outcome));
 			},
 			(error) => {
-				done();
 				this.#settle(req, false, this.#publicError("", error, `prompt in session ${JSON.stringify(entry.key)} failed`));
 			},
 		);
@@ -549,7 +554,6 @@ export class GatewayRuntime {
 			this.#settle(req, true, "");
 			return;
 		}
-		if (entry.running && !entry.started) entry.pendingAbort = true;
 		(async () => {
 			await entry.session.abort();
 		})().then(
@@ -600,20 +604,20 @@ export class GatewayRuntime {
 		);
 	}
 
-	#onDeliver(id, json) {
+	#onDeliver(id, json, eventId) {
 		const entry = this.#listeners.get(id);
 		if (!entry) return;
 		if (json === null || json === undefined) {
 			this.#listeners.delete(id);
 			return;
 		}
-		if (entry.held) entry.held.push(json);
-		else this.#call(entry.listener, json);
+		if (entry.held) entry.held.push([json, eventId]);
+		else this.#call(entry.listener, json, eventId);
 	}
 
-	#call(listener, json) {
+	#call(listener, json, eventId) {
 		try {
-			listener(JSON.parse(json));
+			listener(JSON.parse(json), eventId);
 		} catch (error) {
 			this.#safeLog(`subscriber listener threw: ${errorMessage(error)}`);
 		}

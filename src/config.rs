@@ -34,6 +34,18 @@ pub const DEFAULT_MAX_IMAGES: usize = 8;
 pub const DEFAULT_MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
 /// Default `limits.reserveConnections`: connections past the cap that may still ask `/health`.
 pub const DEFAULT_RESERVE_CONNECTIONS: usize = 32;
+/// Default `events.replayEvents`: frames a session's log keeps for replay.
+pub const DEFAULT_REPLAY_EVENTS: usize = 4096;
+/// Default `events.replayBytes`: bytes a session's log keeps for replay (4 MiB).
+pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
+/// Default `runs.retainMs`: how long an ended run stays readable (1 h).
+pub const DEFAULT_RUNS_RETAIN_MS: u64 = 60 * 60 * 1000;
+/// Default `runs.retainPerSession`: ended runs kept per session.
+pub const DEFAULT_RUNS_RETAIN_PER_SESSION: usize = 100;
+/// Default `idempotency.ttlMs`: how long an `Idempotency-Key` is remembered (24 h).
+pub const DEFAULT_IDEMPOTENCY_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+/// Default `idempotency.maxKeys`: keys remembered at most.
+pub const DEFAULT_IDEMPOTENCY_MAX_KEYS: usize = 100_000;
 /// Default `webhook.sessionKeyPrefix`.
 pub const DEFAULT_WEBHOOK_KEY_PREFIX: &str = "webhook:";
 
@@ -80,6 +92,14 @@ pub struct Config {
     pub max_images: usize,
     pub max_image_bytes: usize,
     pub reserve_connections: usize,
+    pub replay_events: usize,
+    pub replay_bytes: usize,
+    pub runs_retain_ms: u64,
+    pub runs_retain_per_session: usize,
+    pub idempotency_ttl_ms: u64,
+    pub idempotency_max_keys: usize,
+    /// A chat client that disconnects aborts (or cancels) its run.
+    pub chat_abort_on_disconnect: bool,
 }
 
 impl Config {
@@ -118,6 +138,13 @@ impl Config {
             max_images: DEFAULT_MAX_IMAGES,
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             reserve_connections: DEFAULT_RESERVE_CONNECTIONS,
+            replay_events: DEFAULT_REPLAY_EVENTS,
+            replay_bytes: DEFAULT_REPLAY_BYTES,
+            runs_retain_ms: DEFAULT_RUNS_RETAIN_MS,
+            runs_retain_per_session: DEFAULT_RUNS_RETAIN_PER_SESSION,
+            idempotency_ttl_ms: DEFAULT_IDEMPOTENCY_TTL_MS,
+            idempotency_max_keys: DEFAULT_IDEMPOTENCY_MAX_KEYS,
+            chat_abort_on_disconnect: false,
         }
     }
 
@@ -143,6 +170,10 @@ impl Config {
                 "cors",
                 "shutdownTimeoutMs",
                 "allowedHosts",
+                "events",
+                "runs",
+                "idempotency",
+                "chat",
             ],
         )?;
         let bind_text = req_str(root, "bind", "config.bind")?;
@@ -361,6 +392,53 @@ impl Config {
             "config.sse.bufferEvents",
             Some(DEFAULT_BUFFER_EVENTS as u64),
         )?;
+        let empty = Map::new();
+        let events = opt_obj(root, "events", "config.events")?.unwrap_or(&empty);
+        known(events, "config.events", &["replayEvents", "replayBytes"])?;
+        let runs = opt_obj(root, "runs", "config.runs")?.unwrap_or(&empty);
+        known(runs, "config.runs", &["retainMs", "retainPerSession"])?;
+        let idempotency = opt_obj(root, "idempotency", "config.idempotency")?.unwrap_or(&empty);
+        known(idempotency, "config.idempotency", &["ttlMs", "maxKeys"])?;
+        let chat = opt_obj(root, "chat", "config.chat")?.unwrap_or(&empty);
+        known(chat, "config.chat", &["abortOnDisconnect"])?;
+        let replay_events = positive_int(
+            events,
+            "replayEvents",
+            "config.events.replayEvents",
+            Some(DEFAULT_REPLAY_EVENTS as u64),
+        )?;
+        let replay_bytes = positive_int(
+            events,
+            "replayBytes",
+            "config.events.replayBytes",
+            Some(DEFAULT_REPLAY_BYTES as u64),
+        )?;
+        let runs_retain_ms = positive_int(
+            runs,
+            "retainMs",
+            "config.runs.retainMs",
+            Some(DEFAULT_RUNS_RETAIN_MS),
+        )?;
+        let runs_retain_per_session = positive_int(
+            runs,
+            "retainPerSession",
+            "config.runs.retainPerSession",
+            Some(DEFAULT_RUNS_RETAIN_PER_SESSION as u64),
+        )?;
+        let idempotency_ttl_ms = positive_int(
+            idempotency,
+            "ttlMs",
+            "config.idempotency.ttlMs",
+            Some(DEFAULT_IDEMPOTENCY_TTL_MS),
+        )?;
+        let idempotency_max_keys = positive_int(
+            idempotency,
+            "maxKeys",
+            "config.idempotency.maxKeys",
+            Some(DEFAULT_IDEMPOTENCY_MAX_KEYS as u64),
+        )?;
+        let chat_abort_on_disconnect =
+            opt_bool(chat, "abortOnDisconnect", "config.chat.abortOnDisconnect")?;
         let shutdown_ms = positive_int(
             root,
             "shutdownTimeoutMs",
@@ -390,6 +468,13 @@ impl Config {
             max_images: max_images as usize,
             max_image_bytes: max_image_bytes as usize,
             reserve_connections: reserve_connections as usize,
+            replay_events: replay_events as usize,
+            replay_bytes: replay_bytes as usize,
+            runs_retain_ms,
+            runs_retain_per_session: runs_retain_per_session as usize,
+            idempotency_ttl_ms,
+            idempotency_max_keys: idempotency_max_keys as usize,
+            chat_abort_on_disconnect,
         })
     }
 

@@ -6,7 +6,7 @@
 //! with the JSON inside them addressable — and that one buffer is shared by every
 //! subscriber of the session.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -78,6 +78,8 @@ pub enum AgentEvent {
     MessageComplete {
         text: String,
     },
+    /// pi's `agent_start`: the run is under way (an abort asked for before it is applied now).
+    AgentStart,
     /// Nothing to tell subscribers; only the message count moved.
     Touch,
 }
@@ -103,6 +105,9 @@ pub enum GatewayEvent<'a> {
         #[serde(rename = "sessionKey")]
         session_key: &'a str,
         snapshot: &'a Snapshot,
+        /// Set when the log no longer reaches back to what the client asked to resume from.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        missed: bool,
     },
     SessionState {
         #[serde(rename = "sessionKey")]
@@ -180,6 +185,17 @@ pub enum GatewayEvent<'a> {
         #[serde(rename = "sessionKey")]
         session_key: &'a str,
     },
+    RunStart {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+    },
+    RunEnd {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        status: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a str>,
+    },
 }
 
 impl AgentEvent {
@@ -235,13 +251,14 @@ impl AgentEvent {
         !matches!(
             self,
             AgentEvent::Touch
+                | AgentEvent::AgentStart
                 | AgentEvent::MessageStart { .. }
                 | AgentEvent::MessageComplete { .. }
         )
     }
 }
 
-/// One encoded event: `id: <seq>\ndata: <json>\n\n`, shared by every subscriber.
+/// One encoded event: `id: <seq>\ndata: <json>\n\n`, shared by every reader of the log.
 #[derive(Debug, Clone)]
 pub struct Frame {
     bytes: Bytes,
@@ -250,26 +267,58 @@ pub struct Frame {
 }
 
 impl Frame {
-    pub fn encode(seq: u64, event: &GatewayEvent<'_>) -> Frame {
-        let mut buf = BytesMut::with_capacity(128).writer();
-        // Writing into a BytesMut cannot fail, and serializing borrowed strings, numbers,
-        // booleans and already-validated raw JSON cannot either.
-        let _ = std::io::Write::write_fmt(&mut buf, format_args!("id: {seq}\ndata: "));
-        let json_start = buf.get_ref().len();
-        let _ = serde_json::to_writer(&mut buf, event);
-        let json_end = buf.get_ref().len();
-        let mut buf = buf.into_inner();
-        buf.put_slice(b"\n\n");
-        Frame {
-            bytes: buf.freeze(),
-            json_start,
-            json_end,
+    /// Encodes `event` with `id: <seq>`; `run_id` becomes its last field, `"runId"`.
+    pub fn encode(seq: u64, event: &GatewayEvent<'_>, run_id: Option<&str>) -> Frame {
+        thread_local! {
+            /// Where frames are written before being copied out at their exact size: a log
+            /// keeps thousands of them, and a buffer grown by doubling would keep its slack.
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        SCRATCH.with(|scratch| {
+            let mut buf = scratch.borrow_mut();
+            buf.clear();
+            // Writing into a Vec cannot fail, and serializing borrowed strings, numbers,
+            // booleans and already-validated raw JSON cannot either.
+            let _ = std::io::Write::write_fmt(&mut *buf, format_args!("id: {seq}\ndata: "));
+            let json_start = buf.len();
+            let _ = serde_json::to_writer(&mut *buf, event);
+            if let Some(run_id) = run_id {
+                // The object's closing brace gives way to one more field. A run id is a
+                // UUID: nothing in it needs escaping, but it goes through serde all the same.
+                if buf.last() == Some(&b'}') {
+                    buf.pop();
+                    buf.extend_from_slice(b",\"runId\":");
+                    let _ = serde_json::to_writer(&mut *buf, run_id);
+                    buf.push(b'}');
+                }
+            }
+            let json_end = buf.len();
+            buf.extend_from_slice(b"\n\n");
+            let frame = Frame {
+                bytes: Bytes::copy_from_slice(&buf),
+                json_start,
+                json_end,
+            };
+            // A huge frame (a big tool result) does not pin its buffer for the thread's life.
+            if buf.capacity() > 64 * 1024 {
+                *buf = Vec::new();
+            }
+            frame
+        })
     }
 
     /// The whole SSE frame.
     pub fn sse(&self) -> Bytes {
         self.bytes.clone()
+    }
+
+    /// Bytes held by this frame.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
     }
 
     /// The event's JSON alone.
@@ -299,7 +348,7 @@ mod tests {
             index: 2,
             delta: "hé\"llo".into(),
         };
-        let f = Frame::encode(7, &ev.public("k").expect("public"));
+        let f = Frame::encode(7, &ev.public("k").expect("public"), Some("r-1"));
         let json = f.json();
         let v: serde_json::Value = serde_json::from_slice(&json).expect("json");
         assert_eq!(v["type"], "token");
@@ -308,7 +357,8 @@ mod tests {
         assert_eq!(v["contentIndex"], 2);
         let sse = f.sse();
         assert!(sse.starts_with(b"id: 7\ndata: {\"type\":\"token\""));
-        assert!(sse.ends_with(b"}\n\n"));
+        assert!(sse.ends_with(b",\"runId\":\"r-1\"}\n\n"));
+        assert_eq!(v["runId"], "r-1");
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //! - [`config`]   — `GatewayConfig` parsing and validation, every default and bound.
 //! - [`agent`]    — the trait the core drives the agent through, and what crosses it.
 //! - [`events`]   — agent events as they enter Rust, and their one-time JSON/SSE encoding.
-//! - [`session`]  — the registry (one creation per key), queues, runs, subscribers,
-//!   reset, eviction and stop. The heart of the crate.
+//! - [`error`]    — the core's error enum, each with a stable code and HTTP status.
+//! - [`session`]  — the registry (one creation per key), runs and their queues, the
+//!   replayable event log and its cursors, reset, eviction and stop. The heart of the crate.
+//! - [`ui_stream`] — agent events into Vercel AI SDK UI message chunks.
 //! - [`http`]     — hyper server: routing, auth, bodies, SSE, chat stream, webhooks.
 //! - [`binding`]  — the only napi module: the `NativeGateway` class and the JS callbacks.
 //!
@@ -23,9 +25,11 @@
 
 pub mod agent;
 pub mod config;
+pub mod error;
 pub mod events;
 pub mod http;
 pub mod session;
+pub mod ui_stream;
 pub mod util;
 pub mod validate;
 

@@ -54,8 +54,8 @@ pub type PromptArgs = FnArgs<(u32, u32, String, Option<String>, String)>;
 pub type HandleArgs = FnArgs<(u32, u32)>;
 /// `(requestId, handle, dispose)`
 pub type ReleaseArgs = FnArgs<(u32, u32, bool)>;
-/// `(subscriberId, json | null)`
-pub type DeliverArgs = FnArgs<(u32, Option<String>)>;
+/// `(subscriberId, json | null, eventId)`
+pub type DeliverArgs = FnArgs<(u32, Option<String>, f64)>;
 /// A JS function as napi hands it over, taking `Args`.
 pub type JsFn<'a, Args> = Function<'a, Args, Unknown<'static>>;
 

@@ -10,7 +10,11 @@ mod js_callback;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use napi::bindgen_prelude::{FnArgs, Function, PromiseRaw, Unknown};
+use std::future::Future;
+
+use napi::bindgen_prelude::{
+    FnArgs, Function, JsObjectValue, Object, PromiseRaw, ToNapiValue, Unknown,
+};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Result};
 use napi_derive::napi;
@@ -18,9 +22,12 @@ use tokio::task::JoinHandle;
 
 use crate::agent::Agent;
 use crate::config::Config;
+use crate::error::GatewayError;
 use crate::events::{json_or_null, AgentEvent};
 use crate::http::{self, Server};
-use crate::session::{Gateway, MessageRequest, MessageResult, Outcome, SessionError};
+use crate::session::{
+    Gateway, MessageRequest, MessageResult, Outcome, Run, Step, Submit, Submitted,
+};
 use crate::util::lock;
 use crate::validate;
 
@@ -28,6 +35,32 @@ use js_callback::{
     Callback, CreateArgs, DeliverArgs, HandleArgs, JsAgent, JsFn, KeepAlive, PromptArgs,
     ReleaseArgs,
 };
+
+/// The agent events `index.js` forwards through `pushEvent`. One table for both sides: napi
+/// exports it to JS as `EventKind`.
+#[napi]
+pub enum EventKind {
+    TurnStart,
+    TurnEnd,
+    MessageStart,
+    Token,
+    Thinking,
+    ToolStart,
+    ToolUpdate,
+    ToolEnd,
+    MessageComplete,
+    TextStart,
+    TextEnd,
+    ThinkingStart,
+    ThinkingEnd,
+    ToolcallStart,
+    ToolcallDelta,
+    ToolcallEnd,
+    /// pi's `agent_start`: the run is under way.
+    AgentStart,
+    /// Anything else: only the message count may have moved.
+    Touch,
+}
 
 #[napi_derive::module_init]
 fn init() {
@@ -58,8 +91,12 @@ fn worker_threads() -> usize {
         .clamp(1, MAX_WORKER_THREADS)
 }
 
-/// Frames an in-process `addSubscriber` listener may have outstanding (a nominal bound).
-const JS_SUBSCRIBER_CAPACITY: usize = 1 << 24;
+/// How far an in-process `addSubscriber` listener may fall behind: it is never cut off for
+/// that (the JS thread itself is its reader), only when the log drops what it has not read.
+const JS_SUBSCRIBER_LAG: usize = usize::MAX;
+
+/// Frames handed to JS per wake of a listener's forwarding task, at most about this many bytes.
+const JS_BATCH_BYTES: usize = 64 * 1024;
 
 #[napi]
 pub struct NativeGateway {
@@ -90,38 +127,118 @@ impl NativeGateway {
             .map(|rt| rt.handle())
             .ok_or_else(|| err("pi-gateway: runtime is gone"))
     }
+
+    /// Runs `work` on the gateway's runtime and returns a Promise of its outcome: the one
+    /// shape every async export has. An `Err` rejects with its message; a task that could
+    /// not finish rejects naming `what`.
+    fn spawn_promise<'env, T, F>(
+        &self,
+        env: &'env Env,
+        what: &'static str,
+        work: F,
+    ) -> Result<PromiseRaw<'env, T>>
+    where
+        T: ToNapiValue + Send + 'static,
+        F: Future<Output = std::result::Result<T, String>> + Send + 'static,
+    {
+        let task = self.handle()?.spawn(work);
+        env.spawn_future(async move {
+            match task.await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) => Err(err(e)),
+                Err(e) => Err(err(format!("pi-gateway: {what} failed: {e}"))),
+            }
+        })
+    }
+
+    /// Checks and submits a message from JS, as HTTP does.
+    fn submit_from_js(
+        &self,
+        session_key: String,
+        text: String,
+        fields_json: Option<String>,
+        idempotency_key: Option<String>,
+    ) -> Result<std::result::Result<Submitted, GatewayError>> {
+        // Checked at the door, as over HTTP: nothing that would break the session is queued.
+        validate::session_key(&session_key, "sessionKey").map_err(Error::from_reason)?;
+        let fields = match fields_json.as_deref() {
+            None => serde_json::Map::new(),
+            Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(serde_json::Value::Object(map)) => map,
+                _ => {
+                    return Err(Error::from_reason(
+                        "Invalid images: images, source and metadata must be JSON-serializable",
+                    ))
+                }
+            },
+        };
+        let fields =
+            validate::message_fields(&fields, self.gateway.config()).map_err(Error::from_reason)?;
+        let idempotency = match idempotency_key {
+            None => None,
+            Some(key) => {
+                crate::session::idempotency::check_key(key.as_bytes())
+                    .map_err(Error::from_reason)?;
+                let fingerprint = crate::session::idempotency::fingerprint(
+                    "JS",
+                    &session_key,
+                    format!("{text}\u{0}{}", fields_json.as_deref().unwrap_or("")).as_bytes(),
+                );
+                Some((key, fingerprint))
+            }
+        };
+        Ok(self.gateway.submit(Submit {
+            request: MessageRequest {
+                session_key,
+                text,
+                images_json: fields.images_json,
+                source: fields.source,
+            },
+            chat_id: None,
+            cancel_if_abandoned: false,
+            idempotency,
+        }))
+    }
 }
 
 fn result_json(result: &MessageResult) -> String {
     serde_json::to_string(result).unwrap_or_else(|_| "{}".into())
 }
 
+fn record_json(run: &Run) -> String {
+    serde_json::to_string(&run.record()).unwrap_or_else(|_| "{}".into())
+}
+
+/// The JS callbacks the agent is driven through, read off the `callbacks` object by name.
+fn callback<Args: 'static + napi::bindgen_prelude::JsValuesTupleIntoVec>(
+    callbacks: &Object<'_>,
+    name: &str,
+) -> Result<Callback<Args>> {
+    let f: JsFn<'_, Args> = callbacks.get_named_property(name).map_err(|e| {
+        err(format!(
+            "pi-gateway: callbacks.{name} must be a function: {e}"
+        ))
+    })?;
+    js_callback::weak(&f)
+}
+
 #[napi]
 impl NativeGateway {
     /// Validates the config (throwing an error that names the bad field) and wires the JS
-    /// callbacks. Nothing listens until `start`.
+    /// callbacks: `{createSession, prompt, abort, release, renew, log, deliver}`. Nothing
+    /// listens until `start`.
     #[napi(constructor, catch_unwind)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        config_json: String,
-        primary_key: String,
-        create: JsFn<'_, CreateArgs>,
-        prompt: JsFn<'_, PromptArgs>,
-        abort: JsFn<'_, HandleArgs>,
-        release: JsFn<'_, ReleaseArgs>,
-        renew: JsFn<'_, HandleArgs>,
-        log: JsFn<'_, String>,
-        deliver: JsFn<'_, DeliverArgs>,
-    ) -> Result<Self> {
+    pub fn new(config_json: String, primary_key: String, callbacks: Object<'_>) -> Result<Self> {
         let config = Config::from_json(&config_json).map_err(err)?;
         let agent = Arc::new(JsAgent::new(
-            js_callback::weak(&create)?,
-            js_callback::weak(&prompt)?,
-            js_callback::weak(&abort)?,
-            js_callback::weak(&release)?,
-            js_callback::weak(&renew)?,
-            js_callback::weak(&log)?,
+            callback::<CreateArgs>(&callbacks, "createSession")?,
+            callback::<PromptArgs>(&callbacks, "prompt")?,
+            callback::<HandleArgs>(&callbacks, "abort")?,
+            callback::<ReleaseArgs>(&callbacks, "release")?,
+            callback::<HandleArgs>(&callbacks, "renew")?,
+            callback::<String>(&callbacks, "log")?,
         ));
+        let deliver = callback::<DeliverArgs>(&callbacks, "deliver")?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(worker_threads())
             .thread_name("pi-gateway")
@@ -141,7 +258,7 @@ impl NativeGateway {
             server: Arc::new(tokio::sync::Mutex::new(None)),
             keep_alive: Arc::new(Mutex::new(None)),
             port: Arc::new(Mutex::new(None)),
-            deliver: Arc::new(js_callback::weak(&deliver)?),
+            deliver: Arc::new(deliver),
             subscriptions: Arc::new(Mutex::new(HashMap::new())),
         })
     }
@@ -180,13 +297,16 @@ impl NativeGateway {
         let server = self.server.clone();
         let keep = self.keep_alive.clone();
         let port_slot = self.port.clone();
-        let task = self.handle()?.spawn(async move {
+        self.spawn_promise(env, "start", async move {
             let mut slot = server.lock().await;
             if let Some(s) = slot.as_ref() {
-                return Ok(s.addr.port());
+                return Ok(u32::from(s.addr.port()));
             }
             let started = async {
-                gateway.ensure_session(gateway.primary_key()).await?;
+                gateway
+                    .ensure_session(gateway.primary_key())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 http::serve(gateway.clone()).await
             }
             .await;
@@ -196,19 +316,12 @@ impl NativeGateway {
                     *slot = Some(s);
                     *lock(&port_slot) = Some(port);
                     gateway.set_ready(true);
-                    Ok(port)
+                    Ok(u32::from(port))
                 }
                 Err(e) => {
                     lock(&keep).take();
                     Err(e)
                 }
-            }
-        });
-        env.spawn_future(async move {
-            match task.await {
-                Ok(Ok(port)) => Ok(port as u32),
-                Ok(Err(e)) => Err(err(e)),
-                Err(e) => Err(err(format!("pi-gateway: start failed: {e}"))),
             }
         })
     }
@@ -221,7 +334,7 @@ impl NativeGateway {
         let server = self.server.clone();
         let keep = self.keep_alive.clone();
         let port_slot = self.port.clone();
-        let task = self.handle()?.spawn(async move {
+        self.spawn_promise(env, "stop", async move {
             let mut slot = server.lock().await;
             gateway.set_ready(false);
             match slot.take() {
@@ -230,10 +343,7 @@ impl NativeGateway {
             }
             *lock(&port_slot) = None;
             lock(&keep).take();
-        });
-        env.spawn_future(async move {
-            task.await
-                .map_err(|e| err(format!("pi-gateway: stop failed: {e}")))
+            Ok(())
         })
     }
 
@@ -249,7 +359,8 @@ impl NativeGateway {
     }
 
     /// Queues a message; resolves with the `GatewayMessageResult` as JSON. `fields_json` is
-    /// `{images?, source?, metadata?}`, checked here as the HTTP routes check them.
+    /// `{images?, source?, metadata?}`, checked here as the HTTP routes check them. Queued
+    /// here, on the JS thread, so messages keep the order of the calls.
     #[napi(catch_unwind)]
     pub fn enqueue<'env>(
         &self,
@@ -257,93 +368,169 @@ impl NativeGateway {
         session_key: String,
         text: String,
         fields_json: Option<String>,
+        idempotency_key: Option<String>,
     ) -> Result<PromiseRaw<'env, String>> {
-        // Checked at the door, as over HTTP: nothing that would break the session is queued.
-        validate::session_key(&session_key, "sessionKey").map_err(Error::from_reason)?;
-        let fields = match fields_json.as_deref() {
-            None => serde_json::Map::new(),
-            Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
-                Ok(serde_json::Value::Object(map)) => map,
-                _ => {
-                    return Err(Error::from_reason(
-                        "Invalid images: images, source and metadata must be JSON-serializable",
-                    ))
-                }
-            },
-        };
-        let fields =
-            validate::message_fields(&fields, self.gateway.config()).map_err(Error::from_reason)?;
-        // Queued here, on the JS thread, so messages keep the order of the calls.
         let key = session_key.clone();
-        let rx = self.gateway.enqueue(
-            MessageRequest {
-                session_key,
-                text,
-                images_json: fields.images_json,
-                source: fields.source,
-            },
-            None,
-        );
-        env.spawn_future(async move {
-            let result = rx.await.unwrap_or_else(|_| {
-                MessageResult::failure(
+        let submitted = self.submit_from_js(session_key, text, fields_json, idempotency_key)?;
+        self.spawn_promise(env, "enqueueMessage", async move {
+            match submitted {
+                Ok(s) => Ok(result_json(&s.run().wait().await)),
+                // The seed answers a full queue with a result, not a rejection.
+                Err(e @ GatewayError::QueueFull(_)) => Ok(result_json(&MessageResult::failure(
                     &key,
-                    "The message was dropped without a result",
-                    Outcome::Failed,
-                )
-            });
-            Ok(result_json(&result))
+                    e.to_string(),
+                    Outcome::QueueFull,
+                ))),
+                Err(e) => Err(e.to_string()),
+            }
         })
     }
 
-    /// Subscribes JS subscriber `id` (chosen by the caller) and resolves with the `hello`
-    /// event's JSON. Later frames go to `deliver(id, json)`; `deliver(id, null)` says the
-    /// stream ended. JS holds frames that overtake the resolution until `hello` is handled.
+    /// Queues a message without waiting for it: the run's record as JSON. Throws when the
+    /// message is refused (bad input, a full queue, an idempotency conflict).
+    #[napi(catch_unwind)]
+    pub fn submit(
+        &self,
+        session_key: String,
+        text: String,
+        fields_json: Option<String>,
+        idempotency_key: Option<String>,
+    ) -> Result<String> {
+        match self.submit_from_js(session_key, text, fields_json, idempotency_key)? {
+            Ok(s) => Ok(record_json(s.run())),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// A run's record as JSON, while it is kept.
+    #[napi(catch_unwind)]
+    pub fn get_run(&self, session_key: String, run_id: String) -> Option<String> {
+        self.gateway
+            .run(&session_key, &run_id)
+            .map(|r| record_json(&r))
+    }
+
+    /// The session's kept runs' records, oldest first, as a JSON array.
+    #[napi(catch_unwind)]
+    pub fn list_runs(&self, session_key: String) -> String {
+        let records: Vec<_> = self
+            .gateway
+            .runs(&session_key)
+            .iter()
+            .map(|r| r.record())
+            .collect();
+        serde_json::to_string(&records).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// Resolves with a run's result as JSON once it has ended; rejects when it is unknown.
+    #[napi(catch_unwind)]
+    pub fn wait_run<'env>(
+        &self,
+        env: &'env Env,
+        session_key: String,
+        run_id: String,
+    ) -> Result<PromiseRaw<'env, String>> {
+        let run = self
+            .gateway
+            .run(&session_key, &run_id)
+            .ok_or_else(|| err(GatewayError::RunNotFound(run_id).to_string()))?;
+        self.spawn_promise(env, "waitForRun", async move {
+            Ok(result_json(&run.wait().await))
+        })
+    }
+
+    /// Cancels a run as `DELETE …/runs/:runId` does; resolves with `{ok, runId, status?, error?}`.
+    #[napi(catch_unwind)]
+    pub fn cancel_run<'env>(
+        &self,
+        env: &'env Env,
+        session_key: String,
+        run_id: String,
+    ) -> Result<PromiseRaw<'env, String>> {
+        let gateway = self.gateway.clone();
+        self.spawn_promise(env, "cancelRun", async move {
+            let answer = match gateway.cancel_run(&session_key, &run_id).await {
+                Ok(status) => {
+                    serde_json::json!({"ok": true, "runId": run_id, "status": status.as_str()})
+                }
+                Err(e) => {
+                    let status = gateway.run(&session_key, &run_id).map(|r| r.status());
+                    serde_json::json!({"ok": false, "runId": run_id, "status": status, "error": e.to_string()})
+                }
+            };
+            Ok(answer.to_string())
+        })
+    }
+
+    /// Subscribes JS subscriber `id` (chosen by the caller), from the log after event id
+    /// `after` when given, and resolves with the `hello` event and its id. Later frames go to
+    /// `deliver(id, json, eventId)`; `deliver(id, null, 0)` says the stream ended. JS holds
+    /// frames that overtake the resolution until `hello` is handled.
     #[napi(catch_unwind)]
     pub fn subscribe<'env>(
         &self,
         env: &'env Env,
         session_key: String,
         id: u32,
-    ) -> Result<PromiseRaw<'env, String>> {
+        after: Option<f64>,
+    ) -> Result<PromiseRaw<'env, Hello>> {
         validate::session_key(&session_key, "sessionKey").map_err(Error::from_reason)?;
+        let after = match after {
+            None => None,
+            Some(a) if a.is_finite() && a >= 0.0 && a.fract() == 0.0 => Some(a as u64),
+            Some(a) => {
+                return Err(err(format!(
+                    "Invalid after: expected a non-negative integer, got {a}"
+                )))
+            }
+        };
         let gateway = self.gateway.clone();
         let deliver = self.deliver.clone();
         let subs = self.subscriptions.clone();
         let handle = self.handle()?.clone();
-        let task = self.handle()?.spawn(async move {
-            // In-process listeners get every event, as the seed's did: their channel is
-            // bounded only nominally (the JS thread itself is the reader).
-            let mut sub = gateway
-                .subscribe(&session_key, JS_SUBSCRIBER_CAPACITY)
-                .await?;
-            let hello = match sub.rx.recv().await {
-                Some(frame) => String::from_utf8_lossy(&frame.json()).into_owned(),
-                None => return Err("the session ended before it could be subscribed".to_string()),
+        self.spawn_promise(env, "addSubscriber", async move {
+            let sub = gateway
+                .subscribe(&session_key, after, JS_SUBSCRIBER_LAG)
+                .await
+                .map_err(|e| e.to_string())?;
+            let hello = Hello {
+                json: String::from_utf8_lossy(&sub.hello.json()).into_owned(),
+                id: sub.seen as f64,
             };
+            let mut cursor = sub.cursor;
             let forward = handle.spawn(async move {
-                while let Some(frame) = sub.rx.recv().await {
-                    let json = String::from_utf8_lossy(&frame.json()).into_owned();
-                    deliver.call(
-                        FnArgs::from((id, Some(json))),
-                        ThreadsafeFunctionCallMode::NonBlocking,
-                    );
+                loop {
+                    let mut batch = Vec::new();
+                    let step = std::future::poll_fn(|cx| {
+                        cursor.poll_next(cx, JS_BATCH_BYTES, |entry| {
+                            if let Some(frame) = entry.frame.as_ref() {
+                                batch.push((entry.seq, frame.json()));
+                            }
+                        })
+                    })
+                    .await;
+                    for (seq, json) in batch {
+                        deliver.call(
+                            FnArgs::from((
+                                id,
+                                Some(String::from_utf8_lossy(&json).into_owned()),
+                                seq as f64,
+                            )),
+                            ThreadsafeFunctionCallMode::NonBlocking,
+                        );
+                    }
+                    if let Step::Done(_) = step {
+                        break;
+                    }
                 }
-                drop(sub.guard);
+                drop(cursor);
                 deliver.call(
-                    FnArgs::from((id, None)),
+                    FnArgs::from((id, None, 0.0)),
                     ThreadsafeFunctionCallMode::NonBlocking,
                 );
             });
             lock(&subs).insert(id, forward);
-            Ok::<String, String>(hello)
-        });
-        env.spawn_future(async move {
-            match task.await {
-                Ok(Ok(hello)) => Ok(hello),
-                Ok(Err(e)) => Err(err(e)),
-                Err(e) => Err(err(format!("pi-gateway: subscribe failed: {e}"))),
-            }
+            Ok(hello)
         })
     }
 
@@ -376,15 +563,11 @@ impl NativeGateway {
         session_key: String,
     ) -> Result<PromiseRaw<'env, bool>> {
         let gateway = self.gateway.clone();
-        let task = self
-            .handle()?
-            .spawn(async move { gateway.reset(&session_key).await });
-        env.spawn_future(async move {
-            match task.await {
-                Ok(Ok(())) => Ok(true),
-                Ok(Err(SessionError::NotFound)) => Ok(false),
-                Ok(Err(SessionError::Failed(e))) => Err(err(e)),
-                Err(e) => Err(err(format!("pi-gateway: reset failed: {e}"))),
+        self.spawn_promise(env, "resetSession", async move {
+            match gateway.reset(&session_key).await {
+                Ok(()) => Ok(true),
+                Err(GatewayError::SessionNotFound(_)) => Ok(false),
+                Err(e) => Err(e.to_string()),
             }
         })
     }
@@ -417,7 +600,7 @@ impl NativeGateway {
     pub fn push_event(
         &self,
         handle: u32,
-        kind: u32,
+        kind: EventKind,
         message_count: u32,
         a: Option<String>,
         b: Option<String>,
@@ -431,49 +614,50 @@ impl NativeGateway {
         let index = n.unwrap_or(0);
         let s = |v: Option<String>| v.unwrap_or_default();
         let event = match kind {
-            0 => AgentEvent::TurnStart,
-            1 => AgentEvent::TurnEnd,
-            2 => AgentEvent::MessageStart { role: s(a) },
-            3 => AgentEvent::TextDelta { index, delta: s(a) },
-            4 => AgentEvent::ThinkingDelta { index, delta: s(a) },
-            5 => AgentEvent::ToolStart {
+            EventKind::TurnStart => AgentEvent::TurnStart,
+            EventKind::TurnEnd => AgentEvent::TurnEnd,
+            EventKind::MessageStart => AgentEvent::MessageStart { role: s(a) },
+            EventKind::Token => AgentEvent::TextDelta { index, delta: s(a) },
+            EventKind::Thinking => AgentEvent::ThinkingDelta { index, delta: s(a) },
+            EventKind::ToolStart => AgentEvent::ToolStart {
                 id: s(a),
                 name: s(b),
                 args: json_or_null(c),
             },
-            6 => AgentEvent::ToolUpdate {
+            EventKind::ToolUpdate => AgentEvent::ToolUpdate {
                 id: s(a),
                 name: s(b),
                 partial: json_or_null(c),
             },
-            7 => AgentEvent::ToolEnd {
+            EventKind::ToolEnd => AgentEvent::ToolEnd {
                 id: s(a),
                 name: s(b),
                 result: json_or_null(c),
                 is_error: index != 0,
             },
-            8 => AgentEvent::MessageComplete { text: s(a) },
-            9 => AgentEvent::TextStart { index },
-            10 => AgentEvent::TextEnd { index },
-            11 => AgentEvent::ThinkingStart { index },
-            12 => AgentEvent::ThinkingEnd { index },
-            13 => AgentEvent::ToolCallStart {
+            EventKind::MessageComplete => AgentEvent::MessageComplete { text: s(a) },
+            EventKind::TextStart => AgentEvent::TextStart { index },
+            EventKind::TextEnd => AgentEvent::TextEnd { index },
+            EventKind::ThinkingStart => AgentEvent::ThinkingStart { index },
+            EventKind::ThinkingEnd => AgentEvent::ThinkingEnd { index },
+            EventKind::ToolcallStart => AgentEvent::ToolCallStart {
                 index,
                 id: s(a),
                 name: s(b),
             },
-            14 => AgentEvent::ToolCallDelta {
+            EventKind::ToolcallDelta => AgentEvent::ToolCallDelta {
                 index,
                 id: s(a),
                 delta: s(b),
             },
-            15 => AgentEvent::ToolCallEnd {
+            EventKind::ToolcallEnd => AgentEvent::ToolCallEnd {
                 index,
                 id: s(a),
                 name: s(b),
                 input: json_or_null(c),
             },
-            _ => AgentEvent::Touch,
+            EventKind::AgentStart => AgentEvent::AgentStart,
+            EventKind::Touch => AgentEvent::Touch,
         };
         self.gateway.push_event(handle, message_count, event, bytes);
     }
@@ -487,6 +671,13 @@ impl NativeGateway {
             event_bytes: s.event_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64,
         }
     }
+}
+
+/// The first event of an `addSubscriber` stream, and the id a reconnect would resume after.
+#[napi(object)]
+pub struct Hello {
+    pub json: String,
+    pub id: f64,
 }
 
 #[napi(object)]

@@ -1,32 +1,23 @@
-//! `POST /sessions/:key/chat`: the Vercel AI SDK UI message stream for one message's run.
+//! `POST /sessions/:key/chat` and its resume route: the Vercel AI SDK UI message stream of one
+//! run, read from the session's log (see [`crate::ui_stream`] for the chunks).
 //!
-//! The message goes through the session queue with a run tap attached. While the run is
-//! going, the tap carries the agent's events and [`Translator`] turns them into UI message
-//! chunks; when the tap closes, the message's result decides the last chunk (`finish`,
-//! `abort` or `error`), and `[DONE]` ends the stream. Chunks carry exactly the fields of
-//! the `ai` package's schema — its strict versions reject anything more.
-//!
-//! A client that disconnects drops this body, which drops the tap's receiver: the run goes
-//! on, and the session stops feeding a reader that is gone.
+//! A client that disconnects drops this body, which drops its cursor: the run goes on and
+//! stays resumable, unless `chat.abortOnDisconnect` asks for it to be cancelled.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame as BodyFrame};
 use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use hyper::Response;
-use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tokio::sync::oneshot;
 
-use crate::events::AgentEvent;
-use crate::session::{MessageResult, Outcome, RunSignal, TapReceiver};
-use crate::util::now_ms;
+use crate::session::{Cursor, End, Gateway, Run, Step};
+use crate::ui_stream;
 
 use super::body::Body as BoxBody;
 use super::body::BodyError;
@@ -128,307 +119,35 @@ pub fn extract_user_text(body: &Map<String, Value>) -> Option<String> {
     }
 }
 
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-enum Chunk<'a> {
-    Start {
-        #[serde(rename = "messageId")]
-        message_id: &'a str,
-    },
-    StartStep,
-    FinishStep,
-    TextStart {
-        id: &'a str,
-    },
-    TextDelta {
-        id: &'a str,
-        delta: &'a str,
-    },
-    TextEnd {
-        id: &'a str,
-    },
-    ReasoningStart {
-        id: &'a str,
-    },
-    ReasoningDelta {
-        id: &'a str,
-        delta: &'a str,
-    },
-    ReasoningEnd {
-        id: &'a str,
-    },
-    ToolInputStart {
-        #[serde(rename = "toolCallId")]
-        tool_call_id: &'a str,
-        #[serde(rename = "toolName")]
-        tool_name: &'a str,
-    },
-    ToolInputDelta {
-        #[serde(rename = "toolCallId")]
-        tool_call_id: &'a str,
-        #[serde(rename = "inputTextDelta")]
-        input_text_delta: &'a str,
-    },
-    ToolInputAvailable {
-        #[serde(rename = "toolCallId")]
-        tool_call_id: &'a str,
-        #[serde(rename = "toolName")]
-        tool_name: &'a str,
-        input: &'a RawValue,
-    },
-    ToolOutputAvailable {
-        #[serde(rename = "toolCallId")]
-        tool_call_id: &'a str,
-        output: &'a RawValue,
-    },
-    ToolOutputError {
-        #[serde(rename = "toolCallId")]
-        tool_call_id: &'a str,
-        #[serde(rename = "errorText")]
-        error_text: &'a str,
-    },
-    Finish {
-        #[serde(rename = "finishReason")]
-        finish_reason: &'a str,
-    },
-    Abort,
-    Error {
-        #[serde(rename = "errorText")]
-        error_text: &'a str,
-    },
-}
-
-fn push_chunk(out: &mut BytesMut, chunk: &Chunk<'_>) {
-    out.extend_from_slice(b"data: ");
-    // Serializing borrowed strings and validated raw JSON into memory cannot fail.
-    if let Ok(json) = serde_json::to_vec(chunk) {
-        out.extend_from_slice(&json);
-    }
-    out.extend_from_slice(b"\n\n");
-}
-
-/// Turns one run's agent events into UI message chunks. Part ids are unique within the
-/// message: `text_<n>` / `reasoning_<n>` count parts across all of the run's steps.
-#[derive(Default)]
-pub struct Translator {
-    step_open: bool,
-    texts: HashMap<u32, String>,
-    reasonings: HashMap<u32, String>,
-    text_count: u32,
-    reasoning_count: u32,
-    tools_started: HashMap<String, String>,
-}
-
-impl Translator {
-    pub fn event(&mut self, event: &AgentEvent, out: &mut BytesMut) {
-        match event {
-            AgentEvent::TurnStart => {
-                self.close_parts(out);
-                if self.step_open {
-                    push_chunk(out, &Chunk::FinishStep);
-                }
-                self.step_open = true;
-                push_chunk(out, &Chunk::StartStep);
-            }
-            AgentEvent::TurnEnd => {
-                self.close_parts(out);
-                if self.step_open {
-                    self.step_open = false;
-                    push_chunk(out, &Chunk::FinishStep);
-                }
-            }
-            AgentEvent::TextStart { index } => {
-                let id = format!("text_{}", self.text_count);
-                self.text_count += 1;
-                push_chunk(out, &Chunk::TextStart { id: &id });
-                self.texts.insert(*index, id);
-            }
-            AgentEvent::TextDelta { index, delta } => {
-                if let Some(id) = self.texts.get(index) {
-                    push_chunk(out, &Chunk::TextDelta { id, delta });
-                }
-            }
-            AgentEvent::TextEnd { index } => {
-                if let Some(id) = self.texts.remove(index) {
-                    push_chunk(out, &Chunk::TextEnd { id: &id });
-                }
-            }
-            AgentEvent::ThinkingStart { index } => {
-                let id = format!("reasoning_{}", self.reasoning_count);
-                self.reasoning_count += 1;
-                push_chunk(out, &Chunk::ReasoningStart { id: &id });
-                self.reasonings.insert(*index, id);
-            }
-            AgentEvent::ThinkingDelta { index, delta } => {
-                if let Some(id) = self.reasonings.get(index) {
-                    push_chunk(out, &Chunk::ReasoningDelta { id, delta });
-                }
-            }
-            AgentEvent::ThinkingEnd { index } => {
-                if let Some(id) = self.reasonings.remove(index) {
-                    push_chunk(out, &Chunk::ReasoningEnd { id: &id });
-                }
-            }
-            AgentEvent::ToolCallStart { id, name, .. } => {
-                self.tools_started.insert(id.clone(), name.clone());
-                push_chunk(
-                    out,
-                    &Chunk::ToolInputStart {
-                        tool_call_id: id,
-                        tool_name: name,
-                    },
-                );
-            }
-            AgentEvent::ToolCallDelta { id, delta, .. } if self.tools_started.contains_key(id) => {
-                push_chunk(
-                    out,
-                    &Chunk::ToolInputDelta {
-                        tool_call_id: id,
-                        input_text_delta: delta,
-                    },
-                );
-            }
-            AgentEvent::ToolCallEnd {
-                id, name, input, ..
-            } => {
-                self.tools_started.insert(id.clone(), name.clone());
-                push_chunk(
-                    out,
-                    &Chunk::ToolInputAvailable {
-                        tool_call_id: id,
-                        tool_name: name,
-                        input,
-                    },
-                );
-            }
-            AgentEvent::ToolEnd {
-                id,
-                result,
-                is_error,
-                ..
-            } => {
-                if !self.tools_started.contains_key(id) {
-                    return;
-                }
-                if *is_error {
-                    let text = tool_error_text(result);
-                    push_chunk(
-                        out,
-                        &Chunk::ToolOutputError {
-                            tool_call_id: id,
-                            error_text: &text,
-                        },
-                    );
-                } else {
-                    push_chunk(
-                        out,
-                        &Chunk::ToolOutputAvailable {
-                            tool_call_id: id,
-                            output: result,
-                        },
-                    );
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Ends parts a run left open (pi sends no `text_end` after an abort).
-    fn close_parts(&mut self, out: &mut BytesMut) {
-        let mut texts: Vec<_> = self.texts.drain().collect();
-        texts.sort();
-        for (_, id) in texts {
-            push_chunk(out, &Chunk::TextEnd { id: &id });
-        }
-        let mut reasonings: Vec<_> = self.reasonings.drain().collect();
-        reasonings.sort();
-        for (_, id) in reasonings {
-            push_chunk(out, &Chunk::ReasoningEnd { id: &id });
-        }
-    }
-
-    /// The closing chunks for the message's result, then `[DONE]`.
-    pub fn finish(&mut self, result: &MessageResult, overflowed: bool, out: &mut BytesMut) {
-        self.close_parts(out);
-        if self.step_open {
-            self.step_open = false;
-            push_chunk(out, &Chunk::FinishStep);
-        }
-        if overflowed {
-            push_chunk(
-                out,
-                &Chunk::Error {
-                    error_text: "The chat stream fell too far behind and lost events",
-                },
-            );
-        } else {
-            match result.outcome {
-                Outcome::Completed => push_chunk(
-                    out,
-                    &Chunk::Finish {
-                        finish_reason: "stop",
-                    },
-                ),
-                Outcome::Aborted => push_chunk(out, &Chunk::Abort),
-                _ => {
-                    let text = result.error.as_deref().unwrap_or("Unknown error");
-                    push_chunk(out, &Chunk::Error { error_text: text });
-                }
-            }
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
-    }
-}
-
-/// A tool failure's text: the text parts of pi's `{content:[{type:"text",text}]}`, else
-/// the JSON itself.
-fn tool_error_text(result: &RawValue) -> String {
-    let parsed: Option<Value> = serde_json::from_str(result.get()).ok();
-    if let Some(Value::Array(parts)) = parsed.as_ref().and_then(|v| v.get("content")) {
-        let text: Vec<&str> = parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect();
-        if !text.is_empty() {
-            return text.join("\n");
-        }
-    }
-    match parsed {
-        Some(Value::String(s)) => s,
-        _ => result.get().to_string(),
-    }
-}
-
-static MESSAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A message id unique within this process: time, process id and a counter.
-pub fn new_message_id() -> String {
-    let n = MESSAGE_COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("msg_{:x}{:x}{:x}", now_ms(), std::process::id(), n)
-}
-
-enum Phase {
-    Running,
-    Finishing,
-    Done,
-}
-
+/// A chat stream: a cursor over one run's UI message chunks in the session's log, from its
+/// `start` chunk to its closing chunks and `[DONE]`. The POST that started the run, a resume
+/// (`GET …/chat/:chatId/stream`) and an idempotent repeat all read the same bytes.
 pub struct ChatBody {
-    tap: TapReceiver,
-    result: oneshot::Receiver<MessageResult>,
-    translator: Translator,
-    message_id: String,
-    phase: Phase,
+    cursor: Cursor,
+    /// With `chat.abortOnDisconnect`: the run to cancel if this body is dropped before it ends.
+    cancel_on_drop: Option<(Gateway, Arc<Run>)>,
+    done: bool,
 }
 
 impl ChatBody {
-    pub fn new(tap: TapReceiver, result: oneshot::Receiver<MessageResult>) -> ChatBody {
+    pub fn new(cursor: Cursor, cancel_on_drop: Option<(Gateway, Arc<Run>)>) -> ChatBody {
         ChatBody {
-            tap,
-            result,
-            translator: Translator::default(),
-            message_id: new_message_id(),
-            phase: Phase::Running,
+            cursor,
+            cancel_on_drop,
+            done: false,
+        }
+    }
+}
+
+impl Drop for ChatBody {
+    fn drop(&mut self) {
+        if let Some((gateway, run)) = self.cancel_on_drop.take() {
+            if !self.done && !run.status().is_ended() {
+                let g = gateway.clone();
+                gateway.runtime().spawn(async move {
+                    let _ = g.cancel(&run).await;
+                });
+            }
         }
     }
 }
@@ -442,66 +161,83 @@ impl Body for ChatBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<BodyFrame<Bytes>, Infallible>>> {
         let this = &mut *self;
-        loop {
-            match this.phase {
-                Phase::Running => {
-                    let mut out = BytesMut::new();
-                    // Batch whatever is ready into one write.
-                    loop {
-                        match this.tap.rx.poll_recv(cx) {
-                            Poll::Ready(Some(RunSignal::Started)) => push_chunk(
-                                &mut out,
-                                &Chunk::Start {
-                                    message_id: &this.message_id,
-                                },
-                            ),
-                            Poll::Ready(Some(RunSignal::Event(ev))) => {
-                                this.translator.event(&ev, &mut out)
-                            }
-                            Poll::Ready(None) => {
-                                this.phase = Phase::Finishing;
-                                break;
-                            }
-                            Poll::Pending => break,
-                        }
-                        if out.len() >= 16 * 1024 {
-                            break;
-                        }
-                    }
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(BodyFrame::data(out.freeze()))));
-                    }
-                    if matches!(this.phase, Phase::Running) {
-                        return Poll::Pending;
-                    }
-                }
-                Phase::Finishing => {
-                    let result = match Pin::new(&mut this.result).poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(r)) => r,
-                        Poll::Ready(Err(_)) => MessageResult::failure(
-                            "",
-                            "The message was dropped without a result",
-                            Outcome::Failed,
-                        ),
-                    };
-                    let mut out = BytesMut::new();
-                    let overflowed = this.tap.overflowed();
-                    this.translator.finish(&result, overflowed, &mut out);
-                    this.phase = Phase::Done;
-                    return Poll::Ready(Some(Ok(BodyFrame::data(out.freeze()))));
-                }
-                Phase::Done => return Poll::Ready(None),
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let mut out = BytesMut::new();
+        let polled = this.cursor.poll_next(cx, 16 * 1024, |entry| {
+            if let Some(chat) = entry.chat.as_ref() {
+                out.extend_from_slice(chat);
+            }
+        });
+        match polled {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Step::More) => {}
+            Poll::Ready(Step::Done(End::RunEnded)) => this.done = true,
+            Poll::Ready(Step::Done(_)) => {
+                // Fell behind the log, or the session ended without ending this run.
+                ui_stream::lost(&mut out);
+                this.done = true;
+            }
+        }
+        if out.is_empty() {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Some(Ok(BodyFrame::data(out.freeze()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+/// The chat stream of a run whose start is no longer in the log: the whole answer, sent
+/// once the run has ended (see [`ui_stream::whole`]).
+pub fn whole_body(run: Arc<Run>) -> BoxBody {
+    use http_body_util::BodyExt;
+    WholeBody {
+        wait: Some(Box::pin(async move {
+            let result = run.wait().await;
+            ui_stream::whole(&run.id, &result).freeze()
+        })),
+    }
+    .boxed_unsync()
+}
+
+type Pending = Pin<Box<dyn std::future::Future<Output = Bytes> + Send>>;
+
+struct WholeBody {
+    wait: Option<Pending>,
+}
+
+impl Body for WholeBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<BodyFrame<Bytes>, Infallible>>> {
+        let Some(wait) = self.wait.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match wait.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(bytes) => {
+                self.wait = None;
+                Poll::Ready(Some(Ok(BodyFrame::data(bytes))))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.phase, Phase::Done)
+        self.wait.is_none()
     }
 }
-
-use std::future::Future;
 
 /// The headers the `ai` package's own UI-message-stream response sends.
 pub fn response(body: BoxBody) -> Response<BoxBody> {
@@ -524,7 +260,6 @@ pub fn response(body: BoxBody) -> Response<BoxBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::json_or_null;
 
     #[test]
     fn a_chat_body_keeps_only_what_is_used() {
@@ -574,86 +309,6 @@ mod tests {
         assert_eq!(
             extract_user_text(&obj(serde_json::json!({"messages": "nope"}))),
             None
-        );
-    }
-
-    #[test]
-    fn part_ids_stay_unique_across_steps_and_open_parts_are_closed() {
-        let mut t = Translator::default();
-        let mut out = BytesMut::new();
-        for ev in [
-            AgentEvent::TurnStart,
-            AgentEvent::TextStart { index: 0 },
-            AgentEvent::TextDelta {
-                index: 0,
-                delta: "a".into(),
-            },
-            AgentEvent::TextEnd { index: 0 },
-            AgentEvent::TurnEnd,
-            AgentEvent::TurnStart,
-            AgentEvent::TextStart { index: 0 },
-            AgentEvent::TextDelta {
-                index: 0,
-                delta: "b".into(),
-            },
-        ] {
-            t.event(&ev, &mut out);
-        }
-        let result = MessageResult::failure("k", "Request was aborted", Outcome::Aborted);
-        t.finish(&result, false, &mut out);
-        let text = String::from_utf8(out.to_vec()).expect("utf8");
-        let chunks: Vec<&str> = text
-            .split("\n\n")
-            .filter(|s| !s.is_empty())
-            .map(|s| s.trim_start_matches("data: "))
-            .collect();
-        assert_eq!(
-            chunks,
-            vec![
-                r#"{"type":"start-step"}"#,
-                r#"{"type":"text-start","id":"text_0"}"#,
-                r#"{"type":"text-delta","id":"text_0","delta":"a"}"#,
-                r#"{"type":"text-end","id":"text_0"}"#,
-                r#"{"type":"finish-step"}"#,
-                r#"{"type":"start-step"}"#,
-                r#"{"type":"text-start","id":"text_1"}"#,
-                r#"{"type":"text-delta","id":"text_1","delta":"b"}"#,
-                r#"{"type":"text-end","id":"text_1"}"#,
-                r#"{"type":"finish-step"}"#,
-                r#"{"type":"abort"}"#,
-                "[DONE]",
-            ]
-        );
-    }
-
-    #[test]
-    fn failed_tools_become_tool_output_error() {
-        let mut t = Translator::default();
-        let mut out = BytesMut::new();
-        t.event(
-            &AgentEvent::ToolCallEnd {
-                index: 0,
-                id: "c1".into(),
-                name: "read".into(),
-                input: json_or_null(Some(r#"{"path":"x"}"#.into())),
-            },
-            &mut out,
-        );
-        t.event(
-            &AgentEvent::ToolEnd {
-                id: "c1".into(),
-                name: "read".into(),
-                result: json_or_null(Some(
-                    r#"{"content":[{"type":"text","text":"ENOENT"}]}"#.into(),
-                )),
-                is_error: true,
-            },
-            &mut out,
-        );
-        let text = String::from_utf8(out.to_vec()).expect("utf8");
-        assert!(text.contains(r#"{"type":"tool-input-available","toolCallId":"c1","toolName":"read","input":{"path":"x"}}"#));
-        assert!(
-            text.contains(r#"{"type":"tool-output-error","toolCallId":"c1","errorText":"ENOENT"}"#)
         );
     }
 }

@@ -12,8 +12,12 @@ use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGI
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
+use bytes::Bytes;
+
 use crate::config::CorsOrigins;
-use crate::session::{tap, Gateway, MessageRequest, MessageResult, Outcome, SessionError};
+use crate::error::GatewayError;
+use crate::session::idempotency;
+use crate::session::{Gateway, MessageRequest, MessageResult, Outcome, Run, Submit};
 use crate::util::{constant_time_eq, CatchPanic};
 use crate::validate;
 
@@ -186,6 +190,10 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     if let Some(origin) = cors {
         let h = res.headers_mut();
         h.insert("access-control-allow-origin", origin);
+        h.insert(
+            "access-control-expose-headers",
+            HeaderValue::from_static("x-run-id, idempotent-replayed, location"),
+        );
         h.append(VARY, HeaderValue::from_static("Origin"));
     }
     res
@@ -265,15 +273,23 @@ pub fn decode_segment(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// What a `/sessions/...` path names.
+/// What a `/sessions/...` path names (its parts still percent-encoded).
 #[derive(Debug, PartialEq, Eq)]
 pub enum SessionPath<'a> {
     Session(&'a str),
+    /// `/sessions/<key>/<action>`
     Action(&'a str, &'a str),
+    /// `/sessions/<key>/runs/<runId>[/events]` and `/sessions/<key>/chat/<chatId>/<stream|stop>`
+    Item {
+        key: &'a str,
+        action: &'a str,
+        id: &'a str,
+        tail: Option<&'a str>,
+    },
     Other,
 }
 
-/// Splits `/sessions/<key>[/<action>]` into its raw (still encoded) parts.
+/// Splits a `/sessions/...` path into its raw (still encoded) parts.
 pub fn session_path(path: &str) -> SessionPath<'_> {
     let Some(rest) = path.strip_prefix("/sessions/") else {
         return SessionPath::Other;
@@ -283,13 +299,35 @@ pub fn session_path(path: &str) -> SessionPath<'_> {
     if key.is_empty() {
         return SessionPath::Other;
     }
-    match (parts.next(), parts.next()) {
-        (None, _) => SessionPath::Session(key),
-        (Some(action), None)
-            if matches!(action, "events" | "messages" | "abort" | "reset" | "chat") =>
+    let parts: Vec<&str> = parts.collect();
+    match parts.as_slice() {
+        [] => SessionPath::Session(key),
+        [action]
+            if matches!(
+                *action,
+                "events" | "messages" | "abort" | "reset" | "chat" | "runs"
+            ) =>
         {
             SessionPath::Action(key, action)
         }
+        ["runs", id] if !id.is_empty() => SessionPath::Item {
+            key,
+            action: "runs",
+            id,
+            tail: None,
+        },
+        ["runs", id, "events"] if !id.is_empty() => SessionPath::Item {
+            key,
+            action: "runs",
+            id,
+            tail: Some("events"),
+        },
+        ["chat", id, tail @ ("stream" | "stop")] if !id.is_empty() => SessionPath::Item {
+            key,
+            action: "chat",
+            id,
+            tail: Some(tail),
+        },
         _ => SessionPath::Other,
     }
 }
@@ -378,15 +416,40 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         _ => {}
     }
 
-    let (raw_key, action) = match session_path(&path) {
-        SessionPath::Session(k) => (k, None),
-        SessionPath::Action(k, a) => (k, Some(a)),
+    let (raw_key, action, item) = match session_path(&path) {
+        SessionPath::Session(k) => (k, None, None),
+        SessionPath::Action(k, a) => (k, Some(a), None),
+        SessionPath::Item {
+            key,
+            action,
+            id,
+            tail,
+        } => (key, Some(action), Some((id, tail))),
         SessionPath::Other => return not_found(),
     };
     let key = match decode_segment(raw_key) {
         Some(k) if !k.is_empty() && k.len() <= MAX_KEY_BYTES => k,
         _ => return error(StatusCode::BAD_REQUEST, "Invalid session key"),
     };
+    if let Some((raw_id, tail)) = item {
+        let Some(id) =
+            decode_segment(raw_id).filter(|id| !id.is_empty() && id.len() <= MAX_KEY_BYTES)
+        else {
+            let what = if action == Some("chat") {
+                "chat id"
+            } else {
+                "run id"
+            };
+            return error(StatusCode::BAD_REQUEST, &format!("Invalid {what}"));
+        };
+        return match (action, tail) {
+            (Some("runs"), None) => run_route(ctx, &req, &key, &id).await,
+            (Some("runs"), Some(_)) => run_events(ctx, &req, &key, &id),
+            (Some(_), Some("stream")) => chat_resume(ctx, &req, &key, &id),
+            (Some(_), _) => chat_stop(ctx, req, &key, &id).await,
+            (None, _) => not_found(),
+        };
+    }
 
     match (action, &method) {
         (None, m) if is_get(m) => match gateway.snapshot(&key) {
@@ -402,26 +465,222 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         },
         (None, _) => method_not_allowed("GET, HEAD"),
         (Some("events"), &Method::HEAD) => sse::head(),
-        (Some("events"), &Method::GET) => match gateway.subscribe(&key, config.buffer_events).await
-        {
-            Ok(sub) => sse::stream(sub, config.heartbeat),
-            Err(e) => sse_error(&key, &e),
-        },
+        (Some("events"), &Method::GET) => {
+            let after = match resume_after(&req) {
+                Ok(after) => after,
+                Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+            };
+            match gateway.subscribe(&key, after, config.buffer_events).await {
+                Ok(sub) => sse::stream(sub.cursor, Some(&sub.hello), config.heartbeat),
+                Err(e) => sse_error(&key, &e.to_string()),
+            }
+        }
         (Some("events"), _) => method_not_allowed("GET, HEAD"),
-        (Some("messages"), &Method::POST) => messages(ctx, req, key).await,
+        (Some("runs"), m) if is_get(m) => {
+            #[derive(serde::Serialize)]
+            struct Runs {
+                runs: Vec<crate::session::RunRecord>,
+            }
+            let runs = gateway.runs(&key).iter().map(|r| r.record()).collect();
+            json(StatusCode::OK, &Runs { runs })
+        }
+        (Some("runs"), _) => method_not_allowed("GET, HEAD"),
+        (Some("messages"), &Method::POST) => {
+            post_message(ctx, req, |_| Ok(key), Some(raw_key)).await
+        }
         (Some("chat"), &Method::POST) => chat_route(ctx, req, key).await,
         (Some("abort"), &Method::POST) => match gateway.abort(&key) {
             Ok(ok) => json(StatusCode::OK, &json!({ "ok": ok })),
-            Err(_) => error(StatusCode::NOT_FOUND, &format!("Session not found: {key}")),
+            Err(e) => core_error(&e),
         },
         (Some("reset"), &Method::POST) => match gateway.reset(&key).await {
             Ok(()) => json(StatusCode::OK, &json!({"ok": true})),
-            Err(SessionError::NotFound) => {
-                error(StatusCode::NOT_FOUND, &format!("Session not found: {key}"))
-            }
-            Err(SessionError::Failed(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            Err(e) => core_error(&e),
         },
         (Some(_), _) => method_not_allowed("POST"),
+    }
+}
+
+/// The JSON error for a core error, with its status.
+fn core_error(e: &GatewayError) -> Response<Body> {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, &e.to_string())
+}
+
+/// The value of query parameter `name`, if present (not decoded: the values used here are
+/// plain tokens).
+fn query_param<'a>(uri: &'a hyper::Uri, name: &str) -> Option<&'a str> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// Where a stream resumes: `Last-Event-ID` (what a reconnecting `EventSource` sends), else
+/// `?after=`. Anything but a non-negative integer is refused.
+fn resume_after(req: &Request<Incoming>) -> Result<Option<u64>, String> {
+    if let Some(value) = req.headers().get("last-event-id") {
+        let text = value.to_str().unwrap_or("").trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        return text
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| "Invalid Last-Event-ID: expected a non-negative integer".to_string());
+    }
+    match query_param(req.uri(), "after") {
+        None => Ok(None),
+        Some(text) => text
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| "Invalid after: expected a non-negative integer".to_string()),
+    }
+}
+
+/// The `Idempotency-Key` header, checked.
+fn idempotency_key(req: &Request<Incoming>) -> Result<Option<String>, String> {
+    let mut values = req.headers().get_all("idempotency-key").iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err("Invalid Idempotency-Key: sent more than once".into()),
+        (Some(v), None) => idempotency::check_key(v.as_bytes()).map(|k| Some(k.to_string())),
+    }
+}
+
+/// Headers of a response that accepted a message.
+fn run_headers(res: &mut Response<Body>, run: &Run, joined: bool) {
+    if let Ok(v) = HeaderValue::from_str(&run.id) {
+        res.headers_mut().insert("x-run-id", v);
+    }
+    if joined {
+        res.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+}
+
+/// Marks a run abandoned if the request waiting for it is dropped (its client hung up).
+struct WaitGuard(Option<Arc<Run>>);
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take() {
+            if !run.status().is_ended() {
+                run.abandon();
+            }
+        }
+    }
+}
+
+/// `GET` / `DELETE …/runs/:runId`.
+async fn run_route(ctx: &Ctx, req: &Request<Incoming>, key: &str, id: &str) -> Response<Body> {
+    let gateway = &ctx.gateway;
+    match *req.method() {
+        Method::GET | Method::HEAD => match gateway.run(key, id) {
+            Some(run) => {
+                #[derive(serde::Serialize)]
+                struct One {
+                    run: crate::session::RunRecord,
+                }
+                json(StatusCode::OK, &One { run: run.record() })
+            }
+            None => core_error(&GatewayError::RunNotFound(id.to_string())),
+        },
+        Method::DELETE => match gateway.cancel_run(key, id).await {
+            Ok(status) => json(
+                StatusCode::OK,
+                &json!({"ok": true, "runId": id, "status": status.as_str()}),
+            ),
+            Err(e) => core_error(&e),
+        },
+        _ => method_not_allowed("GET, HEAD, DELETE"),
+    }
+}
+
+/// `GET …/runs/:runId/events`: the run's frames from its start (or after `Last-Event-ID`),
+/// then live; ends after `run_end`.
+fn run_events(ctx: &Ctx, req: &Request<Incoming>, key: &str, id: &str) -> Response<Body> {
+    if !is_get(req.method()) {
+        return method_not_allowed("GET, HEAD");
+    }
+    let gateway = &ctx.gateway;
+    let Some(run) = gateway.run(key, id) else {
+        return core_error(&GatewayError::RunNotFound(id.to_string()));
+    };
+    if req.method() == Method::HEAD {
+        return sse::head();
+    }
+    let after = match resume_after(req) {
+        Ok(after) => after,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    let (cursor, missed) = gateway.run_cursor(&run, after, false);
+    let hello = missed.then(|| gateway.missed_hello(key));
+    if missed && run.status().is_ended() && !cursor.log().has_run(run.no) {
+        // Nothing of it is left to send: say so, and end.
+        let mut bytes = sse::RETRY.to_vec();
+        if let Some(h) = &hello {
+            bytes.extend_from_slice(&h.sse());
+        }
+        return sse::response(body::full(bytes));
+    }
+    sse::stream(cursor, hello.as_ref(), ctx.gateway.config().heartbeat)
+}
+
+/// A chat stream of `run` for a response: replayed from its `start` chunk, then live. When
+/// the log no longer holds its start, the answer comes whole once the run has ended.
+fn chat_stream(ctx: &Ctx, run: &Arc<Run>, cancel_on_drop: bool) -> Response<Body> {
+    let gateway = &ctx.gateway;
+    let (cursor, missed) = gateway.run_cursor(run, None, true);
+    let body = if missed {
+        chat::whole_body(run.clone())
+    } else {
+        let cancel = cancel_on_drop.then(|| (gateway.clone(), run.clone()));
+        ChatBody::new(cursor, cancel).boxed_unsync()
+    };
+    chat::response(body)
+}
+
+/// `GET …/chat/:chatId/stream`: the AI SDK's resume route.
+fn chat_resume(ctx: &Ctx, req: &Request<Incoming>, key: &str, chat_id: &str) -> Response<Body> {
+    if !is_get(req.method()) {
+        return method_not_allowed("GET, HEAD");
+    }
+    let Some(run) = ctx.gateway.active_chat_run(key, chat_id) else {
+        let mut res = Response::new(body::empty());
+        *res.status_mut() = StatusCode::NO_CONTENT;
+        return res;
+    };
+    let mut res = chat_stream(ctx, &run, false);
+    run_headers(&mut res, &run, false);
+    res
+}
+
+/// `POST …/chat/:chatId/stop`, optionally `{runId}`.
+async fn chat_stop(ctx: &Ctx, req: Request<Incoming>, key: &str, chat_id: &str) -> Response<Body> {
+    if req.method() != Method::POST {
+        return method_not_allowed("POST");
+    }
+    let body = match read_body(ctx, req).await {
+        Ok(b) => b,
+        Err(e) => return e.response(),
+    };
+    let wanted = match body.get("runId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id.clone()),
+        Some(_) => return error(StatusCode::BAD_REQUEST, "Invalid runId: expected a string"),
+    };
+    let gateway = &ctx.gateway;
+    match gateway.active_chat_run(key, chat_id) {
+        Some(run) if wanted.as_deref().is_none_or(|id| id == run.id) => {
+            let g = gateway.clone();
+            let target = run.clone();
+            gateway.runtime().spawn(async move {
+                let _ = g.cancel(&target).await;
+            });
+            json(StatusCode::OK, &json!({"ok": true, "runId": run.id}))
+        }
+        _ => json(StatusCode::OK, &json!({"ok": false})),
     }
 }
 
@@ -431,11 +690,11 @@ fn preflight() -> Response<Body> {
     let h = res.headers_mut();
     h.insert(
         "access-control-allow-methods",
-        HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
+        HeaderValue::from_static("GET, HEAD, POST, DELETE, OPTIONS"),
     );
     h.insert(
         "access-control-allow-headers",
-        HeaderValue::from_static("authorization, content-type"),
+        HeaderValue::from_static("authorization, content-type, idempotency-key, last-event-id"),
     );
     h.insert("access-control-max-age", HeaderValue::from_static("600"));
     res
@@ -445,7 +704,7 @@ fn preflight() -> Response<Body> {
 /// then the end — never a second set of headers, never a crash.
 fn sse_error(key: &str, message: &str) -> Response<Body> {
     let frame = format!(
-        "data: {}\n\n",
+        "retry: 2000\n\ndata: {}\n\n",
         json!({"type": "error", "sessionKey": key, "error": message})
     );
     sse::response(body::full(frame))
@@ -459,17 +718,66 @@ fn message_status(result: &MessageResult) -> StatusCode {
     }
 }
 
-async fn run_message(ctx: &Ctx, request: MessageRequest) -> Response<Body> {
-    let key = request.session_key.clone();
-    let rx = ctx.gateway.enqueue(request, None);
-    let result = rx.await.unwrap_or_else(|_| {
-        MessageResult::failure(
-            &key,
-            "The message was dropped without a result",
-            Outcome::Failed,
-        )
-    });
-    json(message_status(&result), &result)
+/// A refused submission: a full queue answers as a `GatewayMessageResult` (the seed's 429
+/// body), anything else as `{error}`.
+fn refused(key: &str, e: &GatewayError) -> Response<Body> {
+    match e {
+        GatewayError::QueueFull(_) => {
+            let result = MessageResult::failure(key, e.to_string(), Outcome::QueueFull);
+            json(StatusCode::TOO_MANY_REQUESTS, &result)
+        }
+        _ => core_error(e),
+    }
+}
+
+/// Submits a message and answers with its result once the run ends (or, with `wait: false`,
+/// at once with `202` and where to find it).
+async fn submit_message(
+    ctx: &Ctx,
+    submit: Submit,
+    wait: bool,
+    location_key: Option<&str>,
+) -> Response<Body> {
+    let key = submit.request.session_key.clone();
+    let submitted = match ctx.gateway.submit(submit) {
+        Ok(s) => s,
+        Err(e) => return refused(&key, &e),
+    };
+    let run = submitted.run().clone();
+    let mut res = if wait {
+        let guard = WaitGuard(Some(run.clone()));
+        let result = run.wait().await;
+        drop(guard);
+        json(message_status(&result), &result)
+    } else {
+        let mut res = json(
+            StatusCode::ACCEPTED,
+            &json!({"runId": run.id, "status": run.status().as_str(), "sessionKey": key}),
+        );
+        if let Some(raw_key) = location_key {
+            if let Ok(v) = HeaderValue::from_str(&format!("/sessions/{raw_key}/runs/{}", run.id)) {
+                res.headers_mut().insert(hyper::header::LOCATION, v);
+            }
+        }
+        res
+    };
+    run_headers(&mut res, &run, submitted.joined());
+    res
+}
+
+/// `wait` from the body (a boolean) or the query (`true`/`false`); the body wins.
+fn wait_field(req_uri: &hyper::Uri, body: &Map<String, Value>) -> Result<bool, String> {
+    match body.get("wait") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => return Ok(*b),
+        Some(_) => return Err("Invalid wait: expected a boolean".into()),
+    }
+    match query_param(req_uri, "wait") {
+        None => Ok(true),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(_) => Err("Invalid wait: expected true or false".into()),
+    }
 }
 
 fn text_field(body: &Map<String, Value>) -> Option<String> {
@@ -504,25 +812,81 @@ async fn read_body(
     read_json_object(req, config.max_body_bytes, config.body_timeout).await
 }
 
-async fn messages(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<Body> {
-    let body = match read_body(ctx, req).await {
+/// The body of a message-accepting POST, its bytes (for the idempotency fingerprint) and
+/// its `Idempotency-Key`. `Err` is the response refusing it.
+async fn read_submission(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<(Bytes, Option<String>, String), Response<Body>> {
+    let idem = idempotency_key(&req).map_err(|m| error(StatusCode::BAD_REQUEST, &m))?;
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let config = ctx.gateway.config();
+    let bytes = body::read_bytes(req, limit, config.body_timeout)
+        .await
+        .map_err(|e| e.response())?;
+    Ok((bytes, idem, target))
+}
+
+fn with_fingerprint(
+    idem: Option<String>,
+    target: &str,
+    bytes: &[u8],
+) -> Option<(String, idempotency::Fingerprint)> {
+    idem.map(|k| (k, idempotency::fingerprint("POST", target, bytes)))
+}
+
+/// `/messages` and webhooks: reads, checks and submits a `{text, ...}` body. `key` names the
+/// session from the body; `location_key` (the path's raw key, for `/messages`) also lets
+/// `wait: false` through and is what `Location` is built from.
+async fn post_message(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    key: impl FnOnce(&Map<String, Value>) -> Result<String, String>,
+    location_key: Option<&str>,
+) -> Response<Body> {
+    let uri = req.uri().clone();
+    let max = ctx.gateway.config().max_body_bytes;
+    let (bytes, idem, target) = match read_submission(ctx, req, max).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let body = match body::parse_object(&bytes) {
         Ok(b) => b,
         Err(e) => return e.response(),
     };
     let Some(text) = text_field(&body) else {
         return error(StatusCode::BAD_REQUEST, "Missing text");
     };
-    match message_request(ctx, key, text, &body) {
-        Ok(request) => run_message(ctx, request).await,
-        Err(message) => error(StatusCode::BAD_REQUEST, &message),
-    }
+    let checked = key(&body).and_then(|key| {
+        let wait = match location_key {
+            Some(_) => wait_field(&uri, &body)?,
+            None => true,
+        };
+        Ok((message_request(ctx, key, text, &body)?, wait))
+    });
+    let (request, wait) = match checked {
+        Ok(r) => r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    let submit = Submit {
+        request,
+        chat_id: None,
+        cancel_if_abandoned: wait,
+        idempotency: with_fingerprint(idem, &target, &bytes),
+    };
+    submit_message(ctx, submit, wait, location_key).await
 }
 
 async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<Body> {
-    let config = ctx.gateway.config();
-    let bytes = match body::read_bytes(req, config.max_chat_body_bytes, config.body_timeout).await {
-        Ok(b) => b,
-        Err(e) => return e.response(),
+    let max = ctx.gateway.config().max_chat_body_bytes;
+    let (bytes, idem, target) = match read_submission(ctx, req, max).await {
+        Ok(r) => r,
+        Err(res) => return res,
     };
     let body = match chat::parse_chat_body(&bytes) {
         Ok(b) => b,
@@ -531,27 +895,36 @@ async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<
     let Some(text) = extract_user_text(&body) else {
         return error(StatusCode::BAD_REQUEST, "Missing user message text");
     };
-    let (tap, tap_rx) = tap(config.buffer_events);
-    let request = MessageRequest {
-        session_key: key,
-        text,
-        images_json: None,
-        source: Some("extension".into()),
-    };
-    let mut rx = ctx.gateway.enqueue(request, Some(tap));
-    // A full queue is known at once: answer it as /messages does, before any stream starts.
-    let rx = match rx.try_recv() {
-        Ok(result) if result.outcome == Outcome::QueueFull => {
-            return json(StatusCode::TOO_MANY_REQUESTS, &result)
+    let chat_id = match body.get("id") {
+        None | Some(Value::Null) => key.clone(),
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_KEY_BYTES => id.clone(),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("Invalid id: expected a chat id of 1 to {MAX_KEY_BYTES} bytes"),
+            )
         }
-        Ok(result) => {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let _ = tx.send(result);
-            rx
-        }
-        Err(_) => rx,
     };
-    chat::response(ChatBody::new(tap_rx, rx).boxed_unsync())
+    let submit = Submit {
+        request: MessageRequest {
+            session_key: key.clone(),
+            text,
+            images_json: None,
+            source: Some("extension".into()),
+        },
+        chat_id: Some(chat_id),
+        cancel_if_abandoned: false,
+        idempotency: with_fingerprint(idem, &target, &bytes),
+    };
+    let submitted = match ctx.gateway.submit(submit) {
+        Ok(s) => s,
+        Err(e) => return refused(&key, &e),
+    };
+    let run = submitted.run().clone();
+    let abort_on_disconnect = ctx.gateway.config().chat_abort_on_disconnect;
+    let mut res = chat_stream(ctx, &run, abort_on_disconnect);
+    run_headers(&mut res, &run, submitted.joined());
+    res
 }
 
 /// The session a webhook reaches: `<prefix><route>:<sender>`, or the body's `sessionKey` when
@@ -627,21 +1000,7 @@ async fn webhook(ctx: &Ctx, req: Request<Incoming>, route: &str) -> Response<Bod
             return error(StatusCode::UNAUTHORIZED, "Invalid webhook secret");
         }
     }
-    let body = match read_body(ctx, req).await {
-        Ok(b) => b,
-        Err(e) => return e.response(),
-    };
-    let Some(text) = text_field(&body) else {
-        return error(StatusCode::BAD_REQUEST, "Missing text");
-    };
-    let key = match webhook_session_key(ctx, &body, route) {
-        Ok(k) => k,
-        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
-    };
-    match message_request(ctx, key, text, &body) {
-        Ok(request) => run_message(ctx, request).await,
-        Err(message) => error(StatusCode::BAD_REQUEST, &message),
-    }
+    post_message(ctx, req, |body| webhook_session_key(ctx, body, route), None).await
 }
 
 #[cfg(test)]

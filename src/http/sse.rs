@@ -1,9 +1,11 @@
-//! `GET /sessions/:key/events` as a response body: frames from the subscription, a `: ping`
-//! comment when the stream has been idle for `sse.heartbeatMs`, and an end when the
-//! subscription's channel closes (stop, reset, or the reader fell too far behind).
+//! Event streams as response bodies: `GET /sessions/:key/events` and a run's
+//! `GET …/runs/:runId/events`. Each is a cursor into the session's log: it writes `retry:` and
+//! its first frame, then copies out the shared frames as the log grows, with a `: ping` comment
+//! when the stream has been idle for `sse.heartbeatMs`. It ends when its cursor does (the
+//! session ended, the reader fell too far behind, or the run it follows ended).
 //!
-//! Dropping the body (the client went away) drops the subscription guard, which removes the
-//! subscriber from its session at once rather than at the next event.
+//! Dropping the body (the client went away) drops the cursor, which unregisters the reader
+//! at once rather than at the next event.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,26 +19,39 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use hyper::Response;
 use tokio::time::{Instant, Sleep};
 
-use crate::session::Subscription;
+use crate::events::Frame;
+use crate::session::{Cursor, Step};
 
 use super::body::{self, Body as BoxBody};
 
 const PING: &[u8] = b": ping\n\n";
 
+/// How long a client waits before it reconnects (SPEC section 10).
+pub const RETRY: &[u8] = b"retry: 2000\n\n";
+
 /// Frames already waiting are written together up to about this many bytes.
 const BATCH_BYTES: usize = 64 * 1024;
 
 pub struct SseBody {
-    sub: Subscription,
+    cursor: Cursor,
+    /// `retry:` and the first frame, written before anything from the log.
+    first: Option<Bytes>,
     heartbeat: Duration,
     idle: Pin<Box<Sleep>>,
     done: bool,
 }
 
 impl SseBody {
-    pub fn new(sub: Subscription, heartbeat: Duration) -> SseBody {
+    /// A stream that starts with `retry:` and `first` (the `hello`, when there is one).
+    pub fn new(cursor: Cursor, first: Option<&Frame>, heartbeat: Duration) -> SseBody {
+        let mut start = BytesMut::with_capacity(RETRY.len() + first.map_or(0, Frame::len));
+        start.extend_from_slice(RETRY);
+        if let Some(frame) = first {
+            start.extend_from_slice(&frame.sse());
+        }
         SseBody {
-            sub,
+            cursor,
+            first: Some(start.freeze()),
             heartbeat,
             idle: Box::pin(tokio::time::sleep(heartbeat)),
             done: false,
@@ -55,39 +70,54 @@ impl Body for SseBody {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.sub.rx.poll_recv(cx) {
-            Poll::Ready(Some(frame)) => {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(BodyFrame::data(first))));
+        }
+        // One frame goes out as the shared buffer itself; a burst that is already waiting
+        // goes out as one write instead of one per event.
+        let mut single: Option<Bytes> = None;
+        let mut batch: Option<BytesMut> = None;
+        let polled = self.cursor.poll_next(cx, BATCH_BYTES, |entry| {
+            let Some(frame) = entry.frame.as_ref() else {
+                return;
+            };
+            match (&mut batch, single.take()) {
+                (Some(b), _) => b.extend_from_slice(&frame.sse()),
+                (None, None) => single = Some(frame.sse()),
+                (None, Some(first)) => {
+                    let mut b = BytesMut::with_capacity(first.len() * 4);
+                    b.extend_from_slice(&first);
+                    b.extend_from_slice(&frame.sse());
+                    batch = Some(b);
+                }
+            }
+        });
+        let data = batch.map(BytesMut::freeze).or(single);
+        match polled {
+            Poll::Ready(Step::Done(_)) => self.done = true,
+            Poll::Ready(Step::More) => {}
+            Poll::Pending => {
+                if self.idle.as_mut().poll(cx).is_ready() {
+                    let next = Instant::now() + self.heartbeat;
+                    self.idle.as_mut().reset(next);
+                    return Poll::Ready(Some(Ok(BodyFrame::data(Bytes::from_static(PING)))));
+                }
+                return Poll::Pending;
+            }
+        }
+        match data {
+            Some(data) => {
                 let next = Instant::now() + self.heartbeat;
                 self.idle.as_mut().reset(next);
-                // One frame goes out as the shared buffer itself; a burst that is already
-                // waiting goes out as one write instead of one per event.
-                let first = frame.sse();
-                let Ok(second) = self.sub.rx.try_recv() else {
-                    return Poll::Ready(Some(Ok(BodyFrame::data(first))));
-                };
-                let mut batch = BytesMut::with_capacity(first.len() * 4);
-                batch.extend_from_slice(&first);
-                batch.extend_from_slice(&second.sse());
-                while batch.len() < BATCH_BYTES {
-                    match self.sub.rx.try_recv() {
-                        Ok(more) => batch.extend_from_slice(&more.sse()),
-                        Err(_) => break,
-                    }
-                }
-                return Poll::Ready(Some(Ok(BodyFrame::data(batch.freeze()))));
+                Poll::Ready(Some(Ok(BodyFrame::data(data))))
             }
-            Poll::Ready(None) => {
-                self.done = true;
-                return Poll::Ready(None);
+            None if self.done => Poll::Ready(None),
+            // Entries were skipped (not this reader's): look again at once.
+            None => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
-            Poll::Pending => {}
         }
-        if self.idle.as_mut().poll(cx).is_ready() {
-            let next = Instant::now() + self.heartbeat;
-            self.idle.as_mut().reset(next);
-            return Poll::Ready(Some(Ok(BodyFrame::data(Bytes::from_static(PING)))));
-        }
-        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
@@ -112,9 +142,9 @@ pub fn response(body: BoxBody) -> Response<BoxBody> {
     res
 }
 
-pub fn stream(sub: Subscription, heartbeat: Duration) -> Response<BoxBody> {
+pub fn stream(cursor: Cursor, first: Option<&Frame>, heartbeat: Duration) -> Response<BoxBody> {
     use http_body_util::BodyExt;
-    response(SseBody::new(sub, heartbeat).boxed_unsync())
+    response(SseBody::new(cursor, first, heartbeat).boxed_unsync())
 }
 
 /// HEAD on the events route: the headers, no subscription.

@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 
 use super::*;
 use crate::agent::{AgentResult, BoxFuture};
+use crate::error::GatewayError;
 
 /// Records calls; `prompt` answers `echo:<text>` after waiting for `gate` when asked to.
 #[derive(Default)]
@@ -96,6 +97,49 @@ fn message(key: &str, text: &str) -> MessageRequest {
     }
 }
 
+/// Submits a plain message; the run, or why it was refused.
+fn send(gw: &Gateway, key: &str, text: &str) -> Result<Arc<Run>, GatewayError> {
+    gw.submit(Submit {
+        request: message(key, text),
+        ..Default::default()
+    })
+    .map(|s| s.run().clone())
+}
+
+fn sent(gw: &Gateway, key: &str, text: &str) -> Arc<Run> {
+    send(gw, key, text).expect("accepted")
+}
+
+/// The next entries a cursor has (`None` once it is done), waiting for them.
+async fn read(c: &mut Cursor) -> Option<Vec<Entry>> {
+    let mut got = Vec::new();
+    let step =
+        std::future::poll_fn(|cx| c.poll_next(cx, usize::MAX, |e| got.push(e.clone()))).await;
+    match step {
+        Step::Done(_) if got.is_empty() => None,
+        _ => Some(got),
+    }
+}
+
+/// The JSON of every frame a cursor has now, without waiting.
+fn frames_now(c: &mut Cursor) -> Vec<String> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut out = Vec::new();
+    while let std::task::Poll::Ready(Step::More) = c.poll_next(&mut cx, usize::MAX, |e| {
+        if let Some(f) = &e.frame {
+            out.push(String::from_utf8_lossy(&f.json()).into_owned());
+        }
+    }) {}
+    out
+}
+
+fn json_of(e: &Entry) -> String {
+    e.frame
+        .as_ref()
+        .map(|f| String::from_utf8_lossy(&f.json()).into_owned())
+        .unwrap_or_default()
+}
+
 /// A fake agent whose every prompt waits for the returned gate.
 fn gated_agent() -> (Arc<FakeAgent>, Arc<Notify>) {
     let gate = Arc::new(Notify::new());
@@ -115,17 +159,10 @@ async fn until_processing(gw: &Gateway, key: &str) {
 
 /// A gateway (`config`) over a gated fake agent whose session "a" is running the message "run",
 /// held at the gate until the test notifies it.
-async fn running_at_the_gate(
-    config: Config,
-) -> (
-    Arc<FakeAgent>,
-    Arc<Notify>,
-    Gateway,
-    oneshot::Receiver<MessageResult>,
-) {
+async fn running_at_the_gate(config: Config) -> (Arc<FakeAgent>, Arc<Notify>, Gateway, Arc<Run>) {
     let (agent, gate) = gated_agent();
     let gw = gateway(agent.clone(), config);
-    let running = gw.enqueue(message("a", "run"), None);
+    let running = sent(&gw, "a", "run");
     // Let the run loop take the first message off the queue.
     until_processing(&gw, "a").await;
     (agent, gate, gw, running)
@@ -135,17 +172,19 @@ async fn running_at_the_gate(
 async fn messages_of_one_session_run_in_order_and_each_gets_one_result() {
     let agent = Arc::new(FakeAgent::default());
     let gw = gateway(agent.clone(), Config::for_tests());
-    let mut receivers = Vec::new();
-    for i in 0..5 {
-        receivers.push(gw.enqueue(message("a", &format!("m{i}")), None));
-    }
-    for (i, rx) in receivers.into_iter().enumerate() {
-        let result = rx.await.expect("one result");
+    let runs: Vec<_> = (0..5).map(|i| sent(&gw, "a", &format!("m{i}"))).collect();
+    for (i, run) in runs.iter().enumerate() {
+        let result = run.wait().await;
         assert!(result.ok);
         assert_eq!(result.response, format!("echo:m{i}"));
+        assert_eq!(result.run_id.as_deref(), Some(run.id.as_str()));
+        assert_eq!(run.status(), RunStatus::Succeeded);
     }
     assert_eq!(*lock(&agent.prompts), vec!["m0", "m1", "m2", "m3", "m4"]);
     assert_eq!(gw.snapshot("a").expect("exists").message_count, 2);
+    let listed: Vec<String> = gw.runs("a").iter().map(|r| r.id.clone()).collect();
+    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(listed, ids, "runs are listed oldest first");
 }
 
 #[tokio::test]
@@ -153,19 +192,20 @@ async fn a_full_queue_answers_at_once_and_clear_answers_the_rest() {
     let mut config = Config::for_tests();
     config.max_queue = 2;
     let (_agent, gate, gw, running) = running_at_the_gate(config).await;
-    let q1 = gw.enqueue(message("a", "q1"), None);
-    let q2 = gw.enqueue(message("a", "q2"), None);
-    let full = gw.enqueue(message("a", "q3"), None).await.expect("result");
-    assert_eq!(full.outcome, Outcome::QueueFull);
-    assert_eq!(full.error.as_deref(), Some("Queue full (2 pending)."));
+    let q1 = sent(&gw, "a", "q1");
+    let q2 = sent(&gw, "a", "q2");
+    let full = send(&gw, "a", "q3").err().expect("refused");
+    assert_eq!(full, GatewayError::QueueFull(2));
+    assert_eq!(full.to_string(), "Queue full (2 pending).");
     assert!(gw.clear_queue("a"));
-    for rx in [q1, q2] {
-        let r = rx.await.expect("result");
+    for run in [q1, q2] {
+        let r = run.wait().await;
         assert!(!r.ok);
         assert_eq!(r.error.as_deref(), Some(QUEUE_CLEARED));
+        assert_eq!(run.status(), RunStatus::Cancelled);
     }
     gate.notify_one();
-    assert!(running.await.expect("result").ok);
+    assert!(running.wait().await.ok);
 }
 
 #[tokio::test]
@@ -197,11 +237,12 @@ async fn a_failed_creation_fails_every_waiter_and_leaves_nothing() {
         ..Default::default()
     });
     let gw = gateway(agent.clone(), Config::for_tests());
-    let a = gw.enqueue(message("x", "1"), None);
-    let b = gw.enqueue(message("x", "2"), None);
-    for rx in [a, b] {
-        let r = rx.await.expect("result");
+    let a = sent(&gw, "x", "1");
+    let b = sent(&gw, "x", "2");
+    for run in [a, b] {
+        let r = run.wait().await;
         assert_eq!(r.error.as_deref(), Some("factory exploded"));
+        assert_eq!(run.status(), RunStatus::Failed);
     }
     assert_eq!(gw.session_count(), 0);
     assert!(gw.list().is_empty());
@@ -215,7 +256,7 @@ async fn idle_sessions_are_evicted_but_not_the_primary_or_a_subscribed_one() {
     let gw = gateway(agent.clone(), config);
     gw.ensure_session("main").await.expect("primary");
     gw.ensure_session("idle").await.expect("idle");
-    let watched = gw.subscribe("watched", 16).await.expect("subscribed");
+    let watched = gw.subscribe("watched", None, 16).await.expect("subscribed");
     tokio::time::sleep(Duration::from_millis(5)).await;
     let evicted = gw.evict_idle().await;
     assert_eq!(evicted, vec!["idle".to_string()]);
@@ -230,8 +271,8 @@ async fn idle_sessions_are_evicted_but_not_the_primary_or_a_subscribed_one() {
 async fn subscribers_get_hello_first_then_the_same_frames_in_order() {
     let agent = Arc::new(FakeAgent::default());
     let gw = gateway(agent.clone(), Config::for_tests());
-    let mut s1 = gw.subscribe("a", 16).await.expect("s1");
-    let mut s2 = gw.subscribe("a", 16).await.expect("s2");
+    let mut s1 = gw.subscribe("a", None, 16).await.expect("s1");
+    let mut s2 = gw.subscribe("a", None, 16).await.expect("s2");
     let handle = gw.find("a").expect("exists").handle;
     for i in 0..3 {
         gw.push_event(
@@ -244,26 +285,28 @@ async fn subscribers_get_hello_first_then_the_same_frames_in_order() {
             2,
         );
     }
-    let hello1 = s1.rx.recv().await.expect("hello");
-    assert!(String::from_utf8_lossy(&hello1.json()).contains("\"type\":\"hello\""));
-    let hello2 = s2.rx.recv().await.expect("hello");
-    assert!(String::from_utf8_lossy(&hello2.json()).contains("\"type\":\"hello\""));
-    for i in 0..3 {
-        let a = s1.rx.recv().await.expect("frame");
-        let b = s2.rx.recv().await.expect("frame");
-        assert_eq!(a.sse(), b.sse());
-        assert!(String::from_utf8_lossy(&a.json()).contains(&format!("\"delta\":\"t{i}\"")));
+    for s in [&s1, &s2] {
+        let hello = String::from_utf8_lossy(&s.hello.json()).into_owned();
+        assert!(hello.contains("\"type\":\"hello\""), "{hello}");
+        assert!(!hello.contains("missed"), "{hello}");
     }
+    let a = read(&mut s1.cursor).await.expect("frames");
+    let b = read(&mut s2.cursor).await.expect("frames");
+    assert_eq!(a.len(), 3);
+    for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(a.seq, b.seq);
+        assert!(json_of(a).contains(&format!("\"delta\":\"t{i}\"")));
+    }
+    assert!(a.windows(2).all(|w| w[0].seq < w[1].seq));
 }
 
 #[tokio::test]
 async fn a_subscriber_that_falls_behind_is_dropped_without_slowing_others() {
     let agent = Arc::new(FakeAgent::default());
     let gw = gateway(agent.clone(), Config::for_tests());
-    let mut slow = gw.subscribe("a", 4).await.expect("slow");
-    let mut fast = gw.subscribe("a", 16).await.expect("fast");
+    let mut slow = gw.subscribe("a", None, 4).await.expect("slow");
+    let mut fast = gw.subscribe("a", None, 16).await.expect("fast");
     let handle = gw.find("a").expect("exists").handle;
-    let _ = fast.rx.recv().await;
     for i in 0..20 {
         gw.push_event(
             handle,
@@ -274,34 +317,28 @@ async fn a_subscriber_that_falls_behind_is_dropped_without_slowing_others() {
             },
             1,
         );
-        assert!(
-            fast.rx.recv().await.is_some(),
-            "fast reader keeps receiving"
-        );
-    }
-    let mut got = 0;
-    while slow.rx.recv().await.is_some() {
-        got += 1;
+        assert_eq!(read(&mut fast.cursor).await.map(|v| v.len()), Some(1));
     }
     assert!(
-        got <= 4,
-        "slow reader got {got} frames, then its stream ended"
+        read(&mut slow.cursor).await.is_none(),
+        "the slow reader was ended"
     );
 }
 
 #[tokio::test]
 async fn stop_answers_running_and_queued_messages() {
     let (agent, gate, gw, running) = running_at_the_gate(Config::for_tests()).await;
-    let queued = gw.enqueue(message("a", "wait"), None);
-    let mut sub = gw.subscribe("a", 16).await.expect("sub");
+    let queued = sent(&gw, "a", "wait");
+    let mut sub = gw.subscribe("a", None, 16).await.expect("sub");
     tokio::time::timeout(Duration::from_secs(2), gw.stop_sessions())
         .await
         .expect("stop returns promptly");
-    for rx in [running, queued] {
-        let r = rx.await.expect("result");
+    for run in [running, queued] {
+        let r = run.wait().await;
         assert_eq!(r.error.as_deref(), Some(GATEWAY_STOPPED));
+        assert_eq!(run.status(), RunStatus::Cancelled);
     }
-    while sub.rx.recv().await.is_some() {}
+    while read(&mut sub.cursor).await.is_some() {}
     assert_eq!(agent.aborts.load(Ordering::SeqCst), 1);
     assert_eq!(gw.session_count(), 0);
     gate.notify_waiters();
@@ -312,14 +349,14 @@ async fn a_run_that_ends_after_a_reset_does_not_bring_back_the_old_message_count
     let (agent, gate) = gated_agent();
     let gw = gateway(agent.clone(), Config::for_tests());
     gw.ensure_session("main").await.expect("primary");
-    let running = gw.enqueue(message("main", "long"), None);
+    let running = sent(&gw, "main", "long");
     until_processing(&gw, "main").await;
     // The reset renews the session (message count 0) while the old prompt is still out.
     gw.reset("main").await.expect("reset");
     assert_eq!(gw.snapshot("main").expect("exists").message_count, 0);
     // Only now does the old prompt answer, with the count of the old conversation (2).
     gate.notify_one();
-    let result = running.await.expect("one result");
+    let result = running.wait().await;
     assert_eq!(result.error.as_deref(), Some(SESSION_RESET));
     while gw.snapshot("main").map(|s| s.processing).unwrap_or(true) {
         tokio::task::yield_now().await;
@@ -334,15 +371,313 @@ async fn a_message_whose_sender_has_gone_does_not_run_and_frees_its_place() {
     let (agent, gate, gw, running) = running_at_the_gate(config).await;
     // Two queued messages whose clients hung up, then two that still wait: the queue of two
     // has room for them because the abandoned ones hold no place.
-    drop(gw.enqueue(message("a", "gone1"), None));
-    drop(gw.enqueue(message("a", "gone2"), None));
-    let kept1 = gw.enqueue(message("a", "kept1"), None);
-    let kept2 = gw.enqueue(message("a", "kept2"), None);
+    let abandoned = |text: &str| {
+        let run = gw
+            .submit(Submit {
+                request: message("a", text),
+                cancel_if_abandoned: true,
+                ..Default::default()
+            })
+            .expect("accepted")
+            .run()
+            .clone();
+        run.abandon();
+        run
+    };
+    let gone = [abandoned("gone1"), abandoned("gone2")];
+    let kept1 = sent(&gw, "a", "kept1");
+    let kept2 = sent(&gw, "a", "kept2");
     gate.notify_one();
-    assert!(running.await.expect("result").ok);
+    assert!(running.wait().await.ok);
     gate.notify_one();
-    assert_eq!(kept1.await.expect("result").response, "echo:kept1");
+    assert_eq!(kept1.wait().await.response, "echo:kept1");
     gate.notify_one();
-    assert_eq!(kept2.await.expect("result").response, "echo:kept2");
+    assert_eq!(kept2.wait().await.response, "echo:kept2");
     assert_eq!(*lock(&agent.prompts), vec!["run", "kept1", "kept2"]);
+    for run in gone {
+        assert_eq!(run.status(), RunStatus::Cancelled);
+    }
+}
+
+#[tokio::test]
+async fn a_run_logs_run_start_its_events_and_run_end_with_its_id() {
+    let (agent, gate) = gated_agent();
+    let gw = gateway(agent, Config::for_tests());
+    let mut sub = gw.subscribe("a", None, 64).await.expect("sub");
+    let run = sent(&gw, "a", "hi");
+    until_processing(&gw, "a").await;
+    let handle = gw.find("a").expect("exists").handle;
+    gw.push_event(
+        handle,
+        1,
+        AgentEvent::TextDelta {
+            index: 0,
+            delta: "x".into(),
+        },
+        1,
+    );
+    gate.notify_one();
+    run.wait().await;
+    while gw.snapshot("a").map(|s| s.processing).unwrap_or(true) {
+        tokio::task::yield_now().await;
+    }
+    let frames = frames_now(&mut sub.cursor);
+    let types: Vec<&str> = frames
+        .iter()
+        .map(|f| {
+            let start = f.find("\"type\":\"").map(|i| i + 8).unwrap_or(0);
+            let end = f[start..].find('"').map(|i| start + i).unwrap_or(start);
+            &f[start..end]
+        })
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "session_state",
+            "run_start",
+            "session_state",
+            "token",
+            "run_end",
+            "session_state"
+        ]
+    );
+    let tagged = format!("\"runId\":\"{}\"", run.id);
+    assert!(
+        frames[1].contains(&tagged) && frames[3].contains(&tagged) && frames[4].contains(&tagged)
+    );
+    assert!(frames[4].contains("\"status\":\"succeeded\""));
+    assert!(!frames[0].contains("runId") && !frames[2].contains("runId"));
+}
+
+#[tokio::test]
+async fn a_reconnect_after_an_id_gets_exactly_what_followed_and_ids_survive_a_reset() {
+    let agent = Arc::new(FakeAgent::default());
+    let mut config = Config::for_tests();
+    config.replay_events = 8;
+    let gw = gateway(agent, config);
+    gw.ensure_session("a").await.expect("session");
+    let handle = gw.find("a").expect("exists").handle;
+    let push = |i: u32| {
+        gw.push_event(
+            handle,
+            0,
+            AgentEvent::TextDelta {
+                index: 0,
+                delta: format!("d{i}"),
+            },
+            1,
+        )
+    };
+    let mut whole = gw.subscribe("a", None, 64).await.expect("whole");
+    for i in 0..5 {
+        push(i);
+    }
+    let all = read(&mut whole.cursor).await.expect("frames");
+    let cut = all[1].seq;
+    let mut again = gw.subscribe("a", Some(cut), 64).await.expect("again");
+    assert_eq!(again.seen, cut);
+    let rest = read(&mut again.cursor).await.expect("rest");
+    assert_eq!(
+        rest.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        all[2..].iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
+    // Past the log's reach: missed, and what is left.
+    for i in 5..20 {
+        push(i);
+    }
+    let late = gw.subscribe("a", Some(cut), 64).await.expect("late");
+    assert!(String::from_utf8_lossy(&late.hello.json()).contains("\"missed\":true"));
+    let unknown = gw.subscribe("a", Some(10_000), 64).await.expect("unknown");
+    assert!(String::from_utf8_lossy(&unknown.hello.json()).contains("\"missed\":true"));
+    // A reset of a non-primary session keeps the key's log: ids go on.
+    let last = gw.log_for("a").last_seq();
+    gw.reset("a").await.expect("reset");
+    gw.ensure_session("a").await.expect("again");
+    let fresh = gw
+        .subscribe("a", Some(last), 64)
+        .await
+        .expect("after reset");
+    assert!(!String::from_utf8_lossy(&fresh.hello.json()).contains("missed"));
+    assert!(gw.log_for("a").last_seq() > last);
+}
+
+#[tokio::test]
+async fn cancel_ends_a_queued_run_aborts_a_running_one_and_refuses_an_ended_one() {
+    let (agent, gate, gw, running) = running_at_the_gate(Config::for_tests()).await;
+    let queued = sent(&gw, "a", "later");
+    assert_eq!(
+        gw.cancel_run("a", &queued.id).await,
+        Ok(RunStatus::Cancelled)
+    );
+    assert_eq!(queued.wait().await.error.as_deref(), Some(RUN_CANCELLED));
+    let cancel = {
+        let gw = gw.clone();
+        let id = running.id.clone();
+        tokio::spawn(async move { gw.cancel_run("a", &id).await })
+    };
+    while agent.aborts.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // The fake's prompt ignores the abort and answers when released; a rejected or
+    // "aborted" answer would make it `aborted`. Released, it succeeded.
+    gate.notify_one();
+    assert_eq!(cancel.await.expect("join"), Ok(RunStatus::Succeeded));
+    assert_eq!(
+        gw.cancel_run("a", &running.id).await,
+        Err(GatewayError::RunEnded("succeeded"))
+    );
+    assert_eq!(
+        gw.cancel_run("a", "nope").await,
+        Err(GatewayError::RunNotFound("nope".into()))
+    );
+    assert_eq!(
+        *lock(&agent.prompts),
+        vec!["run"],
+        "the cancelled run never ran"
+    );
+}
+
+#[tokio::test]
+async fn an_idempotent_repeat_joins_the_first_run_and_a_different_request_conflicts() {
+    let (agent, gate) = gated_agent();
+    let gw = gateway(agent.clone(), Config::for_tests());
+    let fp = idempotency::fingerprint("POST", "/p", b"one");
+    let submit = |fp| Submit {
+        request: message("a", "hi"),
+        idempotency: Some(("k1".to_string(), fp)),
+        ..Default::default()
+    };
+    let first = gw.submit(submit(fp)).expect("first");
+    let again = gw.submit(submit(fp)).expect("again");
+    assert!(!first.joined() && again.joined());
+    assert_eq!(first.run().id, again.run().id);
+    let other = idempotency::fingerprint("POST", "/p", b"two");
+    assert_eq!(
+        gw.submit(submit(other)).err(),
+        Some(GatewayError::IdempotencyConflict)
+    );
+    gate.notify_one();
+    assert_eq!(first.run().wait().await, again.run().wait().await);
+    assert_eq!(lock(&agent.prompts).len(), 1);
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Hooks for Recorder {
+    fn run_started(&self, run: &Run) {
+        lock(&self.0).push(format!("start {}", run.session_key));
+    }
+    fn run_ended(&self, run: &Run) {
+        lock(&self.0).push(format!("end {} {}", run.session_key, run.status().as_str()));
+    }
+    fn session_created(&self, key: &str) {
+        lock(&self.0).push(format!("created {key}"));
+    }
+    fn session_evicted(&self, key: &str) {
+        lock(&self.0).push(format!("evicted {key}"));
+    }
+    fn subscriber_dropped(&self, key: &str, _reason: Option<End>) {
+        lock(&self.0).push(format!("dropped {key}"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn hooks_hear_sessions_runs_and_subscribers() {
+    let hooks = Arc::new(Recorder::default());
+    let mut config = Config::for_tests();
+    config.idle = Duration::from_millis(0);
+    let gw = Gateway::with_hooks(
+        config,
+        Arc::new(FakeAgent::default()),
+        hooks.clone(),
+        "main".into(),
+        Handle::current(),
+    );
+    sent(&gw, "a", "hi").wait().await;
+    drop(gw.subscribe("a", None, 8).await.expect("sub"));
+    while gw.snapshot("a").map(|s| s.processing).unwrap_or(true) {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    gw.evict_idle().await;
+    assert_eq!(
+        *lock(&hooks.0),
+        vec![
+            "created a",
+            "start a",
+            "end a succeeded",
+            "dropped a",
+            "evicted a"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn nothing_of_a_run_is_logged_after_a_reset_ended_it() {
+    let (agent, gate) = gated_agent();
+    let gw = gateway(agent, Config::for_tests());
+    gw.ensure_session("main").await.expect("primary");
+    let mut sub = gw.subscribe("main", None, 64).await.expect("sub");
+    let run = sent(&gw, "main", "long");
+    until_processing(&gw, "main").await;
+    let handle = gw.find("main").expect("exists").handle;
+    let delta = |d: &str| AgentEvent::TextDelta {
+        index: 0,
+        delta: d.into(),
+    };
+    gw.push_event(handle, 1, delta("before"), 1);
+    gw.reset("main").await.expect("reset");
+    // pi winds the aborted prompt down after the reset answered it.
+    gw.push_event(handle, 1, delta("after"), 1);
+    gate.notify_one();
+    assert_eq!(run.wait().await.error.as_deref(), Some(SESSION_RESET));
+    while gw.snapshot("main").map(|s| s.processing).unwrap_or(true) {
+        tokio::task::yield_now().await;
+    }
+    let frames = frames_now(&mut sub.cursor);
+    let tagged = format!("\"runId\":\"{}\"", run.id);
+    let end = frames
+        .iter()
+        .position(|f| f.contains("\"type\":\"run_end\""))
+        .expect("run_end");
+    assert!(frames[end].contains("\"status\":\"cancelled\""));
+    assert!(frames[..end]
+        .iter()
+        .any(|f| f.contains("\"delta\":\"before\"")));
+    assert!(
+        frames[end + 1..].iter().all(|f| !f.contains(&tagged)),
+        "{frames:#?}"
+    );
+    assert!(frames
+        .last()
+        .is_some_and(|f| f.contains("\"processing\":false")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_evicted_session_is_freed_and_its_log_keeps_only_its_ids() {
+    let agent = Arc::new(FakeAgent::default());
+    let mut config = Config::for_tests();
+    config.idle = Duration::from_millis(0);
+    let gw = gateway(agent, config);
+    sent(&gw, "a", "hi").wait().await;
+    while gw.snapshot("a").map(|s| s.processing).unwrap_or(true) {
+        tokio::task::yield_now().await;
+    }
+    let weak = Arc::downgrade(&gw.find("a").expect("exists"));
+    let last = gw.log_for("a").last_seq();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(gw.evict_idle().await, vec!["a".to_string()]);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(weak.upgrade().is_none(), "nothing holds an evicted session");
+    // Its log is forgotten; the next one for the key goes on above its ids.
+    let log = gw.log_for("a");
+    assert!(log.is_empty());
+    assert_eq!(log.last_seq(), last);
+    let again = gw.subscribe("a", Some(last - 1), 8).await.expect("again");
+    assert!(String::from_utf8_lossy(&again.hello.json()).contains("\"missed\":true"));
+    let fresh = gw.subscribe("new", Some(0), 8).await.expect("new key");
+    assert!(!String::from_utf8_lossy(&fresh.hello.json()).contains("missed"));
 }

@@ -1,0 +1,100 @@
+//! The core's errors: each has a stable machine-readable code and the HTTP status it maps to,
+//! so callers decide by variant instead of by matching message text.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    /// A request field is wrong; the message names the field.
+    Invalid(String),
+    SessionNotFound(String),
+    RunNotFound(String),
+    /// The run has already ended, with this status.
+    RunEnded(&'static str),
+    /// The session's queue is at `maxQueuePerSession`.
+    QueueFull(usize),
+    /// An `Idempotency-Key` came back with a different request.
+    IdempotencyConflict,
+    /// The agent (JS) failed a call: creating, renewing or releasing a session.
+    Agent(String),
+    /// The gateway is stopping or stopped.
+    Stopped,
+}
+
+impl GatewayError {
+    /// A stable code for programs (`"queue_full"`, `"run_not_found"`, ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::Invalid(_) => "invalid_request",
+            GatewayError::SessionNotFound(_) => "session_not_found",
+            GatewayError::RunNotFound(_) => "run_not_found",
+            GatewayError::RunEnded(_) => "run_ended",
+            GatewayError::QueueFull(_) => "queue_full",
+            GatewayError::IdempotencyConflict => "idempotency_conflict",
+            GatewayError::Agent(_) => "agent_error",
+            GatewayError::Stopped => "stopped",
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::Invalid(_) => 400,
+            GatewayError::SessionNotFound(_) | GatewayError::RunNotFound(_) => 404,
+            GatewayError::RunEnded(_) => 409,
+            GatewayError::QueueFull(_) => 429,
+            GatewayError::IdempotencyConflict => 422,
+            GatewayError::Agent(_) => 500,
+            GatewayError::Stopped => 503,
+        }
+    }
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GatewayError::Invalid(message) | GatewayError::Agent(message) => f.write_str(message),
+            GatewayError::SessionNotFound(key) => write!(f, "Session not found: {key}"),
+            GatewayError::RunNotFound(id) => write!(f, "Run not found: {id}"),
+            GatewayError::RunEnded(status) => write!(f, "Run already ended ({status})"),
+            GatewayError::QueueFull(max) => write!(f, "Queue full ({max} pending)."),
+            GatewayError::IdempotencyConflict => {
+                f.write_str("Idempotency-Key reused with a different request")
+            }
+            GatewayError::Stopped => f.write_str("Gateway stopped"),
+        }
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_statuses_are_stable() {
+        let cases = [
+            (
+                GatewayError::Invalid("Invalid x".into()),
+                "invalid_request",
+                400,
+            ),
+            (GatewayError::RunNotFound("r".into()), "run_not_found", 404),
+            (GatewayError::RunEnded("succeeded"), "run_ended", 409),
+            (GatewayError::QueueFull(3), "queue_full", 429),
+            (
+                GatewayError::IdempotencyConflict,
+                "idempotency_conflict",
+                422,
+            ),
+        ];
+        for (e, code, status) in cases {
+            assert_eq!((e.code(), e.status()), (code, status), "{e}");
+        }
+        assert_eq!(
+            GatewayError::QueueFull(3).to_string(),
+            "Queue full (3 pending)."
+        );
+    }
+}

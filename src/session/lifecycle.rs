@@ -1,0 +1,361 @@
+//! Ending things: abort, cancel, clear, reset, idle eviction and stop. Each answers every run
+//! it ends (a result set once, a `run_end` logged), so no waiter is left hanging.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::GatewayError;
+use crate::events::GatewayEvent;
+use crate::util::{lock, now_ms};
+
+use super::registry::Slot;
+use super::run::{Run, RunStatus};
+use super::{
+    append, Gateway, MessageResult, Outcome, Session, State, GATEWAY_STOPPED, QUEUE_CLEARED,
+    RUN_CANCELLED, SESSION_RESET,
+};
+
+/// How long `DELETE …/runs/:runId` waits for an aborted run to end before answering.
+pub const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+impl Gateway {
+    /// Asks the running prompt to stop. False when nothing is running.
+    pub fn abort(&self, key: &str) -> Result<bool, GatewayError> {
+        let session = self
+            .find(key)
+            .ok_or_else(|| GatewayError::SessionNotFound(key.to_string()))?;
+        let mut st = lock(&session.state);
+        let Some(active) = st.active.as_mut() else {
+            return Ok(false);
+        };
+        active.abort_requested = true;
+        drop(st);
+        self.spawn_abort(&session);
+        Ok(true)
+    }
+
+    pub(super) fn spawn_abort(&self, session: &Arc<Session>) {
+        let this = self.clone();
+        let session = session.clone();
+        self.inner
+            .rt
+            .spawn(async move { this.abort_run(&session).await });
+    }
+
+    async fn abort_run(&self, session: &Arc<Session>) {
+        if let Err(e) = self.inner.agent.abort(session.handle).await {
+            let st = lock(&session.state);
+            // Tagged with the run it was meant to stop, while that run is still going.
+            let run = st
+                .active
+                .as_ref()
+                .map(|a| a.run.clone())
+                .filter(|r| !r.status().is_ended());
+            append(
+                &session.log,
+                run.as_deref(),
+                Some(&GatewayEvent::Error {
+                    session_key: &session.key,
+                    error: &e,
+                }),
+                None,
+                false,
+            );
+        }
+    }
+
+    /// Cancels run `run_id` of `key`: a queued run ends `cancelled` at once; a running one is
+    /// aborted, and this waits (up to [`CANCEL_WAIT`]) for it to end. Answers the status then.
+    pub async fn cancel_run(&self, key: &str, run_id: &str) -> Result<RunStatus, GatewayError> {
+        let run = self
+            .run(key, run_id)
+            .ok_or_else(|| GatewayError::RunNotFound(run_id.to_string()))?;
+        self.cancel(&run).await
+    }
+
+    /// [`Gateway::cancel_run`] for a run in hand.
+    pub async fn cancel(&self, run: &Arc<Run>) -> Result<RunStatus, GatewayError> {
+        let status = run.status();
+        if status.is_ended() {
+            return Err(GatewayError::RunEnded(status.as_str()));
+        }
+        let key = run.session_key.as_str();
+        let cancelled = MessageResult::failure(key, RUN_CANCELLED, Outcome::Dropped);
+        // Still waiting for its session to be created?
+        {
+            let mut reg = lock(&self.inner.registry);
+            if let Some(Slot::Creating { pending, .. }) = reg.by_key.get_mut(key) {
+                if let Some(i) = pending.iter().position(|q| Arc::ptr_eq(&q.run, run)) {
+                    pending.remove(i);
+                    drop(reg);
+                    let log = self.log_for(key);
+                    self.end_run(&log, run, cancelled, None);
+                    return Ok(run.status());
+                }
+            }
+        }
+        if let Some(session) = self.find(key) {
+            let running = {
+                let mut st = lock(&session.state);
+                if let Some(i) = st.queue.iter().position(|q| Arc::ptr_eq(&q.run, run)) {
+                    st.queue.remove(i);
+                    self.end_run(&session.log, run, cancelled, None);
+                    session.emit_state(&mut st);
+                    return Ok(run.status());
+                }
+                st.active
+                    .as_mut()
+                    .filter(|a| Arc::ptr_eq(&a.run, run))
+                    .map(|a| a.abort_requested = true)
+                    .is_some()
+            };
+            if running {
+                self.spawn_abort(&session);
+                let _ = tokio::time::timeout(CANCEL_WAIT, run.wait()).await;
+                return Ok(run.status());
+            }
+        }
+        // Between queue and result (or its session went away): it ends on its own.
+        let _ = tokio::time::timeout(CANCEL_WAIT, run.wait()).await;
+        Ok(run.status())
+    }
+
+    /// Drops every queued (not running) message of a session, each answered `Queue cleared`.
+    pub fn clear_queue(&self, key: &str) -> bool {
+        let Some(session) = self.find(key) else {
+            return false;
+        };
+        let mut st = lock(&session.state);
+        for queued in st.queue.drain(..).collect::<Vec<_>>() {
+            self.end_run(
+                &session.log,
+                &queued.run,
+                MessageResult::failure(key, QUEUE_CLEARED, Outcome::Dropped),
+                None,
+            );
+        }
+        session.emit_state(&mut st);
+        true
+    }
+
+    /// Ends every run still owed a result (queued and running) with `reason`.
+    fn drop_pending(&self, session: &Session, st: &mut State, reason: &str) {
+        for queued in st.queue.drain(..).collect::<Vec<_>>() {
+            self.end_run(
+                &session.log,
+                &queued.run,
+                MessageResult::failure(&session.key, reason, Outcome::Dropped),
+                None,
+            );
+        }
+        if let Some(active) = st.active.as_mut() {
+            let translator = active.translator.take();
+            let run = active.run.clone();
+            self.end_run(
+                &session.log,
+                &run,
+                MessageResult::failure(&session.key, reason, Outcome::Dropped),
+                translator,
+            );
+        }
+    }
+
+    /// Resets a session. The primary one is renewed in place and keeps its subscribers;
+    /// any other is aborted, disposed and forgotten, and its streams end (its log stays, so a
+    /// client that reconnects continues the same ids).
+    pub async fn reset(&self, key: &str) -> Result<(), GatewayError> {
+        if key == self.inner.primary_key {
+            let session = self
+                .find(key)
+                .ok_or_else(|| GatewayError::SessionNotFound(key.to_string()))?;
+            let running = {
+                let mut st = lock(&session.state);
+                st.epoch += 1;
+                self.drop_pending(&session, &mut st, SESSION_RESET);
+                session.emit_state(&mut st);
+                st.active.is_some()
+            };
+            if running {
+                self.abort_run(&session).await;
+            }
+            let info = self
+                .inner
+                .agent
+                .renew(session.handle)
+                .await
+                .map_err(GatewayError::Agent)?;
+            let mut st = lock(&session.state);
+            st.session_id = info.session_id;
+            st.message_count = info.message_count;
+            st.last_active_at = now_ms();
+            session.emit_state(&mut st);
+            return Ok(());
+        }
+
+        let session = {
+            let mut reg = lock(&self.inner.registry);
+            let Some(Slot::Ready(session)) = reg.by_key.get(key) else {
+                return Err(GatewayError::SessionNotFound(key.to_string()));
+            };
+            let session = session.clone();
+            reg.by_key.remove(key);
+            reg.by_handle.remove(&session.handle);
+            lock(&session.state).removed = true;
+            self.retire_log(&mut reg, key, true);
+            session
+        };
+        self.retire(&session, SESSION_RESET, true).await;
+        Ok(())
+    }
+
+    /// Ends a session that is already out of the registry: answers what it owed, ends its
+    /// streams, aborts its run and releases it in JS.
+    async fn retire(&self, session: &Arc<Session>, reason: &str, dispose: bool) {
+        let running = {
+            let mut st = lock(&session.state);
+            st.removed = true;
+            self.drop_pending(session, &mut st, reason);
+            session.emit_state(&mut st);
+            session.log.close_readers();
+            st.active.is_some()
+        };
+        if running {
+            self.abort_run(session).await;
+        }
+        if let Err(e) = self.inner.agent.release(session.handle, dispose).await {
+            self.log(&format!("releasing session {} failed: {e}", session.key));
+        }
+    }
+
+    /// One idle sweep with the seed's rules: never the primary, a busy, queued or
+    /// subscribed session. Returns the evicted keys.
+    pub async fn evict_idle(&self) -> Vec<String> {
+        let cutoff = now_ms().saturating_sub(self.inner.config.idle.as_millis() as u64);
+        let evicted: Vec<Arc<Session>> = {
+            let mut reg = lock(&self.inner.registry);
+            let keys: Vec<String> = reg
+                .by_key
+                .iter()
+                .filter_map(|(key, slot)| match slot {
+                    Slot::Ready(s) if *key != self.inner.primary_key && s.is_idle_since(cutoff) => {
+                        Some(key.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                if let Some(Slot::Ready(session)) = reg.by_key.remove(&key) {
+                    reg.by_handle.remove(&session.handle);
+                    lock(&session.state).removed = true;
+                    self.retire_log(&mut reg, &key, false);
+                    out.push(session);
+                }
+            }
+            out
+        };
+        // Disposed all at once: one slow dispose must not hold up the others.
+        let tasks: Vec<_> = evicted
+            .into_iter()
+            .map(|session| {
+                let this = self.clone();
+                self.inner.rt.spawn(async move {
+                    if let Err(e) = this.inner.agent.release(session.handle, true).await {
+                        this.log(&format!("disposing session {} failed: {e}", session.key));
+                    }
+                    this.log(&format!("evicted idle session {}", session.key));
+                    this.inner.hooks.session_evicted(&session.key);
+                    session.key.clone()
+                })
+            })
+            .collect();
+        let mut keys = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            if let Ok(key) = task.await {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+
+    /// Runs [`Gateway::evict_idle`] (and forgets runs past their retention) every
+    /// `session.sweepIntervalMs` until the task is dropped.
+    pub async fn sweep_forever(self) {
+        let period = self
+            .inner
+            .config
+            .sweep_interval
+            .max(Duration::from_millis(1));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            self.evict_idle().await;
+            let config = &self.inner.config;
+            lock(&self.inner.runs).prune_all(
+                now_ms(),
+                config.runs_retain_ms,
+                config.runs_retain_per_session,
+            );
+        }
+    }
+
+    /// Ends every session: pending messages answered `Gateway stopped`, streams ended, runs
+    /// aborted, non-primary sessions disposed, the primary released to its owner.
+    pub async fn stop_sessions(&self) {
+        let sessions: Vec<Arc<Session>> = {
+            let mut reg = lock(&self.inner.registry);
+            let mut out = Vec::new();
+            let slots: Vec<(String, Slot)> = reg.by_key.drain().collect();
+            for (key, slot) in slots {
+                match slot {
+                    Slot::Ready(s) => {
+                        lock(&s.state).removed = true;
+                        out.push(s);
+                    }
+                    Slot::Creating { waiters, pending } => {
+                        for w in waiters {
+                            let _ = w.send(Err(GatewayError::Stopped));
+                        }
+                        let log = self.log_in(&mut reg, &key);
+                        for queued in pending {
+                            self.end_run(
+                                &log,
+                                &queued.run,
+                                MessageResult::failure(&key, GATEWAY_STOPPED, Outcome::Dropped),
+                                None,
+                            );
+                        }
+                    }
+                }
+            }
+            reg.by_handle.clear();
+            out
+        };
+        let primary = self.inner.primary_key.clone();
+        let tasks: Vec<_> = sessions
+            .into_iter()
+            .map(|session| {
+                let this = self.clone();
+                let dispose = session.key != primary;
+                self.inner
+                    .rt
+                    .spawn(async move { this.retire(&session, GATEWAY_STOPPED, dispose).await })
+            })
+            .collect();
+        // Every pending message was answered synchronously inside `retire`; what is left is
+        // waiting for JS to abort and dispose, which a stuck callback must not turn into a
+        // `stop()` that never returns.
+        let all = async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(self.inner.config.shutdown_timeout, all)
+            .await
+            .is_err()
+        {
+            self.log("stop: some sessions did not finish aborting or disposing in time");
+        }
+    }
+}

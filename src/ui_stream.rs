@@ -1,0 +1,411 @@
+//! The Vercel AI SDK UI message stream of one run: agent events in, `data: <chunk>` lines out.
+//!
+//! A [`Translator`] lives with a run started from `/chat` and turns each of its agent events
+//! into UI message chunks once; the bytes go into the session's log beside the event, so every
+//! reader of that chat stream (the POST that started it, a resume, an idempotent repeat)
+//! shares them. Chunks carry exactly the fields of the `ai` package's schema — its strict
+//! versions reject anything more.
+
+use std::collections::HashMap;
+
+use bytes::BytesMut;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::events::AgentEvent;
+use crate::session::{MessageResult, Outcome};
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Chunk<'a> {
+    Start {
+        #[serde(rename = "messageId")]
+        message_id: &'a str,
+    },
+    StartStep,
+    FinishStep,
+    TextStart {
+        id: &'a str,
+    },
+    TextDelta {
+        id: &'a str,
+        delta: &'a str,
+    },
+    TextEnd {
+        id: &'a str,
+    },
+    ReasoningStart {
+        id: &'a str,
+    },
+    ReasoningDelta {
+        id: &'a str,
+        delta: &'a str,
+    },
+    ReasoningEnd {
+        id: &'a str,
+    },
+    ToolInputStart {
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+        #[serde(rename = "toolName")]
+        tool_name: &'a str,
+    },
+    ToolInputDelta {
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+        #[serde(rename = "inputTextDelta")]
+        input_text_delta: &'a str,
+    },
+    ToolInputAvailable {
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+        #[serde(rename = "toolName")]
+        tool_name: &'a str,
+        input: &'a RawValue,
+    },
+    ToolOutputAvailable {
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+        output: &'a RawValue,
+    },
+    ToolOutputError {
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+        #[serde(rename = "errorText")]
+        error_text: &'a str,
+    },
+    Finish {
+        #[serde(rename = "finishReason")]
+        finish_reason: &'a str,
+    },
+    Abort,
+    Error {
+        #[serde(rename = "errorText")]
+        error_text: &'a str,
+    },
+}
+
+pub fn push_chunk(out: &mut BytesMut, chunk: &Chunk<'_>) {
+    out.extend_from_slice(b"data: ");
+    // Serializing borrowed strings and validated raw JSON into memory cannot fail.
+    if let Ok(json) = serde_json::to_vec(chunk) {
+        out.extend_from_slice(&json);
+    }
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Turns one run's agent events into UI message chunks. Part ids are unique within the
+/// message: `text_<n>` / `reasoning_<n>` count parts across all of the run's steps.
+#[derive(Default)]
+pub struct Translator {
+    step_open: bool,
+    texts: HashMap<u32, String>,
+    reasonings: HashMap<u32, String>,
+    text_count: u32,
+    reasoning_count: u32,
+    tools_started: HashMap<String, String>,
+}
+
+impl Translator {
+    /// The `start` chunk: the assistant message's id, which is the run id.
+    pub fn start(&mut self, message_id: &str, out: &mut BytesMut) {
+        push_chunk(out, &Chunk::Start { message_id });
+    }
+
+    pub fn event(&mut self, event: &AgentEvent, out: &mut BytesMut) {
+        match event {
+            AgentEvent::TurnStart => {
+                self.close_parts(out);
+                if self.step_open {
+                    push_chunk(out, &Chunk::FinishStep);
+                }
+                self.step_open = true;
+                push_chunk(out, &Chunk::StartStep);
+            }
+            AgentEvent::TurnEnd => {
+                self.close_parts(out);
+                if self.step_open {
+                    self.step_open = false;
+                    push_chunk(out, &Chunk::FinishStep);
+                }
+            }
+            AgentEvent::TextStart { index } => {
+                let id = format!("text_{}", self.text_count);
+                self.text_count += 1;
+                push_chunk(out, &Chunk::TextStart { id: &id });
+                self.texts.insert(*index, id);
+            }
+            AgentEvent::TextDelta { index, delta } => {
+                if let Some(id) = self.texts.get(index) {
+                    push_chunk(out, &Chunk::TextDelta { id, delta });
+                }
+            }
+            AgentEvent::TextEnd { index } => {
+                if let Some(id) = self.texts.remove(index) {
+                    push_chunk(out, &Chunk::TextEnd { id: &id });
+                }
+            }
+            AgentEvent::ThinkingStart { index } => {
+                let id = format!("reasoning_{}", self.reasoning_count);
+                self.reasoning_count += 1;
+                push_chunk(out, &Chunk::ReasoningStart { id: &id });
+                self.reasonings.insert(*index, id);
+            }
+            AgentEvent::ThinkingDelta { index, delta } => {
+                if let Some(id) = self.reasonings.get(index) {
+                    push_chunk(out, &Chunk::ReasoningDelta { id, delta });
+                }
+            }
+            AgentEvent::ThinkingEnd { index } => {
+                if let Some(id) = self.reasonings.remove(index) {
+                    push_chunk(out, &Chunk::ReasoningEnd { id: &id });
+                }
+            }
+            AgentEvent::ToolCallStart { id, name, .. } => {
+                self.tools_started.insert(id.clone(), name.clone());
+                push_chunk(
+                    out,
+                    &Chunk::ToolInputStart {
+                        tool_call_id: id,
+                        tool_name: name,
+                    },
+                );
+            }
+            AgentEvent::ToolCallDelta { id, delta, .. } if self.tools_started.contains_key(id) => {
+                push_chunk(
+                    out,
+                    &Chunk::ToolInputDelta {
+                        tool_call_id: id,
+                        input_text_delta: delta,
+                    },
+                );
+            }
+            AgentEvent::ToolCallEnd {
+                id, name, input, ..
+            } => {
+                self.tools_started.insert(id.clone(), name.clone());
+                push_chunk(
+                    out,
+                    &Chunk::ToolInputAvailable {
+                        tool_call_id: id,
+                        tool_name: name,
+                        input,
+                    },
+                );
+            }
+            AgentEvent::ToolEnd {
+                id,
+                result,
+                is_error,
+                ..
+            } => {
+                if !self.tools_started.contains_key(id) {
+                    return;
+                }
+                if *is_error {
+                    let text = tool_error_text(result);
+                    push_chunk(
+                        out,
+                        &Chunk::ToolOutputError {
+                            tool_call_id: id,
+                            error_text: &text,
+                        },
+                    );
+                } else {
+                    push_chunk(
+                        out,
+                        &Chunk::ToolOutputAvailable {
+                            tool_call_id: id,
+                            output: result,
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends parts a run left open (pi sends no `text_end` after an abort).
+    fn close_parts(&mut self, out: &mut BytesMut) {
+        let mut texts: Vec<_> = self.texts.drain().collect();
+        texts.sort();
+        for (_, id) in texts {
+            push_chunk(out, &Chunk::TextEnd { id: &id });
+        }
+        let mut reasonings: Vec<_> = self.reasonings.drain().collect();
+        reasonings.sort();
+        for (_, id) in reasonings {
+            push_chunk(out, &Chunk::ReasoningEnd { id: &id });
+        }
+    }
+
+    /// The closing chunks for the message's result, then `[DONE]`.
+    pub fn finish(&mut self, result: &MessageResult, overflowed: bool, out: &mut BytesMut) {
+        self.close_parts(out);
+        if self.step_open {
+            self.step_open = false;
+            push_chunk(out, &Chunk::FinishStep);
+        }
+        if overflowed {
+            push_chunk(
+                out,
+                &Chunk::Error {
+                    error_text: "The chat stream fell too far behind and lost events",
+                },
+            );
+        } else {
+            match result.outcome {
+                Outcome::Completed => push_chunk(
+                    out,
+                    &Chunk::Finish {
+                        finish_reason: "stop",
+                    },
+                ),
+                Outcome::Aborted => push_chunk(out, &Chunk::Abort),
+                _ => {
+                    let text = result.error.as_deref().unwrap_or("Unknown error");
+                    push_chunk(out, &Chunk::Error { error_text: text });
+                }
+            }
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+}
+
+/// A whole UI message stream for a run whose chunks are no longer in the log: `start`, its
+/// answer as one text part, the closing chunk of its result and `[DONE]`.
+pub fn whole(run_id: &str, result: &MessageResult) -> BytesMut {
+    let mut out = BytesMut::new();
+    let mut t = Translator::default();
+    t.start(run_id, &mut out);
+    if !result.response.is_empty() {
+        push_chunk(&mut out, &Chunk::TextStart { id: "text_0" });
+        push_chunk(
+            &mut out,
+            &Chunk::TextDelta {
+                id: "text_0",
+                delta: &result.response,
+            },
+        );
+        push_chunk(&mut out, &Chunk::TextEnd { id: "text_0" });
+    }
+    t.finish(result, false, &mut out);
+    out
+}
+
+/// The end of a chat stream whose reader fell behind the log: an `error` chunk, `[DONE]`.
+pub fn lost(out: &mut BytesMut) {
+    push_chunk(
+        out,
+        &Chunk::Error {
+            error_text: "The chat stream fell too far behind and lost events",
+        },
+    );
+    out.extend_from_slice(b"data: [DONE]\n\n");
+}
+
+/// A tool failure's text: the text parts of pi's `{content:[{type:"text",text}]}`, else
+/// the JSON itself.
+fn tool_error_text(result: &RawValue) -> String {
+    let parsed: Option<Value> = serde_json::from_str(result.get()).ok();
+    if let Some(Value::Array(parts)) = parsed.as_ref().and_then(|v| v.get("content")) {
+        let text: Vec<&str> = parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect();
+        if !text.is_empty() {
+            return text.join("\n");
+        }
+    }
+    match parsed {
+        Some(Value::String(s)) => s,
+        _ => result.get().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::json_or_null;
+
+    #[test]
+    fn part_ids_stay_unique_across_steps_and_open_parts_are_closed() {
+        let mut t = Translator::default();
+        let mut out = BytesMut::new();
+        for ev in [
+            AgentEvent::TurnStart,
+            AgentEvent::TextStart { index: 0 },
+            AgentEvent::TextDelta {
+                index: 0,
+                delta: "a".into(),
+            },
+            AgentEvent::TextEnd { index: 0 },
+            AgentEvent::TurnEnd,
+            AgentEvent::TurnStart,
+            AgentEvent::TextStart { index: 0 },
+            AgentEvent::TextDelta {
+                index: 0,
+                delta: "b".into(),
+            },
+        ] {
+            t.event(&ev, &mut out);
+        }
+        let result = MessageResult::failure("k", "Request was aborted", Outcome::Aborted);
+        t.finish(&result, false, &mut out);
+        let text = String::from_utf8(out.to_vec()).expect("utf8");
+        let chunks: Vec<&str> = text
+            .split("\n\n")
+            .filter(|s| !s.is_empty())
+            .map(|s| s.trim_start_matches("data: "))
+            .collect();
+        assert_eq!(
+            chunks,
+            vec![
+                r#"{"type":"start-step"}"#,
+                r#"{"type":"text-start","id":"text_0"}"#,
+                r#"{"type":"text-delta","id":"text_0","delta":"a"}"#,
+                r#"{"type":"text-end","id":"text_0"}"#,
+                r#"{"type":"finish-step"}"#,
+                r#"{"type":"start-step"}"#,
+                r#"{"type":"text-start","id":"text_1"}"#,
+                r#"{"type":"text-delta","id":"text_1","delta":"b"}"#,
+                r#"{"type":"text-end","id":"text_1"}"#,
+                r#"{"type":"finish-step"}"#,
+                r#"{"type":"abort"}"#,
+                "[DONE]",
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_tools_become_tool_output_error() {
+        let mut t = Translator::default();
+        let mut out = BytesMut::new();
+        t.event(
+            &AgentEvent::ToolCallEnd {
+                index: 0,
+                id: "c1".into(),
+                name: "read".into(),
+                input: json_or_null(Some(r#"{"path":"x"}"#.into())),
+            },
+            &mut out,
+        );
+        t.event(
+            &AgentEvent::ToolEnd {
+                id: "c1".into(),
+                name: "read".into(),
+                result: json_or_null(Some(
+                    r#"{"content":[{"type":"text","text":"ENOENT"}]}"#.into(),
+                )),
+                is_error: true,
+            },
+            &mut out,
+        );
+        let text = String::from_utf8(out.to_vec()).expect("utf8");
+        assert!(text.contains(r#"{"type":"tool-input-available","toolCallId":"c1","toolName":"read","input":{"path":"x"}}"#));
+        assert!(
+            text.contains(r#"{"type":"tool-output-error","toolCallId":"c1","errorText":"ENOENT"}"#)
+        );
+    }
+}
