@@ -3,7 +3,7 @@
 // The real `pi-gateway` command (bin/pi-gateway.js) runs in a child process on the offline faux
 // model, whose answer to a plain question is a real `read` tool call (lib/faux-agent.js), with
 // webhooks on and no bearer token: the most exposed configuration on loopback. A second HTTP
-// server plays "another web site" (__test__/helpers/browser-attack-page.mjs); Debian's headless
+// server plays "another web site" (__test__/support/browser-attack-page.mjs); Debian's headless
 // chromium opens it and sends the gateway everything a page can send without the gateway's
 // consent: text/plain forms whose body is valid JSON (to a new session, the primary session, the
 // chat route and the webhook path), a urlencoded form, a multipart form, a form from a sandboxed
@@ -28,12 +28,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { HELLO_FILE } from "../lib/faux-agent.js";
-import { removeDir } from "./helpers/chat-fixture.mjs";
-import { ATTACK_PAGE_HTML, ATTACK_SCRIPT, PLAIN_FORM_FIELD_PREFIX } from "./helpers/browser-attack-page.mjs";
-import { launchChromium } from "./helpers/browser-chromium.mjs";
-import { plainRequest, startCli, startPageServer } from "./helpers/browser-cli.mjs";
-import { watchNetwork } from "./helpers/browser-network.mjs";
-import { waitFor } from "./helpers/engine-util.mjs";
+import { removeDir } from "./support/chat-fixture.mjs";
+import { ATTACK_PAGE_HTML, ATTACK_SCRIPT, PLAIN_FORM_FIELD_PREFIX } from "./support/browser-attack-page.mjs";
+import { launchChromium } from "./support/browser-chromium.mjs";
+import { plainRequest, startCli, startPageServer } from "./support/browser-cli.mjs";
+import { watchNetwork } from "./support/browser-network.mjs";
+import { waitFor } from "./support/wait.mjs";
 
 /** The faux model's answer to a plain question, after its `read` tool call of hello.txt. */
 const FAUX_ANSWER = "hello.txt says: Hello from the pi-gateway workspace.";

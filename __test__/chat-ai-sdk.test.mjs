@@ -13,7 +13,9 @@ import * as ai7 from "ai";
 import * as ai6 from "ai-v6";
 import * as ai5 from "ai-v5";
 import { FAUX_ERROR_MESSAGE, fauxLongText, HELLO_CONTENT, HELLO_FILE, MISSING_FILE } from "../lib/faux-agent.js";
-import { fauxParts, MULTI_STEP_COMMAND, startChatGateway, uiParts } from "./helpers/chat-fixture.mjs";
+import { ChatState, fauxParts, MULTI_STEP_COMMAND, uiParts } from "./support/chat-fixture.mjs";
+import { startChatGateway } from "./support/gateway.mjs";
+import { UUID_V7, withRunId } from "./support/runs.mjs";
 
 const require = createRequire(import.meta.url);
 const TOKEN = "chat-test-token";
@@ -216,26 +218,11 @@ async function assemble(sdk, raw) {
 
 /** A real `AbstractChat` of this SDK version with a plain in-memory state (what useChat wraps). */
 function createChat(sdk, { api, headers }) {
-	class State {
-		status = "ready";
-		error = undefined;
-		messages = [];
-		pushMessage = (message) => {
-			this.messages = this.messages.concat(message);
-		};
-		popMessage = () => {
-			this.messages = this.messages.slice(0, -1);
-		};
-		replaceMessage = (index, message) => {
-			this.messages = [...this.messages.slice(0, index), message, ...this.messages.slice(index + 1)];
-		};
-		snapshot = (value) => structuredClone(value);
-	}
 	class NodeChat extends sdk.ai.AbstractChat {
 		constructor() {
 			const errors = [];
 			super({
-				state: new State(),
+				state: new ChatState(),
 				transport: new sdk.ai.DefaultChatTransport({ api, headers }),
 				onError: (error) => errors.push(error),
 			});
@@ -327,8 +314,9 @@ describe("the chat stream read by the Vercel AI SDK", () => {
 		}
 	});
 
-	it("answers with the headers of the ai package's own UI message stream responses", async () => {
+	it("answers with the headers of the ai package's own UI message stream responses, and x-run-id", async () => {
 		const response = await postChat(gw.base, freshKey("headers"), { text: "/echo headers" });
+		let text = "";
 		try {
 			assert.equal(response.status, 200);
 			for (const [name, value] of Object.entries(STREAM_HEADERS)) {
@@ -340,8 +328,13 @@ describe("the chat stream read by the Vercel AI SDK", () => {
 				}
 			}
 		} finally {
-			await response.text().catch(() => {});
+			text = await response.text().catch(() => "");
 		}
+		// SPEC §10: the run's id in x-run-id, and as the start chunk's messageId.
+		const runId = response.headers.get("x-run-id");
+		assert.match(String(runId), UUID_V7);
+		const first = JSON.parse(text.split("\n").find((line) => line.startsWith("data: ")).slice("data: ".length));
+		assert.deepEqual(first, { type: "start", messageId: runId });
 	});
 
 	for (const sdk of SDKS) {
@@ -556,7 +549,9 @@ describe("the chat stream read by the Vercel AI SDK", () => {
 			body: JSON.stringify({ text: "/echo after the disconnect" }),
 		});
 		assert.equal(next.status, 200);
-		assert.deepEqual(await next.json(), { ok: true, response: "You said: after the disconnect", sessionKey: key });
+		const nextBody = await next.json();
+		assert.equal(next.headers.get("x-run-id"), nextBody.runId);
+		assert.deepEqual(withRunId(nextBody), { ok: true, response: "You said: after the disconnect", sessionKey: key });
 
 		const snapshot = (await getJson(gw.base, `/sessions/${encodeURIComponent(key)}`)).session;
 		assert.equal(snapshot.messageCount, before + 4, "the slow run's user+assistant messages and the echo's");

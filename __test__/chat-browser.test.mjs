@@ -14,11 +14,12 @@ import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FAUX_ERROR_MESSAGE, fauxLongText, HELLO_CONTENT, HELLO_FILE } from "../lib/faux-agent.js";
-import { openChatUi } from "./helpers/browser-chat-ui.mjs";
-import { UI_TIMEOUT_MS } from "./helpers/browser-chromium.mjs";
-import { plainRequest } from "./helpers/browser-cli.mjs";
-import { fauxParts, startChatGateway } from "./helpers/chat-fixture.mjs";
-import { waitFor } from "./helpers/engine-util.mjs";
+import { openChatUi } from "./support/browser-chat-ui.mjs";
+import { UI_TIMEOUT_MS } from "./support/browser-chromium.mjs";
+import { plainRequest } from "./support/browser-cli.mjs";
+import { fauxParts } from "./support/chat-fixture.mjs";
+import { startChatGateway } from "./support/gateway.mjs";
+import { waitFor } from "./support/wait.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const ARTIFACTS = join(ROOT, "artifacts");

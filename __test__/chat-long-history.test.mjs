@@ -11,8 +11,8 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { bigAnswer, startBigAnswerGateway } from "./helpers/browser-big-answers.mjs";
-import { openChatUi } from "./helpers/browser-chat-ui.mjs";
+import { bigAnswer, startBigAnswerGateway } from "./support/browser-big-answers.mjs";
+import { openChatUi } from "./support/browser-chat-ui.mjs";
 
 const MIB = 1024 * 1024;
 /** Filler characters of every answer: four answers make more than 1 MiB. */

@@ -14,16 +14,18 @@ import { describe, it } from "node:test";
 import {
 	childEnv,
 	EXIT_DEADLINE_MS,
-	listening,
 	READY_LINE,
 	sandbox as sandboxFor,
 	spawnCli,
 	START_DEADLINE_MS,
+	startCliGateway,
 	startFakeOpenAi,
 	stopWith,
 	writeLocalModels,
-} from "./helpers/cli-child.mjs";
-import { within as withinDeadline } from "./helpers/engine-util.mjs";
+} from "./support/cli-child.mjs";
+import { openSse } from "./support/sse.mjs";
+import { waitFor, within } from "./support/wait.mjs";
+import { assertNoRunId, withRunId } from "./support/runs.mjs";
 
 const CURL = "/usr/bin/curl";
 /** The faux model's answer to the default prompt (lib/faux-agent.js: `hello.txt says: <HELLO_CONTENT>`). */
@@ -32,28 +34,11 @@ const FAUX_ANSWER = "hello.txt says: Hello from the pi-gateway workspace.";
 /** A temporary folder with `home/` and `tmp/` for one child; removed by t.after. */
 const sandbox = (t) => sandboxFor(t, "pi-gateway-cli-test-");
 
-/** `within` with the deadline first, as this file reads best. */
-const within = (ms, promise, what) => withinDeadline(promise, ms, what);
-
-/** Starts a gateway and waits for its machine-readable ready line. */
-async function startGateway(t, args, env) {
-	const proc = spawnCli(t, args, env);
-	const ready = listening(proc, { banner: false });
-	const { host, port } = await within(START_DEADLINE_MS, ready, `pi-gateway to listen; stderr:\n${proc.out.stdout}${proc.out.stderr}`);
-	// Let the banner arrive in full (it is written in one call, after the ready line's chunk at worst).
-	await within(5000, waitFor(() => proc.out.stdout.includes("Ctrl-C")), "the whole banner");
-	return { ...proc, host, port, base: `http://127.0.0.1:${port}` };
-}
-
 /** Runs the CLI to completion (for --help and bad usage). */
 async function runCli(t, args, env) {
 	const proc = spawnCli(t, args, env);
-	const { code, signal } = await within(START_DEADLINE_MS, proc.exited, `pi-gateway ${args.join(" ")} to exit`);
+	const { code, signal } = await within(proc.exited, START_DEADLINE_MS, `pi-gateway ${args.join(" ")} to exit`);
 	return { code, signal, ...proc.out };
-}
-
-async function waitFor(predicate, intervalMs = 20) {
-	while (!(await predicate())) await new Promise((resolve) => setTimeout(resolve, intervalMs));
 }
 
 /** Runs curl; resolves with the body and the HTTP status (written last by -w). */
@@ -65,6 +50,11 @@ function curl(args, options = {}) {
 			resolve({ status: Number(stdout.slice(cut + 1)), body: stdout.slice(0, cut), exitCode: error?.code ?? 0 });
 		});
 	});
+}
+
+/** POSTs `body` (JSON text) to `url` with curl; `args` adds curl arguments (e.g. `-H` headers). */
+function curlPost(url, body, args = []) {
+	return curl(["-X", "POST", url, ...args, "-H", "content-type: application/json", "-d", body]);
 }
 
 /** Runs one line of the banner through /bin/sh, as a user pasting it would. */
@@ -84,63 +74,18 @@ function bannerLine(stdout, fragment) {
 	return line.trim();
 }
 
-/**
- * An SSE client over fetch: `frames` collects parsed `data:` JSON, `next(predicate)` waits for a
- * matching frame, `ended` resolves when the server ends the stream (rejects if it breaks).
- */
-async function openEvents(url, headers = {}) {
-	const controller = new AbortController();
-	const response = await fetch(url, { headers, signal: controller.signal });
-	assert.equal(response.status, 200);
-	assert.match(response.headers.get("content-type") ?? "", /^text\/event-stream/);
-	const frames = [];
-	const waiters = new Set();
-	const reader = response.body.getReader();
-	const decoder = new TextDecoder();
-	const ended = (async () => {
-		let buffer = "";
-		for (;;) {
-			const { value, done } = await reader.read();
-			if (done) return;
-			buffer += decoder.decode(value, { stream: true });
-			let cut;
-			while ((cut = buffer.indexOf("\n\n")) !== -1) {
-				const block = buffer.slice(0, cut);
-				buffer = buffer.slice(cut + 2);
-				const data = block
-					.split("\n")
-					.filter((l) => l.startsWith("data:"))
-					.map((l) => l.slice(5).trimStart())
-					.join("\n");
-				if (!data) continue;
-				frames.push(JSON.parse(data));
-				for (const waiter of waiters) waiter();
-			}
-		}
-	})();
-	ended.catch(() => {});
-	return {
-		frames,
-		ended,
-		close: () => controller.abort(),
-		next(predicate, what, ms = 20_000) {
-			return within(
-				ms,
-				new Promise((resolve) => {
-					const check = () => {
-						const frame = frames.find(predicate);
-						if (frame) {
-							waiters.delete(check);
-							resolve(frame);
-						}
-					};
-					waiters.add(check);
-					check();
-				}),
-				what,
-			);
-		},
-	};
+/** The session's event stream (sse.mjs's reader), closed by t.after; checked to be one. */
+async function openEvents(t, gw, key) {
+	const events = await openSse(gw.port, `/sessions/${key}/events`);
+	t.after(() => events.close());
+	assert.equal(events.status, 200);
+	assert.match(events.headers["content-type"] ?? "", /^text\/event-stream/);
+	return events;
+}
+
+/** The payload of the first data frame matching `predicate`. */
+async function next(events, predicate, what) {
+	return (await events.waitFor((f) => f.json !== undefined && predicate(f.json), 20_000, what)).json;
 }
 
 /** The fresh temporary dirs the gateway would leave behind in `dir`. */
@@ -152,7 +97,7 @@ describe("pi-gateway CLI", () => {
 	it("serves the faux agent: the printed commands work, SSE streams the answer's tokens, and SIGINT exits 0", async (t) => {
 		const box = await sandbox(t);
 		// No --agent-dir: the default temporary agent dir must land in TMPDIR and be removed on exit.
-		const gw = await startGateway(t, ["--port", "0"], childEnv(box));
+		const gw = await startCliGateway(t, ["--port", "0"], childEnv(box));
 		assert.equal(gw.host, "127.0.0.1");
 		assert.ok(gw.port > 0, "--port 0 prints the port actually bound");
 
@@ -160,38 +105,31 @@ describe("pi-gateway CLI", () => {
 		const messageLine = bannerLine(gw.out.stdout, "/sessions/demo/messages");
 		assert.match(messageLine, /^curl -s -X POST http:\/\/127\.0\.0\.1:\d+\/sessions\/demo\/messages /);
 		const pasted = JSON.parse(await sh(messageLine));
-		assert.deepEqual(pasted, { ok: true, response: FAUX_ANSWER, sessionKey: "demo" });
+		assert.deepEqual(withRunId(pasted), { ok: true, response: FAUX_ANSWER, sessionKey: "demo" });
 
 		// SSE: the answer arrives as token events while a message is sent with curl.
-		const events = await openEvents(`${gw.base}/sessions/demo/events`);
-		t.after(() => events.close());
-		const hello = await events.next((f) => f.type === "hello", "the hello frame");
+		const events = await openEvents(t, gw, "demo");
+		const hello = await next(events, (f) => f.type === "hello", "the hello frame");
 		assert.equal(hello.sessionKey, "demo");
-		assert.equal(events.frames[0].type, "hello", "hello comes first");
-		const sent = curl([
-			"-X",
-			"POST",
-			`${gw.base}/sessions/demo/messages`,
-			"-H",
-			"content-type: application/json",
-			"-d",
-			JSON.stringify({ text: "What is in hello.txt now?" }),
-		]);
-		const complete = await events.next(
+		assert.equal(events.events()[0].json.type, "hello", "hello comes first");
+		const sent = curlPost(`${gw.base}/sessions/demo/messages`, JSON.stringify({ text: "What is in hello.txt now?" }));
+		const complete = await next(
+			events,
 			(f) => f.type === "message_complete" && f.text === FAUX_ANSWER,
 			"message_complete with the faux answer",
 		);
 		assert.equal(complete.sessionKey, "demo");
-		const tokens = events.frames.filter((f) => f.type === "token");
+		const frames = events.events().map((f) => f.json);
+		const tokens = frames.filter((f) => f.type === "token");
 		assert.ok(tokens.length > 1, "the answer is streamed in several token events");
 		assert.ok(
 			tokens.map((f) => f.delta).join("").includes(FAUX_ANSWER),
 			`token deltas concatenate to the answer: ${JSON.stringify(tokens.map((f) => f.delta).join(""))}`,
 		);
-		assert.ok(events.frames.some((f) => f.type === "tool_start" && f.toolName === "read"), "the real read tool ran");
+		assert.ok(frames.some((f) => f.type === "tool_start" && f.toolName === "read"), "the real read tool ran");
 		const result = await sent;
 		assert.equal(result.status, 200);
-		assert.deepEqual(JSON.parse(result.body), { ok: true, response: FAUX_ANSWER, sessionKey: "demo" });
+		assert.deepEqual(withRunId(JSON.parse(result.body)), { ok: true, response: FAUX_ANSWER, sessionKey: "demo" });
 
 		// The printed chat command streams a UI message stream that ends with [DONE].
 		const chat = await sh(bannerLine(gw.out.stdout, "/sessions/demo/chat"));
@@ -211,7 +149,7 @@ describe("pi-gateway CLI", () => {
 
 		const exit = await stopWith(gw, "SIGINT");
 		assert.deepEqual(exit, { code: 0, signal: null }, `exit after SIGINT; stderr:\n${gw.out.stderr}`);
-		await within(5000, events.ended, "the SSE stream to end when the gateway stops");
+		assert.equal(await within(events.ended, 5000, "the SSE stream to end when the gateway stops"), "end", "the stream ends, not breaks");
 		assert.doesNotMatch(gw.out.stderr, /still running|Error|panic/i, "a clean stop leaves nothing open");
 		assert.deepEqual(await leftovers(box.tmp), [], "the temporary agent dir and workspace are removed");
 		assert.deepEqual(await readdir(box.home), [], "nothing is written to HOME");
@@ -220,34 +158,25 @@ describe("pi-gateway CLI", () => {
 	it("SIGTERM with an SSE client and a slow message pending exits 0 promptly and answers the message 'Gateway stopped'", async (t) => {
 		const box = await sandbox(t);
 		const agentDir = join(box.root, "agent");
-		const gw = await startGateway(t, ["--port", "0", "--agent-dir", agentDir], childEnv(box));
-		const events = await openEvents(`${gw.base}/sessions/demo/events`);
-		t.after(() => events.close());
-		await events.next((f) => f.type === "hello", "the hello frame");
+		const gw = await startCliGateway(t, ["--port", "0", "--agent-dir", agentDir], childEnv(box));
+		const events = await openEvents(t, gw, "demo");
+		await next(events, (f) => f.type === "hello", "the hello frame");
 
 		// /slow 600 streams for ~30 s at 20 tokens/s: far longer than the exit deadline.
-		const pending = curl([
-			"-X",
-			"POST",
-			`${gw.base}/sessions/demo/messages`,
-			"-H",
-			"content-type: application/json",
-			"-d",
-			'{"text":"/slow 600"}',
-		]);
-		await events.next((f) => f.type === "token", "the slow run to stream its first token");
+		const pending = curlPost(`${gw.base}/sessions/demo/messages`, '{"text":"/slow 600"}');
+		await next(events, (f) => f.type === "token", "the slow run to stream its first token");
 
 		const started = Date.now();
 		const exit = await stopWith(gw, "SIGTERM");
 		assert.deepEqual(exit, { code: 0, signal: null }, `exit after SIGTERM; stderr:\n${gw.out.stderr}`);
 		assert.ok(Date.now() - started < EXIT_DEADLINE_MS, "it did not wait for the run to finish");
 
-		const result = await within(EXIT_DEADLINE_MS, pending, "the pending curl to get its answer");
+		const result = await within(pending, EXIT_DEADLINE_MS, "the pending curl to get its answer");
 		const body = JSON.parse(result.body);
 		assert.equal(body.ok, false);
 		assert.equal(body.error, "Gateway stopped");
 		assert.equal(body.sessionKey, "demo");
-		await within(5000, events.ended, "the SSE stream to end cleanly");
+		assert.equal(await within(events.ended, 5000, "the SSE stream to end cleanly"), "end", "the stream ends, not breaks");
 		assert.doesNotMatch(gw.out.stderr, /still running/);
 	});
 
@@ -302,7 +231,7 @@ describe("pi-gateway CLI", () => {
 	it("--token requires a bearer token on the API: without it 401, with it 200, and the printed command carries it", async (t) => {
 		const box = await sandbox(t);
 		// The flag wins over PI_GATEWAY_TOKEN.
-		const gw = await startGateway(
+		const gw = await startCliGateway(
 			t,
 			["--port", "0", "--token", "secret", "--agent-dir", join(box.root, "agent")],
 			childEnv(box, { PI_GATEWAY_TOKEN: "from-env" }),
@@ -312,22 +241,14 @@ describe("pi-gateway CLI", () => {
 		assert.equal(none.status, 401);
 		assert.deepEqual(JSON.parse(none.body), { error: "Unauthorized" });
 		assert.equal((await curl([url, "-H", "authorization: Bearer from-env"])).status, 401, "the flag wins over the env");
-		const message = await curl([
-			"-X",
-			"POST",
-			`${gw.base}/sessions/demo/messages`,
-			"-H",
-			"content-type: application/json",
-			"-d",
-			'{"text":"/echo hi"}',
-		]);
+		const message = await curlPost(`${gw.base}/sessions/demo/messages`, '{"text":"/echo hi"}');
 		assert.equal(message.status, 401, "messages need the token too");
 		assert.equal((await curl([url, "-H", "authorization: Bearer secret"])).status, 200);
 		assert.equal((await curl([`${gw.base}/health`])).status, 200, "/health needs no token");
 
 		const line = bannerLine(gw.out.stdout, "/sessions/demo/messages");
 		assert.ok(line.includes("authorization: Bearer secret"), line);
-		assert.deepEqual(JSON.parse(await sh(line)), { ok: true, response: FAUX_ANSWER, sessionKey: "demo" });
+		assert.deepEqual(withRunId(JSON.parse(await sh(line))), { ok: true, response: FAUX_ANSWER, sessionKey: "demo" });
 
 		assert.deepEqual(await stopWith(gw, "SIGINT"), { code: 0, signal: null });
 	});
@@ -346,7 +267,7 @@ describe("pi-gateway CLI", () => {
 			PI_GATEWAY_IDLE_MINUTES: "5",
 			PI_GATEWAY_AGENT_DIR: join(box.root, "agent"),
 		});
-		const gw = await startGateway(t, [], env);
+		const gw = await startCliGateway(t, [], env);
 		const auth = ["-H", "authorization: Bearer env-token"];
 		assert.equal((await curl([`${gw.base}/sessions`])).status, 401);
 		assert.equal((await curl([`${gw.base}/sessions`, ...auth])).status, 200);
@@ -354,7 +275,7 @@ describe("pi-gateway CLI", () => {
 		// The token from the environment is printed as a variable reference, never in clear.
 		const line = bannerLine(gw.out.stdout, "/sessions/demo/messages");
 		assert.ok(!gw.out.stdout.includes("env-token"), "the banner does not print a token taken from the env");
-		assert.deepEqual(JSON.parse(await sh(line, { PI_GATEWAY_TOKEN: "env-token" })), {
+		assert.deepEqual(withRunId(JSON.parse(await sh(line, { PI_GATEWAY_TOKEN: "env-token" }))), {
 			ok: true,
 			response: FAUX_ANSWER,
 			sessionKey: "demo",
@@ -366,50 +287,33 @@ describe("pi-gateway CLI", () => {
 
 		// Webhook on the configured path, secret required, no bearer token.
 		const hook = (secret) =>
-			curl([
-				"-X",
-				"POST",
-				`${gw.base}/hooks/ci`,
-				"-H",
-				"content-type: application/json",
-				...(secret ? ["-H", `x-pi-webhook-secret: ${secret}`] : []),
-				"-d",
-				'{"text":"/echo from ci","sender":"bot"}',
-			]);
+			curlPost(`${gw.base}/hooks/ci`, '{"text":"/echo from ci","sender":"bot"}', secret ? ["-H", `x-pi-webhook-secret: ${secret}`] : []);
 		assert.equal((await hook("wrong")).status, 401);
 		const hooked = await hook("hook-secret");
 		assert.equal(hooked.status, 200);
-		assert.deepEqual(JSON.parse(hooked.body), { ok: true, response: "You said: from ci", sessionKey: "webhook:ci:bot" });
+		assert.deepEqual(withRunId(JSON.parse(hooked.body)), { ok: true, response: "You said: from ci", sessionKey: "webhook:ci:bot" });
 
 		// PI_GATEWAY_MAX_QUEUE=1: one running, one queued, the next is refused with 429.
-		const post = (text) =>
-			curl([
-				"-X",
-				"POST",
-				`${gw.base}/sessions/q/messages`,
-				...auth,
-				"-H",
-				"content-type: application/json",
-				"-d",
-				JSON.stringify({ text }),
-			]);
+		const post = (text) => curlPost(`${gw.base}/sessions/q/messages`, JSON.stringify({ text }), auth);
 		const snapshot = async () => {
 			const r = await curl([`${gw.base}/sessions/q`, ...auth]);
 			return r.status === 200 ? JSON.parse(r.body).session : undefined;
 		};
 		const running = post("/slow 600");
-		await within(20_000, waitFor(async () => (await snapshot())?.processing === true, 50), "the slow run to start");
+		await waitFor(async () => (await snapshot())?.processing === true, "the slow run to start", 20_000, 50);
 		const queued = post("/echo queued");
-		await within(20_000, waitFor(async () => (await snapshot())?.queueDepth === 1, 50), "the second message to queue");
+		await waitFor(async () => (await snapshot())?.queueDepth === 1, "the second message to queue", 20_000, 50);
 		const refused = await post("/echo refused");
 		assert.equal(refused.status, 429);
 		assert.equal(JSON.parse(refused.body).ok, false);
+		assertNoRunId(JSON.parse(refused.body), "the 429");
 
 		assert.deepEqual(await stopWith(gw, "SIGTERM"), { code: 0, signal: null });
 		for (const pending of [running, queued]) {
-			const body = JSON.parse((await within(EXIT_DEADLINE_MS, pending, "a pending message")).body);
+			const body = JSON.parse((await within(pending, EXIT_DEADLINE_MS, "a pending message")).body);
 			assert.equal(body.ok, false);
 			assert.equal(body.error, "Gateway stopped");
+			withRunId(body, "a message pending at stop");
 		}
 	});
 
@@ -421,23 +325,15 @@ describe("pi-gateway CLI", () => {
 		server.unref();
 
 		const { agentDir, workspace } = await writeLocalModels(box.root, server);
-		const gw = await startGateway(
+		const gw = await startCliGateway(
 			t,
 			["--port", "0", "--model", "local/fake-1", "--agent-dir", agentDir, "--cwd", workspace],
 			childEnv(box, { LOCAL_FAKE_API_KEY: "key-from-env" }),
 		);
 		assert.match(gw.out.stdout, /model\s+local\/fake-1/);
-		const result = await curl([
-			"-X",
-			"POST",
-			`${gw.base}/sessions/demo/messages`,
-			"-H",
-			"content-type: application/json",
-			"-d",
-			'{"text":"hi"}',
-		]);
+		const result = await curlPost(`${gw.base}/sessions/demo/messages`, '{"text":"hi"}');
 		assert.equal(result.status, 200, result.body);
-		assert.deepEqual(JSON.parse(result.body), { ok: true, response: "Hello from the fake model.", sessionKey: "demo" });
+		assert.deepEqual(withRunId(JSON.parse(result.body)), { ok: true, response: "Hello from the fake model.", sessionKey: "demo" });
 		assert.equal(requests.length, 1);
 		assert.equal(requests[0].url, "/v1/chat/completions");
 		assert.equal(requests[0].authorization, "Bearer key-from-env", "the key comes from the environment variable");

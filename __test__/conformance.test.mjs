@@ -1,6 +1,6 @@
 // Conformance with the seed: ONE script of HTTP requests runs against the seed gateway
 // (TypeScript, spawned with bench/seed/spawn-seed.mjs) and against pi-gateway, both with the
-// scripted sessions of bench/scripted-session.mjs, the same scenario and the same options.
+// scripted sessions of __test__/support/sessions.mjs, the same scenario and the same options.
 // Every step must give the same status, content-type and JSON — except the steps listed in
 // EXCEPTIONS below, where the SPEC fixes the seed on purpose: for those the test asserts the
 // seed's value AND pi-gateway's value, each exactly.
@@ -9,12 +9,21 @@
 // createdAt times, the text of scripted stream tokens (they carry their emit time), and the
 // order of GET /sessions (sorted by key).
 //
+// Runs (SPEC §10) are added beside the seed's answers: pi-gateway's result of every accepted
+// message also carries a `runId` (a UUIDv7, repeated in the x-run-id header), which the seed
+// has not. It is checked apart (present exactly on accepted messages, unique, equal to the
+// header; never in the seed) and left out of the comparison.
+//
 // Run: node --test __test__/conformance.test.mjs
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { seedAvailable, spawnSeed } from "../bench/seed/spawn-seed.mjs";
-import { openSse, request, startGateway, waitUntil } from "./helpers/http-harness.mjs";
+import { startGateway } from "./support/gateway.mjs";
+import { request } from "./support/http.mjs";
+import { openSse } from "./support/sse.mjs";
+import { waitUntil } from "./support/wait.mjs";
+import { UUID_V7 } from "./support/runs.mjs";
 
 const TOKEN = "conformance-token";
 const SECRET = "conformance-secret";
@@ -189,12 +198,25 @@ function normalize(value) {
 	return value;
 }
 
+/** A step's answer; the run id (body `runId`, header x-run-id) is kept apart from the body. */
 function record(res) {
+	let body = res.json !== undefined ? res.json : res.text;
+	let runId;
+	if (body && typeof body === "object" && !Array.isArray(body) && "runId" in body) {
+		({ runId, ...body } = body);
+	}
 	return {
 		status: res.status,
 		contentType: res.headers["content-type"],
-		body: normalize(res.json !== undefined ? res.json : res.text),
+		body: normalize(body),
+		runId,
+		xRunId: res.headers["x-run-id"],
 	};
+}
+
+/** True when `body` (normalized) is the GatewayMessageResult of an accepted message. */
+function acceptedResult(status, body) {
+	return Boolean(body && typeof body === "object" && typeof body.ok === "boolean" && "response" in body && status !== 429);
 }
 
 /** The script: returns [{step, status, contentType, body}] in order. */
@@ -336,9 +358,23 @@ test("one script of requests gets the seed's answers from pi-gateway, except the
 	);
 
 	const used = new Set();
+	const runIds = new Set();
 	for (let i = 0; i < seedSteps.length; i++) {
-		const { step, ...fromSeed } = seedSteps[i];
-		const { step: _, ...fromGateway } = gwSteps[i];
+		const { step, runId: seedRunId, xRunId: seedXRunId, ...fromSeed } = seedSteps[i];
+		const { step: _, runId, xRunId, ...fromGateway } = gwSteps[i];
+		// The seed knows no runs.
+		assert.equal(seedRunId, undefined, `seed, step "${step}": a runId`);
+		assert.equal(seedXRunId, undefined, `seed, step "${step}": an x-run-id header`);
+		// pi-gateway: a run id exactly on the answers that accepted a message.
+		if (acceptedResult(fromGateway.status, fromGateway.body)) {
+			assert.match(String(runId), UUID_V7, `pi-gateway, step "${step}": no UUIDv7 runId`);
+			assert.equal(xRunId, runId, `pi-gateway, step "${step}": x-run-id vs runId`);
+			assert.ok(!runIds.has(runId), `pi-gateway, step "${step}": runId ${runId} reused`);
+			runIds.add(runId);
+		} else {
+			assert.equal(runId, undefined, `pi-gateway, step "${step}": a runId on an answer that accepted nothing`);
+			assert.equal(xRunId, undefined, `pi-gateway, step "${step}": an x-run-id on an answer that accepted nothing`);
+		}
 		const exception = EXCEPTIONS[step];
 		if (exception) {
 			used.add(step);

@@ -1,5 +1,5 @@
 // The session engine through the package's JS API, driven by the scripted AgentSession double
-// (bench/scripted-session.mjs): queues, results, subscribers, abort, clear, reset, eviction,
+// (__test__/support/sessions.mjs): queues, results, subscribers, abort, clear, reset, eviction,
 // stop, single-flight creation and failing factories. No HTTP requests are made (the runtime
 // still listens on 127.0.0.1:0).
 // Run: node --test __test__/engine.test.mjs
@@ -10,32 +10,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { SessionManager } from "@mariozechner/pi-coding-agent";
-import { createScriptedFactory, createScriptedSession } from "../bench/scripted-session.mjs";
-import {
-	createGatewaySessionManager,
-	GatewayRuntime,
-	getActiveGatewayRuntime,
-	sanitizeSessionKey,
-	setActiveGatewayRuntime,
-} from "../index.js";
-import { collect, Ledger, SOON_MS, sleep, waitFor, within } from "./helpers/engine-util.mjs";
+import { createGatewaySessionManager, getActiveGatewayRuntime, sanitizeSessionKey, setActiveGatewayRuntime } from "../index.js";
+import { startGateway } from "./support/gateway.mjs";
+import { createScriptedFactory, createScriptedSession } from "./support/sessions.mjs";
+import { collect, Ledger, SOON_MS, sleep, waitFor, within } from "./support/wait.mjs";
+import { assertNoRunId, assertRunFrames, withRunId } from "./support/runs.mjs";
 
 /** A real 1×1 PNG, in base64 (images are checked against their mime type's signature). */
 const TINY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
 
 /** A stream that runs until it is aborted (100 000 tokens, one every 10 ms). */
 const FOREVER = "/stream 100000 10";
-
-/** Subscribes through the API and records every event. */
-function baseConfig(overrides = {}) {
-	return {
-		bind: "127.0.0.1",
-		port: 0,
-		...overrides,
-		session: { idleMinutes: 60, maxQueuePerSession: 16, ...overrides.session },
-		webhook: { enabled: false, basePath: "/webhook" },
-	};
-}
 
 /**
  * A started runtime on scripted sessions, stopped when the test ends.
@@ -50,7 +35,6 @@ async function gateway(t, options = {}) {
 	const createCalls = [];
 	const prompts = [];
 	const activity = { active: 0, maxActive: 0, perKey: new Map() };
-	const logs = [];
 
 	const instrument = (key, session) => {
 		const prompt = session.prompt.bind(session);
@@ -83,15 +67,12 @@ async function gateway(t, options = {}) {
 			return session;
 		});
 
-	const rt = new GatewayRuntime({
-		config: baseConfig(options.config),
-		primarySessionKey: "main",
+	const { rt, logs } = await startGateway({
+		t,
+		config: { ...options.config, session: { idleMinutes: 60, ...options.config?.session } },
 		primarySession: primary,
 		createSession,
-		log: (message) => logs.push(message),
 	});
-	t.after(() => within(rt.stop(), SOON_MS, "rt.stop() in cleanup"));
-	await rt.start();
 	return { rt, primary, factory, created, createCalls, prompts, activity, logs, ledger: new Ledger(rt) };
 }
 
@@ -140,13 +121,13 @@ describe("helpers exported next to GatewayRuntime", () => {
 describe("enqueueMessage", () => {
 	it("answers with the text of the run's last assistant message", async (t) => {
 		const { ledger } = await gateway(t);
-		assert.deepEqual(await ledger.send({ sessionKey: "a", text: "hello" }), {
+		assert.deepEqual(withRunId(await ledger.send({ sessionKey: "a", text: "hello" })), {
 			ok: true,
 			response: "pong",
 			sessionKey: "a",
 		});
 		// A tool turn: the answer is the text after the tool call, not the tool-call message.
-		assert.deepEqual(await ledger.send({ sessionKey: "a", text: "/tool" }), {
+		assert.deepEqual(withRunId(await ledger.send({ sessionKey: "a", text: "/tool" })), {
 			ok: true,
 			response: "done",
 			sessionKey: "a",
@@ -232,27 +213,32 @@ describe("enqueueMessage", () => {
 		await waitFor(() => rt.getSession("q")?.queueDepth === 2, "two queued messages");
 
 		const full = await within(ledger.send({ sessionKey: "q", text: "/instant" }), SOON_MS, "the queue-full answer");
+		assertNoRunId(full, "the queue-full answer");
 		assert.deepEqual(full, { ok: false, response: "", error: "Queue full (2 pending).", sessionKey: "q" });
 		assert.equal(ledger.pending().length, 3, "the running and queued messages must still be pending");
 		assert.equal(rt.getSession("q").queueDepth, 2, "a refused message must not enter the queue");
 
 		assert.equal(rt.abortSession("q"), true);
 		assert.equal((await running).ok, false);
-		for (const result of await Promise.all(queued)) assert.deepEqual(result, { ok: true, response: "ok", sessionKey: "q" });
+		for (const result of await Promise.all(queued)) assert.deepEqual(withRunId(result), { ok: true, response: "ok", sessionKey: "q" });
 		await ledger.done();
 	});
 
 	it("reports a model error as ok:false with the model's message and an error event", async (t) => {
 		const { rt, ledger } = await gateway(t);
 		const events = await collect(rt, "e");
-		assert.deepEqual(await ledger.send({ sessionKey: "e", text: "/error the model broke" }), {
+		const failed = await ledger.send({ sessionKey: "e", text: "/error the model broke" });
+		assert.deepEqual(withRunId(failed), {
 			ok: false,
 			response: "",
 			error: "the model broke",
 			sessionKey: "e",
 		});
-		await events.waitFor((e) => e.type === "error", "the error event");
-		assert.deepEqual(events.of("error"), [{ type: "error", sessionKey: "e", error: "the model broke" }]);
+		await events.waitFor((e) => e.type === "run_end", "the run_end event");
+		assert.deepEqual(events.of("error"), [{ type: "error", sessionKey: "e", error: "the model broke", runId: failed.runId }]);
+		assert.deepEqual(events.of("run_end"), [
+			{ type: "run_end", sessionKey: "e", runId: failed.runId, status: "failed", error: "the model broke" },
+		]);
 		assert.equal(events.of("aborted").length, 0);
 		// The session keeps working.
 		assert.equal((await ledger.send({ sessionKey: "e", text: "again" })).response, "pong");
@@ -342,14 +328,18 @@ describe("addSubscriber", () => {
 		assert.ok(helloActiveAt <= lastActiveAt);
 		assert.equal(hello.snapshot.sessionId, created.get("sub")[0].sessionId);
 
-		assert.equal((await ledger.send({ sessionKey: "sub", text: "hello" })).ok, true);
+		const result = await ledger.send({ sessionKey: "sub", text: "hello" });
+		assert.equal(result.ok, true);
+		const { runId } = result;
 		await waitFor(() => events.of("session_state").length >= 3, "the end-of-run session_state");
 		await sleep(50);
+		// SPEC §10: the run's events between run_start and run_end, each with its runId.
 		assert.deepEqual(
 			events.events.map((e) => e.type),
 			[
 				"hello",
 				"session_state",
+				"run_start",
 				"session_state",
 				"turn_start",
 				"message_start",
@@ -357,9 +347,13 @@ describe("addSubscriber", () => {
 				"token",
 				"message_complete",
 				"turn_end",
+				"run_end",
 				"session_state",
 			],
 		);
+		assertRunFrames(events.events, runId, { status: "succeeded" });
+		assert.deepEqual(events.of("run_start"), [{ type: "run_start", sessionKey: "sub", runId }]);
+		assert.deepEqual(events.of("run_end"), [{ type: "run_end", sessionKey: "sub", runId, status: "succeeded" }]);
 		for (const event of events.events) {
 			assert.equal(Object.getPrototypeOf(event), Object.prototype, `${event.type} is not a plain object`);
 			assert.equal(event.sessionKey, "sub");
@@ -377,8 +371,8 @@ describe("addSubscriber", () => {
 			events.of("message_start").map((e) => e.role),
 			["user", "assistant"],
 		);
-		assert.deepEqual(events.of("token"), [{ type: "token", sessionKey: "sub", delta: "pong", contentIndex: 0 }]);
-		assert.deepEqual(events.of("message_complete"), [{ type: "message_complete", sessionKey: "sub", text: "pong" }]);
+		assert.deepEqual(events.of("token"), [{ type: "token", sessionKey: "sub", delta: "pong", contentIndex: 0, runId }]);
+		assert.deepEqual(events.of("message_complete"), [{ type: "message_complete", sessionKey: "sub", text: "pong", runId }]);
 		events.unsubscribe();
 		await ledger.done();
 	});
@@ -433,15 +427,15 @@ describe("addSubscriber", () => {
 			throw new Error("listener exploded");
 		});
 		const good = await collect(rt, "boom");
-		assert.deepEqual(await ledger.send({ sessionKey: "boom", text: "hello" }), {
+		assert.deepEqual(withRunId(await ledger.send({ sessionKey: "boom", text: "hello" })), {
 			ok: true,
 			response: "pong",
 			sessionKey: "boom",
 		});
 		await good.waitFor((e) => e.type === "message_complete", "message_complete at the good listener");
 		await waitFor(() => good.of("session_state").length >= 3, "the good listener's end-of-run state");
-		// hello + 9 events of the run, each of which threw.
-		await waitFor(() => thrown === 10, "all ten events at the throwing listener");
+		// hello + 11 events of the run (run_start and run_end included), each of which threw.
+		await waitFor(() => thrown === 12, "all twelve events at the throwing listener");
 		assert.ok(logs.some((m) => m.includes("listener exploded")), "the throw was not logged");
 		// A second run is unaffected too.
 		assert.equal((await ledger.send({ sessionKey: "boom", text: "again" })).ok, true);
@@ -493,7 +487,12 @@ describe("abortSession and clearQueue", () => {
 		assert.equal(result.ok, false);
 		assert.equal(result.sessionKey, "ab");
 		assert.equal(result.error, "Request was aborted");
-		await events.waitFor((e) => e.type === "aborted", "the aborted event");
+		withRunId(result);
+		const aborted = await events.waitFor((e) => e.type === "aborted", "the aborted event");
+		assert.equal(aborted.runId, result.runId);
+		await events.waitFor((e) => e.type === "run_end", "the run_end event");
+		const own = assertRunFrames(events.events, result.runId, { status: "aborted" });
+		assert.equal(own.at(-2).type, "aborted", "aborted comes just before run_end");
 		assert.equal(events.of("error").length, 0);
 		assert.equal(created.get("ab")[0].stats.aborts, 1);
 		assert.equal(rt.abortSession("ab"), false, "nothing is running any more");
@@ -511,7 +510,7 @@ describe("abortSession and clearQueue", () => {
 
 		rt.clearQueue("cq");
 		for (const result of await within(Promise.all(queued), SOON_MS, "the cleared messages' results")) {
-			assert.deepEqual(result, { ok: false, response: "", error: "Queue cleared", sessionKey: "cq" });
+			assert.deepEqual(withRunId(result), { ok: false, response: "", error: "Queue cleared", sessionKey: "cq" });
 		}
 		const snapshot = rt.getSession("cq");
 		assert.equal(snapshot.queueDepth, 0);
@@ -549,7 +548,7 @@ describe("resetSession", () => {
 
 		await within(rt.resetSession("main"), SOON_MS, "resetSession(main)");
 		for (const result of await within(Promise.all(queued), SOON_MS, "the queued messages' results")) {
-			assert.deepEqual(result, { ok: false, response: "", error: "Session reset", sessionKey: "main" });
+			assert.deepEqual(withRunId(result), { ok: false, response: "", error: "Session reset", sessionKey: "main" });
 		}
 		const stopped = await within(running, SOON_MS, "the running message's result");
 		assert.equal(stopped.ok, false);
@@ -584,7 +583,7 @@ describe("resetSession", () => {
 		await waitFor(() => rt.getSession("main")?.queueDepth === 1, "a queued message");
 
 		await within(rt.resetSession("main"), SOON_MS, "resetSession(main)");
-		assert.deepEqual(await queued, { ok: false, response: "", error: "Session reset", sessionKey: "main" });
+		assert.deepEqual(withRunId(await queued), { ok: false, response: "", error: "Session reset", sessionKey: "main" });
 		assert.equal((await running).ok, false);
 		assert.equal(primary.isStreaming, false, "the run was not aborted");
 		assert.ok(primary.stats.aborts >= 1);
@@ -613,7 +612,7 @@ describe("resetSession", () => {
 
 		await within(rt.resetSession("nr"), SOON_MS, "resetSession(nr)");
 		for (const result of await within(Promise.all(queued), SOON_MS, "the queued messages' results")) {
-			assert.deepEqual(result, { ok: false, response: "", error: "Session reset", sessionKey: "nr" });
+			assert.deepEqual(withRunId(result), { ok: false, response: "", error: "Session reset", sessionKey: "nr" });
 		}
 		assert.equal((await within(running, SOON_MS, "the running message's result")).ok, false);
 		assert.equal(rt.getSession("nr"), undefined);
@@ -792,7 +791,7 @@ describe("stop()", () => {
 		const waiting = ledger.send({ sessionKey: "late", text: "hi" });
 		await sleep(100);
 		await within(rt.stop(), 3_000, "rt.stop()");
-		assert.deepEqual(await within(waiting, 1_000, "the waiting message's result"), {
+		assert.deepEqual(withRunId(await within(waiting, 1_000, "the waiting message's result")), {
 			ok: false,
 			response: "",
 			error: "Gateway stopped",

@@ -13,7 +13,9 @@
 //   and its message was prompted exactly once; a cleared or rejected one never ran; a reset,
 //   stopped or aborted one ran at most once (aborted: exactly once);
 // - no message is ever prompted twice, no disposed session is ever prompted, and every
-//   session the factory made is disposed exactly once by the end (the primary never).
+//   session the factory made is disposed exactly once by the end (the primary never);
+// - every accepted message was a run of its own (SPEC §10): a UUIDv7 runId no other message
+//   got (over HTTP, repeated in x-run-id); a queue-full refusal has none.
 //
 // The operation sequence is fixed by the seed; thread interleavings are not, so the
 // assertions hold for every interleaving rather than for one recorded outcome.
@@ -21,17 +23,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import {
-	api,
-	baseConfig,
-	createDouble,
-	createDoubleFactory,
-	deadline,
-	mulberry32,
-	sleep,
-	startGateway,
-	waitFor,
-} from "./helpers/rel-util.mjs";
+import { baseConfig, startGateway } from "./support/gateway.mjs";
+import { api, mulberry32 } from "./support/rel-util.mjs";
+import { createDouble, createDoubleFactory } from "./support/sessions.mjs";
+import { sleep, waitFor, within } from "./support/wait.mjs";
+import { UUID_V7 } from "./support/runs.mjs";
 
 const SEED = 0xc0ffee;
 const MESSAGES = 400;
@@ -73,7 +69,8 @@ test("every accepted message gets exactly one result under random aborts, clears
 	const behavior = { delayMs: delayOf };
 	const factory = createDoubleFactory(behavior);
 	const primary = createDouble("main", behavior);
-	const { rt, base, stop, logs } = await startGateway(t, {
+	const { rt, base, stop, logs } = await startGateway({
+		t,
 		config: baseConfig({
 			session: { idleMinutes: 0.001, sweepIntervalMs: 25, maxQueuePerSession: MAX_QUEUE },
 			shutdownTimeoutMs: 3000,
@@ -100,7 +97,7 @@ test("every accepted message gets exactly one result under random aborts, clears
 	async function send(m) {
 		if (m.via === "http") {
 			const r = await api(base, "POST", `/sessions/${m.key}/messages`, { body: { text: m.text } });
-			return { status: r.status, body: r.body };
+			return { status: r.status, body: r.body, header: r.headers.get("x-run-id") ?? undefined };
 		}
 		return { status: null, body: await rt.enqueueMessage({ sessionKey: m.key, text: m.text }) };
 	}
@@ -110,8 +107,8 @@ test("every accepted message gets exactly one result under random aborts, clears
 	const clients = Array.from({ length: CLIENTS }, async () => {
 		while (next < plan.length) {
 			const m = plan[next++];
-			const outcome = await deadline(send(m), PER_MESSAGE_DEADLINE_MS, `message ${m.id} (${m.via} to ${m.key})`);
-			record(m.id, { kind: classify(outcome.body), status: outcome.status, body: outcome.body, m });
+			const outcome = await within(send(m), PER_MESSAGE_DEADLINE_MS, `message ${m.id} (${m.via} to ${m.key})`);
+			record(m.id, { kind: classify(outcome.body), status: outcome.status, body: outcome.body, header: outcome.header, m });
 			if (m.gapMs) await sleep(m.gapMs);
 		}
 	});
@@ -135,10 +132,10 @@ test("every accepted message gets exactly one result under random aborts, clears
 				rt.clearQueue(key);
 			} else if (r < 0.72) {
 				chaosLog.reset++;
-				await deadline(rt.resetSession(key), 10000, `resetSession(${key})`);
+				await within(rt.resetSession(key), 10000, `resetSession(${key})`);
 			} else if (r < 0.8) {
 				chaosLog.resetHttp++;
-				const res = await deadline(api(base, "POST", `/sessions/${key}/reset`), 10000, `POST reset ${key}`);
+				const res = await within(api(base, "POST", `/sessions/${key}/reset`), 10000, `POST reset ${key}`);
 				assert.ok([200, 404].includes(res.status), `reset: ${res.status} ${res.text}`);
 			}
 			// else: a quiet tick, leaving room for idle evictions.
@@ -160,22 +157,23 @@ test("every accepted message gets exactly one result under random aborts, clears
 	}
 	// Send one per key first so each has a running message, then fill the queues.
 	const finalSends = [];
-	const sendFinal = (m) => finalSends.push(send(m).then((o) => record(m.id, { kind: classify(o.body), status: o.status, body: o.body, m })));
+	const sendFinal = (m) =>
+		finalSends.push(send(m).then((o) => record(m.id, { kind: classify(o.body), status: o.status, body: o.body, header: o.header, m })));
 	const firsts = finalKeys.map((key) => finalPlan.find((m) => m.key === key));
 	for (const m of firsts) {
 		sendFinal(m);
-		await waitFor(() => rt.getSession(m.key)?.processing, 5000, `${m.key} to be running`);
+		await waitFor(() => rt.getSession(m.key)?.processing, `${m.key} to be running`, 5000);
 	}
 	for (const m of finalPlan.filter((m) => !firsts.includes(m))) sendFinal(m);
 	await waitFor(
 		() => finalKeys.every((k) => rt.getSession(k)?.queueDepth === MAX_QUEUE - 1 && rt.getSession(k)?.processing),
-		10000,
 		"every final queue to be full",
+		10000,
 	);
 	const stopStarted = Date.now();
-	await deadline(stop(), 10000, "stop()");
+	await within(stop(), 10000, "stop()");
 	const stopMs = Date.now() - stopStarted;
-	await deadline(Promise.all(finalSends), 5000, "the messages pending at stop");
+	await within(Promise.all(finalSends), 5000, "the messages pending at stop");
 
 	// ---- the accounting
 	const all = [...plan, ...finalPlan];
@@ -189,6 +187,7 @@ test("every accepted message gets exactly one result under random aborts, clears
 
 	const problems = [];
 	const kinds = {};
+	const runIds = new Map(); // runId -> message id
 	for (const m of all) {
 		const rs = results.get(m.id) ?? [];
 		if (rs.length !== 1) {
@@ -203,6 +202,15 @@ test("every accepted message gets exactly one result under random aborts, clears
 			problems.push(`message ${m.id}: ${r.kind} answered with HTTP ${r.status}`);
 		}
 		if (r.body.sessionKey !== m.key) problems.push(`message ${m.id}: result for session ${r.body.sessionKey}, sent to ${m.key}`);
+		if (r.kind === "full") {
+			if (r.body.runId !== undefined || r.header !== undefined) problems.push(`message ${m.id}: refused (queue full) but has a runId`);
+		} else if (!UUID_V7.test(String(r.body.runId))) {
+			problems.push(`message ${m.id}: ${r.kind} without a UUIDv7 runId (${JSON.stringify(r.body)})`);
+		} else {
+			if (m.via === "http" && r.header !== r.body.runId) problems.push(`message ${m.id}: x-run-id ${r.header} vs runId ${r.body.runId}`);
+			if (runIds.has(r.body.runId)) problems.push(`messages ${runIds.get(r.body.runId)} and ${m.id} share runId ${r.body.runId}`);
+			runIds.set(r.body.runId, m.id);
+		}
 		switch (r.kind) {
 			case "ok":
 				if (r.body.response !== `echo:${m.text}`) problems.push(`message ${m.id}: ok with someone else's answer ${JSON.stringify(r.body.response)}`);

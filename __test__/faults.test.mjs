@@ -9,30 +9,19 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { createScriptedFactory, createScriptedSession } from "../bench/scripted-session.mjs";
-import {
-	MiB,
-	api,
-	baseConfig,
-	createDouble,
-	createDoubleFactory,
-	deadline,
-	openSocket,
-	openSse,
-	rawExchange,
-	rawRequest,
-	rss,
-	sleep,
-	startGateway,
-	waitFor,
-} from "./helpers/rel-util.mjs";
+import { baseConfig, startGateway } from "./support/gateway.mjs";
+import { api, MiB, openSocket, rawExchange, rawRequest, rss } from "./support/rel-util.mjs";
+import { createDouble, createDoubleFactory, createScriptedFactory, createScriptedSession } from "./support/sessions.mjs";
+import { openSse, rawSse } from "./support/sse.mjs";
+import { collect, sleep, waitFor, within } from "./support/wait.mjs";
+import { bodyWithRunId, withRunId } from "./support/runs.mjs";
 
 /** Asserts that `key` (a healthy session) and the primary still answer a message over HTTP. */
 async function othersStillAnswer(base, { token, key = "healthy" } = {}) {
 	for (const k of [key, "main"]) {
-		const r = await deadline(api(base, "POST", `/sessions/${k}/messages`, { token, body: { text: `ping ${k}` } }), 10000, `message to ${k}`);
+		const r = await within(api(base, "POST", `/sessions/${k}/messages`, { token, body: { text: `ping ${k}` } }), 10000, `message to ${k}`);
 		assert.equal(r.status, 200, `${k}: ${r.text}`);
-		assert.deepEqual(r.body, { ok: true, response: `echo:ping ${k}`, sessionKey: k });
+		assert.deepEqual(bodyWithRunId(r, `message to ${k}`), { ok: true, response: `echo:ping ${k}`, sessionKey: k });
 	}
 	const h = await api(base, "GET", "/health");
 	assert.deepEqual(h.body, { ok: true, ready: true });
@@ -46,13 +35,6 @@ function factoryWith(faulty) {
 	return f;
 }
 
-/** Collects the events of one session through addSubscriber. */
-async function collect(rt, key) {
-	const events = [];
-	const off = await rt.addSubscriber(key, (e) => events.push(e));
-	return { events, off };
-}
-
 // ------------------------------------------------------------------ createSession faults
 
 test("createSession throwing synchronously gives a 500 result naming the error, leaves no session, and others carry on", async (t) => {
@@ -61,10 +43,12 @@ test("createSession throwing synchronously gives a 500 result naming the error, 
 		calls++;
 		throw new Error("sync create boom");
 	});
-	const { rt, base } = await startGateway(t, { primarySession: createDouble("main"), createSession: factory });
+	const { rt, base } = await startGateway({ t, primarySession: createDouble("main"), createSession: factory });
 
 	const r = await api(base, "POST", "/sessions/bad1/messages", { body: { text: "hi" } });
 	assert.equal(r.status, 500);
+	// The message was accepted (a run) and failed: it has a runId.
+	bodyWithRunId(r);
 	assert.equal(r.body.ok, false);
 	assert.equal(r.body.response, "");
 	assert.equal(r.body.sessionKey, "bad1");
@@ -74,16 +58,18 @@ test("createSession throwing synchronously gives a 500 result naming the error, 
 	assert.equal((await api(base, "GET", "/sessions/bad1")).status, 404);
 	assert.equal(rt.getSession("bad1"), undefined);
 
-	const viaApi = await deadline(rt.enqueueMessage({ sessionKey: "bad1", text: "hi" }), 5000, "enqueueMessage");
+	const viaApi = await within(rt.enqueueMessage({ sessionKey: "bad1", text: "hi" }), 5000, "enqueueMessage");
 	assert.equal(viaApi.ok, false);
 	assert.match(viaApi.error, /sync create boom/);
 	assert.equal(calls, 2, "each request retried the creation");
 
 	// Under /events the failure is one error event and a clean end, not a crash.
-	const sse = await deadline(api(base, "GET", "/sessions/bad1/events"), 5000, "events");
+	const sse = await within(api(base, "GET", "/sessions/bad1/events"), 5000, "events");
 	assert.equal(sse.status, 200);
 	assert.match(sse.headers.get("content-type"), /text\/event-stream/);
-	const frames = sse.text.split("\n\n").filter(Boolean);
+	// SPEC §10: every stream starts with `retry: 2000`.
+	assert.ok(sse.text.startsWith("retry: 2000\n\n"), sse.text);
+	const frames = sse.text.slice("retry: 2000\n\n".length).split("\n\n").filter(Boolean);
 	assert.equal(frames.length, 1, sse.text);
 	const ev = JSON.parse(frames[0].replace(/^(id: \d+\n)?data: /, ""));
 	assert.equal(ev.type, "error");
@@ -104,7 +90,7 @@ test("createSession rejecting gives a 500 result naming the error, and a later c
 		}
 		return healthy(key);
 	};
-	const { base } = await startGateway(t, { primarySession: createDouble("main"), createSession: factory });
+	const { base } = await startGateway({ t, primarySession: createDouble("main"), createSession: factory });
 
 	for (let i = 0; i < 2; i++) {
 		const r = await api(base, "POST", "/sessions/flaky/messages", { body: { text: "hi" } });
@@ -125,7 +111,8 @@ test("createSession that never settles times out after session.createTimeoutMs w
 		calls.set(key, (calls.get(key) ?? 0) + 1);
 		return new Promise(() => {});
 	});
-	const { rt, base } = await startGateway(t, {
+	const { rt, base } = await startGateway({
+		t,
 		config: baseConfig({ session: { createTimeoutMs: 300 } }),
 		primarySession: createDouble("main"),
 		createSession: factory,
@@ -133,7 +120,7 @@ test("createSession that never settles times out after session.createTimeoutMs w
 
 	const started = Date.now();
 	// Two concurrent first requests share one creation and both get the timeout.
-	const [a, b] = await deadline(
+	const [a, b] = await within(
 		Promise.all([
 			api(base, "POST", "/sessions/bad-hang/messages", { body: { text: "one" } }),
 			rt.enqueueMessage({ sessionKey: "bad-hang", text: "two" }),
@@ -151,7 +138,7 @@ test("createSession that never settles times out after session.createTimeoutMs w
 	assert.equal(calls.get("bad-hang"), 1, "one creation for concurrent first requests");
 
 	// /events for a hanging key: one error event naming the timeout, then the end.
-	const sse = await deadline(api(base, "GET", "/sessions/bad-hang2/events"), 10000, "events");
+	const sse = await within(api(base, "GET", "/sessions/bad-hang2/events"), 10000, "events");
 	assert.match(sse.text, /"type":"error"/);
 	assert.match(sse.text, /createSession timed out after 300 ms/);
 	assert.equal(rt.getSession("bad-hang"), undefined);
@@ -170,7 +157,8 @@ test("a session that createSession resolves after the timeout is disposed, not l
 		}
 		return s;
 	});
-	const { rt, base } = await startGateway(t, {
+	const { rt, base } = await startGateway({
+		t,
 		config: baseConfig({ session: { createTimeoutMs: 300 } }),
 		primarySession: createDouble("main"),
 		createSession: factory,
@@ -180,7 +168,7 @@ test("a session that createSession resolves after the timeout is disposed, not l
 	assert.equal(r.status, 500);
 	assert.match(r.body.error, /createSession timed out after 300 ms/);
 	assert.equal(late.length, 1);
-	await waitFor(() => late[0].calls.dispose === 1, 5000, "the late session to be disposed");
+	await waitFor(() => late[0].calls.dispose === 1, "the late session to be disposed", 5000);
 	assert.equal(late[0].calls.prompt, 0, "the late session never ran anything");
 	assert.equal(rt.getSession("bad-late"), undefined);
 
@@ -194,7 +182,7 @@ test("a session that createSession resolves after the timeout is disposed, not l
 
 test("createSession resolving to something that is not a session gives a clear error result", async (t) => {
 	const factory = factoryWith(async (key) => (key === "bad-null" ? null : { prompt() {} }));
-	const { base } = await startGateway(t, { primarySession: createDouble("main"), createSession: factory });
+	const { base } = await startGateway({ t, primarySession: createDouble("main"), createSession: factory });
 	for (const key of ["bad-null", "bad-partial"]) {
 		const r = await api(base, "POST", `/sessions/${key}/messages`, { body: { text: "hi" } });
 		assert.equal(r.status, 500);
@@ -212,7 +200,7 @@ test("a session whose subscribe() throws gives an error result and the other ses
 			},
 		}),
 	);
-	const { rt, base } = await startGateway(t, { primarySession: createDouble("main"), createSession: factory });
+	const { rt, base } = await startGateway({ t, primarySession: createDouble("main"), createSession: factory });
 	const r = await api(base, "POST", "/sessions/bad-sub/messages", { body: { text: "hi" } });
 	assert.equal(r.status, 500);
 	assert.match(r.body.error, /createSession failed: subscribe boom/);
@@ -231,12 +219,12 @@ test("a session the gateway got from createSession but could not use (subscribe 
 		made.push(s);
 		return s;
 	});
-	const { base } = await startGateway(t, { primarySession: createDouble("main"), createSession: factory });
+	const { base } = await startGateway({ t, primarySession: createDouble("main"), createSession: factory });
 	const r = await api(base, "POST", "/sessions/bad-sub/messages", { body: { text: "hi" } });
 	assert.equal(r.status, 500);
 	assert.equal(made.length, 1);
 	// Nobody else holds this session: if the gateway does not dispose it, it leaks.
-	await waitFor(() => made[0].calls.dispose === 1, 3000, "the unusable session to be disposed").catch(() => {});
+	await waitFor(() => made[0].calls.dispose === 1, "the unusable session to be disposed", 3000).catch(() => {});
 	assert.equal(made[0].calls.dispose, 1, "the session whose subscribe() threw was never disposed (leaked)");
 });
 
@@ -265,23 +253,30 @@ function promptFaultSession(key) {
 
 async function promptFault(t, text, expectedError) {
 	const factory = factoryWith(async (key) => promptFaultSession(key));
-	const { rt, base } = await startGateway(t, { primarySession: createDouble("main"), createSession: factory });
+	const { rt, base } = await startGateway({ t, primarySession: createDouble("main"), createSession: factory });
 	// Create the session first, so the subscriber sees the run's events.
 	const first = await api(base, "POST", "/sessions/bad-prompt/messages", { body: { text: "warm up" } });
 	assert.equal(first.status, 200, first.text);
-	const { events, off } = await collect(rt, "bad-prompt");
+	const { events, unsubscribe: off } = await collect(rt, "bad-prompt");
 	t.after(off);
 
 	const r = await api(base, "POST", "/sessions/bad-prompt/messages", { body: { text } });
 	assert.equal(r.status, 500, r.text);
+	bodyWithRunId(r);
 	assert.equal(r.body.ok, false);
 	assert.equal(r.body.sessionKey, "bad-prompt");
 	if (expectedError instanceof RegExp) assert.match(r.body.error, expectedError);
 	else assert.equal(r.body.error, expectedError);
 
-	const errorEvent = await waitFor(() => events.find((e) => e.type === "error"), 3000, "the error event");
+	const errorEvent = await waitFor(() => events.find((e) => e.type === "error"), "the error event", 3000);
 	assert.equal(errorEvent.sessionKey, "bad-prompt");
 	assert.equal(errorEvent.error, r.body.error);
+	assert.equal(errorEvent.runId, r.body.runId, "the run's error event carries its runId");
+	await waitFor(() => events.find((e) => e.type === "run_end" && e.runId === r.body.runId), "the run_end event", 3000);
+	assert.deepEqual(
+		events.find((e) => e.type === "run_end" && e.runId === r.body.runId),
+		{ type: "run_end", sessionKey: "bad-prompt", runId: r.body.runId, status: "failed", error: r.body.error },
+	);
 	assert.equal(events.filter((e) => e.type === "aborted").length, 0, "a failure is not an abort");
 
 	// The same session is not wedged: it is idle and answers the next message.
@@ -338,30 +333,31 @@ test("abort() rejecting becomes an error event on the session's stream; the run 
 		sessions.push(s);
 		return s;
 	});
-	const { rt, base, port } = await startGateway(t, { primarySession: createDouble("main"), createSession: factory });
+	const { rt, base, port } = await startGateway({ t, primarySession: createDouble("main"), createSession: factory });
 
 	const pending = api(base, "POST", "/sessions/bad-abort/messages", { body: { text: "long" } });
-	await waitFor(() => rt.getSession("bad-abort")?.processing, 5000, "the run to start");
-	const { events, off } = await collect(rt, "bad-abort");
+	await waitFor(() => rt.getSession("bad-abort")?.processing, "the run to start", 5000);
+	const { events, unsubscribe: off } = await collect(rt, "bad-abort");
 	t.after(off);
-	const sse = await openSse(port, "bad-abort");
-	t.after(() => sse.socket.destroy());
+	const sse = await openSse(port, "/sessions/bad-abort/events");
+	t.after(() => sse.close());
+	await sse.waitFor((f) => f.data?.type === "hello", 5000);
 
 	const ab = await api(base, "POST", "/sessions/bad-abort/abort");
 	assert.equal(ab.status, 200);
 	assert.deepEqual(ab.body, { ok: true });
-	const err1 = await waitFor(() => events.find((e) => e.type === "error"), 3000, "the abort error event");
+	const err1 = await waitFor(() => events.find((e) => e.type === "error"), "the abort error event", 3000);
 	assert.match(err1.error, /abort failed: abort boom/);
 	// The same event on the session's HTTP event stream.
-	const frames = await sse.waitFor((f) => f.some((e) => e.type === "error"), 3000);
-	assert.deepEqual(frames.find((e) => e.type === "error"), err1);
+	const frame = await sse.waitFor((f) => f.data?.type === "error", 3000);
+	assert.deepEqual(frame.data, err1);
 
 	assert.equal(rt.abortSession("bad-abort"), true, "the JS API abort is accepted too");
-	await waitFor(() => events.filter((e) => e.type === "error").length === 2, 3000, "a second abort error event");
+	await waitFor(() => events.filter((e) => e.type === "error").length === 2, "a second abort error event", 3000);
 
 	// The run was not stopped (abort failed); once it ends, its message gets its one result.
 	sessions[0].release();
-	const r = await deadline(pending, 5000, "the message");
+	const r = await within(pending, 5000, "the message");
 	assert.equal(r.status, 200, r.text);
 	assert.equal(r.body.response, "late:long");
 	await othersStillAnswer(base);
@@ -377,20 +373,20 @@ test("resetting a running session whose abort() rejects still completes and answ
 		sessions.push(s);
 		return s;
 	});
-	const { rt, base } = await startGateway(t, { primarySession: createDouble("main"), createSession: factory });
+	const { rt, base } = await startGateway({ t, primarySession: createDouble("main"), createSession: factory });
 	const pending = api(base, "POST", "/sessions/bad-reset/messages", { body: { text: "forever" } });
-	await waitFor(() => rt.getSession("bad-reset")?.processing, 5000, "the run to start");
+	await waitFor(() => rt.getSession("bad-reset")?.processing, "the run to start", 5000);
 	const queued = rt.enqueueMessage({ sessionKey: "bad-reset", text: "queued" });
-	await waitFor(() => rt.getSession("bad-reset")?.queueDepth === 1, 5000, "the queued message");
+	await waitFor(() => rt.getSession("bad-reset")?.queueDepth === 1, "the queued message", 5000);
 
-	const reset = await deadline(api(base, "POST", "/sessions/bad-reset/reset"), 5000, "reset");
+	const reset = await within(api(base, "POST", "/sessions/bad-reset/reset"), 5000, "reset");
 	assert.equal(reset.status, 200, reset.text);
 	assert.deepEqual(reset.body, { ok: true });
-	const [r, q] = await deadline(Promise.all([pending, queued]), 5000, "the dropped messages");
+	const [r, q] = await within(Promise.all([pending, queued]), 5000, "the dropped messages");
 	assert.equal(r.status, 500);
-	assert.deepEqual(r.body, { ok: false, response: "", error: "Session reset", sessionKey: "bad-reset" });
-	assert.deepEqual(q, { ok: false, response: "", error: "Session reset", sessionKey: "bad-reset" });
-	await waitFor(() => sessions[0].calls.dispose === 1, 3000, "dispose");
+	assert.deepEqual(bodyWithRunId(r), { ok: false, response: "", error: "Session reset", sessionKey: "bad-reset" });
+	assert.deepEqual(withRunId(q), { ok: false, response: "", error: "Session reset", sessionKey: "bad-reset" });
+	await waitFor(() => sessions[0].calls.dispose === 1, "dispose", 3000);
 	assert.equal(rt.getSession("bad-reset"), undefined);
 	await othersStillAnswer(base);
 });
@@ -398,7 +394,7 @@ test("resetting a running session whose abort() rejects still completes and answ
 // ------------------------------------------------------------------ listener and dispose faults
 
 test("an addSubscriber listener that throws does not stop the other listeners from receiving every event", async (t) => {
-	const { rt, base } = await startGateway(t, { primarySession: createDouble("main"), createSession: createDoubleFactory() });
+	const { rt, base } = await startGateway({ t, primarySession: createDouble("main"), createSession: createDoubleFactory() });
 	await api(base, "POST", "/sessions/subs/messages", { body: { text: "create" } });
 	const seenByThrower = [];
 	const offThrower = await rt.addSubscriber("subs", (e) => {
@@ -413,7 +409,7 @@ test("an addSubscriber listener that throws does not stop the other listeners fr
 	});
 	t.after(() => {
 		offThrower();
-		second.off();
+		second.unsubscribe();
 		offThird();
 	});
 
@@ -421,9 +417,9 @@ test("an addSubscriber listener that throws does not stop the other listeners fr
 		const r = await api(base, "POST", "/sessions/subs/messages", { body: { text } });
 		assert.equal(r.status, 200, r.text);
 	}
-	await waitFor(() => second.events.filter((e) => e.type === "message_complete").length === 2, 3000, "both completions");
-	await waitFor(() => thirdSeen.filter((e) => e === "message_complete").length === 2, 3000, "third listener");
-	await waitFor(() => seenByThrower.filter((e) => e === "message_complete").length === 2, 3000, "thrower");
+	await waitFor(() => second.events.filter((e) => e.type === "message_complete").length === 2, "both completions", 3000);
+	await waitFor(() => thirdSeen.filter((e) => e === "message_complete").length === 2, "third listener", 3000);
+	await waitFor(() => seenByThrower.filter((e) => e === "message_complete").length === 2, "thrower", 3000);
 	const texts = second.events.filter((e) => e.type === "message_complete").map((e) => e.text);
 	assert.deepEqual(texts, ["echo:one", "echo:two"]);
 	// Listeners attached after hello saw the same events in the same order.
@@ -443,7 +439,8 @@ test("dispose() throwing does not stop eviction, reset or stop from completing",
 		made.push(s);
 		return s;
 	});
-	const { rt, base, logs, stop } = await startGateway(t, {
+	const { rt, base, logs, stop } = await startGateway({
+		t,
 		// idle 0.005 min = 300 ms, swept every 100 ms.
 		config: baseConfig({ session: { idleMinutes: 0.005, sweepIntervalMs: 100 } }),
 		primarySession: createDouble("main"),
@@ -453,14 +450,14 @@ test("dispose() throwing does not stop eviction, reset or stop from completing",
 
 	// Eviction.
 	assert.equal((await api(base, "POST", "/sessions/bad-evict/messages", { body: { text: "hi" } })).status, 200);
-	await waitFor(() => rt.getSession("bad-evict") === undefined, 5000, "eviction");
-	await waitFor(() => byKey("bad-evict")[0].calls.dispose === 1, 3000, "dispose on eviction");
-	await waitFor(() => logs.some((l) => /dispose failed: dispose boom/.test(l)), 3000, "a log line naming the failure");
+	await waitFor(() => rt.getSession("bad-evict") === undefined, "eviction", 5000);
+	await waitFor(() => byKey("bad-evict")[0].calls.dispose === 1, "dispose on eviction", 3000);
+	await waitFor(() => logs.some((l) => /dispose failed: dispose boom/.test(l)), "a log line naming the failure", 3000);
 	await othersStillAnswer(base);
 
 	// Reset.
 	assert.equal((await api(base, "POST", "/sessions/bad-reset/messages", { body: { text: "hi" } })).status, 200);
-	const reset = await deadline(api(base, "POST", "/sessions/bad-reset/reset"), 5000, "reset");
+	const reset = await within(api(base, "POST", "/sessions/bad-reset/reset"), 5000, "reset");
 	assert.equal(reset.status, 200, reset.text);
 	assert.deepEqual(reset.body, { ok: true });
 	assert.equal(rt.getSession("bad-reset"), undefined);
@@ -473,7 +470,7 @@ test("dispose() throwing does not stop eviction, reset or stop from completing",
 	// Stop, with several throwing sessions alive (and one busy).
 	for (const k of ["bad-s1", "bad-s2"]) await api(base, "POST", `/sessions/${k}/messages`, { body: { text: "hi" } });
 	const t0 = Date.now();
-	await deadline(stop(), 5000, "stop()");
+	await within(stop(), 5000, "stop()");
 	assert.ok(Date.now() - t0 < 5000);
 	for (const k of ["bad-s1", "bad-s2"]) assert.equal(byKey(k)[0].calls.dispose, 1, `${k} disposed at stop`);
 	assert.equal(rt.isReady(), false);
@@ -483,36 +480,38 @@ test("dispose() throwing does not stop eviction, reset or stop from completing",
 
 test("an SSE client that disconnects mid-stream leaves the run, the other subscribers and eviction unaffected", async (t) => {
 	const factory = createScriptedFactory({ kind: "instant" });
-	const { rt, port } = await startGateway(t, {
+	const { rt, port } = await startGateway({
+		t,
 		config: baseConfig({ session: { idleMinutes: 0.005, sweepIntervalMs: 100 } }),
 		primarySession: createScriptedSession("main"),
 		createSession: factory,
 	});
-	const sse = await openSse(port, "sse-k");
+	const sse = await openSse(port, "/sessions/sse-k/events");
+	await sse.waitFor((f) => f.data?.type === "hello", 5000);
 	const other = await collect(rt, "sse-k");
 	const result = rt.enqueueMessage({ sessionKey: "sse-k", text: "/stream 60 20" });
-	await sse.waitFor((f) => f.filter((e) => e.type === "token").length >= 5, 5000);
-	sse.socket.destroy();
+	await waitFor(() => sse.events().filter((f) => f.data.type === "token").length >= 5, "five tokens on the stream", 5000);
+	sse.close();
 
-	const r = await deadline(result, 10000, "the streamed message");
+	const r = await within(result, 10000, "the streamed message");
 	assert.equal(r.ok, true, r.error);
 	assert.match(r.response, /t59@/);
-	await waitFor(() => other.events.some((e) => e.type === "message_complete"), 3000, "the other subscriber's completion");
+	await waitFor(() => other.events.some((e) => e.type === "message_complete"), "the other subscriber's completion", 3000);
 	assert.equal(other.events.filter((e) => e.type === "token").length, 60, "the other subscriber got every token");
-	other.off();
+	other.unsubscribe();
 
 	// With no subscriber left, the idle session is evicted: the gone client holds nothing.
-	await waitFor(() => rt.getSession("sse-k") === undefined, 5000, "eviction after the disconnect");
-	await waitFor(() => factory.live.size === 0, 3000, "the session disposed");
+	await waitFor(() => rt.getSession("sse-k") === undefined, "eviction after the disconnect", 5000);
+	await waitFor(() => factory.live.size === 0, "the session disposed", 3000);
 	assert.equal((await api(`http://127.0.0.1:${port}`, "GET", "/health")).status, 200);
 });
 
 test("a chat client that disconnects mid-stream does not stop the run", async (t) => {
 	const factory = createScriptedFactory({ kind: "instant" });
-	const { rt, port, base } = await startGateway(t, { primarySession: createScriptedSession("main"), createSession: factory });
+	const { rt, port, base } = await startGateway({ t, primarySession: createScriptedSession("main"), createSession: factory });
 	await api(base, "POST", "/sessions/chat-k/messages", { body: { text: "/instant" } });
 	const watcher = await collect(rt, "chat-k");
-	t.after(watcher.off);
+	t.after(watcher.unsubscribe);
 
 	const socket = await openSocket(port);
 	let received = "";
@@ -524,23 +523,23 @@ test("a chat client that disconnects mid-stream does not stop the run", async (t
 		});
 	});
 	socket.write(rawRequest("POST", "/sessions/chat-k/chat", { headers: { "content-type": "application/json" }, body: JSON.stringify({ text: "/stream 60 20" }) }));
-	await deadline(sawDeltas, 5000, "the first chat deltas");
+	await within(sawDeltas, 5000, "the first chat deltas");
 	assert.match(received, /x-vercel-ai-ui-message-stream: v1/i);
 	socket.destroy();
 
-	await waitFor(() => watcher.events.some((e) => e.type === "message_complete"), 10000, "the run to complete");
+	await waitFor(() => watcher.events.some((e) => e.type === "message_complete"), "the run to complete", 10000);
 	const done = watcher.events.find((e) => e.type === "message_complete");
 	assert.match(done.text, /t59@/, "the run went on to its last token");
-	await waitFor(() => rt.getSession("chat-k")?.processing === false, 3000, "the session to be idle");
+	await waitFor(() => rt.getSession("chat-k")?.processing === false, "the session to be idle", 3000);
 	const next = await api(base, "POST", "/sessions/chat-k/messages", { body: { text: "/instant" } });
 	assert.equal(next.status, 200);
-	assert.deepEqual(next.body, { ok: true, response: "ok", sessionKey: "chat-k" });
+	assert.deepEqual(bodyWithRunId(next), { ok: true, response: "ok", sessionKey: "chat-k" });
 });
 
 test("a client that disconnects mid-upload creates nothing and runs nothing", async (t) => {
 	const factory = createDoubleFactory();
 	const primary = createDouble("main");
-	const { rt, port, base } = await startGateway(t, { primarySession: primary, createSession: factory });
+	const { rt, port, base } = await startGateway({ t, primarySession: primary, createSession: factory });
 	const before = JSON.stringify(rt.listSessions());
 
 	for (const [path, head] of [
@@ -566,7 +565,8 @@ test("a client that disconnects mid-upload creates nothing and runs nothing", as
 });
 
 test("a client that is slow to send its headers is disconnected after limits.headerTimeoutMs", async (t) => {
-	const { port, base } = await startGateway(t, {
+	const { port, base } = await startGateway({
+		t,
 		config: baseConfig({ limits: { headerTimeoutMs: 300 } }),
 		primarySession: createDouble("main"),
 		createSession: createDoubleFactory(),
@@ -593,8 +593,8 @@ test("a client that is slow to send its headers is disconnected after limits.hea
 	}, 100);
 	t.after(() => clearInterval(dribbleTimer));
 
-	const s = await deadline(silentClosed, 5000, "the silent client to be dropped");
-	const d = await deadline(dribbleClosed, 5000, "the dribbling client to be dropped (20 s of dribble left)");
+	const s = await within(silentClosed, 5000, "the silent client to be dropped");
+	const d = await within(dribbleClosed, 5000, "the dribbling client to be dropped (20 s of dribble left)");
 	clearInterval(dribbleTimer);
 	assert.ok(s.ms >= 200, `silent client dropped after ${s.ms} ms`);
 	assert.ok(d.ms < 4000, `dribbler dropped after ${d.ms} ms`);
@@ -606,7 +606,8 @@ test("a client that is slow to send its headers is disconnected after limits.hea
 
 test("idle connections are capped at limits.maxConnections plus limits.reserveConnections: the reserve answers only /health, past it new connections are closed, and room returns when some close", async (t) => {
 	const primary = createDouble("main");
-	const { port, base } = await startGateway(t, {
+	const { port, base } = await startGateway({
+		t,
 		config: baseConfig({ limits: { maxConnections: 50, reserveConnections: 1, headerTimeoutMs: 30000 } }),
 		primarySession: primary,
 		createSession: createDoubleFactory(),
@@ -634,8 +635,8 @@ test("idle connections are capped at limits.maxConnections plus limits.reserveCo
 			const r = await rawExchange(port, rawRequest("POST", "/sessions/main/messages", { headers: { "Content-Type": "application/json" }, body: '{"text":"hi"}' }), { timeoutMs: 2000 });
 			return r.responses.length ? r : null; // the last reserve connection may still be closing
 		},
-		5000,
 		"a reserve connection to answer the message",
+		5000,
 		50,
 	);
 	assert.equal(busy.responses[0].status, 503, busy.raw.toString());
@@ -661,8 +662,8 @@ test("idle connections are capped at limits.maxConnections plus limits.reserveCo
 			const r = await rawExchange(port, rawRequest("GET", "/health"), { timeoutMs: 2000 });
 			return r.responses[0]?.status === 200 ? r : null;
 		},
-		5000,
 		"/health to answer once connections closed",
+		5000,
 		100,
 	);
 	assert.equal(JSON.parse(served.responses[0].body).ok, true);
@@ -675,7 +676,8 @@ test("idle connections are capped at limits.maxConnections plus limits.reserveCo
 });
 
 test("a 413 reaches a client that already sent a body far past the limit (no connection reset)", async (t) => {
-	const { base } = await startGateway(t, {
+	const { base } = await startGateway({
+		t,
 		config: baseConfig({ limits: { maxBodyBytes: 64 * 1024 } }),
 		primarySession: createDouble("main"),
 		createSession: createDoubleFactory(),
@@ -701,7 +703,7 @@ test("a 413 reaches a client that already sent a body far past the limit (no con
 test("an SSE reader that never reads is cut off while the others get every event, and the gateway's memory stays bounded", async (t) => {
 	// The gateway runs in a child process so its RSS can be watched apart from the readers'.
 	const BUFFER = 32;
-	const child = spawn(process.execPath, [fileURLToPath(new URL("./helpers/rel-child-gateway.mjs", import.meta.url))], {
+	const child = spawn(process.execPath, [fileURLToPath(new URL("./support/rel-child-gateway.mjs", import.meta.url))], {
 		env: {
 			...process.env,
 			REL_CONFIG: JSON.stringify(baseConfig({ sse: { bufferEvents: BUFFER, heartbeatMs: 60000 } })),
@@ -709,7 +711,7 @@ test("an SSE reader that never reads is cut off while the others get every event
 		stdio: ["pipe", "pipe", "inherit"],
 	});
 	t.after(() => child.kill("SIGKILL"));
-	const port = await deadline(
+	const port = await within(
 		new Promise((resolve, reject) => {
 			let out = "";
 			child.stdout.on("data", (d) => {
@@ -730,7 +732,7 @@ test("an SSE reader that never reads is cut off while the others get every event
 	const baseline = childRss();
 
 	// The stalled reader: takes its hello, then never reads again.
-	const stalled = await openSse(port, "big");
+	const stalled = await rawSse(port, "/sessions/big/events");
 	stalled.socket.pause();
 	// The healthy reader: counts bytes, keeps nothing. Its stream must not end before the run's.
 	const healthy = await openSocket(port);
@@ -759,9 +761,9 @@ test("an SSE reader that never reads is cut off while the others get every event
 	// the healthy reader keeps up with even on a loaded machine, given BUFFER frames of slack.
 	const N = 400;
 	const SIZE = 256 * 1024;
-	const r = await deadline(api(base, "POST", "/sessions/big/messages", { body: { text: `/big ${N} ${SIZE} 4` } }), 30000, "the big run");
+	const r = await within(api(base, "POST", "/sessions/big/messages", { body: { text: `/big ${N} ${SIZE} 4` } }), 30000, "the big run");
 	assert.equal(r.status, 200, r.text);
-	await deadline(healthyDone, 20000, "the healthy reader to see the end of the run");
+	await within(healthyDone, 20000, "the healthy reader to see the end of the run");
 	clearInterval(sampler);
 	peak = Math.max(peak, childRss());
 	assert.ok(healthyBytes >= N * SIZE, `the healthy reader got ${healthyBytes} bytes, less than the ${N * SIZE} sent`);
@@ -780,7 +782,7 @@ test("an SSE reader that never reads is cut off while the others get every event
 		stalled.socket.on("close", () => resolve("closed"));
 	});
 	stalled.socket.resume();
-	const how = await deadline(stalledEnd, 10000, "the stalled reader's stream to end");
+	const how = await within(stalledEnd, 10000, "the stalled reader's stream to end");
 	assert.ok(["ended", "closed"].includes(how));
 	assert.ok(stalledBytes < (N * SIZE) / 2, `the stalled reader still got ${stalledBytes} bytes`);
 
@@ -793,7 +795,7 @@ test("an SSE reader that never reads is cut off while the others get every event
 	healthy.destroy();
 	stalled.socket.destroy();
 	const after = await api(base, "POST", "/sessions/other/messages", { body: { text: "still here" } });
-	assert.deepEqual(after.body, { ok: true, response: "echo:still here", sessionKey: "other" });
+	assert.deepEqual(bodyWithRunId(after), { ok: true, response: "echo:still here", sessionKey: "other" });
 });
 
 // ------------------------------------------------------------------ panics
@@ -803,7 +805,8 @@ test("a panic inside a request handler becomes a 500 and the process keeps answe
 	process.env.PI_GATEWAY_TEST_PANIC_ROUTE = "1";
 	let gw;
 	try {
-		gw = await startGateway(t, {
+		gw = await startGateway({
+			t,
 			config: baseConfig({ bearerToken: token }),
 			primarySession: createDouble("main"),
 			createSession: createDoubleFactory(),
@@ -838,7 +841,8 @@ test("a panic inside a request handler becomes a 500 and the process keeps answe
 	await othersStillAnswer(base, { token });
 
 	// Without the env var at start, the route does not exist.
-	const plain = await startGateway(t, {
+	const plain = await startGateway({
+		t,
 		config: baseConfig({ bearerToken: token }),
 		primarySession: createDouble("main"),
 		createSession: createDoubleFactory(),

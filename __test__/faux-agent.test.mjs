@@ -57,7 +57,7 @@ async function run(session, text) {
 	return events;
 }
 
-function waitFor(session, predicate) {
+function nextEvent(session, predicate) {
 	return new Promise((resolve) => {
 		const stop = session.subscribe((event) => {
 			if (predicate(event)) {
@@ -216,7 +216,7 @@ describe("createFauxPiAgent", () => {
 		const started = Date.now();
 		const prompted = session.prompt("/slow 200");
 		let deltas = 0;
-		await waitFor(session, (e) => e.type === "message_update" && e.assistantMessageEvent.type === "text_delta" && ++deltas === 3);
+		await nextEvent(session, (e) => e.type === "message_update" && e.assistantMessageEvent.type === "text_delta" && ++deltas === 3);
 		const elapsed = Date.now() - started;
 		assert.ok(elapsed >= 100, `3 slow words came after ${elapsed} ms`);
 		assert.equal(session.isStreaming, true);
@@ -338,7 +338,7 @@ describe("createFauxPiAgent options and close()", () => {
 		const agent = await createFauxPiAgent();
 		const session = agent.primarySession;
 		const prompted = session.prompt("/slow 1000");
-		await waitFor(session, (e) => e.type === "message_update" && e.assistantMessageEvent.type === "text_delta");
+		await nextEvent(session, (e) => e.type === "message_update" && e.assistantMessageEvent.type === "text_delta");
 		await agent.close();
 		await prompted;
 		assert.equal(session.messages.at(-1).stopReason, "aborted");

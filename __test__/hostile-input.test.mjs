@@ -34,17 +34,10 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import {
-	api,
-	baseConfig,
-	chunked,
-	createDouble,
-	createDoubleFactory,
-	jsonOf,
-	rawExchange,
-	rawRequest,
-	startGateway,
-} from "./helpers/rel-util.mjs";
+import { startGateway } from "./support/gateway.mjs";
+import { api, chunked, jsonOf, rawExchange, rawRequest } from "./support/rel-util.mjs";
+import { createDouble, createDoubleFactory } from "./support/sessions.mjs";
+import { bodyWithRunId, withRunId } from "./support/runs.mjs";
 
 const TOKEN = "tok-secret";
 const SECRET = "hook-secret";
@@ -57,30 +50,26 @@ const AUTH = { Authorization: `Bearer ${TOKEN}` };
 let gw;
 let primary;
 let factory;
-const afterHooks = [];
 
 before(async () => {
 	primary = createDouble("main");
 	factory = createDoubleFactory();
-	gw = await startGateway(
-		{ after: (fn) => afterHooks.push(fn) },
-		{
-			config: baseConfig({
-				bearerToken: TOKEN,
-				webhook: { enabled: true, basePath: "/webhook", secret: SECRET },
-				limits: { maxBodyBytes: LIMIT, maxChatBodyBytes: CHAT_LIMIT },
-			}),
-			primarySession: primary,
-			createSession: factory,
+	gw = await startGateway({
+		config: {
+			bearerToken: TOKEN,
+			webhook: { enabled: true, basePath: "/webhook", secret: SECRET },
+			limits: { maxBodyBytes: LIMIT, maxChatBodyBytes: CHAT_LIMIT },
 		},
-	);
+		primarySession: primary,
+		createSession: factory,
+	});
 	// A second, existing session.
 	const r = await api(gw.base, "POST", "/sessions/exists/messages", { token: TOKEN, body: { text: "setup" } });
 	assert.equal(r.status, 200);
 });
 
 after(async () => {
-	for (const fn of afterHooks) await fn();
+	await gw?.stop();
 });
 
 async function state() {
@@ -303,7 +292,17 @@ function checkBody(res, expected, label) {
 		return;
 	}
 	assert.match(String(res.headers["content-type"]), /^application\/json; charset=utf-8$/, `${label}: content-type`);
-	assert.deepEqual(jsonOf(res), expected, label);
+	let body = jsonOf(res);
+	// An accepted message's result carries its run's id (SPEC §10), also in x-run-id; no other
+	// answer carries one.
+	if (expected && typeof expected === "object" && "response" in expected && res.status !== 429) {
+		body = withRunId(body, label);
+		assert.equal(res.headers["x-run-id"], jsonOf(res).runId, `${label}: x-run-id`);
+	} else {
+		assert.equal(body?.runId, undefined, `${label}: a runId`);
+		assert.equal(res.headers["x-run-id"], undefined, `${label}: an x-run-id header`);
+	}
+	assert.deepEqual(body, expected, label);
 }
 
 for (const c of cases) {
@@ -350,7 +349,7 @@ test("after all of that the gateway still answers, and the process is healthy", 
 	assert.deepEqual(h.body, { ok: true, ready: true });
 	const r = await api(gw.base, "POST", "/sessions/exists/messages", { token: TOKEN, body: { text: "still fine" } });
 	assert.equal(r.status, 200);
-	assert.deepEqual(r.body, { ok: true, response: "echo:still fine", sessionKey: "exists" });
+	assert.deepEqual(bodyWithRunId(r), { ok: true, response: "echo:still fine", sessionKey: "exists" });
 });
 
 test("getGatewaySessionDir keeps hostile keys inside the gateway-sessions root", () => {

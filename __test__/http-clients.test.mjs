@@ -14,7 +14,11 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { EventSource } from "eventsource";
-import { JSON_TYPE, openSse, parseResponses, rawConnect, request, startGateway, waitUntil } from "./helpers/http-harness.mjs";
+import { startGateway } from "./support/gateway.mjs";
+import { JSON_TYPE, parseResponses, rawConnect, request } from "./support/http.mjs";
+import { openSse } from "./support/sse.mjs";
+import { waitUntil } from "./support/wait.mjs";
+import { assertNoRunId, bodyWithRunId, withRunId } from "./support/runs.mjs";
 
 const CURL = "/usr/bin/curl";
 const TOKEN = "client-token-1";
@@ -121,7 +125,7 @@ describe("curl against the JSON routes and webhooks", { timeout: 40000 }, () => 
 		const res = await curl([...bearer, "-H", "Content-Type: application/json", "-d", '{"text":"hi from curl"}', `${base}/sessions/curl-key/messages`]);
 		assert.equal(res.status, 200);
 		assert.equal(res.headers["content-type"], JSON_TYPE);
-		assert.deepEqual(res.json, { ok: true, response: "ok", sessionKey: "curl-key" });
+		assert.deepEqual(bodyWithRunId(res), { ok: true, response: "ok", sessionKey: "curl-key" });
 		assert.equal(gw.prompts(), before + 1);
 		const snap = await curl([...bearer, `${base}/sessions/curl-key`]);
 		assert.equal(snap.status, 200);
@@ -186,13 +190,14 @@ describe("curl against the JSON routes and webhooks", { timeout: 40000 }, () => 
 		const denied = await curl(["-d", '{"text":"deploy"}', `${base}/webhook/ci`]);
 		assert.equal(denied.status, 401);
 		assert.deepEqual(denied.json, { error: "Invalid webhook secret" });
+		assertNoRunId(denied);
 		const wrong = await curl(["-H", "x-pi-webhook-secret: guess", "-d", '{"text":"deploy"}', `${base}/webhook/ci`]);
 		assert.equal(wrong.status, 401);
 		assert.equal(gw.prompts(), before);
 		const ok = await curl(["-H", `x-pi-webhook-secret: ${SECRET}`, "-H", "Content-Type: application/json", "-d", '{"text":"deploy","sender":"ci-bot"}', `${base}/webhook/ci`]);
 		assert.equal(ok.status, 200);
 		assert.equal(ok.headers["content-type"], JSON_TYPE);
-		assert.deepEqual(ok.json, { ok: true, response: "ok", sessionKey: "webhook:ci:ci-bot" });
+		assert.deepEqual(bodyWithRunId(ok), { ok: true, response: "ok", sessionKey: "webhook:ci:ci-bot" });
 		assert.equal(gw.prompts(), before + 1);
 		const blank = await curl(["-H", `x-pi-webhook-secret: ${SECRET}`, "-d", '{"text":""}', `${base}/webhook`]);
 		assert.equal(blank.status, 400);
@@ -246,6 +251,16 @@ describe("the eventsource package against GET /sessions/:key/events", { timeout:
 			assert.equal(tokens.length, 5);
 			assert.equal(complete.data.text, tokens.map((t) => t.data.delta).join(""));
 			assert.equal(res.json.response, complete.data.text);
+			// The run's events come between run_start and run_end, each with its runId.
+			const { runId } = res.json;
+			const types = messages.map((m) => m.data.type);
+			const start = messages.findIndex((m) => m.data.type === "run_start");
+			assert.deepEqual(messages[start].data, { type: "run_start", sessionKey: "es-key", runId }, types.join(","));
+			await waitForType("run_end");
+			const end = messages.findIndex((m) => m.data.type === "run_end");
+			assert.deepEqual(messages[end].data, { type: "run_end", sessionKey: "es-key", runId, status: "succeeded" });
+			assert.ok(start < messages.indexOf(tokens[0]) && messages.indexOf(complete) < end, types.join(","));
+			for (const m of [...tokens, complete]) assert.equal(m.data.runId, runId);
 			// lastEventId carries the frame id: numeric and strictly increasing.
 			const ids = messages.map((m) => Number(m.id));
 			assert.ok(ids.every((id) => Number.isInteger(id) && id > 0), `ids: ${ids}`);
@@ -380,7 +395,9 @@ describe("raw sockets: malformed HTTP, slow headers, pipelining", { timeout: 400
 			);
 			assert.deepEqual(JSON.parse(first[0].body), { ok: true, ready: true });
 			assert.deepEqual(JSON.parse(first[1].body), { error: "Session not found: pipe" });
-			assert.deepEqual(JSON.parse(first[2].body), { ok: true, response: "ok", sessionKey: "pipe" });
+			const piped = JSON.parse(first[2].body);
+			assert.deepEqual(withRunId(piped), { ok: true, response: "ok", sessionKey: "pipe" });
+			assert.equal(first[2].headers["x-run-id"], piped.runId);
 			const headEnd = rest.indexOf("\r\n\r\n");
 			assert.match(rest.slice(0, headEnd), /^HTTP\/1\.1 200/);
 			const last = parseResponses(rest.slice(headEnd + 4));

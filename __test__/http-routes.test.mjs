@@ -9,17 +9,12 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { GatewayRuntime } from "../index.js";
-import { createScriptedFactory, createScriptedSession } from "../bench/scripted-session.mjs";
-import {
-	JSON_TYPE,
-	openSse,
-	rawConnect,
-	parseResponses,
-	request,
-	sortedSessions,
-	startGateway,
-	waitUntil,
-} from "./helpers/http-harness.mjs";
+import { createScriptedFactory, createScriptedSession } from "./support/sessions.mjs";
+import { startGateway } from "./support/gateway.mjs";
+import { JSON_TYPE, parseResponses, rawConnect, request, sortedSessions } from "./support/http.mjs";
+import { openSse } from "./support/sse.mjs";
+import { waitUntil } from "./support/wait.mjs";
+import { assertNoRunId, bodyWithRunId } from "./support/runs.mjs";
 
 const TOKEN = "route-token-1";
 const SECRET = "hook-secret-1";
@@ -56,6 +51,9 @@ const secret = { "x-pi-webhook-secret": SECRET };
 // json: the expected body, or (gw) => expected body, or a predicate in `check`.
 // allow: the methods the Allow header must list (405 cases).
 // check(gw, before, res): extra assertions for cases that change state.
+// runId: the request is accepted as a run (SPEC §10): the body carries a UUIDv7 `runId`, repeated
+//        in the x-run-id header (checked apart; `json` is the rest of the body). Every other
+//        answer carries neither.
 const CASES = [
 	// --- health and readiness ---
 	{ name: "GET /health answers ok and ready without auth", method: "GET", path: "/health", cred: "none", status: 200, json: { ok: true, ready: true } },
@@ -129,6 +127,7 @@ const CASES = [
 		body: { text: "hello" },
 		status: 200,
 		json: { ok: true, response: "ok", sessionKey: "main" },
+		runId: true,
 		check(gw, before) {
 			assert.equal(gw.prompts(), before.prompts + 1);
 			assert.equal(gw.rt.getSession("main").messageCount, before.byKey.main.messageCount + 2);
@@ -142,6 +141,7 @@ const CASES = [
 		body: { text: "hello" },
 		status: 200,
 		json: { ok: true, response: "ok", sessionKey: "fresh" },
+		runId: true,
 		check(gw, before) {
 			assert.equal(before.byKey.fresh, undefined);
 			assert.equal(gw.rt.getSession("fresh").messageCount, 2);
@@ -166,6 +166,7 @@ const CASES = [
 		body: bodyOfSize(MAX_BODY),
 		status: 200,
 		json: { ok: true, response: "ok", sessionKey: "main" },
+		runId: true,
 		check: (gw, before) => assert.equal(gw.prompts(), before.prompts + 1),
 	},
 	{
@@ -189,6 +190,7 @@ const CASES = [
 		body: { text: "/throw boom" },
 		status: 500,
 		json: { ok: false, response: "", error: "boom", sessionKey: "alpha" },
+		runId: true,
 		check: (gw, before) => assert.equal(gw.prompts(), before.prompts + 1),
 	},
 	{
@@ -199,6 +201,7 @@ const CASES = [
 		body: { text: "/error kaput" },
 		status: 500,
 		json: { ok: false, response: "", error: "kaput", sessionKey: "alpha" },
+		runId: true,
 		check: (gw, before) => assert.equal(gw.prompts(), before.prompts + 1),
 	},
 	{ name: "GET /sessions/main/messages is 405 with Allow: POST", method: "GET", path: "/sessions/main/messages", cred: "bearer", status: 405, json: NOT_ALLOWED, allow: ["POST"] },
@@ -255,6 +258,7 @@ const CASES = [
 		body: { text: "hi" },
 		status: 200,
 		json: { ok: true, response: "ok", sessionKey: "webhook:default:default" },
+		runId: true,
 		check: (gw, before) => {
 			assert.equal(gw.prompts(), before.prompts + 1);
 			assert.equal(gw.rt.getSession("webhook:default:default").messageCount, 2);
@@ -269,6 +273,7 @@ const CASES = [
 		body: { text: "hi", sender: "bob", metadata: { build: 7 } },
 		status: 200,
 		json: { ok: true, response: "ok", sessionKey: "webhook:ci/build:bob" },
+		runId: true,
 		check: (gw) => assert.ok(gw.rt.getSession("webhook:ci/build:bob")),
 	},
 	{
@@ -320,6 +325,7 @@ const CASES = [
 		body: { text: "hi", sessionKey: null, sender: null },
 		status: 200,
 		json: { ok: true, response: "ok", sessionKey: "webhook:default:default" },
+		runId: true,
 	},
 	{
 		name: "a webhook POST with a non-string sender is 400 Invalid sender",
@@ -389,6 +395,8 @@ function assertJsonResponse(res, c, expected) {
 		return;
 	}
 	let body = res.json;
+	if (c.runId) body = bodyWithRunId(res, `${c.method} ${c.path}`);
+	else assertNoRunId(res, `${c.method} ${c.path}`);
 	if (c.sortSessions && body?.sessions) body = { ...body, sessions: sortedSessions(body.sessions) };
 	assert.deepEqual(body, expected, `${c.method} ${c.path}: body ${res.text}`);
 }
@@ -398,8 +406,8 @@ function casesFor(auth) {
 	const out = [];
 	for (const c of CASES) {
 		if (auth && c.cred === "bearer") {
-			out.push({ ...c, name: `${c.name} — but without a bearer token it is 401`, bearer: null, status: 401, json: UNAUTHORIZED, allow: undefined, check: undefined, unchanged: true });
-			out.push({ ...c, name: `${c.name} — but with a wrong bearer token it is 401`, bearer: `${TOKEN}x`, status: 401, json: UNAUTHORIZED, allow: undefined, check: undefined, unchanged: true });
+			out.push({ ...c, name: `${c.name} — but without a bearer token it is 401`, bearer: null, status: 401, json: UNAUTHORIZED, allow: undefined, check: undefined, unchanged: true, runId: false });
+			out.push({ ...c, name: `${c.name} — but with a wrong bearer token it is 401`, bearer: `${TOKEN}x`, status: 401, json: UNAUTHORIZED, allow: undefined, check: undefined, unchanged: true, runId: false });
 			out.push({ ...c, bearer: TOKEN });
 		} else {
 			out.push({ ...c, bearer: null });
@@ -479,10 +487,16 @@ for (const auth of [false, true]) {
 			await waitUntil(() => gw.rt.getSession(key)?.queueDepth === 1, { message: "the second message to queue" });
 			try {
 				const before = await state(gw, auth);
+				const runsBefore = await request(gw.port, "GET", `/sessions/${key}/runs`, { headers });
+				assert.equal(runsBefore.status, 200, runsBefore.text);
 				const res = await request(gw.port, "POST", path, { headers, body: { text: "one too many" } });
 				assert.equal(res.status, 429, res.text);
 				assert.equal(res.headers["content-type"], JSON_TYPE);
+				// A refusal is no run: no runId, no x-run-id, no run record.
+				assertNoRunId(res, "the 429");
 				assert.deepEqual(res.json, { ok: false, response: "", error: "Queue full (1 pending).", sessionKey: key });
+				const runsAfter = await request(gw.port, "GET", `/sessions/${key}/runs`, { headers });
+				assert.deepEqual(runsAfter.json, runsBefore.json, "a refused message left a run record");
 				const afterState = await state(gw, auth);
 				assert.equal(afterState.byKey[key].queueDepth, 1);
 				// A refused message still counts as activity on its session (the seed's
@@ -504,15 +518,16 @@ for (const auth of [false, true]) {
 			}
 			const aborted = await first;
 			assert.equal(aborted.status, 500, aborted.text);
+			bodyWithRunId(aborted, "the aborted run");
 			assert.equal(aborted.json.ok, false);
 			assert.equal(aborted.json.sessionKey, key);
 			assert.equal(aborted.json.error, "Request was aborted");
 			const queued = await second;
 			assert.equal(queued.status, 200, queued.text);
-			assert.deepEqual(queued.json, { ok: true, response: "ok", sessionKey: key });
+			assert.deepEqual(bodyWithRunId(queued, "the queued run"), { ok: true, response: "ok", sessionKey: key });
 		});
 
-		test("GET /sessions/:key/events answers an event stream that starts with hello", async () => {
+		test("GET /sessions/:key/events answers an event stream that starts with retry, then hello", async () => {
 			const headers = auth ? { authorization: `Bearer ${TOKEN}` } : {};
 			const sse = await openSse(gw.port, "/sessions/main/events", { headers });
 			try {
@@ -527,6 +542,9 @@ for (const auth of [false, true]) {
 				assert.deepEqual({ ...hello.data.snapshot, lastActiveAt: 0 }, { ...rest, lastActiveAt: 0 });
 				assert.ok(hello.data.snapshot.lastActiveAt <= lastActiveAt);
 				assert.equal(sse.events()[0], hello);
+				// SPEC §10: `retry: 2000` comes first, and hello's id is the last one in the log.
+				assert.ok(sse.raw.startsWith("retry: 2000\n\n"), JSON.stringify(sse.raw.slice(0, 40)));
+				assert.ok(Number.isInteger(hello.id) && hello.id >= 0, `hello id ${hello.id}`);
 			} finally {
 				sse.close();
 			}
@@ -624,6 +642,7 @@ describe("webhook.allowRequestSessionKey: a body sessionKey reaches only session
 			assert.equal(res.status, 400, `${label}: ${res.text}`);
 			assert.equal(res.headers["content-type"], JSON_TYPE);
 			assert.deepEqual(Object.keys(res.json ?? {}), ["error"], `${label}: ${res.text}`);
+			assertNoRunId(res, label);
 			assert.ok(res.json.error.startsWith(prefix), `${label}: error ${JSON.stringify(res.json.error)} should start with ${JSON.stringify(prefix)}`);
 			assert.deepEqual(sortedSessions(gw.rt.listSessions()), before, `${label}: the sessions changed`);
 			assert.equal(gw.prompts(), prompts, `${label}: the agent was prompted`);
@@ -636,16 +655,17 @@ describe("webhook.allowRequestSessionKey: a body sessionKey reaches only session
 		const prompts = gw.prompts();
 		const res = await hook(gw.port, { text: "hi", sessionKey: "webhook:custom", sender: "ann" });
 		assert.equal(res.status, 200, res.text);
-		assert.deepEqual(res.json, { ok: true, response: "ok", sessionKey: "webhook:custom" });
+		assert.deepEqual(bodyWithRunId(res), { ok: true, response: "ok", sessionKey: "webhook:custom" });
 		assert.equal(gw.rt.getSession("webhook:custom").messageCount, 2);
 		assert.equal(gw.prompts(), prompts + 1);
 		const longest = `webhook:${"k".repeat(1024 - "webhook:".length)}`;
 		const long = await hook(gw.port, { text: "hi", sessionKey: longest });
 		assert.equal(long.status, 200, long.text);
+		bodyWithRunId(long);
 		assert.equal(long.json.sessionKey, longest);
 		// Without a sessionKey the key is still derived from the route and the sender.
 		const derived = await hook(gw.port, { text: "hi", sender: "bob" }, "/hooks/ci");
-		assert.deepEqual(derived.json, { ok: true, response: "ok", sessionKey: "webhook:ci:bob" });
+		assert.deepEqual(bodyWithRunId(derived), { ok: true, response: "ok", sessionKey: "webhook:ci:bob" });
 	});
 
 	test("keys outside the prefix, the prefix alone, empty, too long or not a string are 400 Invalid sessionKey, and change nothing", async (t) => {
@@ -675,7 +695,7 @@ describe("webhook.allowRequestSessionKey: a body sessionKey reaches only session
 		assert.equal(gw.primary.stats.prompts, 0);
 		// Its neighbours under the prefix are fine.
 		const res = await hook(gw.port, { text: "hi", sessionKey: "webhook:primary2" });
-		assert.deepEqual(res.json, { ok: true, response: "ok", sessionKey: "webhook:primary2" });
+		assert.deepEqual(bodyWithRunId(res), { ok: true, response: "ok", sessionKey: "webhook:primary2" });
 	});
 
 	test("webhook.sessionKeyPrefix sets the prefix of body keys and of derived keys", async (t) => {
@@ -684,11 +704,11 @@ describe("webhook.allowRequestSessionKey: a body sessionKey reaches only session
 		});
 		t.after(() => gw.stop());
 		const named = await hook(gw.port, { text: "hi", sessionKey: "hook/a" });
-		assert.deepEqual(named.json, { ok: true, response: "ok", sessionKey: "hook/a" });
+		assert.deepEqual(bodyWithRunId(named), { ok: true, response: "ok", sessionKey: "hook/a" });
 		const derived = await hook(gw.port, { text: "hi", sender: "bob" }, "/hooks/ci");
-		assert.deepEqual(derived.json, { ok: true, response: "ok", sessionKey: "hook/ci:bob" });
+		assert.deepEqual(bodyWithRunId(derived), { ok: true, response: "ok", sessionKey: "hook/ci:bob" });
 		const base = await hook(gw.port, { text: "hi" });
-		assert.deepEqual(base.json, { ok: true, response: "ok", sessionKey: "hook/default:default" });
+		assert.deepEqual(bodyWithRunId(base), { ok: true, response: "ok", sessionKey: "hook/default:default" });
 		await refused(gw, [[{ text: "hi", sessionKey: "webhook:a" }, 'Invalid sessionKey: must start with "hook/"']]);
 	});
 });
@@ -746,7 +766,7 @@ describe("start() refuses unsafe webhook configurations", { timeout: 20000 }, ()
 			// Without a secret any caller may post.
 			const res = await request(rt.getAddress().port, "POST", "/webhook", { body: { text: "hi" } });
 			assert.equal(res.status, 200);
-			assert.deepEqual(res.json, { ok: true, response: "ok", sessionKey: "webhook:default:default" });
+			assert.deepEqual(bodyWithRunId(res), { ok: true, response: "ok", sessionKey: "webhook:default:default" });
 		} finally {
 			await rt.stop();
 		}

@@ -18,7 +18,7 @@
 import assert from "node:assert/strict";
 import { readdir } from "node:fs/promises";
 import { describe, it } from "node:test";
-import { childEnv, sandbox as sandboxFor, spawnNode, startFakeOpenAi, writeLocalModels } from "./helpers/cli-child.mjs";
+import { childEnv, sandbox as sandboxFor, spawnNode, startFakeOpenAi, writeLocalModels } from "./support/cli-child.mjs";
 
 const SESSIONS = 5000;
 const WARM_UP = 300;

@@ -23,36 +23,20 @@ import {
 	StartupError,
 	UsageError,
 } from "../lib/cli.js";
-import { plainRequest } from "./helpers/browser-cli.mjs";
-import { childEnv, listening, sandbox as sandboxFor, spawnCli, START_DEADLINE_MS, stopWith } from "./helpers/cli-child.mjs";
-import { within as withinDeadline } from "./helpers/engine-util.mjs";
+import { childEnv, sandbox as sandboxFor, spawnCli, START_DEADLINE_MS, startCliGateway, stopWith } from "./support/cli-child.mjs";
+import { request } from "./support/http.mjs";
+import { within } from "./support/wait.mjs";
+import { bodyWithRunId } from "./support/runs.mjs";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const INSTALL_LINE = "install @mariozechner/pi-coding-agent";
 
-const within = (ms, promise, what) => withinDeadline(promise, ms, what);
-
 const sandbox = (t) => sandboxFor(t, "pi-gateway-js-side-cli-");
-
-/** Starts the CLI and waits for its whole banner. */
-async function startCli(t, args, env) {
-	const proc = spawnCli(t, args, env);
-	const { port } = await within(START_DEADLINE_MS, listening(proc), "pi-gateway to print its banner");
-	return { ...proc, port };
-}
 
 const stop = (proc) => stopWith(proc, "SIGINT");
 
-/** One request as curl would send it (node:http, which, unlike fetch, lets us set Host). */
-const request = (port, method, path, { headers = {}, body } = {}) =>
-	plainRequest(`http://127.0.0.1:${port}${path}`, {
-		method,
-		headers,
-		body: body === undefined || typeof body === "string" ? body : JSON.stringify(body),
-	});
-
-const postJson = (port, path, body, headers = {}) =>
-	request(port, "POST", path, { headers: { "content-type": "application/json", ...headers }, body });
+/** A JSON POST as curl would send it (http.mjs's request: node:http, which, unlike fetch, lets us set Host). */
+const postJson = (port, path, body, headers = {}) => request(port, "POST", path, { headers, body });
 
 describe("CLI flags of issue 11 (parseCli, gatewayConfig)", () => {
 	it("--idle-minutes 0 (and PI_GATEWAY_IDLE_MINUTES=0) is accepted, as the API accepts it; negatives are not", () => {
@@ -178,7 +162,7 @@ describe("without @mariozechner/pi-coding-agent", () => {
 		}
 		for (const args of [["--port", "0"], ["--port", "0", "--model", "openai/gpt-4o-mini"]]) {
 			const proc = spawnCli(t, args, childEnv(box, { OPENAI_API_KEY: "x" }), join(pkg, "bin", "pi-gateway.js"));
-			const { code, signal } = await within(START_DEADLINE_MS, proc.exited, "the CLI to exit");
+			const { code, signal } = await within(proc.exited, START_DEADLINE_MS, "the CLI to exit");
 			assert.deepEqual({ code, signal }, { code: 1, signal: null }, proc.out.stderr);
 			const lines = proc.out.stderr.trimEnd().split("\n");
 			assert.equal(lines.length, 1, `one line:\n${proc.out.stderr}`);
@@ -198,7 +182,7 @@ describe("without @mariozechner/pi-coding-agent", () => {
 describe("the CLI with the new flags, over HTTP", () => {
 	it("--webhook without a secret generates one, prints it on the webhook line, and requires it", async (t) => {
 		const box = await sandbox(t);
-		const gw = await startCli(t, ["--port", "0", "--webhook", "--idle-minutes", "0"], childEnv(box));
+		const gw = await startCliGateway(t, ["--port", "0", "--webhook", "--idle-minutes", "0"], childEnv(box));
 		const line = gw.out.stdout.split("\n").find((l) => l.trimStart().startsWith("webhook"));
 		assert.ok(line, gw.out.stdout);
 		const match = /x-pi-webhook-secret: ([A-Za-z0-9_-]{32})\b/.exec(line);
@@ -212,7 +196,7 @@ describe("the CLI with the new flags, over HTTP", () => {
 		assert.equal((await hook({ "x-pi-webhook-secret": "wrong" })).status, 401);
 		const ok = await hook({ "x-pi-webhook-secret": secret });
 		assert.equal(ok.status, 200, ok.text);
-		assert.deepEqual(ok.json, { ok: true, response: "You said: from ci", sessionKey: "webhook:ci:bot" });
+		assert.deepEqual(bodyWithRunId(ok), { ok: true, response: "You said: from ci", sessionKey: "webhook:ci:bot" });
 
 		// --idle-minutes 0 started the gateway; its sessions answer.
 		const listed = await request(gw.port, "GET", "/sessions");
@@ -222,7 +206,7 @@ describe("the CLI with the new flags, over HTTP", () => {
 
 	it("--webhook-secret given: it is not printed; the banner says it is required", async (t) => {
 		const box = await sandbox(t);
-		const gw = await startCli(t, ["--port", "0", "--webhook"], childEnv(box, { PI_GATEWAY_WEBHOOK_SECRET: "chosen-secret-1" }));
+		const gw = await startCliGateway(t, ["--port", "0", "--webhook"], childEnv(box, { PI_GATEWAY_WEBHOOK_SECRET: "chosen-secret-1" }));
 		assert.ok(!gw.out.stdout.includes("chosen-secret-1"));
 		assert.match(gw.out.stdout, /webhook .*\(x-pi-webhook-secret required\)/);
 		const ok = await postJson(gw.port, "/webhook", { text: "/echo x" }, { "x-pi-webhook-secret": "chosen-secret-1" });
@@ -232,12 +216,12 @@ describe("the CLI with the new flags, over HTTP", () => {
 
 	it("--allowed-hosts lets that Host name in on a loopback bind; other names stay refused", async (t) => {
 		const box = await sandbox(t);
-		const plain = await startCli(t, ["--port", "0"], childEnv(box));
+		const plain = await startCliGateway(t, ["--port", "0"], childEnv(box));
 		const refused = await request(plain.port, "GET", "/health", { headers: { host: `gw.example:${plain.port}` } });
 		assert.equal(refused.status, 403, "without --allowed-hosts a non-loopback Host is refused");
 		assert.deepEqual(await stop(plain), { code: 0, signal: null });
 
-		const gw = await startCli(t, ["--port", "0", "--allowed-hosts", "gw.example,gw2.example"], childEnv(box));
+		const gw = await startCliGateway(t, ["--port", "0", "--allowed-hosts", "gw.example,gw2.example"], childEnv(box));
 		assert.match(gw.out.stdout, /hosts\s+gw\.example, gw2\.example/);
 		for (const host of [`gw.example:${gw.port}`, "GW2.example", `127.0.0.1:${gw.port}`, `localhost:${gw.port}`]) {
 			const r = await request(gw.port, "GET", "/health", { headers: { host } });
@@ -255,16 +239,16 @@ describe("the CLI with the new flags, over HTTP", () => {
 	it("--webhook-session-keys lets a webhook body name a session under webhook:, never main", async (t) => {
 		const box = await sandbox(t);
 		const secret = { "x-pi-webhook-secret": "s3" };
-		const off = await startCli(t, ["--port", "0", "--webhook", "--webhook-secret", "s3"], childEnv(box));
+		const off = await startCliGateway(t, ["--port", "0", "--webhook", "--webhook-secret", "s3"], childEnv(box));
 		const refused = await postJson(off.port, "/webhook", { text: "/echo x", sessionKey: "webhook:mine" }, secret);
 		assert.equal(refused.status, 400, refused.text);
 		assert.match(refused.json.error, /^Invalid sessionKey/);
 		assert.deepEqual(await stop(off), { code: 0, signal: null });
 
-		const on = await startCli(t, ["--port", "0", "--webhook", "--webhook-secret", "s3", "--webhook-session-keys"], childEnv(box));
+		const on = await startCliGateway(t, ["--port", "0", "--webhook", "--webhook-secret", "s3", "--webhook-session-keys"], childEnv(box));
 		const named = await postJson(on.port, "/webhook", { text: "/echo named", sessionKey: "webhook:mine" }, secret);
 		assert.equal(named.status, 200, named.text);
-		assert.deepEqual(named.json, { ok: true, response: "You said: named", sessionKey: "webhook:mine" });
+		assert.deepEqual(bodyWithRunId(named), { ok: true, response: "You said: named", sessionKey: "webhook:mine" });
 		for (const sessionKey of ["main", "demo"]) {
 			const r = await postJson(on.port, "/webhook", { text: "/echo x", sessionKey }, secret);
 			assert.equal(r.status, 400, `${sessionKey}: ${r.text}`);

@@ -5,7 +5,9 @@
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { openSse, request, startGateway } from "./helpers/http-harness.mjs";
+import { startGateway } from "./support/gateway.mjs";
+import { request } from "./support/http.mjs";
+import { openSse } from "./support/sse.mjs";
 
 /** Absolute paths of the kinds the messages below carry. */
 const SERVER_PATH = /\/tmp|\/srv|\/home|\/app|file:|C:\\/;

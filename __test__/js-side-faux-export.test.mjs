@@ -8,6 +8,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { withRunId } from "./support/runs.mjs";
 
 describe("pi-gateway/faux", () => {
 	it("resolves by its package specifier to lib/faux-agent.js, next to pi-gateway itself", () => {
@@ -50,12 +51,14 @@ describe("pi-gateway/faux", () => {
 			body: JSON.stringify({ text: "What is in hello.txt?" }),
 		});
 		assert.equal(res.status, 200);
-		assert.deepEqual(await res.json(), {
+		const body = await res.json();
+		assert.equal(res.headers.get("x-run-id"), body.runId);
+		assert.deepEqual(withRunId(body), {
 			ok: true,
 			response: `${faux.HELLO_FILE} says: ${faux.HELLO_CONTENT}`,
 			sessionKey: "embedded",
 		});
-		assert.deepEqual(await rt.enqueueMessage({ sessionKey: "main", text: "/echo offline" }), {
+		assert.deepEqual(withRunId(await rt.enqueueMessage({ sessionKey: "main", text: "/echo offline" })), {
 			ok: true,
 			response: "You said: offline",
 			sessionKey: "main",

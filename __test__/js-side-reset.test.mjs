@@ -8,9 +8,10 @@
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
-import { GatewayRuntime } from "../index.js";
 import { createFauxPiAgent, HELLO_CONTENT, HELLO_FILE } from "../lib/faux-agent.js";
-import { collect, SOON_MS, waitFor, within } from "./helpers/engine-util.mjs";
+import { startGateway } from "./support/gateway.mjs";
+import { collect, SOON_MS, waitFor, within } from "./support/wait.mjs";
+import { withRunId } from "./support/runs.mjs";
 
 const FILE_ANSWER = `${HELLO_FILE} says: ${HELLO_CONTENT}`;
 
@@ -43,19 +44,12 @@ describe("resetting the primary AgentSession (no newSession()) starts a new conv
 	});
 
 	async function gateway(t) {
-		const rt = new GatewayRuntime({
-			config: {
-				bind: "127.0.0.1",
-				port: 0,
-				session: { idleMinutes: 60, maxQueuePerSession: 8 },
-				webhook: { enabled: false, basePath: "/webhook" },
-			},
-			primarySessionKey: "main",
+		const { rt } = await startGateway({
+			t,
+			config: { session: { idleMinutes: 60, maxQueuePerSession: 8 } },
 			primarySession: agent.primarySession,
 			createSession: (key) => agent.createSession(key),
 		});
-		await rt.start();
-		t.after(() => within(rt.stop(), SOON_MS, "rt.stop()"));
 		return rt;
 	}
 
@@ -64,12 +58,12 @@ describe("resetting the primary AgentSession (no newSession()) starts a new conv
 		const primary = agent.primarySession;
 		assert.equal(typeof primary.newSession, "undefined", "pi 0.73's AgentSession was expected to have no newSession()");
 
-		assert.deepEqual(await rt.enqueueMessage({ sessionKey: "main", text: "/echo first" }), {
+		assert.deepEqual(withRunId(await rt.enqueueMessage({ sessionKey: "main", text: "/echo first" })), {
 			ok: true,
 			response: "You said: first",
 			sessionKey: "main",
 		});
-		assert.deepEqual(await rt.enqueueMessage({ sessionKey: "main", text: "What is in the workspace?" }), {
+		assert.deepEqual(withRunId(await rt.enqueueMessage({ sessionKey: "main", text: "What is in the workspace?" })), {
 			ok: true,
 			response: FILE_ANSWER,
 			sessionKey: "main",
@@ -97,7 +91,7 @@ describe("resetting the primary AgentSession (no newSession()) starts a new conv
 		);
 
 		const calls = contexts.length;
-		assert.deepEqual(await rt.enqueueMessage({ sessionKey: "main", text: "What is in hello.txt now?" }), {
+		assert.deepEqual(withRunId(await rt.enqueueMessage({ sessionKey: "main", text: "What is in hello.txt now?" })), {
 			ok: true,
 			response: FILE_ANSWER,
 			sessionKey: "main",
@@ -123,7 +117,7 @@ describe("resetting the primary AgentSession (no newSession()) starts a new conv
 		await waitFor(() => rt.getSession("main").queueDepth === 1, "a queued message");
 
 		await within(rt.resetSession("main"), SOON_MS, "resetSession(main)");
-		assert.deepEqual(await within(queued, SOON_MS, "the queued message"), {
+		assert.deepEqual(withRunId(await within(queued, SOON_MS, "the queued message")), {
 			ok: false,
 			response: "",
 			error: "Session reset",
@@ -137,7 +131,7 @@ describe("resetting the primary AgentSession (no newSession()) starts a new conv
 		assert.notEqual(primary.sessionId, oldId);
 
 		const result = await rt.enqueueMessage({ sessionKey: "main", text: "/echo after" });
-		assert.deepEqual(result, { ok: true, response: "You said: after", sessionKey: "main" });
+		assert.deepEqual(withRunId(result), { ok: true, response: "You said: after", sessionKey: "main" });
 		assert.deepEqual(
 			primary.messages.map((m) => m.role),
 			["user", "assistant"],

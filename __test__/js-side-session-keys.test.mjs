@@ -15,7 +15,8 @@ import { after, before, describe, it } from "node:test";
 import { SessionManager } from "@mariozechner/pi-coding-agent";
 import { createGatewaySessionManager, GatewayRuntime, sanitizeSessionKey } from "../index.js";
 import { createFauxPiAgent } from "../lib/faux-agent.js";
-import { SOON_MS, within } from "./helpers/engine-util.mjs";
+import { SOON_MS, within } from "./support/wait.mjs";
+import { withRunId } from "./support/runs.mjs";
 
 /** The most bytes a file name may have on Linux file systems (ext4, xfs, tmpfs: NAME_MAX). */
 const NAME_MAX = 255;
@@ -178,7 +179,7 @@ describe("getGatewaySessionDir and pi session files for long keys", () => {
 		// Keys no other test of this file used, so each directory starts empty.
 		for (const key of [keyOfBytes(1024, "ö"), keyOfBytes(1024, "m"), keyOfBytes(255, "🙂", "z"), keyOfBytes(256, "ß")]) {
 			const result = await within(rt.enqueueMessage({ sessionKey: key, text: "/echo long key" }), SOON_MS, "the message");
-			assert.deepEqual(result, { ok: true, response: "You said: long key", sessionKey: key });
+			assert.deepEqual(withRunId(result), { ok: true, response: "You said: long key", sessionKey: key });
 			const dir = rt.getGatewaySessionDir(key);
 			const files = readdirSync(dir).filter((name) => name.endsWith(".jsonl"));
 			assert.equal(files.length, 1, `one session file in ${basename(dir)}`);

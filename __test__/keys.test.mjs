@@ -16,7 +16,9 @@ import { basename, dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import { createGatewaySessionManager, sanitizeSessionKey } from "../index.js";
-import { msg, recordingSession, runCleanup, send, show, startSafe } from "./helpers/safe-util.mjs";
+import { msg, runCleanup, send, show, startSafe } from "./support/safe-util.mjs";
+import { recordingFactory, recordingSession } from "./support/sessions.mjs";
+import { bodyWithRunId, withRunId } from "./support/runs.mjs";
 
 const SECRET = "keys-hook-secret";
 const BAD_KEY = { error: "Invalid session key" };
@@ -54,8 +56,7 @@ const managers = new Map();
  * "boom-prompt" fail their prompt the same way.
  */
 function diskFactory() {
-	const created = [];
-	const factory = async (key) => {
+	return recordingFactory((key) => {
 		if (key.startsWith("boom-create")) throw new Error(`EACCES: permission denied, mkdir '${join(sessionsRoot, "gateway-sessions", "boom")}'`);
 		const sessionManager = createGatewaySessionManager(cwd, key, join(sessionsRoot, "gateway-sessions"));
 		managers.set(key, sessionManager);
@@ -65,12 +66,8 @@ function diskFactory() {
 				throw new Error(`ENOENT: no such file or directory, open '${join(sessionsRoot, "gateway-sessions", "x", "y.jsonl")}'\n    at Object.openSync (node:fs:573:3)\n    at ${join(root, "lib", "thing.js")}:10:5`);
 			};
 		}
-		const s = recordingSession(key, behavior);
-		created.push(s);
-		return s;
-	};
-	factory.created = created;
-	return factory;
+		return behavior;
+	});
 }
 
 /** The primary session: its session dir is <sessionsRoot>/primary, so the gateway's root is <sessionsRoot>/gateway-sessions. */
@@ -163,7 +160,7 @@ describe("keys in the path", () => {
 					return;
 				}
 				assert.equal(r.status, 200, show(r));
-				assert.deepEqual(r.json, { ok: true, response: "echo:hi", sessionKey: key });
+				assert.deepEqual(bodyWithRunId(r), { ok: true, response: "echo:hi", sessionKey: key });
 				assertOnDisk(g, key);
 				const s = await get(g, `/sessions/${enc}`);
 				assert.equal(s.status, 200, show(s));
@@ -205,7 +202,7 @@ describe("keys in the path", () => {
 		await assert.rejects(g.rt.enqueueMessage({ sessionKey: keyOf(1025, { unit: "€", prefix: "js-" }), text: "hi" }));
 		const key = keyOf(1024, { unit: "€", prefix: "js-" });
 		const r = await g.rt.enqueueMessage({ sessionKey: key, text: "hi" });
-		assert.deepEqual(r, { ok: true, response: "echo:hi", sessionKey: key });
+		assert.deepEqual(withRunId(r), { ok: true, response: "echo:hi", sessionKey: key });
 		assertOnDisk(g, key);
 	});
 });
@@ -246,7 +243,7 @@ describe("keys from webhooks", () => {
 					return;
 				}
 				assert.equal(r.status, 200, show(r));
-				assert.deepEqual(r.json, { ok: true, response: "echo:hi", sessionKey: key });
+				assert.deepEqual(bodyWithRunId(r), { ok: true, response: "echo:hi", sessionKey: key });
 				assertOnDisk(allow, key);
 				assert.equal(allow.rt.getSession(key)?.sessionKey, key);
 				const s = await get(allow, `/sessions/${encodeURIComponent(key)}`);

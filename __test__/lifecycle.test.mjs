@@ -7,10 +7,10 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
 import { GatewayRuntime } from "../index.js";
-import { createScriptedSession, createScriptedFactory } from "../bench/scripted-session.mjs";
+import { createScriptedSession, createScriptedFactory } from "./support/sessions.mjs";
 
 const indexUrl = new URL("../index.js", import.meta.url).href;
-const scriptedUrl = new URL("../bench/scripted-session.mjs", import.meta.url).href;
+const scriptedUrl = new URL("./support/sessions.mjs", import.meta.url).href;
 
 function config(overrides = {}) {
 	return {

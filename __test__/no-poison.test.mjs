@@ -22,15 +22,15 @@ import {
 	jpegBytes,
 	png,
 	pngBytes,
-	recordingFactory,
-	recordingSession,
 	runCleanup,
 	send,
 	show,
 	startSafe,
 	webpBytes,
-} from "./helpers/safe-util.mjs";
-import { chunked } from "./helpers/rel-util.mjs";
+} from "./support/safe-util.mjs";
+import { chunked } from "./support/rel-util.mjs";
+import { recordingFactory, recordingSession } from "./support/sessions.mjs";
+import { bodyWithRunId, withRunId } from "./support/runs.mjs";
 
 const SECRET = "poison-hook-secret";
 const LIMIT = 64 * 1024;
@@ -187,17 +187,21 @@ async function sendHostile(target, c) {
 	assert.equal(last.headers["content-type"], JSON_TYPE, `${c.name}: content-type; body ${text}`);
 	const json = JSON.parse(text);
 	assert.deepEqual(Object.keys(json), ["error"], `${c.name}: {error} only, got ${text.slice(0, 300)}`);
+	assert.equal(last.headers["x-run-id"], undefined, `${c.name}: a refusal has no x-run-id`);
 	if (c.error !== undefined) assert.equal(json.error, c.error, `${c.name} → ${target.label}`);
 	if (c.prefix !== undefined) assert.ok(json.error.startsWith(c.prefix), `${c.name} → ${target.label}: ${JSON.stringify(json.error)} does not start with ${JSON.stringify(c.prefix)}`);
 	if (c.match) assert.match(json.error, c.match, `${c.name} → ${target.label}`);
 	return json.error;
 }
 
-/** A good message to `target`; returns the answer's JSON after checking the status. */
+/**
+ * A good message to `target`; returns the answer's JSON after checking the status and its run
+ * id (SPEC §10: a UUIDv7 `runId`, repeated in x-run-id), without the runId.
+ */
 async function sendGood(target, text) {
 	const r = await send(target.port, "POST", target.path, { headers: target.headers, body: { text } });
 	assert.equal(r.status, 200, `good message to ${target.label} after a hostile one: ${show(r)}`);
-	return r.json;
+	return bodyWithRunId(r, `good message to ${target.label}`);
 }
 
 // ---------------------------------------------------------------- scripted sessions
@@ -262,7 +266,9 @@ describe("nothing poisons a session (recording doubles)", () => {
 				[400, 400, 200],
 				r.raw.slice(0, 400),
 			);
-			assert.deepEqual(JSON.parse(r.responses[2].body.toString()), { ok: true, response: "echo:piped", sessionKey: target.key });
+			const piped = JSON.parse(r.responses[2].body.toString());
+			assert.deepEqual(withRunId(piped), { ok: true, response: "echo:piped", sessionKey: target.key });
+			assert.equal(r.responses[2].headers["x-run-id"], piped.runId);
 		}
 	});
 
@@ -272,7 +278,7 @@ describe("nothing poisons a session (recording doubles)", () => {
 	async function accepted(target, body) {
 		const r = await send(gw.port, "POST", target.path, { headers: target.headers, body });
 		assert.equal(r.status, 200, `${JSON.stringify(body).slice(0, 120)} → ${target.label}: ${show(r)}`);
-		assert.deepEqual(r.json, { ok: true, response: `echo:${body.text}`, sessionKey: target.key });
+		assert.deepEqual(bodyWithRunId(r), { ok: true, response: `echo:${body.text}`, sessionKey: target.key });
 		const last = byKey.get(target.key).calls.at(-1);
 		assert.equal(last.text, body.text);
 		return last.options ?? {};
@@ -351,7 +357,7 @@ describe("nothing poisons a session (recording doubles)", () => {
 			}
 			if (calls() !== before) mismatches.push(`enqueueMessage(${JSON.stringify(shape).slice(0, 80)}) reached the agent: ${calls() - before} prompts`);
 			const ok = await gw.rt.enqueueMessage({ sessionKey: "main", text: "js good" });
-			assert.deepEqual(ok, { ok: true, response: "echo:js good", sessionKey: "main" });
+			assert.deepEqual(withRunId(ok), { ok: true, response: "echo:js good", sessionKey: "main" });
 		}
 		if (gw.rt.getSession("js-fresh") !== undefined) mismatches.push("a rejected enqueueMessage created the session js-fresh");
 		const withImage = await gw.rt.enqueueMessage({ sessionKey: "main", text: "js png", images: [good()] });
@@ -419,6 +425,6 @@ describe("nothing poisons a real pi AgentSession (faux model, offline)", () => {
 		await assert.rejects(gw.rt.enqueueMessage({ sessionKey: "main", text: "x", images: "not-an-array" }), { message: /^Invalid images: expected an array\b/ });
 		assert.equal(agent.primarySession.messages.length, before);
 		const ok = await gw.rt.enqueueMessage({ sessionKey: "main", text: "/echo js" });
-		assert.deepEqual(ok, { ok: true, response: "You said: js", sessionKey: "main" });
+		assert.deepEqual(withRunId(ok), { ok: true, response: "You said: js", sessionKey: "main" });
 	});
 });

@@ -6,9 +6,10 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { GatewayRuntime } from "../index.js";
 import { createFauxPiAgent, FAUX_ERROR_MESSAGE, fauxLongText, HELLO_CONTENT, HELLO_FILE } from "../lib/faux-agent.js";
-import { collect, Ledger, SOON_MS, sleep, waitFor, within } from "./helpers/engine-util.mjs";
+import { startGateway } from "./support/gateway.mjs";
+import { collect, Ledger, SOON_MS, sleep, waitFor, within } from "./support/wait.mjs";
+import { assertRunFrames, withRunId } from "./support/runs.mjs";
 
 /** `/slow N` streams about 20 tokens a second: 1000 tokens outlive every test that aborts them. */
 const SLOW_FOREVER = "/slow 1000";
@@ -67,15 +68,17 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 		};
 		const primary = agent.primarySession;
 		const unspyPrimary = spy(primary);
-		const rt = new GatewayRuntime({
-			config: {
-				bind: "127.0.0.1",
-				port: 0,
-				...config,
-				session: { idleMinutes: 60, maxQueuePerSession: 16, ...config.session },
-				webhook: { enabled: false, basePath: "/webhook" },
-			},
-			primarySessionKey: "main",
+		let gw;
+		t.after(async () => {
+			try {
+				if (gw) await within(gw.stop(), SOON_MS, "rt.stop() in cleanup");
+			} finally {
+				unspyPrimary();
+				if (primary.isStreaming) await primary.abort();
+			}
+		});
+		gw = await startGateway({
+			config: { ...config, session: { idleMinutes: 60, ...config.session } },
 			primarySession: primary,
 			createSession: async (key) => {
 				const session = await agent.createSession(key);
@@ -84,15 +87,7 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 				return session;
 			},
 		});
-		t.after(async () => {
-			try {
-				await within(rt.stop(), SOON_MS, "rt.stop() in cleanup");
-			} finally {
-				unspyPrimary();
-				if (primary.isStreaming) await primary.abort();
-			}
-		});
-		await rt.start();
+		const { rt } = gw;
 		return { rt, primary, sessions, disposed, ledger: new Ledger(rt) };
 	}
 
@@ -100,9 +95,11 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 		const { rt, ledger, sessions } = await gateway(t);
 		const c = await collect(rt, "tools");
 		const result = await ledger.send({ sessionKey: "tools", text: "What is in the workspace?" });
-		assert.deepEqual(result, { ok: true, response: `${HELLO_FILE} says: ${HELLO_CONTENT}`, sessionKey: "tools" });
+		assert.deepEqual(withRunId(result), { ok: true, response: `${HELLO_FILE} says: ${HELLO_CONTENT}`, sessionKey: "tools" });
 		await waitFor(() => runsEnded(c, 1), "the end of the run");
 		await sleep(50);
+		// SPEC §10: run_start … run_end around the run's events, each carrying its runId.
+		assertRunFrames(c.events, result.runId, { status: "succeeded" });
 
 		const thinking = c.of("thinking");
 		assert.ok(thinking.length > 1, "the thinking block should stream in several deltas");
@@ -151,7 +148,7 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 
 	it("answers /echo with its text and reports a failing tool as tool_complete with isError", async (t) => {
 		const { rt, ledger } = await gateway(t);
-		assert.deepEqual(await ledger.send({ sessionKey: "echo", text: "/echo hi there" }), {
+		assert.deepEqual(withRunId(await ledger.send({ sessionKey: "echo", text: "/echo hi there" })), {
 			ok: true,
 			response: "You said: hi there",
 			sessionKey: "echo",
@@ -178,7 +175,13 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 		const result = await within(running, SOON_MS, "the aborted run's result");
 		assert.equal(result.ok, false);
 		assert.match(result.error, /abort/i);
-		await c.waitFor((e) => e.type === "aborted", "the aborted event");
+		const aborted = await c.waitFor((e) => e.type === "aborted", "the aborted event");
+		withRunId(result);
+		assert.equal(aborted.runId, result.runId);
+		await c.waitFor((e) => e.type === "run_end", "the run_end event");
+		await waitFor(() => runsEnded(c, 1), "the end of the aborted run");
+		const own = assertRunFrames(c.events, result.runId, { status: "aborted" });
+		assert.equal(own.at(-2).type, "aborted", "aborted comes just before run_end");
 		assert.equal(c.of("error").length, 0);
 		assert.ok(c.of("token").length < 1000);
 		const [session] = sessions.get("abort");
@@ -194,14 +197,17 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 	it("reports a model error as ok:false with the model's message and an error event", async (t) => {
 		const { rt, ledger } = await gateway(t);
 		const c = await collect(rt, "err");
-		assert.deepEqual(await ledger.send({ sessionKey: "err", text: "/error" }), {
+		const failed = await ledger.send({ sessionKey: "err", text: "/error" });
+		assert.deepEqual(withRunId(failed), {
 			ok: false,
 			response: "",
 			error: FAUX_ERROR_MESSAGE,
 			sessionKey: "err",
 		});
 		await c.waitFor((e) => e.type === "error", "the error event");
-		assert.deepEqual(c.of("error"), [{ type: "error", sessionKey: "err", error: FAUX_ERROR_MESSAGE }]);
+		assert.deepEqual(c.of("error"), [{ type: "error", sessionKey: "err", error: FAUX_ERROR_MESSAGE, runId: failed.runId }]);
+		await waitFor(() => runsEnded(c, 1), "the end of the failed run");
+		assertRunFrames(c.events, failed.runId, { status: "failed" });
 		assert.equal(c.of("aborted").length, 0);
 		assert.equal((await ledger.send({ sessionKey: "err", text: "/echo fine" })).response, "You said: fine");
 		c.unsubscribe();
@@ -295,7 +301,7 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 
 		await within(rt.resetSession("main"), SOON_MS, "resetSession(main)");
 		for (const result of await within(Promise.all(queued), SOON_MS, "the queued messages' results")) {
-			assert.deepEqual(result, { ok: false, response: "", error: "Session reset", sessionKey: "main" });
+			assert.deepEqual(withRunId(result), { ok: false, response: "", error: "Session reset", sessionKey: "main" });
 		}
 		assert.equal((await within(running, SOON_MS, "the running message's result")).ok, false);
 		assert.equal(primary.isStreaming, false, "the run was not aborted");
@@ -322,7 +328,7 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 		await waitFor(() => rt.getSession("nr").queueDepth === 1, "a queued message");
 
 		await within(rt.resetSession("nr"), SOON_MS, "resetSession(nr)");
-		assert.deepEqual(await within(queued, SOON_MS, "the queued message's result"), {
+		assert.deepEqual(withRunId(await within(queued, SOON_MS, "the queued message's result")), {
 			ok: false,
 			response: "",
 			error: "Session reset",

@@ -18,8 +18,10 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
 import { GatewayRuntime } from "../index.js";
-import { build, curl, msg, recordingSession, runCleanup, send, show, startSafe } from "./helpers/safe-util.mjs";
-import { rawExchange } from "./helpers/rel-util.mjs";
+import { rawExchange } from "./support/rel-util.mjs";
+import { build, curl, msg, runCleanup, send, show, startSafe } from "./support/safe-util.mjs";
+import { recordingSession } from "./support/sessions.mjs";
+import { bodyWithRunId, withRunId } from "./support/runs.mjs";
 
 const SECRET = "guard-hook-secret";
 const TOKEN = "guard-token";
@@ -114,7 +116,7 @@ describe("Host on a loopback bind (DNS rebinding)", () => {
 			assert.equal(s.status, 200, `GET /sessions host=${host}: ${show(s)}`);
 			const m = await send(gw.port, "POST", "/sessions/main/messages", { host, body: msg(`via ${host}`) });
 			assert.equal(m.status, 200, `POST messages host=${host}: ${show(m)}`);
-			assert.deepEqual(m.json, { ok: true, response: `echo:via ${host}`, sessionKey: "main" });
+			assert.deepEqual(bodyWithRunId(m), { ok: true, response: `echo:via ${host}`, sessionKey: "main" });
 			const w = await send(gw.port, "POST", "/webhook/hosts", { host, headers: { "x-pi-webhook-secret": SECRET }, body: msg(`hook ${host}`) });
 			assert.equal(w.status, 200, `POST webhook host=${host}: ${show(w)}`);
 			assert.equal(w.json.response, `echo:hook ${host}`);
@@ -232,7 +234,7 @@ describe("Origin", () => {
 			const origin = `http://${h}`;
 			const r = await send(gw.port, "POST", "/sessions/main/messages", { host: h, headers: { Origin: origin }, body: msg(`own ${h}`) });
 			assert.equal(r.status, 200, `Origin ${origin}: ${show(r)}`);
-			assert.deepEqual(r.json, { ok: true, response: `echo:own ${h}`, sessionKey: "main" });
+			assert.deepEqual(bodyWithRunId(r), { ok: true, response: `echo:own ${h}`, sessionKey: "main" });
 			const s = await send(gw.port, "GET", "/sessions", { host: h, headers: { Origin: origin } });
 			assert.equal(s.status, 200, show(s));
 		}
@@ -241,7 +243,7 @@ describe("Origin", () => {
 	test("an Origin listed in cors.origins is allowed, with its CORS headers; its preflight too", async () => {
 		const r = await send(gw.port, "POST", "/sessions/main/messages", { host: host(), headers: { Origin: APP }, body: msg("from app") });
 		assert.equal(r.status, 200, show(r));
-		assert.deepEqual(r.json, { ok: true, response: "echo:from app", sessionKey: "main" });
+		assert.deepEqual(bodyWithRunId(r), { ok: true, response: "echo:from app", sessionKey: "main" });
 		assert.equal(r.headers["access-control-allow-origin"], APP);
 		const pre = await send(gw.port, "OPTIONS", "/sessions/main/messages", {
 			host: host(),
@@ -348,7 +350,7 @@ describe("Content-Type on POST", () => {
 			const text = `json ${++n}`;
 			const r = await send(gw.port, "POST", "/sessions/main/messages", { host: host(), contentType: type, body: JSON.stringify({ text }) });
 			assert.equal(r.status, 200, `content-type ${type}: ${show(r)}`);
-			assert.deepEqual(r.json, { ok: true, response: `echo:${text}`, sessionKey: "main" });
+			assert.deepEqual(bodyWithRunId(r), { ok: true, response: `echo:${text}`, sessionKey: "main" });
 		}
 		// A urlencoded body that is not JSON is a JSON error, not a form.
 		const bad = await send(gw.port, "POST", "/sessions/main/messages", { host: host(), contentType: "application/x-www-form-urlencoded", body: "text=hi" });
@@ -358,10 +360,10 @@ describe("Content-Type on POST", () => {
 	test("real curl: -d alone and with content-type: application/json still work", async () => {
 		const plain = await curl(["-d", '{"text":"hi"}', `${gw.base}/sessions/main/messages`]);
 		assert.equal(plain.status, 200, plain.text);
-		assert.deepEqual(plain.json, { ok: true, response: "echo:hi", sessionKey: "main" });
+		assert.deepEqual(withRunId(plain.json), { ok: true, response: "echo:hi", sessionKey: "main" });
 		const typed = await curl(["-H", "content-type:application/json", "-d", '{"text":"typed"}', `${gw.base}/sessions/curly/messages`]);
 		assert.equal(typed.status, 200, typed.text);
-		assert.deepEqual(typed.json, { ok: true, response: "echo:typed", sessionKey: "curly" });
+		assert.deepEqual(withRunId(typed.json), { ok: true, response: "echo:typed", sessionKey: "curly" });
 		const hook = await curl(["-H", `x-pi-webhook-secret: ${SECRET}`, "-d", '{"text":"hooked"}', `${gw.base}/webhook`]);
 		assert.equal(hook.status, 200, hook.text);
 		assert.equal(hook.json.response, "echo:hooked");
@@ -382,7 +384,9 @@ describe("Content-Type on POST", () => {
 			body: JSON.stringify({ text: "fetch" }),
 		});
 		assert.equal(typed.status, 200);
-		assert.deepEqual(await typed.json(), { ok: true, response: "echo:fetch", sessionKey: "main" });
+		const typedBody = await typed.json();
+		assert.equal(typed.headers.get("x-run-id"), typedBody.runId);
+		assert.deepEqual(withRunId(typedBody), { ok: true, response: "echo:fetch", sessionKey: "main" });
 	});
 });
 

@@ -14,7 +14,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
-import { build, connectRaw, msg, runCleanup, send, show, sleep, startSafe } from "./helpers/safe-util.mjs";
+import { build, connectRaw, msg, runCleanup, send, show, startSafe } from "./support/safe-util.mjs";
+import { sleep } from "./support/wait.mjs";
+import { bodyWithRunId, withRunId } from "./support/runs.mjs";
 
 const SECRET = "slow-hook-secret";
 const LIMIT_MS = 1000;
@@ -165,7 +167,9 @@ describe("a body that does not arrive is 408 after limits.bodyTimeoutMs", () => 
 		}
 		const [res] = await c.waitResponses(1, 5000);
 		assert.equal(res.status, 200, res.body.toString());
-		assert.deepEqual(JSON.parse(res.body.toString()), { ok: true, response: "echo:slow but in time", sessionKey: "main" });
+		const answer = JSON.parse(res.body.toString());
+		assert.equal(res.headers["x-run-id"], answer.runId);
+		assert.deepEqual(withRunId(answer), { ok: true, response: "echo:slow but in time", sessionKey: "main" });
 	});
 });
 
@@ -280,7 +284,7 @@ describe("the connection cap keeps /health answering", () => {
 		// Everything works again, keep-alive included.
 		const m = await sendOnceFree(flood.port, "POST", "/sessions/main/messages", { body: msg("after the flood") });
 		assert.equal(m.status, 200, show(m));
-		assert.deepEqual(m.json, { ok: true, response: "echo:after the flood", sessionKey: "main" });
+		assert.deepEqual(bodyWithRunId(m), { ok: true, response: "echo:after the flood", sessionKey: "main" });
 		const c = await open(flood.port);
 		const get = build("GET", "/health", { host: `127.0.0.1:${flood.port}` });
 		await c.write(get);

@@ -7,19 +7,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { createScriptedFactory, createScriptedSession } from "../bench/scripted-session.mjs";
-import {
-	MiB,
-	api,
-	baseConfig,
-	deadline,
-	getGc,
-	openSse,
-	rss,
-	settleMemory,
-	startGateway,
-	waitFor,
-} from "./helpers/rel-util.mjs";
+import { baseConfig, startGateway } from "./support/gateway.mjs";
+import { api, getGc, MiB, rss, settleMemory } from "./support/rel-util.mjs";
+import { createScriptedFactory, createScriptedSession } from "./support/sessions.mjs";
+import { rawSse } from "./support/sse.mjs";
+import { waitFor, within } from "./support/wait.mjs";
+import { bodyWithRunId } from "./support/runs.mjs";
 
 const SESSIONS = 10_000;
 const SSE_CYCLES = 1_000;
@@ -37,7 +30,8 @@ async function pool(count, width, job) {
 test("10,000 sessions and 1,000 SSE connections come and go without leaving anything behind", async (t) => {
 	const gc = await getGc();
 	const factory = createScriptedFactory({ kind: "instant" });
-	const { rt, port, base } = await startGateway(t, {
+	const { rt, port, base } = await startGateway({
+		t,
 		// Idle after 30 ms, swept every 50 ms: sessions are evicted almost as fast as they come.
 		config: baseConfig({ session: { idleMinutes: 0.0005, sweepIntervalMs: 50, maxQueuePerSession: 4 } }),
 		primarySession: createScriptedSession("main"),
@@ -58,30 +52,32 @@ test("10,000 sessions and 1,000 SSE connections come and go without leaving anyt
 	async function sseCycles(prefix, count) {
 		let hellos = 0;
 		await pool(count, 20, async (i) => {
-			const sse = await deadline(openSse(port, `${prefix}-${i % 50}`), 10000, `SSE cycle ${i}`);
-			if (sse.frames[0]?.type === "hello") hellos++;
-			sse.socket.destroy();
+			const sse = await within(rawSse(port, `/sessions/${prefix}-${i % 50}/events`), 10000, `SSE cycle ${i}`);
+			// SPEC §10: `retry: 2000` first, then hello.
+			const [retry, hello] = sse.frames();
+			if (retry?.retry === 2000 && hello?.data?.type === "hello") hellos++;
+			sse.destroy();
 		});
-		assert.equal(hellos, count, "every connection got its hello");
+		assert.equal(hellos, count, "every connection got its retry line and its hello");
 	}
 
 	// Warm-up: the allocator's arenas, V8's heap, the JIT and tokio's buffers reach their working
 	// size here, so the baseline below is the steady state rather than a cold process.
 	await sessions("warm", 1000);
 	await sseCycles("warm-sse", 100);
-	await waitFor(onlyPrimaryLeft, 15000, "the warm-up sessions to be evicted");
+	await waitFor(onlyPrimaryLeft, "the warm-up sessions to be evicted", 15000);
 	await settleMemory(gc);
 	const baseline = rss();
 
 	// 10,000 sessions.
 	await sessions("soak", SESSIONS / 2);
-	await waitFor(onlyPrimaryLeft, 15000, "the first 5,000 sessions to be evicted");
+	await waitFor(onlyPrimaryLeft, "the first 5,000 sessions to be evicted", 15000);
 	await settleMemory(gc);
 	const half = rss();
 	await sessions("soak2", SESSIONS / 2);
-	await waitFor(onlyPrimaryLeft, 15000, "the next 5,000 sessions to be evicted");
+	await waitFor(onlyPrimaryLeft, "the next 5,000 sessions to be evicted", 15000);
 	// Eviction leaves the registry first and disposes through JS right after.
-	await waitFor(() => factory.live.size === 0, 15000, "every session created to be disposed");
+	await waitFor(() => factory.live.size === 0, "every session created to be disposed", 15000);
 	await settleMemory(gc);
 	const afterSessions = rss();
 
@@ -89,7 +85,7 @@ test("10,000 sessions and 1,000 SSE connections come and go without leaving anyt
 	await sseCycles("soak-sse", SSE_CYCLES);
 	// A subscriber holds its session against eviction: all of them going away proves every
 	// disconnected client was let go of.
-	await waitFor(onlyPrimaryLeft, 15000, "the SSE sessions to be evicted after their clients left");
+	await waitFor(onlyPrimaryLeft, "the SSE sessions to be evicted after their clients left", 15000);
 	await settleMemory(gc);
 	const final = rss();
 
@@ -112,5 +108,5 @@ test("10,000 sessions and 1,000 SSE connections come and go without leaving anyt
 	// Still serving.
 	assert.deepEqual((await api(base, "GET", "/health")).body, { ok: true, ready: true });
 	const r = await api(base, "POST", "/sessions/after-soak/messages", { body: { text: "/instant" } });
-	assert.deepEqual(r.body, { ok: true, response: "ok", sessionKey: "after-soak" });
+	assert.deepEqual(bodyWithRunId(r), { ok: true, response: "ok", sessionKey: "after-soak" });
 });

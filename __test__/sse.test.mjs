@@ -9,17 +9,12 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { EventSource } from "eventsource";
-import { createScriptedFactory } from "../bench/scripted-session.mjs";
-import { BigStreamSession } from "./helpers/http-big-session.mjs";
-import { JSON_TYPE, openSse, parseSse, rawConnect, request, startGateway, waitUntil } from "./helpers/http-harness.mjs";
-
-/** Opens the events route on a raw socket and resolves once the hello frame has arrived. */
-async function rawSubscribe(port, key) {
-	const conn = await rawConnect(port);
-	await conn.write(`GET /sessions/${encodeURIComponent(key)}/events HTTP/1.1\r\nHost: localhost\r\n\r\n`);
-	await conn.waitForData((d) => d.includes('"type":"hello"'), 10000);
-	return conn;
-}
+import { BigStreamSession, createScriptedFactory } from "./support/sessions.mjs";
+import { startGateway } from "./support/gateway.mjs";
+import { JSON_TYPE, rawConnect, request } from "./support/http.mjs";
+import { openSse, parseSse, rawSse } from "./support/sse.mjs";
+import { waitUntil } from "./support/wait.mjs";
+import { assertNoRunIdOn, assertRunFrames, bodyWithRunId } from "./support/runs.mjs";
 
 /** Collects every message of an EventSource as {id, data}. */
 function collect(es) {
@@ -29,7 +24,7 @@ function collect(es) {
 }
 
 describe("the event stream", { timeout: 50000 }, () => {
-	test("a stream has the SSE headers, starts with hello, and every frame carries a strictly increasing id", async (t) => {
+	test("a stream has the SSE headers, starts with retry and hello, and every frame carries a strictly increasing id", async (t) => {
 		const gw = await startGateway();
 		t.after(() => gw.stop());
 		const sse = await openSse(gw.port, "/sessions/ids/events");
@@ -39,7 +34,7 @@ describe("the event stream", { timeout: 50000 }, () => {
 		assert.equal(sse.headers["cache-control"], "no-cache, no-transform");
 		// The connection header as an ordinary keep-alive HTTP/1.1 client sees it (node:http
 		// without an agent asks for Connection: close, which hyper then adds to the header).
-		const raw = await rawSubscribe(gw.port, "ids");
+		const raw = await rawSse(gw.port, "/sessions/ids/events");
 		t.after(() => raw.destroy());
 		const head = raw.data.slice(0, raw.data.indexOf("\r\n\r\n")).toLowerCase();
 		assert.match(head, /^http\/1\.1 200/);
@@ -50,11 +45,20 @@ describe("the event stream", { timeout: 50000 }, () => {
 		assert.equal(hello.data.type, "hello");
 		assert.deepEqual(Object.keys(hello.data).sort(), ["sessionKey", "snapshot", "type"]);
 		assert.equal(hello.data.snapshot.sessionKey, "ids");
+		// SPEC §10: the stream starts with `retry: 2000`, then hello, whose id is the last id
+		// already in the session's log (no id of its own).
+		assert.ok(sse.raw.startsWith("retry: 2000\n\n"), JSON.stringify(sse.raw.slice(0, 80)));
+		assert.equal(sse.frames[0].retry, 2000);
+		assert.equal(sse.frames[1], hello);
 
+		const runIds = [];
 		for (const text of ["/stream 50", "/thinking", "/tool", "/error nope"]) {
 			const res = await request(gw.port, "POST", "/sessions/ids/messages", { body: { text } });
 			assert.ok(res.status === 200 || text.startsWith("/error"), `${text}: ${res.status}`);
+			bodyWithRunId(res, text);
+			runIds.push(res.json.runId);
 		}
+		assert.equal(new Set(runIds).size, 4, "one run id per message");
 		// The last run (the model error) ends with an error event, then a session_state.
 		const error = await sse.waitFor((f) => f.data?.type === "error", 15000);
 		await sse.waitFor((f) => f.id > error.id && f.data?.type === "session_state" && !f.data.snapshot.processing, 15000);
@@ -68,13 +72,30 @@ describe("the event stream", { timeout: 50000 }, () => {
 			assert.ok(data[i].id > data[i - 1].id, `id ${data[i].id} after ${data[i - 1].id}`);
 		}
 		for (const f of data) assert.equal(f.data.sessionKey, "ids");
+		// hello's id is the last one already logged: the next frame (whatever it is) is newer.
+		assert.ok(data[1].id > hello.id);
+		// A second subscriber's hello now takes the id of the last frame logged.
+		const late = await openSse(gw.port, "/sessions/ids/events");
+		t.after(() => late.close());
+		const lateHello = await late.waitFor((f) => f.data?.type === "hello");
+		assert.ok(late.raw.startsWith("retry: 2000\n\n"));
+		assert.equal(lateHello.id, data.at(-1).id, "hello's id is the last id in the log");
+
+		// Each run: run_start, session_state (processing), its events with its runId, error if
+		// so, run_end, session_state (idle).
+		const events = data.map((f) => f.data);
+		assertNoRunIdOn(events);
+		runIds.forEach((runId, i) => assertRunFrames(events, runId, { status: i === 3 ? "failed" : "succeeded" }));
+		const runEnd = events.find((e) => e.type === "run_end" && e.runId === runIds[3]);
+		assert.deepEqual(runEnd, { type: "run_end", sessionKey: "ids", runId: runIds[3], status: "failed", error: "nope" });
+		assert.equal(error.data.runId, runIds[3]);
 
 		const types = data.map((f) => f.data.type);
 		const tokens = data.filter((f) => f.data.type === "token");
 		assert.ok(tokens.length >= 50 + 1 + 1, "tokens of /stream, /thinking and /tool");
 		const streamTokens = tokens.slice(0, 50).map((f) => f.data.delta);
 		assert.ok(streamTokens.every((d, i) => d.startsWith(`t${i}@`)), "the 50 stream tokens in order");
-		for (const type of ["session_state", "turn_start", "turn_end", "message_start", "message_complete", "thinking", "tool_start", "tool_update", "tool_complete", "error"]) {
+		for (const type of ["run_start", "run_end", "session_state", "turn_start", "turn_end", "message_start", "message_complete", "thinking", "tool_start", "tool_update", "tool_complete", "error"]) {
 			assert.ok(types.includes(type), `no ${type} event in ${types.join(",")}`);
 		}
 		assert.equal(error.data.error, "nope");
@@ -133,7 +154,7 @@ describe("the event stream", { timeout: 50000 }, () => {
 		const normal = await openSse(gw.port, "/sessions/big/events");
 		t.after(() => normal.close());
 		await normal.waitFor((f) => f.data?.type === "hello");
-		const slow = await rawSubscribe(gw.port, "big");
+		const slow = await rawSse(gw.port, "/sessions/big/events");
 		t.after(() => slow.destroy());
 		// From now on the slow reader reads nothing: the kernel buffers fill, then the gateway's.
 		slow.socket.pause();
@@ -141,7 +162,7 @@ describe("the event stream", { timeout: 50000 }, () => {
 
 		const res = await request(gw.port, "POST", "/sessions/big/messages", { body: { text: "go" }, timeoutMs: 40000 });
 		assert.equal(res.status, 200, res.text);
-		assert.deepEqual(res.json, { ok: true, response: "done", sessionKey: "big" });
+		assert.deepEqual(bodyWithRunId(res), { ok: true, response: "done", sessionKey: "big" });
 		await normal.waitFor((f) => f.data?.type === "message_complete", 20000);
 		const tokens = normal.events().filter((f) => f.data.type === "token");
 		assert.equal(tokens.length, COUNT, "the normal reader missed tokens");
@@ -180,7 +201,7 @@ describe("the event stream", { timeout: 50000 }, () => {
 		for (let done = 0; done < CYCLES; done += PARALLEL) {
 			await Promise.all(
 				Array.from({ length: PARALLEL }, async () => {
-					const conn = await rawSubscribe(gw.port, key);
+					const conn = await rawSse(gw.port, `/sessions/${key}/events`);
 					conn.destroy();
 					await conn.closed;
 				}),
@@ -305,7 +326,7 @@ describe("the event stream", { timeout: 50000 }, () => {
 			const esMessages = collect(es);
 			streams.push(await openSse(gw.port, "/sessions/main/events"));
 			streams.push(await openSse(gw.port, "/sessions/other/events"));
-			const raw = await rawSubscribe(gw.port, "third");
+			const raw = await rawSse(gw.port, "/sessions/third/events");
 			for (const s of streams) await s.waitFor((f) => f.data?.type === "hello");
 			await waitUntil(() => esMessages.length > 0, { message: "the EventSource hello" });
 			// A run that waits 60 s before its second token, and one message queued behind it.
@@ -332,6 +353,8 @@ describe("the event stream", { timeout: 50000 }, () => {
 				assert.equal(r.json.ok, false, r.text);
 				assert.equal(r.json.sessionKey, "other");
 				assert.equal(typeof r.json.error, "string");
+				// Both were accepted (one running, one queued): each is a run.
+				bodyWithRunId(r);
 			}
 			assert.ok(results.some((r) => r.json.error === "Gateway stopped"), JSON.stringify(results.map((r) => r.json)));
 			// The port is closed.

@@ -8,16 +8,21 @@
 //        [--scenario instant | stream:N[:intervalMs[:batch]] | thinking | tool | error]
 //        [--no-new-session] [--fail-create REGEX] [--exit-on-stdin-close]
 //        [--max-connections N] [--buffer-events N] [--max-body-bytes N]
+//        [--replay-events N] [--replay-bytes N] [--big-sessions]
 //
-// The last three have no seed counterpart (the seed has no such limits); unset, pi-gateway's
-// defaults apply (limits.maxConnections 1024, sse.bufferEvents 4096, limits.maxBodyBytes 1 MiB).
+// The flags from --max-connections on have no seed counterpart (the seed has no such limits);
+// unset, pi-gateway's defaults apply (limits.maxConnections 1024, sse.bufferEvents 4096,
+// limits.maxBodyBytes 1 MiB, events.replayEvents 4096, events.replayBytes 4 MiB).
+// --big-sessions: a session key `big-<count>-<size>[-<tag>]` gets a session (BigStreamSession of
+// __test__/support) whose every prompt streams <count> tokens of <size> bytes each, about one a
+// millisecond — to fill the event log to its byte bound (bench/run.mjs, "log-rss").
 //
 // Prints one line to stdout once listening: {"ready":true,"port":<port>,"pid":<pid>}.
 // SIGTERM/SIGINT: runtime.stop() with a 2 s deadline, then exit 0.
 
 import { parseArgs } from "node:util";
 import { GatewayRuntime, setActiveGatewayRuntime } from "../index.js";
-import { createScriptedFactory, createScriptedSession, parseScenario } from "./scripted-session.mjs";
+import { BigStreamSession, createScriptedFactory, createScriptedSession, parseScenario } from "../__test__/support/sessions.mjs";
 
 function parseCli(argv) {
 	const { values } = parseArgs({
@@ -38,6 +43,9 @@ function parseCli(argv) {
 			"max-connections": { type: "string" },
 			"buffer-events": { type: "string" },
 			"max-body-bytes": { type: "string" },
+			"replay-events": { type: "string" },
+			"replay-bytes": { type: "string" },
+			"big-sessions": { type: "boolean", default: false },
 		},
 	});
 	return values;
@@ -62,15 +70,30 @@ async function main() {
 		},
 		...(Object.keys(limits).length ? { limits } : {}),
 		...(args["buffer-events"] ? { sse: { bufferEvents: Number(args["buffer-events"]) } } : {}),
+		...(args["replay-events"] || args["replay-bytes"]
+			? {
+					events: {
+						...(args["replay-events"] ? { replayEvents: Number(args["replay-events"]) } : {}),
+						...(args["replay-bytes"] ? { replayBytes: Number(args["replay-bytes"]) } : {}),
+					},
+				}
+			: {}),
 	};
+	const scripted = createScriptedFactory(scenario, {
+		...sessionOptions,
+		...(args["fail-create"] ? { failKey: new RegExp(args["fail-create"]) } : {}),
+	});
+	const createSession = args["big-sessions"]
+		? async (key) => {
+				const m = /^big-(\d+)-(\d+)(?:-[\w.-]*)?$/.exec(key);
+				return m ? new BigStreamSession({ count: Number(m[1]), size: Number(m[2]), intervalMs: 0 }) : scripted(key);
+			}
+		: scripted;
 	const runtime = new GatewayRuntime({
 		config,
 		primarySessionKey: "main",
 		primarySession: createScriptedSession("main", scenario, sessionOptions),
-		createSession: createScriptedFactory(scenario, {
-			...sessionOptions,
-			...(args["fail-create"] ? { failKey: new RegExp(args["fail-create"]) } : {}),
-		}),
+		createSession,
 		log: (message) => process.stderr.write(`[gateway] ${message}\n`),
 	});
 	setActiveGatewayRuntime(runtime);

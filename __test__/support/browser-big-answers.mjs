@@ -4,7 +4,8 @@
 // streams 4-character chunks, which would take a browser minutes to render at this size.)
 
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
-import { lastUserText, registerFauxScript, startChatGateway } from "./chat-fixture.mjs";
+import { lastUserText, registerFauxScript } from "./chat-fixture.mjs";
+import { startChatGateway } from "./gateway.mjs";
 
 /**
  * The answer to `question`: a head naming the question, `size` characters of filler, and a tail

@@ -5,7 +5,7 @@
 import { rm } from "node:fs/promises";
 import { request as httpRequest, createServer } from "node:http";
 import { childEnv, EXIT_DEADLINE_MS, listening, makeSandbox, spawnCli, START_DEADLINE_MS } from "./cli-child.mjs";
-import { within } from "./engine-util.mjs";
+import { within } from "./wait.mjs";
 
 /**
  * Starts `node bin/pi-gateway.js --port 0 ...args` and waits for its ready line and banner.

@@ -1,11 +1,13 @@
-// Shared by the chat-stream tests: a pi-gateway in front of real pi AgentSessions on the faux
-// model, with a handle on every session it creates, and helpers to read a UI message stream
-// and to describe what the faux model really produced.
+// Shared by the chat-stream tests: faux model scripts for real pi AgentSessions (the gateway in
+// front of them is gateway.mjs's startChatGateway), and helpers to read a UI message stream and
+// to describe what the faux model really produced; the in-memory state of an AbstractChat.
 
 import { rm } from "node:fs/promises";
 import { fauxAssistantMessage, fauxText, fauxThinking, fauxToolCall, registerFauxProvider } from "@mariozechner/pi-ai";
-import { GatewayRuntime } from "../../index.js";
-import { createFauxPiAgent, FAUX_MODEL_ID, FAUX_PROVIDER, HELLO_FILE } from "../../lib/faux-agent.js";
+import { FAUX_MODEL_ID, FAUX_PROVIDER, HELLO_FILE } from "../../lib/faux-agent.js";
+
+/** The faux-model gateway starter lives in gateway.mjs; re-exported here for the tests that import it from this file. */
+export { startChatGateway } from "./gateway.mjs";
 
 /** The user text that selects {@link registerMultiStepModel}'s script. */
 export const MULTI_STEP_COMMAND = "/multistep";
@@ -37,7 +39,7 @@ export function registerFauxScript({ name, tokens = 1, answer }) {
  * reasoning and text again. Sessions use it when their last user message starts with
  * {@link MULTI_STEP_COMMAND} (see `startChatGateway({ multiStep: true })`).
  */
-function registerMultiStepModel() {
+export function registerMultiStepModel() {
 	return registerFauxScript({
 		name: "Faux multi-step script",
 		answer: (context) => {
@@ -61,79 +63,6 @@ export function lastUserText(context) {
 	const user = (context.messages ?? []).findLast((m) => m.role === "user");
 	if (!user) return "";
 	return typeof user.content === "string" ? user.content : user.content.map((c) => c.text ?? "").join("");
-}
-
-/**
- * Starts a faux pi agent and a gateway in front of it on 127.0.0.1:0.
- * @param {{ config?: object, faux?: object, primarySessionKey?: string, multiStep?: boolean, script?: () => { registration: any, when?: (context: any) => boolean } }} [options]
- *   `config` is merged over a minimal valid GatewayConfig (e.g. `{ bearerToken, cors }`).
- *   `multiStep`: sessions created through `createSession` also understand {@link MULTI_STEP_COMMAND}.
- *   `script`: called once the faux agent exists; sessions created through `createSession` use
- *   its registration's model for every call (or only where `when(context)` holds). It is
- *   unregistered on close.
- */
-export async function startChatGateway(options = {}) {
-	const agent = await createFauxPiAgent(options.faux ?? {});
-	const script = options.multiStep
-		? {
-				registration: registerMultiStepModel(),
-				when: (context) => lastUserText(context).startsWith(MULTI_STEP_COMMAND),
-			}
-		: options.script?.();
-	/** @type {Map<string, import("@mariozechner/pi-coding-agent").AgentSession>} */
-	const sessions = new Map();
-	const primarySessionKey = options.primarySessionKey ?? "main";
-	sessions.set(primarySessionKey, agent.primarySession);
-	let runtime;
-	try {
-		runtime = new GatewayRuntime({
-			config: {
-				bind: "127.0.0.1",
-				port: 0,
-				session: { idleMinutes: 10, maxQueuePerSession: 16 },
-				webhook: { enabled: false, basePath: "/webhook" },
-				...options.config,
-			},
-			primarySessionKey,
-			primarySession: agent.primarySession,
-			createSession: async (key) => {
-				const session = await agent.createSession(key);
-				if (script) {
-					const scripted = script.registration.getModel();
-					const streamFn = session.agent.streamFn;
-					session.agent.streamFn = (model, context, streamOptions) =>
-						streamFn(!script.when || script.when(context) ? scripted : model, context, streamOptions);
-				}
-				sessions.set(key, session);
-				return session;
-			},
-			log: () => {},
-		});
-		await runtime.start();
-	} catch (error) {
-		await agent.close();
-		script?.registration.unregister();
-		throw error;
-	}
-	const port = runtime.getAddress().port;
-	let closed = false;
-	return {
-		runtime,
-		agent,
-		port,
-		base: `http://127.0.0.1:${port}`,
-		sessions,
-		async close() {
-			if (closed) return;
-			closed = true;
-			try {
-				await runtime.stop();
-			} finally {
-				await agent.close();
-				script?.registration.unregister();
-			}
-		},
-	};
 }
 
 /** Removes a directory tree, ignoring errors (cleanup in `finally`/`after`). */
@@ -213,4 +142,27 @@ export function uiParts(message) {
 		}
 		return { kind: part.type, part };
 	});
+}
+
+/**
+ * The plain in-memory ChatState an `AbstractChat` (what useChat wraps) needs in node, in any `ai`
+ * version we test: `new ChatState(messages)`.
+ */
+export class ChatState {
+	status = "ready";
+	error = undefined;
+	messages;
+	constructor(messages = []) {
+		this.messages = messages;
+	}
+	pushMessage = (message) => {
+		this.messages = this.messages.concat(message);
+	};
+	popMessage = () => {
+		this.messages = this.messages.slice(0, -1);
+	};
+	replaceMessage = (index, message) => {
+		this.messages = [...this.messages.slice(0, index), message, ...this.messages.slice(index + 1)];
+	};
+	snapshot = (value) => structuredClone(value);
 }

@@ -11,7 +11,7 @@ import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { within } from "./engine-util.mjs";
+import { within } from "./wait.mjs";
 
 export const BIN = fileURLToPath(new URL("../../bin/pi-gateway.js", import.meta.url));
 export const READY_LINE = /^pi-gateway listening on http:\/\/([^\s]+):(\d+)$/m;
@@ -77,6 +77,21 @@ export function listening(proc, { banner = true } = {}) {
 		proc.child.stdout.on("data", check);
 		proc.exited.then(({ code, signal }) => reject(new Error(`pi-gateway exited (${code ?? signal}):\n${proc.out.stderr}`)));
 	});
+}
+
+/**
+ * {@link spawnCli}, then waits (bounded) for its ready line and whole banner. Resolves with the
+ * child (`child`, `out`, `exited`) and `{ host, port, base }`; on failure the error carries the
+ * child's output.
+ */
+export async function startCliGateway(t, args, env, bin = BIN) {
+	const proc = spawnCli(t, args, env, bin);
+	try {
+		const { host, port } = await within(listening(proc), START_DEADLINE_MS, "pi-gateway to print its banner");
+		return { ...proc, host, port, base: `http://127.0.0.1:${port}` };
+	} catch (error) {
+		throw new Error(`${error.message}\nstdout:\n${proc.out.stdout}\nstderr:\n${proc.out.stderr}`);
+	}
 }
 
 /** Sends a signal and waits (bounded) for the exit. */

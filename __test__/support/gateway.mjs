@@ -2,8 +2,11 @@
 // - `startGateway(...)`: a GatewayRuntime in this process, by default in front of the scripted
 //   AgentSession double (sessions.mjs); any primary session and createSession may be given;
 // - `startChatGateway(...)`: the same in front of real pi AgentSessions on the faux model;
+// - `suiteGateway(...)`, `suiteChatGateway(...)`: one of them shared by the tests of a describe
+//   block;
 // - `baseConfig(overrides)`: the minimal valid GatewayConfig they start from.
 
+import { after, before } from "node:test";
 import { GatewayRuntime } from "../../index.js";
 import { createScriptedFactory, createScriptedSession } from "./sessions.mjs";
 import { SOON_MS, within } from "./wait.mjs";
@@ -86,6 +89,38 @@ export async function startGateway({
 		prompts: () => created.reduce((n, s) => n + (s.stats?.prompts ?? 0), 0),
 		stop,
 	};
+}
+
+/**
+ * For a describe block: one {@link startGateway} (with `options`) shared by its tests, started
+ * before them and stopped (bounded) after them. Returns the gateway object at once; its fields
+ * (`port`, `rt`, `prompts()`, …) are there once it has started.
+ */
+export function suiteGateway(options = {}) {
+	const gw = {};
+	before(async () => {
+		Object.assign(gw, await startGateway(options));
+	});
+	after(async () => {
+		if (gw.stop) await within(gw.stop(), SOON_MS, "stop");
+	});
+	return gw;
+}
+
+/**
+ * For a describe block: one {@link startChatGateway} (with `options`) shared by its tests, started
+ * before them and closed after them. Returns the gateway object at once; its fields (`port`,
+ * `base`, `runtime`, …) are there once it has started.
+ */
+export function suiteChatGateway(options = {}) {
+	const gw = {};
+	before(async () => {
+		Object.assign(gw, await startChatGateway(options));
+	});
+	after(async () => {
+		await gw.close?.();
+	});
+	return gw;
 }
 
 /**

@@ -1,68 +1,11 @@
-// Shared helpers for the HTTP tests (http-routes, http-clients, sse, conformance):
-// a gateway on 127.0.0.1:0 driven by the scripted AgentSession double, plain HTTP requests
-// on fresh connections, raw-socket exchanges, and an SSE reader that keeps frame ids.
+// Plain HTTP for the tests: one request on a fresh connection (node:http), raw-socket
+// exchanges, and a small HTTP/1.1 response parser. The gateway starters are in gateway.mjs,
+// the event-stream reader in sse.mjs.
 
 import http from "node:http";
 import net from "node:net";
-import { setTimeout as delay } from "node:timers/promises";
-import { createScriptedFactory, createScriptedSession } from "../../bench/scripted-session.mjs";
-import { GatewayRuntime } from "../../index.js";
 
 export const JSON_TYPE = "application/json; charset=utf-8";
-
-/**
- * Starts a pi-gateway on 127.0.0.1, port 0, with scripted sessions.
- * `config` is merged over a default config (its `session` and `webhook` objects field by field).
- * Returns the runtime, its port, every session ever created (for prompt counts) and the log lines.
- */
-export async function startGateway({
-	config = {},
-	scenario = { kind: "instant" },
-	sessionOptions = {},
-	primaryKey = "main",
-	createSession,
-} = {}) {
-	const { session, webhook, ...rest } = config;
-	const fullConfig = {
-		bind: "127.0.0.1",
-		port: 0,
-		...rest,
-		session: { idleMinutes: 30, maxQueuePerSession: 8, ...session },
-		webhook: { enabled: false, basePath: "/webhook", ...webhook },
-	};
-	const primary = createScriptedSession(primaryKey, scenario, sessionOptions);
-	const created = [primary];
-	const scripted = createScriptedFactory(scenario, sessionOptions);
-	const factory =
-		createSession ??
-		(async (key) => {
-			const s = await scripted(key);
-			created.push(s);
-			return s;
-		});
-	const logs = [];
-	const rt = new GatewayRuntime({
-		config: fullConfig,
-		primarySessionKey: primaryKey,
-		primarySession: primary,
-		createSession: factory,
-		log: (message) => logs.push(message),
-	});
-	await rt.start();
-	const port = rt.getAddress().port;
-	return {
-		rt,
-		port,
-		base: `http://127.0.0.1:${port}`,
-		primary,
-		created,
-		live: scripted.live,
-		logs,
-		/** Prompts received by every scripted session this gateway ever created. */
-		prompts: () => created.reduce((n, s) => n + s.stats.prompts, 0),
-		stop: () => rt.stop(),
-	};
-}
 
 /**
  * One HTTP request on its own connection (node:http, no keep-alive pool).
@@ -99,149 +42,9 @@ export function request(port, method, path, { headers = {}, body, timeoutMs = 15
 	});
 }
 
-/** Polls `fn` until it returns a truthy value; throws `message` after `timeoutMs`. */
-export async function waitUntil(fn, { timeoutMs = 10000, intervalMs = 20, message = "condition" } = {}) {
-	const deadline = Date.now() + timeoutMs;
-	for (;;) {
-		const value = await fn();
-		if (value) return value;
-		if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${message}`);
-		await delay(intervalMs);
-	}
-}
-
 /** A snapshot list in key order, for before/after comparisons. */
 export function sortedSessions(list) {
 	return [...list].sort((a, b) => (a.sessionKey < b.sessionKey ? -1 : a.sessionKey > b.sessionKey ? 1 : 0));
-}
-
-/**
- * Parses SSE text into frames and the unparsed rest. A frame is
- * {id?: number, data?: any (parsed JSON, or the raw string when not JSON), comment?: string}.
- */
-export function parseSse(text) {
-	const frames = [];
-	let rest = text;
-	for (;;) {
-		const end = rest.indexOf("\n\n");
-		if (end === -1) break;
-		const block = rest.slice(0, end);
-		rest = rest.slice(end + 2);
-		const frame = {};
-		const data = [];
-		for (const line of block.split("\n")) {
-			if (line === "") continue;
-			if (line.startsWith(":")) frame.comment = line.slice(1).trim();
-			else if (line.startsWith("id:")) frame.id = Number(line.slice(3).trim());
-			else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-			else frame.other = (frame.other ?? []).concat(line);
-		}
-		if (data.length) {
-			const raw = data.join("\n");
-			try {
-				frame.data = JSON.parse(raw);
-			} catch {
-				frame.data = raw;
-			}
-		}
-		if (Object.keys(frame).length) frames.push(frame);
-	}
-	return { frames, rest };
-}
-
-/**
- * Opens GET `path` as an event stream with node:http. Frames accumulate in `frames`;
- * `waitFor(pred)` resolves with the first frame (from the start) that matches; `ended`
- * resolves when the server ends the response (or the connection closes).
- */
-export function openSse(port, path, { headers = {}, timeoutMs = 10000 } = {}) {
-	return new Promise((resolve, reject) => {
-		const req = http.request({ host: "127.0.0.1", port, method: "GET", path, headers, agent: false });
-		const timer = setTimeout(() => {
-			req.destroy();
-			reject(new Error(`no response headers for ${path} within ${timeoutMs} ms`));
-		}, timeoutMs);
-		req.on("error", (e) => {
-			clearTimeout(timer);
-			reject(e);
-		});
-		req.on("response", (res) => {
-			clearTimeout(timer);
-			const frames = [];
-			let buffer = "";
-			let raw = "";
-			const waiters = new Set();
-			let endedResolve;
-			const ended = new Promise((r) => (endedResolve = r));
-			let isEnded = false;
-			const check = () => {
-				for (const w of waiters) {
-					const found = frames.find(w.pred);
-					if (found) {
-						waiters.delete(w);
-						clearTimeout(w.timer);
-						w.resolve(found);
-					} else if (isEnded) {
-						waiters.delete(w);
-						clearTimeout(w.timer);
-						w.reject(new Error(`stream ${path} ended before the awaited frame`));
-					}
-				}
-			};
-			res.setEncoding("utf8");
-			res.on("data", (chunk) => {
-				raw += chunk;
-				buffer += chunk;
-				const parsed = parseSse(buffer);
-				buffer = parsed.rest;
-				frames.push(...parsed.frames);
-				check();
-			});
-			const finish = (how) => {
-				if (isEnded) return;
-				isEnded = true;
-				endedResolve(how);
-				check();
-			};
-			res.on("end", () => finish("end"));
-			res.on("close", () => finish("close"));
-			res.on("error", () => finish("error"));
-			resolve({
-				status: res.statusCode,
-				headers: res.headers,
-				frames,
-				get raw() {
-					return raw;
-				},
-				get isEnded() {
-					return isEnded;
-				},
-				ended,
-				/** Data frames only, in order. */
-				events: () => frames.filter((f) => f.data !== undefined),
-				waitFor(pred, ms = 10000) {
-					return new Promise((res2, rej2) => {
-						const w = {
-							pred,
-							resolve: res2,
-							reject: rej2,
-							timer: setTimeout(() => {
-								waiters.delete(w);
-								rej2(new Error(`no matching frame on ${path} within ${ms} ms`));
-							}, ms),
-						};
-						waiters.add(w);
-						check();
-					});
-				},
-				close() {
-					req.destroy();
-					res.destroy();
-				},
-			});
-		});
-		req.end();
-	});
 }
 
 /**
@@ -338,23 +141,10 @@ export function parseResponses(text) {
 		let pos = headEnd + 4;
 		let body = "";
 		if (headers["transfer-encoding"]?.includes("chunked")) {
-			let complete = false;
-			for (;;) {
-				const lineEnd = rest.indexOf("\r\n", pos);
-				if (lineEnd === -1) break;
-				const size = Number.parseInt(rest.slice(pos, lineEnd), 16);
-				if (Number.isNaN(size)) break;
-				if (size === 0) {
-					if (rest.length < lineEnd + 4) break;
-					pos = lineEnd + 4;
-					complete = true;
-					break;
-				}
-				if (rest.length < lineEnd + 2 + size + 2) break;
-				body += rest.slice(lineEnd + 2, lineEnd + 2 + size);
-				pos = lineEnd + 2 + size + 2;
-			}
-			if (!complete) break;
+			const chunks = dechunk(rest, pos);
+			if (!chunks.complete) break;
+			body = chunks.body;
+			pos = chunks.end;
 		} else {
 			const len = Number(headers["content-length"] ?? 0);
 			if (rest.length < pos + len) break;
@@ -365,4 +155,27 @@ export function parseResponses(text) {
 		rest = rest.slice(pos);
 	}
 	return out;
+}
+
+/**
+ * Reads a chunked body from `pos` of `text`. Returns `{ body, end, complete }`: `body` holds the
+ * data of every chunk received, the last one even if only part of it has arrived; `complete`
+ * says whether the terminating chunk has arrived, and `end` is the index just after it (else
+ * just after the last whole chunk).
+ */
+export function dechunk(text, pos = 0) {
+	let body = "";
+	for (;;) {
+		const lineEnd = text.indexOf("\r\n", pos);
+		if (lineEnd === -1) return { body, end: pos, complete: false };
+		const size = Number.parseInt(text.slice(pos, lineEnd), 16);
+		if (Number.isNaN(size)) return { body, end: pos, complete: false };
+		if (size === 0) {
+			if (text.length < lineEnd + 4) return { body, end: pos, complete: false };
+			return { body, end: lineEnd + 4, complete: true };
+		}
+		body += text.slice(lineEnd + 2, lineEnd + 2 + size);
+		if (text.length < lineEnd + 2 + size + 2) return { body, end: pos, complete: false };
+		pos = lineEnd + 2 + size + 2;
+	}
 }

@@ -1,9 +1,8 @@
 // Helpers of the "safe by default" tests (issue 11): safe-guard, slow-clients, no-poison, keys.
 //
-// - `recordingSession(key)`: a structural session double that answers `echo:<text>` with pi's
-//   event sequence and records every `prompt(text, options)` call (images and source included).
-// - `startSafe(cleanup, ...)`: a GatewayRuntime on 127.0.0.1:0 through the package entry, whose
-//   stop() is pushed onto `cleanup` (run it from an `after` hook with `runCleanup`).
+// - `startSafe(cleanup, ...)`: gateway.mjs's startGateway with the recording session doubles of
+//   sessions.mjs (`recordingSession`, `recordingFactory`), whose stop() is pushed onto `cleanup`
+//   (run it from an `after` hook with `runCleanup`).
 // - `send(port, ...)`: one raw HTTP/1.1 exchange with full control of Host, Origin, Sec-Fetch-*
 //   and Content-Type (node:http and fetch add or normalise these).
 // - `png()`, `jpegBytes()`, `gifBytes()`, `webpBytes()`: image payloads; `png()` is a real
@@ -14,119 +13,21 @@ import { execFile } from "node:child_process";
 import { connect } from "node:net";
 import { deflateSync } from "node:zlib";
 
-import { baseConfig, parseResponses, rawExchange, rawRequest, sleep, startGateway } from "./rel-util.mjs";
-
-export { sleep };
-
-// ---------------------------------------------------------------- session doubles
-
-/**
- * A session double that records `calls` ([{text, options}]) and answers `reply(text)`
- * (default `echo:<text>`). `behavior.prompt(text, options, session)` may replace the run (it
- * must resolve or reject; nothing is emitted then). `sessionDir` gives it a
- * `sessionManager.getSessionDir()`; `sessionManager` replaces the whole manager (a real pi
- * SessionManager: the run then appends the user and assistant messages to it, so a session
- * file is written on disk).
- */
-export function recordingSession(key, behavior = {}) {
-	const listeners = new Set();
-	const session = {
-		sessionKey: key,
-		sessionId: `rec-${Math.random().toString(36).slice(2, 10)}`,
-		messages: [],
-		calls: [],
-		disposed: false,
-		subscribe(listener) {
-			listeners.add(listener);
-			return () => listeners.delete(listener);
-		},
-		async prompt(text, options) {
-			session.calls.push({ text, options });
-			if (session.disposed) throw new Error("prompt on a disposed session");
-			if (behavior.prompt) return behavior.prompt(text, options, session);
-			const emit = (event) => {
-				for (const l of [...listeners]) {
-					try {
-						l(event);
-					} catch {
-						// like pi: a throwing listener does not stop the run
-					}
-				}
-			};
-			const user = { role: "user", content: [{ type: "text", text }], timestamp: Date.now() };
-			if (Array.isArray(options?.images)) user.content.push(...options.images);
-			emit({ type: "agent_start" });
-			emit({ type: "turn_start" });
-			emit({ type: "message_start", message: user });
-			session.messages.push(user);
-			session.sessionManager?.appendMessage?.(user);
-			emit({ type: "message_end", message: user });
-			const reply = (behavior.reply ?? ((t) => `echo:${t}`))(text);
-			const msg = { role: "assistant", content: [{ type: "text", text: "" }], stopReason: "stop", timestamp: Date.now() };
-			emit({ type: "message_start", message: msg });
-			emit({ type: "message_update", assistantMessageEvent: { type: "text_start", contentIndex: 0, partial: msg }, message: msg });
-			msg.content[0].text = reply;
-			emit({
-				type: "message_update",
-				assistantMessageEvent: { type: "text_delta", contentIndex: 0, delta: reply, partial: msg },
-				message: msg,
-			});
-			emit({ type: "message_update", assistantMessageEvent: { type: "text_end", contentIndex: 0, content: reply, partial: msg }, message: msg });
-			session.messages.push(msg);
-			session.sessionManager?.appendMessage?.({
-				...msg,
-				api: "test",
-				provider: "test",
-				model: "recording-1",
-				usage: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, totalTokens: 0, cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 } },
-			});
-			emit({ type: "message_end", message: msg });
-			emit({ type: "turn_end", message: msg, toolResults: [] });
-			emit({ type: "agent_end", messages: [user, msg] });
-		},
-		async abort() {},
-		dispose() {
-			session.disposed = true;
-			listeners.clear();
-		},
-	};
-	if (behavior.sessionManager) session.sessionManager = behavior.sessionManager;
-	else if (behavior.sessionDir) session.sessionManager = { getSessionDir: () => behavior.sessionDir };
-	return session;
-}
-
-/** A createSession of recording sessions; `factory.created` lists them in creation order. */
-export function recordingFactory(behaviorFor = () => ({})) {
-	const created = [];
-	const factory = async (key) => {
-		const s = recordingSession(key, await behaviorFor(key));
-		created.push(s);
-		return s;
-	};
-	factory.created = created;
-	return factory;
-}
-
-/** Every prompt call of `sessions` (an array of recording sessions), flattened. */
-export function allCalls(sessions) {
-	return sessions.flatMap((s) => s.calls);
-}
+import { startGateway } from "./gateway.mjs";
+import { parseResponses, rawExchange, rawRequest } from "./rel-util.mjs";
+import { allCalls, recordingFactory, recordingSession } from "./sessions.mjs";
 
 // ---------------------------------------------------------------- gateway
 
 /**
- * Starts a GatewayRuntime on 127.0.0.1:0. `config` is merged over a minimal valid config
- * (`session` and `webhook` field by field). Pushes its stop() onto `cleanup`.
- * Returns { rt, port, base, primary, factory, logs, stop, prompts() }.
+ * gateway.mjs's startGateway with recording sessions (the primary and a factory by default);
+ * pushes its stop() onto `cleanup`. Returns { rt, port, base, primary, factory, logs, stop, prompts() }.
  */
 export async function startSafe(cleanup, { config = {}, primary, createSession, primaryKey = "main" } = {}) {
 	const primarySession = primary ?? recordingSession(primaryKey);
 	const factory = createSession ?? recordingFactory();
-	// rel-util's starter, with `cleanup` in the place of a test context's `after`.
-	const gw = await startGateway(
-		{ after: (stop) => cleanup.push(stop) },
-		{ config: baseConfig(config), primarySession, createSession: factory, primarySessionKey: primaryKey },
-	);
+	const gw = await startGateway({ config, primarySession, createSession: factory, primaryKey });
+	cleanup.push(gw.stop);
 	return {
 		...gw,
 		primary: primarySession,

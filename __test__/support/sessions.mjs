@@ -1,4 +1,11 @@
-// A scripted stand-in for pi's AgentSession, for conformance tests and benchmarks.
+// The session doubles of the tests (and of the benchmarks, which import this file):
+// - createScriptedSession / createScriptedFactory: a scripted stand-in for pi's AgentSession,
+//   for conformance tests and benchmarks (below);
+// - createDouble / createDoubleFactory: small structural doubles with spies (reliability tests);
+// - recordingSession / recordingFactory / allCalls: doubles that record every prompt call;
+// - BigStreamSession: a session that streams big text deltas (http-big-session.mjs).
+//
+// The scripted session:
 //
 // It has the members the seed gateway and pi-gateway call: prompt(text, {images, source}),
 // subscribe(listener) → unsubscribe, abort() → Promise, dispose(), sessionId, messages,
@@ -371,3 +378,236 @@ export function parseScenario(spec = "instant") {
 	if (["instant", "thinking", "tool", "error"].includes(kind)) return { kind };
 	throw new Error(`Unknown scenario: ${spec}`);
 }
+
+// ---------------------------------------------------------------- structural doubles (reliability tests)
+
+/**
+ * A small structural session (prompt/subscribe/abort/dispose/sessionId/messages) with spies.
+ * `behavior.prompt(text, session)` may be given to replace the run; the default run emits
+ * pi's event sequence around one assistant message whose text is `reply(text)` (default
+ * `echo:<text>`), after `delayMs` (abortable). Counters: `calls.prompt`, `calls.abort`,
+ * `calls.dispose`, `prompts` (the texts, in order).
+ */
+export function createDouble(key, behavior = {}) {
+	const listeners = new Set();
+	let run = null;
+	const session = {
+		sessionKey: key,
+		sessionId: `double-${key}-${Math.random().toString(36).slice(2, 8)}`,
+		messages: [],
+		disposed: false,
+		prompts: [],
+		calls: { prompt: 0, abort: 0, dispose: 0, subscribe: 0 },
+		emit(event) {
+			for (const l of [...listeners]) {
+				try {
+					l(event);
+				} catch {
+					// like pi: a throwing listener does not stop the run
+				}
+			}
+		},
+		subscribe(listener) {
+			session.calls.subscribe++;
+			if (behavior.subscribe) return behavior.subscribe(listener, session);
+			listeners.add(listener);
+			return () => listeners.delete(listener);
+		},
+		prompt(text, options) {
+			session.calls.prompt++;
+			session.prompts.push(text);
+			if (behavior.prompt) return behavior.prompt(text, session, options);
+			return defaultRun(session, text, behavior);
+		},
+		abort() {
+			session.calls.abort++;
+			if (behavior.abort) return behavior.abort(session);
+			const r = run;
+			if (!r) return Promise.resolve();
+			r.controller.abort();
+			return r.done;
+		},
+		dispose() {
+			session.calls.dispose++;
+			session.disposed = true;
+			run?.controller.abort();
+			if (behavior.dispose) return behavior.dispose(session);
+		},
+		_setRun(r) {
+			run = r;
+		},
+	};
+	return session;
+}
+
+async function defaultRun(session, text, behavior) {
+	if (session.disposed) throw new Error(`prompt on a disposed session (${session.sessionKey})`);
+	const controller = new AbortController();
+	let finish;
+	const r = { controller, done: new Promise((res) => (finish = res)) };
+	session._setRun(r);
+	try {
+		const user = { role: "user", content: [{ type: "text", text }], timestamp: Date.now() };
+		session.emit({ type: "agent_start" });
+		session.emit({ type: "turn_start" });
+		session.emit({ type: "message_start", message: user });
+		session.messages.push(user);
+		session.emit({ type: "message_end", message: user });
+		const reply = (behavior.reply ?? ((t) => `echo:${t}`))(text);
+		const msg = { role: "assistant", content: [{ type: "text", text: "" }], stopReason: "stop", timestamp: Date.now() };
+		session.emit({ type: "message_start", message: msg });
+		session.emit({
+			type: "message_update",
+			assistantMessageEvent: { type: "text_start", contentIndex: 0, partial: msg },
+			message: msg,
+		});
+		msg.content[0].text = reply;
+		session.emit({
+			type: "message_update",
+			assistantMessageEvent: { type: "text_delta", contentIndex: 0, delta: reply, partial: msg },
+			message: msg,
+		});
+		const delay = typeof behavior.delayMs === "function" ? behavior.delayMs(text) : (behavior.delayMs ?? 0);
+		if (delay > 0) {
+			await new Promise((res) => {
+				const timer = setTimeout(res, delay);
+				controller.signal.addEventListener(
+					"abort",
+					() => {
+						clearTimeout(timer);
+						res();
+					},
+					{ once: true },
+				);
+			});
+		}
+		if (controller.signal.aborted) {
+			msg.stopReason = "aborted";
+			msg.errorMessage = "Request was aborted";
+		} else {
+			session.emit({
+				type: "message_update",
+				assistantMessageEvent: { type: "text_end", contentIndex: 0, content: reply, partial: msg },
+				message: msg,
+			});
+		}
+		session.messages.push(msg);
+		session.emit({ type: "message_end", message: msg });
+		session.emit({ type: "turn_end", message: msg, toolResults: [] });
+		session.emit({ type: "agent_end", messages: [user, msg] });
+	} finally {
+		session._setRun(null);
+		finish();
+	}
+}
+
+/** A factory of doubles; `factory.created` lists every session it made, `factory.live` the undisposed ones. */
+export function createDoubleFactory(behavior = {}) {
+	const created = [];
+	const factory = async (key) => {
+		const s = createDouble(key, behavior);
+		created.push(s);
+		return s;
+	};
+	factory.created = created;
+	Object.defineProperty(factory, "live", { get: () => created.filter((s) => !s.disposed) });
+	return factory;
+}
+
+// ---------------------------------------------------------------- recording doubles (safe-by-default tests)
+
+/**
+ * A session double that records `calls` ([{text, options}]) and answers `reply(text)`
+ * (default `echo:<text>`). `behavior.prompt(text, options, session)` may replace the run (it
+ * must resolve or reject; nothing is emitted then). `sessionDir` gives it a
+ * `sessionManager.getSessionDir()`; `sessionManager` replaces the whole manager (a real pi
+ * SessionManager: the run then appends the user and assistant messages to it, so a session
+ * file is written on disk).
+ */
+export function recordingSession(key, behavior = {}) {
+	const listeners = new Set();
+	const session = {
+		sessionKey: key,
+		sessionId: `rec-${Math.random().toString(36).slice(2, 10)}`,
+		messages: [],
+		calls: [],
+		disposed: false,
+		subscribe(listener) {
+			listeners.add(listener);
+			return () => listeners.delete(listener);
+		},
+		async prompt(text, options) {
+			session.calls.push({ text, options });
+			if (session.disposed) throw new Error("prompt on a disposed session");
+			if (behavior.prompt) return behavior.prompt(text, options, session);
+			const emit = (event) => {
+				for (const l of [...listeners]) {
+					try {
+						l(event);
+					} catch {
+						// like pi: a throwing listener does not stop the run
+					}
+				}
+			};
+			const user = { role: "user", content: [{ type: "text", text }], timestamp: Date.now() };
+			if (Array.isArray(options?.images)) user.content.push(...options.images);
+			emit({ type: "agent_start" });
+			emit({ type: "turn_start" });
+			emit({ type: "message_start", message: user });
+			session.messages.push(user);
+			session.sessionManager?.appendMessage?.(user);
+			emit({ type: "message_end", message: user });
+			const reply = (behavior.reply ?? ((t) => `echo:${t}`))(text);
+			const msg = { role: "assistant", content: [{ type: "text", text: "" }], stopReason: "stop", timestamp: Date.now() };
+			emit({ type: "message_start", message: msg });
+			emit({ type: "message_update", assistantMessageEvent: { type: "text_start", contentIndex: 0, partial: msg }, message: msg });
+			msg.content[0].text = reply;
+			emit({
+				type: "message_update",
+				assistantMessageEvent: { type: "text_delta", contentIndex: 0, delta: reply, partial: msg },
+				message: msg,
+			});
+			emit({ type: "message_update", assistantMessageEvent: { type: "text_end", contentIndex: 0, content: reply, partial: msg }, message: msg });
+			session.messages.push(msg);
+			session.sessionManager?.appendMessage?.({
+				...msg,
+				api: "test",
+				provider: "test",
+				model: "recording-1",
+				usage: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, totalTokens: 0, cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 } },
+			});
+			emit({ type: "message_end", message: msg });
+			emit({ type: "turn_end", message: msg, toolResults: [] });
+			emit({ type: "agent_end", messages: [user, msg] });
+		},
+		async abort() {},
+		dispose() {
+			session.disposed = true;
+			listeners.clear();
+		},
+	};
+	if (behavior.sessionManager) session.sessionManager = behavior.sessionManager;
+	else if (behavior.sessionDir) session.sessionManager = { getSessionDir: () => behavior.sessionDir };
+	return session;
+}
+
+/** A createSession of recording sessions; `factory.created` lists them in creation order. */
+export function recordingFactory(behaviorFor = () => ({})) {
+	const created = [];
+	const factory = async (key) => {
+		const s = recordingSession(key, await behaviorFor(key));
+		created.push(s);
+		return s;
+	};
+	factory.created = created;
+	return factory;
+}
+
+/** Every prompt call of `sessions` (an array of recording sessions), flattened. */
+export function allCalls(sessions) {
+	return sessions.flatMap((s) => s.calls);
+}
+
+// ---------------------------------------------------------------- a session that streams big deltas
+
+export { BigStreamSession } from "./http-big-session.mjs";

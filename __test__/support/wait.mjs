@@ -1,20 +1,32 @@
-// Helpers shared by the engine tests: polling, deadlines, and the exactly-once ledger.
+// Waiting in tests: polling (`waitFor`, `waitUntil`), deadlines (`within`), `sleep`, the
+// exactly-once ledger and a subscriber that collects a session's events.
 import assert from "node:assert/strict";
+import { setTimeout as sleep } from "node:timers/promises";
+import { UUID_V7 } from "./runs.mjs";
 
 /** Generous deadline for anything that should happen "soon" on a loaded machine. */
 export const SOON_MS = 15_000;
 
-export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/** `sleep(ms[, value])`: node:timers/promises setTimeout. */
+export { sleep };
 
-/** Polls `predicate` until it is truthy; fails with `what` after `timeoutMs`. */
-export async function waitFor(predicate, what, timeoutMs = SOON_MS) {
+/**
+ * Polls `predicate` (every `everyMs`) until it returns a truthy value, and resolves with that
+ * value; fails with `what` after `timeoutMs`.
+ */
+export async function waitFor(predicate, what = "condition", timeoutMs = SOON_MS, everyMs = 10) {
 	const deadline = Date.now() + timeoutMs;
 	for (;;) {
 		const value = await predicate();
 		if (value) return value;
 		if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-		await sleep(10);
+		await sleep(everyMs);
 	}
+}
+
+/** {@link waitFor} with options: `waitUntil(fn, { timeoutMs = 10000, intervalMs = 20, message })`. */
+export function waitUntil(fn, { timeoutMs = 10000, intervalMs = 20, message = "condition" } = {}) {
+	return waitFor(fn, message, timeoutMs, intervalMs);
 }
 
 /** Resolves with `promise`, or fails the test if it has not settled within `ms`. */
@@ -33,7 +45,8 @@ export async function within(promise, ms, what) {
 /**
  * Every message sent through a ledger is tracked; `done()` asserts that each one got exactly one
  * result (a Promise settles once; what can go wrong is that it never settles, rejects, or answers
- * for another session).
+ * for another session), and that each accepted message was a run of its own: a UUIDv7 `runId`
+ * no other message got (a queue-full refusal has none).
  */
 export class Ledger {
 	entries = [];
@@ -76,6 +89,16 @@ export class Ledger {
 			assert.equal(typeof entry.result.response, "string");
 			assert.equal(entry.result.sessionKey, entry.request.sessionKey);
 			if (!entry.result.ok) assert.equal(typeof entry.result.error, "string");
+		}
+		const runIds = new Set();
+		for (const { request, result } of this.entries) {
+			if (!result.ok && /^Queue full \(/.test(result.error)) {
+				assert.equal(result.runId, undefined, `a refused message has a runId: ${JSON.stringify(result)}`);
+				continue;
+			}
+			assert.match(String(result.runId), UUID_V7, `enqueueMessage(${JSON.stringify(request.text)}): no runId in ${JSON.stringify(result)}`);
+			assert.ok(!runIds.has(result.runId), `two messages share runId ${result.runId}`);
+			runIds.add(result.runId);
 		}
 	}
 }

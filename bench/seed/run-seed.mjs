@@ -25,7 +25,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { createScriptedFactory, createScriptedSession, parseScenario } from "../scripted-session.mjs";
+import { createScriptedFactory, createScriptedSession, parseScenario } from "../../__test__/support/sessions.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = resolve(here, "..", "..");

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { parseStreamDelta } from "../scripted-session.mjs";
+import { parseStreamDelta } from "../../__test__/support/sessions.mjs";
 import { seedAvailable, spawnSeed } from "./spawn-seed.mjs";
 
 const skip = seedAvailable() ? false : "seed file not found";
