@@ -10,6 +10,11 @@
 // sending the whole history again would only make every request bigger (past the gateway's
 // body limit, a long conversation could no longer send anything). See `lastUserMessageOnly`.
 //
+// A reload does not lose the answer being streamed: the chat has a stable id (kept in
+// localStorage), the messages are kept in sessionStorage, and `useChat({ id, resume: true })`
+// reconnects on mount through `GET /sessions/:key/chat/:chatId/stream`, which replays the running
+// answer from its start. Stop aborts the run itself (`POST /sessions/:key/chat/:chatId/stop`).
+//
 // Configuration comes from the query string, so one build works against any gateway:
 //   ?gateway=http://127.0.0.1:3000   where the gateway listens (default shown)
 //   &session=web                     the session key (default "web")
@@ -17,10 +22,19 @@
 //                                    token in a URL ends up in history; see README.md)
 
 import { useChat } from "@ai-sdk/react";
-import { DefaultChatTransport } from "ai";
-import { StrictMode, useMemo, useState } from "react";
+import { DefaultChatTransport, generateId } from "ai";
+import { StrictMode, useEffect, useMemo, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
-import { describeChatError, lastUserMessageOnly } from "./gateway.js";
+import {
+	completeFromRun,
+	describeChatError,
+	gatewayRoutes,
+	lastAssistantRunId,
+	lastUserMessageOnly,
+	loadConversation,
+	saveConversation,
+	stableChatId,
+} from "./gateway.js";
 import "./app.css";
 
 const DEFAULT_GATEWAY = "http://127.0.0.1:3000";
@@ -31,6 +45,44 @@ function readConfig() {
 	const session = params.get("session") || "web";
 	const token = params.get("token") || "";
 	return { gateway, session, token };
+}
+
+/** `window[name]`, or null where storage is disabled (reading it can throw). */
+function webStorage(name) {
+	try {
+		return window[name] ?? null;
+	} catch {
+		return null;
+	}
+}
+
+/** How often, at most, the conversation is stored while an answer streams in (and on pagehide). */
+const SAVE_EVERY_MS = 1000;
+
+/**
+ * `DefaultChatTransport` that reports each reconnect (`onReconnect({ state: "start" })`, then
+ * `{ state: "end", resumed }`), and treats a reconnect that fails as "nothing to resume": a gateway
+ * without the resume route, a refused origin or a wrong token then shows its error when a message
+ * is sent, not on page load.
+ */
+class GatewayChatTransport extends DefaultChatTransport {
+	constructor({ onReconnect, ...options }) {
+		super(options);
+		this.onReconnect = onReconnect;
+	}
+
+	async reconnectToStream(options) {
+		this.onReconnect?.({ state: "start" });
+		let stream = null;
+		try {
+			stream = await super.reconnectToStream(options);
+		} catch (error) {
+			if (error?.name !== "AbortError") console.warn("pi-gateway chat: could not resume the answer:", error);
+		} finally {
+			this.onReconnect?.({ state: "end", resumed: stream != null });
+		}
+		return stream;
+	}
 }
 
 function ErrorNotice({ error, gateway }) {
@@ -100,26 +152,119 @@ function Part({ part, index }) {
 
 function App() {
 	const config = useMemo(readConfig, []);
-	const transport = useMemo(
-		() =>
-			new DefaultChatTransport({
-				api: `${config.gateway}/sessions/${encodeURIComponent(config.session)}/chat`,
-				headers: config.token ? { Authorization: `Bearer ${config.token}` } : undefined,
-				prepareSendMessagesRequest: lastUserMessageOnly,
-			}),
+	const routes = useMemo(() => gatewayRoutes(config.gateway, config.session), [config]);
+	const auth = useMemo(() => (config.token ? { Authorization: `Bearer ${config.token}` } : undefined), [config]);
+	// One chat id per gateway and session key (localStorage), and this tab's conversation
+	// (sessionStorage), as the page left it before a reload.
+	const chatId = useMemo(
+		() => stableChatId({ storage: webStorage("localStorage"), gateway: config.gateway, session: config.session, generateId }),
 		[config],
 	);
-	const { messages, sendMessage, status, error, stop } = useChat({ transport });
+	const restored = useMemo(
+		() => loadConversation({ storage: webStorage("sessionStorage"), gateway: config.gateway, session: config.session, chatId }),
+		[config, chatId],
+	);
+	// The run whose answer was streaming when the page went away: if it cannot be resumed (it
+	// ended meanwhile), its record completes the stored part of the answer.
+	const unfinishedRun = useRef(restored.openRunId);
+	// useChat reconnects on mount; until it knows whether there is an answer to resume, the page
+	// says "resuming" and does not send (a send would race the resumed answer).
+	const [reconnect, setReconnect] = useState({ state: "start", resumed: false });
+	const resuming = reconnect.state === "start";
+	const transport = useMemo(
+		() =>
+			new GatewayChatTransport({
+				api: routes.chat,
+				headers: auth,
+				prepareSendMessagesRequest: lastUserMessageOnly,
+				// Same headers (the bearer token) as a send; the route is the gateway's, not the SDK's default.
+				prepareReconnectToStreamRequest: ({ id }) => ({ api: routes.stream(id) }),
+				onReconnect: setReconnect,
+			}),
+		[routes, auth],
+	);
+	const { messages, setMessages, sendMessage, status, error, stop } = useChat({
+		id: chatId,
+		messages: restored.messages,
+		resume: true,
+		transport,
+	});
 	const [input, setInput] = useState("");
-	const busy = status === "submitted" || status === "streaming";
+	const streaming = status === "submitted" || status === "streaming";
+	const busy = streaming || resuming;
 
-	// useChat's stop() only closes this page's stream; the gateway keeps the agent running (other
-	// clients may be watching). To stop the agent itself, also ask the gateway to abort the run.
+	// Nothing to resume, but the stored answer was unfinished: it ended while the page reloaded.
+	// Complete it from the run's record (best effort; the gateway keeps ended runs for an hour).
+	useEffect(() => {
+		if (reconnect.state !== "end") return;
+		const runId = unfinishedRun.current;
+		if (!runId || reconnect.resumed) {
+			unfinishedRun.current = undefined;
+			return;
+		}
+		let cancelled = false;
+		fetch(routes.run(runId), { headers: auth })
+			.then((response) => (response.ok ? response.json() : undefined))
+			.then((body) => {
+				if (cancelled || !body?.run) return;
+				if (body.run.status === "queued" || body.run.status === "running") return;
+				unfinishedRun.current = undefined;
+				setMessages((current) => completeFromRun(current, body.run));
+			})
+			.catch(() => {});
+		return () => {
+			cancelled = true;
+		};
+	}, [reconnect, routes, auth, setMessages]);
+
+	// Store the conversation: at once when a message comes or goes or the status changes, at most
+	// every SAVE_EVERY_MS while an answer streams in, and when the page goes away.
+	const latest = useRef({ messages, openRunId: undefined });
+	latest.current = { messages, openRunId: streaming ? lastAssistantRunId(messages) : unfinishedRun.current };
+	const save = useRef(() => {});
+	save.current = () =>
+		saveConversation({
+			storage: webStorage("sessionStorage"),
+			gateway: config.gateway,
+			session: config.session,
+			chatId,
+			...latest.current,
+		});
+	const saved = useRef({ shape: "", timer: undefined });
+	useEffect(() => {
+		const shape = `${status} ${messages.map((message) => message.id).join(" ")}`;
+		if (shape !== saved.current.shape) {
+			saved.current.shape = shape;
+			clearTimeout(saved.current.timer);
+			saved.current.timer = undefined;
+			save.current();
+		} else if (saved.current.timer === undefined) {
+			saved.current.timer = setTimeout(() => {
+				saved.current.timer = undefined;
+				save.current();
+			}, SAVE_EVERY_MS);
+		}
+	}, [messages, status]);
+	useEffect(() => {
+		const onPageHide = () => save.current();
+		window.addEventListener("pagehide", onPageHide);
+		return () => {
+			window.removeEventListener("pagehide", onPageHide);
+			clearTimeout(saved.current.timer);
+		};
+	}, []);
+
+	// useChat's stop() only closes this page's stream; the gateway keeps the agent running (a
+	// client that goes away must not stop it, or a reload would). To stop the agent itself, also
+	// ask the gateway to stop this chat's run — the one whose answer is streaming (its message id
+	// is the run id), so a Stop that comes late cannot stop the next message's run.
 	function onStop() {
+		const runId = streaming ? lastAssistantRunId(messages) : undefined;
 		stop();
-		fetch(`${config.gateway}/sessions/${encodeURIComponent(config.session)}/abort`, {
+		fetch(routes.stop(chatId), {
 			method: "POST",
-			headers: config.token ? { Authorization: `Bearer ${config.token}` } : undefined,
+			headers: { ...auth, "content-type": "application/json" },
+			body: JSON.stringify(runId ? { runId } : {}),
 		}).catch(() => {});
 	}
 
@@ -136,12 +281,12 @@ function App() {
 			<header>
 				<h1>pi-gateway chat</h1>
 				<span className="meta">
-					{config.gateway} · session <b>{config.session}</b> · <span data-testid="status">{status}</span>
+					{config.gateway} · session <b>{config.session}</b> · <span data-testid="status">{resuming ? "resuming" : status}</span>
 				</span>
 			</header>
 			<section className="messages" data-testid="messages">
 				{messages.map((message) => (
-					<article className="message" key={message.id} data-role={message.role}>
+					<article className="message" key={message.id} data-role={message.role} data-id={message.id}>
 						<div className="role">{message.role}</div>
 						{message.parts.map((part, index) => (
 							<Part key={index} part={part} index={index} />

@@ -1,6 +1,7 @@
-// The two gateway-specific pieces of the page, in plain JavaScript (no React, so they can be
-// tested on their own): what the transport sends (`lastUserMessageOnly`), and how errors are
-// shown (`describeChatError`).
+// The gateway-specific pieces of the page, in plain JavaScript (no React, so they can be tested on
+// their own): the routes (`gatewayRoutes`), what the transport sends (`lastUserMessageOnly`), how
+// the conversation survives a reload (`stableChatId`, `loadConversation`, `saveConversation`,
+// `completeFromRun`), and how errors are shown (`describeChatError`).
 //
 // `describeChatError` turns what `useChat` reports as `error` into a sentence a person can act on.
 //
@@ -21,6 +22,144 @@
 export function lastUserMessageOnly({ id, messages, body, trigger, messageId }) {
 	const last = messages.findLast((message) => message.role === "user");
 	return { body: { ...body, id, messages: last ? [last] : [], trigger, messageId } };
+}
+
+/**
+ * The gateway routes the page uses, for one session key (percent-encoded into the path once).
+ * @param {string} gateway  the gateway's base URL, without a trailing slash
+ * @param {string} session  the session key
+ */
+export function gatewayRoutes(gateway, session) {
+	const base = `${gateway}/sessions/${encodeURIComponent(session)}`;
+	return {
+		/** `POST`: send a message, answered with a UI message stream. */
+		chat: `${base}/chat`,
+		/** `GET`: the chat's active run as a UI message stream (replayed from its start), or `204`. */
+		stream: (chatId) => `${base}/chat/${encodeURIComponent(chatId)}/stream`,
+		/** `POST {runId}`: abort the chat's active run. */
+		stop: (chatId) => `${base}/chat/${encodeURIComponent(chatId)}/stop`,
+		/** `GET`: one run's record, `{ run: { runId, status, result? } }`. */
+		run: (runId) => `${base}/runs/${encodeURIComponent(runId)}`,
+	};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resuming after a reload.
+//
+// useChat keeps the conversation in memory only, and the gateway has no history route yet, so the
+// page keeps it in the tab's sessionStorage (it survives a reload, not a closed tab). The chat id
+// is kept in localStorage: one per gateway and session key, so every tab on that session is the
+// same chat and can resume its running answer. `useChat({ id, resume: true })` asks
+// `GET .../chat/:chatId/stream` on mount; the gateway replays the running answer from its `start`
+// chunk, whose `messageId` is the run id, and useChat replaces the stored (partial) assistant
+// message with that id instead of adding a second one.
+
+const STORAGE_PREFIX = "pi-gateway-chat-ui";
+
+/** The storage key of one gateway + session key. */
+function storageKey(kind, gateway, session) {
+	return `${STORAGE_PREFIX}:${kind}:${gateway} ${session}`;
+}
+
+/**
+ * The chat id of this gateway + session key: kept in `storage` (localStorage), created with
+ * `generateId()` the first time. Without usable storage, the session key itself (the gateway's
+ * own default chat id).
+ * @param {{ storage?: Storage | null, gateway: string, session: string, generateId: () => string }} options
+ */
+export function stableChatId({ storage, gateway, session, generateId }) {
+	const key = storageKey("chat-id", gateway, session);
+	try {
+		const known = storage?.getItem(key);
+		if (known) return known;
+		const id = generateId();
+		storage?.setItem(key, id);
+		if (storage?.getItem(key) === id) return id;
+	} catch {
+		// storage disabled (private mode, sandboxed frame): fall through
+	}
+	return session;
+}
+
+/**
+ * What `saveConversation` stored for this chat, or an empty conversation.
+ * `openRunId`: the run whose answer was still streaming when the page went away (if any).
+ * @param {{ storage?: Storage | null, gateway: string, session: string, chatId: string }} options
+ * @returns {{ messages: any[], openRunId?: string }}
+ */
+export function loadConversation({ storage, gateway, session, chatId }) {
+	try {
+		const raw = storage?.getItem(storageKey("messages", gateway, session));
+		if (!raw) return { messages: [] };
+		const saved = JSON.parse(raw);
+		if (!saved || saved.chatId !== chatId || !Array.isArray(saved.messages)) return { messages: [] };
+		const messages = saved.messages.filter(
+			(m) => m && typeof m.id === "string" && (m.role === "user" || m.role === "assistant") && Array.isArray(m.parts),
+		);
+		return typeof saved.openRunId === "string" ? { messages, openRunId: saved.openRunId } : { messages };
+	} catch {
+		return { messages: [] };
+	}
+}
+
+/**
+ * Stores the conversation (sessionStorage). Best effort: when the storage is full or disabled,
+ * the page keeps working and a reload shows less. Returns whether it was stored.
+ * @param {{ storage?: Storage | null, gateway: string, session: string, chatId: string, messages: any[], openRunId?: string }} options
+ */
+export function saveConversation({ storage, gateway, session, chatId, messages, openRunId }) {
+	try {
+		if (!storage) return false;
+		storage.setItem(storageKey("messages", gateway, session), JSON.stringify({ chatId, messages, openRunId }));
+		return true;
+	} catch {
+		return false;
+	}
+}
+
+/**
+ * The run of the assistant message still streaming in `messages`, if any: the id of the last
+ * message when it is the assistant's (the gateway's `start` chunk makes a message's id its run id).
+ * @param {any[]} messages
+ */
+export function lastAssistantRunId(messages) {
+	const last = messages.at(-1);
+	return last && last.role === "assistant" ? last.id : undefined;
+}
+
+/**
+ * When the answer ended while the page was reloading (the resume route answered `204`, nothing
+ * to resume), the stored assistant message is only the part that had arrived. The run's record
+ * (`GET /sessions/:key/runs/:runId`) holds the final text of the run's last assistant message
+ * (`result.response`): if what the page shows of the message's last step is the start of it, the
+ * last step's text is replaced by the whole of it. Anything else is left as it is.
+ * @param {any[]} messages
+ * @param {{ runId?: string, result?: { response?: unknown } } | undefined} run
+ * @returns {any[]} `messages`, or a copy with that message completed
+ */
+export function completeFromRun(messages, run) {
+	const response = run?.result?.response;
+	if (typeof response !== "string" || !response) return messages;
+	const index = messages.findLastIndex((m) => m.id === run.runId && m.role === "assistant");
+	if (index === -1) return messages;
+	const message = messages[index];
+	const stepStart = message.parts.findLastIndex((part) => part.type === "step-start");
+	const before = message.parts.slice(0, stepStart + 1);
+	const step = message.parts.slice(stepStart + 1);
+	const shown = step
+		.filter((part) => part.type === "text")
+		.map((part) => part.text)
+		.join("");
+	if (shown === response || !response.startsWith(shown)) return messages;
+	const firstText = step.findIndex((part) => part.type === "text");
+	const text = { type: "text", text: response, state: "done" };
+	const parts =
+		firstText === -1
+			? [...before, ...step, text]
+			: [...before, ...step.slice(0, firstText), text, ...step.slice(firstText + 1).filter((part) => part.type !== "text")];
+	const copy = [...messages];
+	copy[index] = { ...message, parts };
+	return copy;
 }
 
 /** The `error` string of a JSON error body, if `text` is one. */
