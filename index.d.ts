@@ -67,6 +67,34 @@ export interface GatewayConfig {
 		/** Events one subscriber may fall behind before it is disconnected. Default 4096. */
 		bufferEvents?: number;
 	};
+	events?: {
+		/**
+		 * Frames each session key keeps in its event log, for `Last-Event-ID` / `?after=` /
+		 * `addSubscriber(..., { after })` replay and run streams; the oldest are dropped first. Default 4096.
+		 */
+		replayEvents?: number;
+		/** Bytes of encoded frames each session key keeps in its event log. Default 4194304 (4 MiB). */
+		replayBytes?: number;
+	};
+	runs?: {
+		/** How long an ended run stays readable (`getRun`, `GET /sessions/:key/runs/:runId`). Default 3600000 (1 h). */
+		retainMs?: number;
+		/** Ended runs kept per session key; the oldest are forgotten first. Default 100. */
+		retainPerSession?: number;
+	};
+	idempotency?: {
+		/** How long an `Idempotency-Key` is remembered. Default 86400000 (24 h). */
+		ttlMs?: number;
+		/** Keys remembered at once; past it the oldest is forgotten. Default 100000. */
+		maxKeys?: number;
+	};
+	chat?: {
+		/**
+		 * When true, a `/chat` client that disconnects aborts its run (or cancels it while queued).
+		 * Default false: the run goes on and stays resumable at `GET /sessions/:key/chat/:chatId/stream`.
+		 */
+		abortOnDisconnect?: boolean;
+	};
 	cors?: {
 		/** Origins allowed to call from a browser: exact origins (`http(s)://host[:port]`, no path or trailing slash), or "*". Unset: no CORS headers, and every request with a foreign `Origin` is refused (403). */
 		origins?: "*" | string[];
@@ -119,6 +147,13 @@ export interface GatewayMessageRequest {
 	source?: "interactive" | "rpc" | "extension";
 	images?: GatewayImageContent[];
 	metadata?: Record<string, unknown>;
+	/**
+	 * As the HTTP `Idempotency-Key` header (1 to 255 characters from `!` to `~`): a repeat of the
+	 * same request with the same key joins the first run instead of starting another; the same key
+	 * with a different request is refused ("Idempotency-Key reused with a different request").
+	 * Remembered `idempotency.ttlMs`, at most `idempotency.maxKeys` keys.
+	 */
+	idempotencyKey?: string;
 }
 
 export interface GatewayMessageResult {
@@ -126,6 +161,32 @@ export interface GatewayMessageResult {
 	response: string;
 	error?: string;
 	sessionKey: string;
+	/** The run that answered. Absent only when the message was refused before it became a run (e.g. queue full). */
+	runId?: string;
+}
+
+/**
+ * `aborted`: aborted while running (`abortSession`, `cancelRun`, a chat stop). `cancelled`: cleared,
+ * reset, cancelled (`cancelRun` of a queued run) or stopped by `stop()` before it finished.
+ */
+export type GatewayRunStatus = "queued" | "running" | "succeeded" | "failed" | "aborted" | "cancelled";
+
+/** A run's status once it has ended. */
+export type GatewayRunEndStatus = Exclude<GatewayRunStatus, "queued" | "running">;
+
+/** One accepted message: `GET /sessions/:key/runs/:runId` answers `{ run }` with this record. */
+export interface GatewayRun {
+	/** A UUIDv7, unique across processes and restarts. */
+	runId: string;
+	sessionKey: string;
+	status: GatewayRunStatus;
+	mode: "queue";
+	/** Milliseconds since the epoch, as every time here. */
+	createdAt: number;
+	startedAt?: number;
+	endedAt?: number;
+	/** Present once the run has ended. */
+	result?: GatewayMessageResult;
 }
 
 export interface GatewaySessionSnapshot {
@@ -146,16 +207,37 @@ export interface GatewayRuntimeOptions {
 	log?: (message: string) => void;
 }
 
+/**
+ * The session event stream (`GET /sessions/:key/events`, `addSubscriber`). Events a run caused carry
+ * its `runId`; `hello` and `session_state` never do. For one run the order is `run_start`,
+ * `session_state` (processing), the agent's events, `aborted` or `error` if so, `run_end`,
+ * `session_state`. A queued run that is cancelled gets only its `run_end` (`status: "cancelled"`).
+ */
 export type GatewayEvent =
-	| { type: "hello"; sessionKey: string; snapshot: GatewaySessionSnapshot }
+	| {
+			type: "hello";
+			sessionKey: string;
+			snapshot: GatewaySessionSnapshot;
+			/** Set when events after the requested `after` / `Last-Event-ID` are no longer in the log. */
+			missed?: true;
+	  }
 	| { type: "session_state"; sessionKey: string; snapshot: GatewaySessionSnapshot }
-	| { type: "turn_start"; sessionKey: string }
-	| { type: "turn_end"; sessionKey: string }
-	| { type: "message_start"; sessionKey: string; role?: string }
-	| { type: "token"; sessionKey: string; delta: string; contentIndex: number }
-	| { type: "thinking"; sessionKey: string; delta: string; contentIndex: number }
-	| { type: "tool_start"; sessionKey: string; toolCallId: string; toolName: string; args: unknown }
-	| { type: "tool_update"; sessionKey: string; toolCallId: string; toolName: string; partialResult: unknown }
+	| { type: "run_start"; sessionKey: string; runId: string }
+	| { type: "run_end"; sessionKey: string; runId: string; status: GatewayRunEndStatus; error?: string }
+	| { type: "turn_start"; sessionKey: string; runId?: string }
+	| { type: "turn_end"; sessionKey: string; runId?: string }
+	| { type: "message_start"; sessionKey: string; role?: string; runId?: string }
+	| { type: "token"; sessionKey: string; delta: string; contentIndex: number; runId?: string }
+	| { type: "thinking"; sessionKey: string; delta: string; contentIndex: number; runId?: string }
+	| { type: "tool_start"; sessionKey: string; toolCallId: string; toolName: string; args: unknown; runId?: string }
+	| {
+			type: "tool_update";
+			sessionKey: string;
+			toolCallId: string;
+			toolName: string;
+			partialResult: unknown;
+			runId?: string;
+	  }
 	| {
 			type: "tool_complete";
 			sessionKey: string;
@@ -163,10 +245,11 @@ export type GatewayEvent =
 			toolName: string;
 			result: unknown;
 			isError: boolean;
+			runId?: string;
 	  }
-	| { type: "message_complete"; sessionKey: string; text: string }
-	| { type: "error"; sessionKey: string; error: string }
-	| { type: "aborted"; sessionKey: string };
+	| { type: "message_complete"; sessionKey: string; text: string; runId?: string }
+	| { type: "error"; sessionKey: string; error: string; runId?: string }
+	| { type: "aborted"; sessionKey: string; runId?: string };
 
 /** Counters of what crossed from the agent into the native core. */
 export interface GatewayStats {
@@ -186,9 +269,42 @@ export declare class GatewayRuntime {
 	isReady(): boolean;
 	/** The configured bind address and the port actually bound. */
 	getAddress(): { bind: string; port: number };
+	/** Runs the message in its turn and resolves with its result (`runId` included). */
 	enqueueMessage(request: GatewayMessageRequest): Promise<GatewayMessageResult>;
-	/** `hello` first, then the session's events. Resolves with the unsubscribe function. */
-	addSubscriber(sessionKey: string, listener: (event: GatewayEvent) => void): Promise<() => void>;
+	/**
+	 * Accepts the message as a run and resolves at once with its record (`queued` or `running`),
+	 * without waiting for it; `waitForRun` gets the result. Rejects when the queue is full or the
+	 * request is invalid. The run goes on whatever the caller does.
+	 */
+	submitMessage(request: GatewayMessageRequest): Promise<GatewayRun>;
+	/** A queued, running or retained ended run; `undefined` when unknown or no longer retained. */
+	getRun(sessionKey: string, runId: string): GatewayRun | undefined;
+	/** The session's queued, running and retained runs, oldest first. `[]` for an unknown key. */
+	listRuns(sessionKey: string): GatewayRun[];
+	/** Resolves with the run's result once it has ended (at once if it already has). Rejects when the run is unknown. */
+	waitForRun(sessionKey: string, runId: string): Promise<GatewayMessageResult>;
+	/**
+	 * A queued run is cancelled at once (its caller gets `ok: false`, "Run cancelled"); a running one
+	 * is aborted, and the promise waits (up to 10 s) for it to end. `status` is the run's status then.
+	 * `ok: false` with `error` when the run is unknown or has already ended.
+	 */
+	cancelRun(
+		sessionKey: string,
+		runId: string,
+	): Promise<{ ok: boolean; runId: string; status?: GatewayRunStatus; error?: string }>;
+	/**
+	 * `hello` first, then the session's events. `id` is the event's id in the session's log (strictly
+	 * increasing per key); for `hello` it is the id delivery goes on after: the last id already logged,
+	 * or `after` when given. With `after` (a non-negative integer), the logged events whose id is greater
+	 * come after `hello`, then live ones, with no gap or duplicate; if some of them were already dropped
+	 * from the log (or `after` was never issued), `hello` has `missed: true` and replay starts at the
+	 * oldest event still logged. Resolves with the unsubscribe function.
+	 */
+	addSubscriber(
+		sessionKey: string,
+		listener: (event: GatewayEvent, id: number) => void,
+		options?: { after?: number },
+	): Promise<() => void>;
 	/** False when nothing was running. */
 	abortSession(sessionKey: string): boolean;
 	/** Queued (not running) messages are answered `ok: false`, "Queue cleared". */
