@@ -5,7 +5,7 @@
 // port, so the measured routes stay untouched:
 //
 //   GET  /stats  → {pid, elu: {idle, active} (ms, cumulative, main thread), rss, heapUsed,
-//                   cpu: process.cpuUsage()}
+//                   heapTotal, external, cpu: process.cpuUsage()}
 //   POST /gc     → runs a full garbage collection (twice), then answers /stats
 //
 // The server is unref()'d: it never keeps the process alive. Requests are rare (a few per
@@ -36,6 +36,8 @@ if (path) {
 			elu: { idle: elu.idle, active: elu.active },
 			rss: mem.rss,
 			heapUsed: mem.heapUsed,
+			heapTotal: mem.heapTotal,
+			external: mem.external,
 			cpu: process.cpuUsage(),
 		};
 	};

@@ -1,10 +1,15 @@
 #!/usr/bin/env node
 // `npm run bench` — pi-gateway against the seed gateway, side by side, in one run.
 //
-//   node bench/run.mjs [--quick] [--load-tool wrk|autocannon] [--out bench/results/latest.json]
+//   node bench/run.mjs [--quick] [--only CASES] [--load-tool wrk|autocannon] [--out bench/results/latest.json]
+//
+//   --only a,b,...  run only these cases (names below; groups: http = health,get-session,messages;
+//                   sse / per-event = fanout,burst,long,unpaced; memory = rss-session,rss-stream;
+//                   log = replay,log-rss; rss = rss-session,rss-stream,log-rss), e.g.
+//                   `npm run bench -- --only replay,rss,per-event`. Default: all.
 //
 // Each gateway runs in its own process (bench/seed/run-seed.mjs under tsx, bench/run-gateway.mjs)
-// with the same scripted sessions (bench/scripted-session.mjs), pinned to core 0 with `taskset`.
+// with the same scripted sessions (__test__/support/sessions.mjs), pinned to core 0 with `taskset`.
 // The load comes from separate processes pinned to core 1: bench/load-http.mjs for the HTTP cases
 // (wrk with one thread when installed — Debian's /usr/bin/wrk or `wrk` on PATH —, else
 // autocannon; `--load-tool autocannon` forces the fallback), bench/sse-load.mjs (raw sockets) for
@@ -15,19 +20,31 @@
 // writes the JSON to bench/results/latest.json.
 //
 // Cases (full run; --quick shortens every one for a ~1 minute smoke run):
-//   GET /health, 50 connections                            3 rounds × 2 s, interleaved seed/gateway
-//   GET /sessions/:key over 1,000 sessions, 50 connections  "
-//   POST /sessions/:key/messages, instant agent, 1/16/64 connections, as many session keys as
+//   health: GET /health, 50 connections                    3 rounds × 2 s, interleaved seed/gateway
+//   get-session: GET /sessions/:key over 1,000 sessions, 50 connections  "
+//   messages: POST /sessions/:key/messages, instant agent, 1/16/64 connections, as many session keys as
 //       connections and never two requests of one key in flight (a session runs one message at a
 //       time, FIFO: one shared key would serialize); autocannon: one key per connection; wrk: a
 //       pool of free keys in its Lua script (see bench/load-http.mjs)
-//   SSE fan-out: 1, 100, 1,000 subscribers of one session, one answer of 1,000 tokens
-//       (`/stream 1000 10 1`: a token every 10 ms tick, ~100 tokens/s), and 1,000 subscribers
+//   fanout: SSE fan-out: 1, 100, 1,000 subscribers of one session, one answer of 1,000 tokens
+//       (`/stream 1000 10 1`: a token every 10 ms tick, ~100 tokens/s); burst: 1,000 subscribers
 //       with the same rate in bursts of 10 tokens (`/stream 1000 100 10`); the 1,000-subscriber
 //       cases best of 2 interleaved runs
-//   one 20,000-token answer to one subscriber (`/stream 20000 1 10`): cost per token,
-//       tokens 0–1,000 against 19,000–20,000; and the same answer unpaced (`/stream 20000 0 1`)
-//   RSS per idle session (10,000 sessions) and per open stream (1,000 SSE connections)
+//   long: one 20,000-token answer to one subscriber (`/stream 20000 1 10`): cost per token,
+//       tokens 0–1,000 against 19,000–20,000; unpaced: the same answer unpaced (`/stream 20000 0 1`)
+//   rss-session, rss-stream: RSS per idle session (10,000 sessions) and per open stream (1,000
+//       SSE connections, measured at 500 and at 1,000; then, with them still open, 1,000 idle
+//       keep-alive connections after one GET /health and 1,000 bare TCP connections, for what a
+//       connection costs without a stream); each case on a fresh pair of processes whose V8
+//       young generation is capped (--max-semi-space-size=1, see MEMORY_NODE_OPTIONS)
+//   replay: one session's log filled with `/stream 4096 0 1` while one subscriber reads it live
+//       (seed and gateway: the live row), then (gateway only; the seed has no log) a reconnect
+//       with `Last-Event-ID: <last id − 4096>` timed from the request to the last replayed frame,
+//       with the gateway's CPU time over the same span; a warm-up and 7 timed reconnects, and one
+//       with `?after=` instead of the header
+//   log-rss: (gateway only) RSS growth of the gateway process when one session's log fills to its
+//       bound: ~4,200 small tokens (the 4,096-event bound) and 3,000 tokens of 2 KiB (the 4 MiB
+//       bound), each on two sessions one after the other
 //
 // It stops by itself: a watchdog kills everything after a deadline; any failure kills the
 // children and exits 1.
@@ -48,6 +65,7 @@ const repoRoot = resolve(here, "..");
 const { values: cli } = parseArgs({
 	options: {
 		quick: { type: "boolean", default: false },
+		only: { type: "string" },
 		"load-tool": { type: "string" },
 		out: { type: "string", default: join(here, "results", "latest.json") },
 	},
@@ -57,6 +75,28 @@ if (cli["load-tool"] && !["wrk", "autocannon"].includes(cli["load-tool"])) {
 	process.stderr.write(`--load-tool: wrk or autocannon, not ${cli["load-tool"]}\n`);
 	process.exit(2);
 }
+// --only: which cases run.
+const CASES = ["health", "get-session", "messages", "fanout", "burst", "long", "unpaced", "rss-session", "rss-stream", "replay", "log-rss"];
+const GROUPS = {
+	all: CASES,
+	http: ["health", "get-session", "messages"],
+	sse: ["fanout", "burst", "long", "unpaced"],
+	"per-event": ["fanout", "burst", "long", "unpaced"],
+	memory: ["rss-session", "rss-stream"],
+	log: ["replay", "log-rss"],
+	rss: ["rss-session", "rss-stream", "log-rss"],
+};
+const SELECTED = new Set();
+for (const name of (cli.only ?? "all").split(",").map((x) => x.trim()).filter(Boolean)) {
+	const names = GROUPS[name] ?? (CASES.includes(name) ? [name] : null);
+	if (!names) {
+		process.stderr.write(`--only: unknown case ${name} (cases: ${CASES.join(", ")}; groups: ${Object.keys(GROUPS).join(", ")})\n`);
+		process.exit(2);
+	}
+	for (const n of names) SELECTED.add(n);
+}
+const want = (...names) => names.some((n) => SELECTED.has(n));
+
 // The HTTP load generator of the measured cases (creating sessions always uses autocannon).
 const LOAD_TOOL = httpLoadTool(cli["load-tool"]);
 const LOAD_NAME = LOAD_TOOL.name;
@@ -80,7 +120,12 @@ const P = QUICK
 			unpaced: false,
 			idleSessions: 2000,
 			streams: 1000,
-			watchdogMs: 150_000,
+			replayEvents: 4096,
+			replayRounds: 3,
+			logSmallTokens: 4200,
+			logBig: { count: 3000, size: 2048 },
+			logSessions: 1,
+			watchdogMs: 180_000,
 		}
 	: {
 			rounds: 3,
@@ -98,7 +143,12 @@ const P = QUICK
 			unpaced: true,
 			idleSessions: 10000,
 			streams: 1000,
-			watchdogMs: 420_000,
+			replayEvents: 4096,
+			replayRounds: 7,
+			logSmallTokens: 4200,
+			logBig: { count: 3000, size: 2048 },
+			logSessions: 2,
+			watchdogMs: 480_000,
 		};
 const LOAD_CONNECTIONS = 50;
 // pi-gateway closes connections past limits.maxConnections (default 1024); the seed has no cap.
@@ -174,11 +224,11 @@ const IMPLS = [
 	{ id: "gateway", name: "pi-gateway", spawn: spawnGateway, args: GATEWAY_ARGS },
 ];
 
-async function startImpl(impl, tag) {
+async function startImpl(impl, tag, extraArgs = [], nodeOptions = "") {
 	const probe = join(probeDir, `${impl.id}-${tag}.sock`);
 	const env = {
 		...process.env,
-		NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import=${pathToFileURL(join(here, "probe.mjs")).href}`.trim(),
+		NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} ${nodeOptions} --import=${pathToFileURL(join(here, "probe.mjs")).href}`.trim(),
 		PI_BENCH_PROBE: probe,
 	};
 	// Pinned from birth, not only after it: a child inherits the affinity of the thread that
@@ -187,7 +237,7 @@ async function startImpl(impl, tag) {
 	if (PIN) execFileSync("taskset", ["-cp", PIN.gateway, String(process.pid)], { stdio: "ignore" });
 	let spawning;
 	try {
-		spawning = impl.spawn(["--scenario", "instant", ...impl.args], { timeoutMs: 30000, env });
+		spawning = impl.spawn(["--scenario", "instant", ...impl.args, ...extraArgs], { timeoutMs: 30000, env });
 	} finally {
 		if (PIN) execFileSync("taskset", ["-cp", PIN.load, String(process.pid)], { stdio: "ignore" });
 	}
@@ -218,11 +268,23 @@ async function startImpl(impl, tag) {
 	};
 }
 
-async function startPair(tag) {
+/**
+ * Both gateways; `extraArgs` {seed?: [...], gateway?: [...]} adds launcher flags, `nodeOptions`
+ * node flags for both (through NODE_OPTIONS).
+ */
+async function startPair(tag, extraArgs = {}, nodeOptions = "") {
 	const out = {};
-	for (const impl of IMPLS) out[impl.id] = await startImpl(impl, tag);
+	for (const impl of IMPLS) out[impl.id] = await startImpl(impl, tag, extraArgs[impl.id], nodeOptions);
 	return out;
 }
+
+// The memory cases run both processes with V8's young generation capped at 1 MiB semi-spaces.
+// Left alone, V8 grows it (to 16 MiB semi-spaces, 32 MiB committed) as soon as a process
+// allocates quickly — creating sessions, opening streams — and gives it back seconds later, so
+// tens of MiB that depend on neither the count nor the implementation land in (or leave) a
+// before/after RSS difference: a fresh seed "costs" 16 KiB per stream, one that has run a while
+// 6 KiB. A capped young generation is the same constant before and after.
+const MEMORY_NODE_OPTIONS = "--max-semi-space-size=1";
 
 async function stopPair(pair) {
 	await Promise.all(Object.values(pair).map((s) => s.stop()));
@@ -351,17 +413,19 @@ async function httpPhase() {
 	log(`HTTP cases (${LOAD_NAME} ${LOAD_TOOL.version})`);
 	const pair = await startPair("http");
 	try {
-		await httpCase(pair, "health", "GET /health", { path: "/health", connections: LOAD_CONNECTIONS });
+		if (want("health")) await httpCase(pair, "health", "GET /health", { path: "/health", connections: LOAD_CONNECTIONS });
 
-		for (const impl of IMPLS) await createSessions(pair[impl.id], "s", P.getSessions);
-		await httpCase(pair, "getSession", `GET /sessions/:key (${P.getSessions} sessions)`, {
-			path: "/sessions/s{n}",
-			mode: "rotate",
-			keys: P.getSessions,
-			connections: LOAD_CONNECTIONS,
-		});
+		if (want("get-session")) {
+			for (const impl of IMPLS) await createSessions(pair[impl.id], "s", P.getSessions);
+			await httpCase(pair, "getSession", `GET /sessions/:key (${P.getSessions} sessions)`, {
+				path: "/sessions/s{n}",
+				mode: "rotate",
+				keys: P.getSessions,
+				connections: LOAD_CONNECTIONS,
+			});
+		}
 
-		for (const c of P.messageConcurrency) {
+		for (const c of want("messages") ? P.messageConcurrency : []) {
 			await httpCase(pair, `messages${c}`, `POST /messages c=${c}`, {
 				path: "/sessions/m{n}/messages",
 				method: "POST",
@@ -437,7 +501,7 @@ async function ssePhase() {
 		};
 		const T = P.fanoutTokens;
 		const fanTimeout = Math.max(60000, T * P.fanoutInterval * 6);
-		for (const subs of P.fanout) {
+		for (const subs of want("fanout") ? P.fanout : []) {
 			await runCase(`fanout${subs}`, `SSE ${subs} subscriber${subs > 1 ? "s" : ""}, ${T} tokens`, {
 				subs,
 				tokens: T,
@@ -445,7 +509,7 @@ async function ssePhase() {
 				timeoutMs: fanTimeout,
 			}, subs === P.fanout.at(-1) ? P.sseRounds : 1);
 		}
-		if (P.burst) {
+		if (P.burst && want("burst")) {
 			const subs = P.fanout.at(-1);
 			await runCase(`fanout${subs}burst`, `SSE ${subs} subscribers, ${T} tokens in bursts of ${P.burst}`, {
 				subs,
@@ -458,14 +522,16 @@ async function ssePhase() {
 		// Contiguous 1,000-token windows over the whole answer: the first and last are reported,
 		// and a robust line (Theil–Sen) through all of them says whether the cost per token grows.
 		const windows = Array.from({ length: Math.floor(L / 1000) }, (_, i) => [i * 1000, (i + 1) * 1000]);
-		await runCase("long", `SSE 1 subscriber, one ${L}-token answer`, {
-			subs: 1,
-			tokens: L,
-			text: `/stream ${L} ${P.longPace[0]} ${P.longPace[1]}`,
-			windows,
-			timeoutMs: 120000,
-		});
-		if (P.unpaced) {
+		if (want("long")) {
+			await runCase("long", `SSE 1 subscriber, one ${L}-token answer`, {
+				subs: 1,
+				tokens: L,
+				text: `/stream ${L} ${P.longPace[0]} ${P.longPace[1]}`,
+				windows,
+				timeoutMs: 120000,
+			});
+		}
+		if (P.unpaced && want("unpaced")) {
 			await runCase("longUnpaced", `SSE 1 subscriber, ${L} tokens unpaced`, {
 				subs: 1,
 				tokens: L,
@@ -480,52 +546,239 @@ async function ssePhase() {
 	}
 }
 
+/**
+ * Memory growth per unit between two settledMemory() readings: `rss` (the raw RSS growth),
+ * `heapUsed` (live V8 objects), `heapTotal` (V8's committed heap) and `steady` = RSS growth less
+ * the growth of V8's committed heap plus that of its live objects: the cost without V8's
+ * heap-sizing decisions (a fresh Node process commits several MiB of young generation as soon
+ * as it allocates quickly, and gives it back seconds later; a process that has run a while has
+ * already committed it), i.e. the native memory plus the JS objects the units hold.
+ */
+function perUnit(before, after, n) {
+	const d = (f) => (after[f] - before[f]) / n;
+	return { rss: d("rss"), heapUsed: d("heapUsed"), heapTotal: d("heapTotal"), steady: d("rss") - d("heapTotal") + d("heapUsed") };
+}
+
+/** RSS and V8 heap of a measured process after a full GC (and a short settle). */
+async function settledMemory(server) {
+	await probeStats(server.probe, { gc: true });
+	await sleep(200);
+	const st = await probeStats(server.probe, { gc: true });
+	await sleep(100);
+	return { rss: rssBytes(server.pid), heapUsed: st.heapUsed, heapTotal: st.heapTotal, external: st.external };
+}
+
 async function memoryPhase() {
 	log("Memory cases");
-	const pair = await startPair("memory");
+	// Each case on a fresh pair of processes (with MEMORY_NODE_OPTIONS), so that what one case
+	// allocated and freed is not reused by the next.
 	const load = startSseLoad();
+	let pair = null;
 	try {
 		const sessions = { label: `RSS per idle session (${P.idleSessions} sessions)`, kind: "memory" };
-		const streams = { label: `RSS per open stream (${P.streams} SSE connections)`, kind: "memory" };
-		for (const impl of IMPLS) {
+		const streams = { label: `RSS per open stream (${P.streams} SSE connections)`, kind: "memory", streams: true };
+		if (want("rss-session")) pair = await startPair("memory-sessions", {}, MEMORY_NODE_OPTIONS);
+		for (const impl of pair ? IMPLS : []) {
 			const s = pair[impl.id];
-			log(`· ${impl.name}: ${P.idleSessions} sessions, ${P.streams} streams`);
-			await probeStats(s.probe, { gc: true });
-			await sleep(200);
-			const before = rssBytes(s.pid);
+			log(`· ${impl.name}: ${P.idleSessions} idle sessions`);
+			const before = await settledMemory(s);
 			await createSessions(s, "idle", P.idleSessions);
 			await sleep(200);
-			await probeStats(s.probe, { gc: true });
-			await sleep(200);
-			const after = rssBytes(s.pid);
+			const after = await settledMemory(s);
 			const ready = await (await fetch(`${s.url}/ready`)).json();
 			sessions[impl.id] = {
-				rssBefore: before,
-				rssAfter: after,
+				before,
+				after,
 				sessions: ready.sessions,
-				bytesPer: (after - before) / P.idleSessions,
-			};
-
-			await postJson(s, "/sessions/streams/messages", { text: "hi" });
-			await probeStats(s.probe, { gc: true });
-			await sleep(200);
-			const sBefore = rssBytes(s.pid);
-			const opened = await load.call("open", { port: s.port, key: "streams", n: P.streams });
-			await sleep(300);
-			await probeStats(s.probe, { gc: true });
-			await sleep(200);
-			const sAfter = rssBytes(s.pid);
-			await load.call("close");
-			await sleep(300);
-			streams[impl.id] = {
-				rssBefore: sBefore,
-				rssAfter: sAfter,
-				open: opened.open,
-				bytesPer: (sAfter - sBefore) / P.streams,
+				per: perUnit(before, after, P.idleSessions),
+				bytesPer: (after.rss - before.rss) / P.idleSessions,
 			};
 		}
-		results.cases.rssSession = sessions;
-		results.cases.rssStream = streams;
+		if (pair) await stopPair(pair);
+		pair = null;
+		if (want("rss-stream")) pair = await startPair("memory-streams", {}, MEMORY_NODE_OPTIONS);
+		for (const impl of pair ? IMPLS : []) {
+			const s = pair[impl.id];
+			// Opened in two halves, measured after each: the per-stream cost over 0 → N/2 and
+			// N/2 → N says whether it is linear (and the total keeps the historical number).
+			log(`· ${impl.name}: ${P.streams} open streams`);
+			await postJson(s, "/sessions/streams/messages", { text: "hi" });
+			const before = await settledMemory(s);
+			const half = Math.floor(P.streams / 2);
+			const opened1 = await load.call("open", { port: s.port, key: "streams", n: half });
+			await sleep(300);
+			const mid = await settledMemory(s);
+			const opened2 = await load.call("open", { port: s.port, key: "streams", n: P.streams - half });
+			await sleep(300);
+			const after = await settledMemory(s);
+			const open = opened2.open; // the load's running total
+			// For comparison, with the streams still open (nothing freed, so nothing reused): as
+			// many idle keep-alive connections that made one GET /health, then as many bare TCP
+			// connections that sent nothing yet (both well within pi-gateway's 10 s header timeout).
+			await load.call("openPlain", { port: s.port, n: P.streams, request: true });
+			await sleep(300);
+			const afterKeepAlive = await settledMemory(s);
+			await load.call("openPlain", { port: s.port, n: P.streams, request: false });
+			await sleep(300);
+			const afterBare = await settledMemory(s);
+			const closed = await load.call("close");
+			await sleep(300);
+			streams[impl.id] = {
+				before,
+				mid,
+				after,
+				afterKeepAlive,
+				afterBare,
+				half,
+				openHalf: opened1.open,
+				open,
+				plainClosedByServer: closed.plainClosedByServer,
+				per: perUnit(before, after, P.streams),
+				perFirstHalf: perUnit(before, mid, half),
+				perSecondHalf: perUnit(mid, after, P.streams - half),
+				perKeepAlive: perUnit(after, afterKeepAlive, P.streams),
+				perBare: perUnit(afterKeepAlive, afterBare, P.streams),
+				bytesPer: (after.rss - before.rss) / P.streams,
+			};
+		}
+		if (want("rss-session")) results.cases.rssSession = sessions;
+		if (want("rss-stream")) results.cases.rssStream = streams;
+	} finally {
+		await load.stop();
+		if (pair) await stopPair(pair);
+	}
+}
+
+const median = (xs) => {
+	const v = xs.filter(Number.isFinite).sort((p, q) => p - q);
+	if (!v.length) return NaN;
+	const m = v.length >> 1;
+	return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+};
+
+/**
+ * replay: fill one session's log with a `/stream N 0 1` answer while one subscriber reads it
+ * live (both gateways; the live row), then reconnect to the gateway with the id N events back.
+ */
+async function replayCase(pair, load) {
+	const N = P.replayEvents;
+	const key = "replay";
+	log(`· live: ${N} tokens unpaced to 1 subscriber (the log's fill)`);
+	const live = { label: `live: ${fmt(N)} tokens unpaced to 1 subscriber`, kind: "sse", opts: { text: `/stream ${N} 0 1` }, rounds: { seed: [], gateway: [] } };
+	for (const impl of IMPLS) {
+		const r = await sseRun(pair[impl.id], load, { key, subs: 1, text: `/stream ${N} 0 1`, tokens: N, timeoutMs: 60000 });
+		live.rounds[impl.id].push(r);
+		live[impl.id] = r;
+	}
+	results.cases.replayLive = live;
+
+	const g = pair.gateway;
+	log(`· pi-gateway: reconnect replaying ${N} events (${P.replayRounds} timed + 1 warm-up)`);
+	// A plain connect: hello's id is the last id in the log.
+	const head = await load.call("replay", { port: g.port, key, timeoutMs: 10000 });
+	if (head.helloId === null || !Number.isFinite(head.helloId)) throw new Error(`pi-gateway: hello without an id: ${JSON.stringify(head)}`);
+	const lastId = head.helloId;
+	const from = lastId - N;
+	const once = (how) =>
+		load.call("replay", { port: g.port, key, ...(how === "query" ? { after: from } : { lastEventId: from }), untilId: lastId, pid: g.pid, timeoutMs: 30000 });
+	const runs = [];
+	await once("header"); // warm-up
+	await sleep(100);
+	for (let i = 0; i < P.replayRounds; i++) {
+		runs.push(await once("header"));
+		await sleep(100);
+	}
+	const query = await once("query");
+	const intact = (r) =>
+		!r.timedOut && !r.missed && r.frames === N && r.firstId === from + 1 && r.lastId === lastId && !r.gaps && !r.backwards;
+	results.cases.replay = {
+		label: `reconnect replaying ${fmt(N)} logged events`,
+		kind: "replay",
+		events: N,
+		lastId,
+		from,
+		runs,
+		query,
+		ms: median(runs.map((r) => r.ms)),
+		msMin: Math.min(...runs.map((r) => r.ms)),
+		msMax: Math.max(...runs.map((r) => r.ms)),
+		helloMs: median(runs.map((r) => r.helloMs)),
+		cpuMs: median(runs.map((r) => r.cpuNs / 1e6)),
+		intact: runs.every(intact) && intact(query),
+	};
+}
+
+/**
+ * log-rss: the gateway's RSS growth when one session's log fills to its bound; small tokens
+ * (the event-count bound) and 2 KiB tokens (the byte bound), each on P.logSessions sessions in
+ * turn (the first pays for any one-time growth; the next shows the marginal cost).
+ */
+async function logRssCase(g, load) {
+	const out = { label: "RSS of one session's full log", kind: "logRss", variants: [] };
+	const variants = [
+		{
+			id: "small",
+			label: `${fmt(P.logSmallTokens)} tokens of ~25 B (4,096-event bound)`,
+			keys: Array.from({ length: P.logSessions }, (_, i) => `logsmall${i}`),
+			text: `/stream ${P.logSmallTokens} 0 1`,
+			create: (s, key) => postJson(s, `/sessions/${key}/messages`, { text: "hi" }),
+		},
+		{
+			id: "big",
+			label: `${fmt(P.logBig.count)} tokens of ${fmt(P.logBig.size)} B (4 MiB bound)`,
+			keys: Array.from({ length: P.logSessions }, (_, i) => `big-${P.logBig.count}-${P.logBig.size}-${i}`),
+			text: "go",
+			// A BigStreamSession streams on every prompt: create the session by connecting to its
+			// event stream (which does) instead of with a message.
+			create: (s, key) => load.call("replay", { port: s.port, key, timeoutMs: 10000 }),
+		},
+	];
+	for (const v of variants) {
+		log(`· pi-gateway: log RSS, ${v.label}`);
+		const sessions = [];
+		for (const key of v.keys) {
+			await v.create(g, key);
+			const before = await settledMemory(g);
+			const t0 = performance.now();
+			await postJson(g, `/sessions/${key}/messages`, { text: v.text });
+			const fillMs = performance.now() - t0;
+			await sleep(200);
+			const after = await settledMemory(g);
+			// What the log holds: a reconnect from id 0 gets every frame still logged (missed: true
+			// once the oldest were dropped), up to the last id (hello's id on a plain connect).
+			const head = await load.call("replay", { port: g.port, key, timeoutMs: 10000 });
+			const content = await load.call("replay", { port: g.port, key, lastEventId: 0, untilId: head.helloId, timeoutMs: 10000 });
+			sessions.push({
+				key,
+				fillMs,
+				rssBefore: before.rss,
+				rssAfter: after.rss,
+				rssGrowth: after.rss - before.rss,
+				heapUsedGrowth: after.heapUsed - before.heapUsed,
+				heapTotalGrowth: after.heapTotal - before.heapTotal,
+				externalGrowth: after.external - before.external,
+				logFrames: content.frames,
+				logMissed: content.missed,
+				logFirstId: content.firstId,
+				logLastId: content.lastId,
+				logTimedOut: content.timedOut,
+				// Bytes the reconnect read less those of a plain connect (response head, `retry:`,
+				// hello): the logged frames as sent, plus chunked framing (~8 B a frame).
+				logBytes: content.bytes - head.bytes,
+			});
+		}
+		out.variants.push({ id: v.id, label: v.label, sessions });
+	}
+	results.cases.logRss = out;
+}
+
+async function logPhase() {
+	log("Event log cases");
+	const pair = await startPair("log", { gateway: ["--big-sessions"] });
+	const load = startSseLoad();
+	try {
+		if (want("replay")) await replayCase(pair, load);
+		if (want("log-rss")) await logRssCase(pair.gateway, load);
 	} finally {
 		await load.stop();
 		await stopPair(pair);
@@ -541,6 +794,7 @@ const fmt = (n, digits = 0) =>
 const ratio = (g, s) => (Number.isFinite(g) && Number.isFinite(s) && s !== 0 ? g / s : NaN);
 const fmtRatio = (r) => (Number.isFinite(r) ? `${r >= 10 ? fmt(r, 1) : fmt(r, 2)}×` : "—");
 const kib = (b) => fmt(b / 1024, 1);
+const mib = (b, digits = 1) => fmt(b / 1048576, digits);
 
 /**
  * A Theil–Sen line (median of the pairwise slopes, so one noisy window cannot tilt it) through a
@@ -563,6 +817,28 @@ function trend(windows, field) {
 	const intercept = median(pts.map(([x, y]) => y - slope * x));
 	const at = (x) => intercept + slope * x;
 	return at(pts.at(-1)[0]) / at(pts[0][0]);
+}
+
+/** Notes for the memory and event-log cases, when they ran. */
+function extraNotes() {
+	const c = results.cases;
+	const out = [];
+	if (c.rssSession || c.rssStream) {
+		out.push(
+			`Memory: each case on a fresh pair of processes started with NODE_OPTIONS=${MEMORY_NODE_OPTIONS} (V8's young generation capped, so its growth and shrinking — tens of MiB, unrelated to the count — stay out of the differences); RSS (VmRSS) and V8 heap after a full GC, before and after. "Without V8 heap sizing" = ΔRSS − ΔV8 committed heap + ΔV8 live objects.`,
+		);
+	}
+	if (c.replay) {
+		out.push(
+			`Replay: the log of one session filled by /stream ${P.replayEvents} 0 1 with one live subscriber (the "live" row, both gateways); then reconnects with Last-Event-ID: <hello id − ${P.replayEvents}> on a fresh socket (1 warm-up + ${P.replayRounds} timed), timed in the load process from writing the request to the frame with the log's last id; gateway CPU over that span (/proc). The seed keeps no log, so it has no replay and no ratio.`,
+		);
+	}
+	if (c.logRss) {
+		out.push(
+			"Log RSS: the gateway process's RSS after a full GC, before and after one session's answer fills its log to the bound (events.replayEvents 4096 / replayBytes 4 MiB, the defaults); small tokens from the scripted session, 2 KiB tokens from BigStreamSession. The growth includes the session's own transcript (JS) and allocator slack; the seed keeps no log.",
+		);
+	}
+	return out;
 }
 
 function buildTable() {
@@ -613,8 +889,57 @@ function buildTable() {
 				}
 				add("", "latency p50 ms, first → last window", pair(sf.latencyP50Ms, sl.latencyP50Ms), pair(gf.latencyP50Ms, gl.latencyP50Ms));
 			}
+			if (id === "replayLive") {
+				add("", "first emit → last receipt ms", fmt(s.spanMs, 1), fmt(g.spanMs, 1), fmtRatio(ratio(g.spanMs, s.spanMs)));
+				add("", "server CPU ms, whole answer", fmt(s.cpuMs, 1), fmt(g.cpuMs, 1), fmtRatio(ratio(g.cpuMs, s.cpuMs)));
+			}
 		} else if (v.kind === "memory") {
-			add(v.label, "KiB", kib(v.seed.bytesPer), kib(v.gateway.bytesPer), fmtRatio(ratio(v.gateway.bytesPer, v.seed.bytesPer)));
+			const s = v.seed;
+			const g = v.gateway;
+			const unit = v.streams ? "stream" : "session";
+			add(v.label, `KiB per ${unit}: RSS growth`, kib(s.per.rss), kib(g.per.rss), fmtRatio(ratio(g.per.rss, s.per.rss)));
+			add("", "  without V8 heap sizing (ΔRSS − ΔV8 committed + ΔV8 used)", kib(s.per.steady), kib(g.per.steady), fmtRatio(ratio(g.per.steady, s.per.steady)));
+			add("", "  of it V8 heap used", kib(s.per.heapUsed), kib(g.per.heapUsed));
+			add("", "RSS MiB: before → after", `${mib(s.before.rss)} → ${mib(s.after.rss)}`, `${mib(g.before.rss)} → ${mib(g.after.rss)}`);
+			add("", "V8 heap committed MiB: before → after", `${mib(s.before.heapTotal)} → ${mib(s.after.heapTotal)}`, `${mib(g.before.heapTotal)} → ${mib(g.after.heapTotal)}`);
+			if (v.streams) {
+				const both = (x) => `${kib(x.rss)} | ${kib(x.steady)}`;
+				add("", `KiB per stream, streams 0–${fmt(s.half)} | ${fmt(s.half)}–${fmt(P.streams)}`, `${kib(s.perFirstHalf.rss)} | ${kib(s.perSecondHalf.rss)}`, `${kib(g.perFirstHalf.rss)} | ${kib(g.perSecondHalf.rss)}`);
+				add("", `then ${fmt(P.streams)} idle keep-alive conns (1 GET /health), KiB each: RSS | w/o V8 sizing`, both(s.perKeepAlive), both(g.perKeepAlive), fmtRatio(ratio(g.perKeepAlive.steady, s.perKeepAlive.steady)));
+				add("", `then ${fmt(P.streams)} bare TCP conns (no request), KiB each: RSS | w/o V8 sizing`, both(s.perBare), both(g.perBare), fmtRatio(ratio(g.perBare.steady, s.perBare.steady)));
+				add("", "streams open (saw hello); plain conns the server closed", `${fmt(s.open)}; ${fmt(s.plainClosedByServer)}`, `${fmt(g.open)}; ${fmt(g.plainClosedByServer)}`);
+			}
+		} else if (v.kind === "replay") {
+			const runs = v.runs;
+			const NA = "n/a (no replay)";
+			add(`${v.label} (Last-Event-ID, 1 client)`, `request → last replayed frame ms, median (min–max) of ${runs.length}`, NA, `${fmt(v.ms, 2)} (${fmt(v.msMin, 2)}–${fmt(v.msMax, 2)})`, "n/a");
+			add("", "request → hello ms, median", NA, fmt(v.helloMs, 2));
+			const frames = median(runs.map((r) => r.frames));
+			add("", "gateway CPU ms per replay, median (µs per frame)", NA, `${fmt(v.cpuMs, 2)} (${fmt((v.cpuMs * 1000) / frames, 2)})`);
+			const r0 = runs[0] ?? {};
+			add(
+				"",
+				"frames after hello / expected; ids; missed",
+				NA,
+				`${fmt(r0.frames)}/${fmt(v.events)}; ${fmt(r0.firstId)}–${fmt(r0.lastId)}${r0.gaps || r0.backwards ? `, ${r0.gaps} gaps, ${r0.backwards} back` : ", in order"}; ${r0.missed ? "MISSED" : "no"}${v.intact ? "" : " — NOT INTACT (see JSON)"}`,
+			);
+			add("", "client (load process) CPU ms per replay, median", NA, fmt(median(runs.map((r) => r.clientCpuNs / 1e6)), 2));
+			add("", "of them token frames", NA, fmt(r0.tokens));
+			add("", "bytes read; throughput", NA, `${fmt(r0.bytes / 1024)} KiB; ${fmt(r0.bytes / 1048.576 / v.ms, 0)} MiB/s`);
+			const q = v.query;
+			add("", "same with ?after= (1 run): ms; CPU ms", NA, `${fmt(q.ms, 2)}; ${fmt(q.cpuNs / 1e6, 2)}`);
+		} else if (v.kind === "logRss") {
+			const NA = "n/a (no log)";
+			let first = true;
+			for (const variant of v.variants) {
+				const ss = variant.sessions;
+				const all = (f) => ss.map(f).join(" | ");
+				add(first ? `${v.label}: ${variant.label}` : `  ${variant.label}`, `RSS growth MiB${ss.length > 1 ? ` (${ss.length} sessions in turn)` : ""}`, NA, all((x) => mib(x.rssGrowth, 2)), "n/a");
+				add("", "of it V8 heap MiB: used / committed", NA, all((x) => `${mib(x.heapUsedGrowth, 2)} / ${mib(x.heapTotalGrowth, 2)}`));
+				add("", "log: frames; MiB as sent", NA, all((x) => `${fmt(x.logFrames)}${x.logMissed ? "" : " (none dropped)"}; ${mib(x.logBytes, 2)}`));
+				add("", "fill time ms", NA, all((x) => fmt(x.fillMs)));
+				first = false;
+			}
 		}
 		void id;
 	}
@@ -671,13 +996,32 @@ function evaluateTargets() {
 			x <= 1.25 && c.long.gateway.deliveredTokens === c.long.gateway.expectedTokens,
 		);
 	}
-	if (c.rssSession) {
-		const x = r(c.rssSession.gateway.bytesPer, c.rssSession.seed.bytesPer);
-		add("RSS per idle session ≤ the seed's", fmtRatio(x), c.rssSession.gateway.bytesPer <= c.rssSession.seed.bytesPer);
+	// Met only when both measures agree: the raw RSS growth, and the growth without V8's
+	// heap-sizing decisions (which favour whichever process had not yet grown its heap).
+	const mem = (v, target) => {
+		const raw = r(v.gateway.per.rss, v.seed.per.rss);
+		const steady = r(v.gateway.per.steady, v.seed.per.steady);
+		add(target, `${fmtRatio(raw)} raw, ${fmtRatio(steady)} without V8 heap sizing`, raw <= 1 && steady <= 1);
+	};
+	if (c.rssSession) mem(c.rssSession, "RSS per idle session ≤ the seed's");
+	if (c.rssStream) mem(c.rssStream, "RSS per open stream ≤ the seed's");
+	if (c.replay) {
+		add(
+			`reconnect with Last-Event-ID ${fmt(P.replayEvents)} events back: every frame, in order, none missed (gateway)`,
+			c.replay.intact ? `${fmt(c.replay.runs.length + 1)} of ${fmt(c.replay.runs.length + 1)} reconnects intact` : "NOT intact (see the JSON: cases.replay)",
+			c.replay.intact,
+		);
 	}
-	if (c.rssStream) {
-		const x = r(c.rssStream.gateway.bytesPer, c.rssStream.seed.bytesPer);
-		add("RSS per open stream ≤ the seed's", fmtRatio(x), c.rssStream.gateway.bytesPer <= c.rssStream.seed.bytesPer);
+	if (c.logRss) {
+		// The log's own bounds, seen from outside: frames replayed from id 0, and their bytes as sent
+		// (each frame also carries its `id: n` line and chunked framing, so allow 32 B a frame).
+		const ss = c.logRss.variants.flatMap((v) => v.sessions);
+		const within = ss.every((x) => x.logFrames <= 4096 && x.logBytes <= 4 * 1048576 + 32 * x.logFrames && !x.logTimedOut);
+		add(
+			"each full log within its bounds (≤ 4,096 frames, ≤ 4 MiB + framing) (gateway)",
+			ss.map((x) => `${fmt(x.logFrames)} frames / ${mib(x.logBytes, 2)} MiB`).join(", "),
+			within,
+		);
 	}
 	if (c.health) {
 		add("main-thread ELU ≤ 0.05 during GET /health (gateway)", fmt(c.health.gateway.elu, 3), c.health.gateway.elu <= 0.05);
@@ -700,16 +1044,17 @@ async function main() {
 		quick: QUICK,
 		httpLoadTool: { name: LOAD_NAME, version: LOAD_TOOL.version, ...(LOAD_TOOL.path ? { path: LOAD_TOOL.path, threads: 1 } : {}) },
 	};
-	results.params = { ...P, loadConnections: LOAD_CONNECTIONS, gatewayArgs: GATEWAY_ARGS };
+	results.params = { ...P, loadConnections: LOAD_CONNECTIONS, gatewayArgs: GATEWAY_ARGS, only: [...SELECTED] };
 	log(
 		PIN
 			? `pinning: gateway processes on core ${PIN.gateway}, load generators on core ${PIN.load} (taskset)`
 			: `pinning: none (${taskset ? `${ncpu} CPU` : "taskset not found"}) — gateways and load share the CPUs`,
 	);
 
-	await httpPhase();
-	await ssePhase();
-	await memoryPhase();
+	if (want(...GROUPS.http)) await httpPhase();
+	if (want(...GROUPS.sse)) await ssePhase();
+	if (want(...GROUPS.memory)) await memoryPhase();
+	if (want(...GROUPS.log)) await logPhase();
 
 	results.env.loadavgAfter = loadavg();
 	results.env.seconds = (Date.now() - started) / 1000;
@@ -723,13 +1068,15 @@ async function main() {
 		PIN
 			? `Pinned with taskset: each gateway process (from its spawn, all threads) on core ${PIN.gateway}; ${LOAD_NAME} / SSE load processes on core ${PIN.load}.`
 			: `NOT pinned (${taskset ? `only ${ncpu} CPU` : "taskset not found"}): gateways and load generators share the CPUs.`,
-		LOAD_NAME === "wrk"
+		...(cli.only ? [`Only: ${[...SELECTED].join(", ")} (--only ${cli.only}).`] : []),
+		...(!want(...GROUPS.http) ? [] : [LOAD_NAME === "wrk"
 			? `HTTP load: wrk ${LOAD_TOOL.version} (${LOAD_TOOL.path}), 1 thread, Lua script; ${P.httpSeconds} s per run after a ${Math.max(1, Math.ceil(P.warmupSeconds))} s warm-up (wrk counts whole seconds), best of ${P.rounds} interleaved run(s); GET /sessions/:key cycles through the keys request by request; POST /messages: as many keys as connections, never two requests of one key in flight (a pool of free keys).`
-			: `HTTP load: autocannon ${LOAD_TOOL.version}, ${P.httpSeconds} s per run after a ${P.warmupSeconds} s warm-up, best of ${P.rounds} interleaved run(s); POST /messages: one session key per connection.`,
-		`SSE: /stream ${P.fanoutTokens} ${P.fanoutInterval} 1 (a token per ${P.fanoutInterval} ms tick)${P.sseRounds > 1 ? `, ${P.fanout.at(-1)}-subscriber cases best (lowest p99) of ${P.sseRounds} interleaved runs` : ""}${P.burst ? `; bursts: /stream ${P.fanoutTokens} ${P.fanoutInterval * P.burst} ${P.burst}` : ""}; long: /stream ${P.longTokens} ${P.longPace.join(" ")}${P.unpaced ? `, unpaced: /stream ${P.longTokens} 0 1` : ""}.`,
+			: `HTTP load: autocannon ${LOAD_TOOL.version}, ${P.httpSeconds} s per run after a ${P.warmupSeconds} s warm-up, best of ${P.rounds} interleaved run(s); POST /messages: one session key per connection.`]),
+		...(!want(...GROUPS.sse) ? [] : [`SSE: /stream ${P.fanoutTokens} ${P.fanoutInterval} 1 (a token per ${P.fanoutInterval} ms tick)${P.sseRounds > 1 ? `, ${P.fanout.at(-1)}-subscriber cases best (lowest p99) of ${P.sseRounds} interleaved runs` : ""}${P.burst ? `; bursts: /stream ${P.fanoutTokens} ${P.fanoutInterval * P.burst} ${P.burst}` : ""}; long: /stream ${P.longTokens} ${P.longPace.join(" ")}${P.unpaced ? `, unpaced: /stream ${P.longTokens} 0 1` : ""}.`]),
 		"CPU = all threads of the gateway process (/proc/<pid>/task/*/schedstat); ELU = the Node main thread's performance.eventLoopUtilization().",
 		`gw/seed: gateway ÷ seed (above 1 is better for req/s and events/s; below 1 is better for CPU, latency and KiB). A load % near 100 means ${LOAD_NAME}, not the server, set the pace.`,
 		`pi-gateway runs with ${GATEWAY_ARGS.join(" ")} (the seed has no connection cap); other limits at their defaults (sse.bufferEvents 4096).`,
+		...extraNotes(),
 		`Load average before / after: ${la(results.env.loadavgBefore)} / ${la(results.env.loadavgAfter)} (other work on this machine skews every number).`,
 	];
 	const report = `\n${notes.join("\n")}\n\n${table}\n\nTargets (reported, not asserted):\n${targets}\n`;

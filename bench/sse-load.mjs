@@ -9,7 +9,20 @@
 //   {cmd:"arm",   tokens, pid?, windows?}      expect tokens 0..tokens-1 on every subscriber
 //   {cmd:"collect", timeoutMs}                 wait until every subscriber saw message_complete
 //                                              (or the timeout), reply with the measurements
-//   {cmd:"close"}                              destroy every subscriber
+//   {cmd:"openPlain", port, n, request}        open n more plain connections (no event stream):
+//                                              with `request`, each sends one keep-alive
+//                                              `GET /health` and stays open once answered; without,
+//                                              each sends nothing (a bare TCP connection)
+//   {cmd:"close"}                              destroy every subscriber and plain connection;
+//                                              replies how many plain ones the server had closed
+//   {cmd:"replay", port, key, lastEventId?, after?, untilId?, pid?, timeoutMs?}
+//                                              one reconnect on its own socket: GET
+//                                              /sessions/:key/events with `Last-Event-ID:
+//                                              lastEventId` (or `?after=after`); reads until the
+//                                              frame with id `untilId` (without it: until hello),
+//                                              then closes; replies with timings, the ids seen and,
+//                                              with `pid`, that process's CPU time from just before
+//                                              the request was written to the last frame's receipt
 //   {cmd:"exit"}
 //
 // The scripted stream (`/stream N ms batch`) puts `t<i>@<epoch ms>;` in each token's delta: the
@@ -32,6 +45,7 @@ const HELLO = '"type":"hello"';
 const STAMP = /t(\d+)@(\d+\.\d{3});/g;
 
 let subs = [];
+let plain = []; // {socket, closed}
 let run = null; // the armed measurement
 
 // One read buffer for every socket: `onread` hands us the bytes synchronously and we copy them
@@ -161,7 +175,7 @@ function onData(sub, chunk) {
 	for (;;) {
 		const end = buf.indexOf("\n\n", start);
 		if (end === -1) break;
-		onFrame(sub, buf, start, end, now);
+		(sub.onFrame ?? onFrame)(sub, buf, start, end, now);
 		start = end + 2;
 	}
 	sub.buf = start === 0 ? buf : buf.slice(start);
@@ -314,6 +328,67 @@ async function collect({ timeoutMs = 60000 }) {
 	return out;
 }
 
+/** One plain connection: bare (nothing sent) or after one answered keep-alive GET /health. */
+function openPlainOne(port, request) {
+	return new Promise((resolve, reject) => {
+		const conn = { socket: null, closed: false };
+		let got = "";
+		let settled = false;
+		const socket = connect({ host: "127.0.0.1", port });
+		conn.socket = socket;
+		socket.setNoDelay(true);
+		socket.on("connect", () => {
+			if (!request) {
+				settled = true;
+				return resolve(conn);
+			}
+			socket.write(`GET /health HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: keep-alive\r\n\r\n`);
+		});
+		socket.on("data", (d) => {
+			if (settled) return;
+			got += d.toString("latin1");
+			const end = got.indexOf("\r\n\r\n");
+			if (end === -1) return;
+			const len = /\r\ncontent-length:\s*(\d+)/i.exec(got.slice(0, end));
+			if (!/^HTTP\/1\.1 200/.test(got)) {
+				settled = true;
+				return reject(new Error(`GET /health answered: ${got.split("\r\n")[0]}`));
+			}
+			if (len && got.length - end - 4 < Number(len[1])) return;
+			settled = true;
+			resolve(conn);
+		});
+		const onClose = () => {
+			conn.closed = true;
+			if (!settled) {
+				settled = true;
+				reject(new Error("plain connection closed before it was ready"));
+			}
+		};
+		socket.on("end", onClose);
+		socket.on("close", onClose);
+		socket.on("error", (error) => {
+			if (!settled) {
+				settled = true;
+				reject(error);
+			}
+		});
+	});
+}
+
+async function openPlain({ port, n, request = false, batch = 100 }) {
+	const t0 = nowMs();
+	let opened = 0;
+	for (let i = 0; i < n; i += batch) {
+		const group = [];
+		for (let j = i; j < Math.min(n, i + batch); j++) group.push(openPlainOne(port, request));
+		const conns = await Promise.all(group);
+		plain.push(...conns);
+		opened += conns.length;
+	}
+	return { opened, plain: plain.length, ms: nowMs() - t0 };
+}
+
 function close() {
 	for (const s of subs) {
 		s.ended = true;
@@ -321,10 +396,149 @@ function close() {
 	}
 	const n = subs.length;
 	subs = [];
-	return { closed: n };
+	const plainClosedByServer = plain.filter((c) => c.closed).length;
+	for (const c of plain) c.socket.destroy();
+	const p = plain.length;
+	plain = [];
+	return { closed: n, plain: p, plainClosedByServer };
 }
 
-const handlers = { open, arm, collect, close, exit: () => setImmediate(() => process.exit(0)) };
+/**
+ * One reconnect (see the header): the time from writing the request to receiving the frame
+ * `untilId`, what came (frames after hello, token frames, bytes), and whether the ids after
+ * hello ran without a gap or a step back. Frames are read as `id: <n>\ndata: <json>`.
+ */
+function replay({ port, key, lastEventId, after, untilId, pid, timeoutMs = 30000 }) {
+	return new Promise((resolve, reject) => {
+		const query = after === undefined ? "" : `?after=${encodeURIComponent(after)}`;
+		const header = lastEventId === undefined ? "" : `Last-Event-ID: ${lastEventId}\r\n`;
+		const out = {
+			requestAt: 0,
+			helloMs: NaN,
+			ms: NaN,
+			helloId: null,
+			missed: false,
+			frames: 0, // after hello
+			tokens: 0,
+			firstId: null,
+			lastId: null,
+			gaps: 0, // id > previous + 1
+			backwards: 0, // id <= previous
+			bytes: 0,
+			cpuNs: NaN,
+			clientCpuNs: NaN, // this process, same span
+			timedOut: false,
+			ended: false,
+		};
+		let c0 = null;
+		let l0 = null;
+		let hello = false;
+		let prev = null;
+		let settled = false;
+		const finish = () => {
+			if (settled) return;
+			settled = true;
+			clearTimeout(timer);
+			socket.destroy();
+			if (l0) out.clientCpuNs = cpuBetween(l0, procCpu(process.pid)).ns;
+			const { requestAt: _r, ...rest } = out;
+			resolve(rest);
+		};
+		const sub = {
+			head: "",
+			chunked: null,
+			raw: "",
+			remaining: -1,
+			buf: "",
+			onFrame: (_sub, buf, start, end, now) => {
+				let id = null;
+				if (buf.startsWith("id: ", start)) {
+					const nl = buf.indexOf("\n", start);
+					id = Number(buf.slice(start + 4, nl === -1 || nl > end ? end : nl));
+				}
+				if (!hello) {
+					const h = buf.indexOf(HELLO, start);
+					if (h === -1 || h >= end) return; // `retry:`
+					hello = true;
+					out.helloId = id;
+					out.helloMs = now - out.requestAt;
+					const m = buf.indexOf('"missed":true', start);
+					out.missed = m !== -1 && m < end;
+					if (untilId === undefined || untilId === id) {
+						out.ms = out.helloMs;
+						if (pid) out.cpuNs = cpuBetween(c0, procCpu(pid)).ns;
+						finish();
+					}
+					return;
+				}
+				out.frames++;
+				const t = buf.indexOf(TOKEN, start);
+				if (t !== -1 && t < end) out.tokens++;
+				if (id !== null) {
+					if (out.firstId === null) out.firstId = id;
+					if (prev !== null && id <= prev) out.backwards++;
+					else if (prev !== null && id > prev + 1) out.gaps++;
+					prev = id;
+					out.lastId = id;
+				}
+				if (id !== null && id >= untilId) {
+					out.ms = now - out.requestAt;
+					if (pid) out.cpuNs = cpuBetween(c0, procCpu(pid)).ns;
+					finish();
+				}
+			},
+		};
+		const socket = connect({
+			host: "127.0.0.1",
+			port,
+			onread: {
+				buffer: READ_BUFFER,
+				callback: (n, buf) => {
+					out.bytes += n;
+					try {
+						onBytes(sub, buf.latin1Slice(0, n));
+					} catch (error) {
+						settled = true;
+						clearTimeout(timer);
+						socket.destroy();
+						reject(error);
+						return false;
+					}
+					return true;
+				},
+			},
+		});
+		socket.setNoDelay(true);
+		socket.on("connect", () => {
+			if (pid) c0 = procCpu(pid);
+			l0 = procCpu(process.pid);
+			out.requestAt = nowMs();
+			socket.write(
+				`GET /sessions/${encodeURIComponent(key)}/events${query} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n` +
+					`Accept: text/event-stream\r\n${header}\r\n`,
+			);
+		});
+		const onEnd = () => {
+			out.ended = true;
+			finish();
+		};
+		socket.on("end", onEnd);
+		socket.on("close", onEnd);
+		socket.on("error", (error) => {
+			if (!settled) {
+				settled = true;
+				clearTimeout(timer);
+				reject(error);
+			}
+		});
+		const timer = setTimeout(() => {
+			out.timedOut = true;
+			finish();
+		}, timeoutMs);
+	});
+}
+
+const handlers = { open, openPlain, arm, collect, close, replay, exit: () => setImmediate(() => process.exit(0)) };
 
 process.on("message", async (msg) => {
 	try {

@@ -595,7 +595,7 @@ impl Gateway {
         );
         run.set_first_seq(seq);
         let config = &self.inner.config;
-        lock(&self.inner.runs).prune(
+        lock(&self.inner.runs).trim(
             &run.session_key,
             now_ms(),
             config.runs_retain_ms,

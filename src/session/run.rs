@@ -281,6 +281,27 @@ impl RunStore {
         }
     }
 
+    /// Keeps at most `retain_per_key` ended runs of `key` after one more ended: the oldest
+    /// runs are the ended ones (a session runs its queue in order), so this is usually one
+    /// look at the front. Expiry by age is the sweeper's ([`RunStore::prune_all`]).
+    pub fn trim(&mut self, key: &str, now: u64, retain_ms: u64, retain_per_key: usize) {
+        let Some(runs) = self.by_key.get_mut(key) else {
+            return;
+        };
+        while runs.len() > retain_per_key {
+            match runs.front() {
+                Some(r) if r.status().is_ended() => {
+                    if let Some(r) = runs.pop_front() {
+                        self.by_id.remove(&r.id);
+                    }
+                }
+                // A run still going is older than the ones that ended (cancelled runs can
+                // end out of order): count exactly.
+                _ => return self.prune(key, now, retain_ms, retain_per_key),
+            }
+        }
+    }
+
     /// [`RunStore::prune`] for every key (the sweeper's pass).
     pub fn prune_all(&mut self, now: u64, retain_ms: u64, retain_per_key: usize) {
         let keys: Vec<String> = self.by_key.keys().cloned().collect();
