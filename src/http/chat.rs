@@ -164,30 +164,36 @@ impl Body for ChatBody {
         if this.done {
             return Poll::Ready(None);
         }
-        let mut out = BytesMut::new();
-        let polled = this.cursor.poll_next(cx, 16 * 1024, |entry| {
-            if let Some(chat) = entry.chat.as_ref() {
-                out.extend_from_slice(chat);
-            }
-        });
-        match polled {
+        let (data, step) = match this.cursor.poll_bytes(cx, 16 * 1024, |e| e.chat.clone()) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Step::More) => {}
-            Poll::Ready(Step::Done(End::RunEnded)) => this.done = true,
-            Poll::Ready(Step::Done(_)) => {
-                // Fell behind the log, or the session ended without ending this run.
-                ui_stream::lost(&mut out);
+            Poll::Ready(polled) => polled,
+        };
+        let data = match step {
+            Step::More => data,
+            Step::Done(End::RunEnded) => {
                 this.done = true;
+                data
+            }
+            Step::Done(_) => {
+                // Fell behind the log, or the session ended without ending this run.
+                this.done = true;
+                let mut out = BytesMut::new();
+                if let Some(data) = data {
+                    out.extend_from_slice(&data);
+                }
+                ui_stream::lost(&mut out);
+                Some(out.freeze())
+            }
+        };
+        match data {
+            Some(data) => Poll::Ready(Some(Ok(BodyFrame::data(data)))),
+            None if this.done => Poll::Ready(None),
+            // Entries were skipped (another run's): look again at once.
+            None => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
         }
-        if out.is_empty() {
-            if this.done {
-                return Poll::Ready(None);
-            }
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        Poll::Ready(Some(Ok(BodyFrame::data(out.freeze()))))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -299,35 +299,37 @@ pub fn session_path(path: &str) -> SessionPath<'_> {
     if key.is_empty() {
         return SessionPath::Other;
     }
-    let parts: Vec<&str> = parts.collect();
-    match parts.as_slice() {
-        [] => SessionPath::Session(key),
-        [action]
+    let parts = (parts.next(), parts.next(), parts.next(), parts.next());
+    match parts {
+        (None, ..) => SessionPath::Session(key),
+        (Some(action), None, ..)
             if matches!(
-                *action,
+                action,
                 "events" | "messages" | "abort" | "reset" | "chat" | "runs"
             ) =>
         {
             SessionPath::Action(key, action)
         }
-        ["runs", id] if !id.is_empty() => SessionPath::Item {
+        (Some("runs"), Some(id), None, _) if !id.is_empty() => SessionPath::Item {
             key,
             action: "runs",
             id,
             tail: None,
         },
-        ["runs", id, "events"] if !id.is_empty() => SessionPath::Item {
+        (Some("runs"), Some(id), Some("events"), None) if !id.is_empty() => SessionPath::Item {
             key,
             action: "runs",
             id,
             tail: Some("events"),
         },
-        ["chat", id, tail @ ("stream" | "stop")] if !id.is_empty() => SessionPath::Item {
-            key,
-            action: "chat",
-            id,
-            tail: Some(tail),
-        },
+        (Some("chat"), Some(id), Some(tail @ ("stream" | "stop")), None) if !id.is_empty() => {
+            SessionPath::Item {
+                key,
+                action: "chat",
+                id,
+                tail: Some(tail),
+            }
+        }
         _ => SessionPath::Other,
     }
 }
@@ -1019,6 +1021,37 @@ mod tests {
         assert_eq!(session_path("/sessions/a/events/x"), SessionPath::Other);
         assert_eq!(session_path("/sessions//events"), SessionPath::Other);
         assert_eq!(session_path("/sessionsx/a"), SessionPath::Other);
+        let item = |action, id, tail| SessionPath::Item {
+            key: "k",
+            action,
+            id,
+            tail,
+        };
+        assert_eq!(
+            session_path("/sessions/k/runs/r1"),
+            item("runs", "r1", None)
+        );
+        assert_eq!(
+            session_path("/sessions/k/runs/r1/events"),
+            item("runs", "r1", Some("events"))
+        );
+        assert_eq!(
+            session_path("/sessions/k/chat/c%201/stream"),
+            item("chat", "c%201", Some("stream"))
+        );
+        assert_eq!(
+            session_path("/sessions/k/chat/c/stop"),
+            item("chat", "c", Some("stop"))
+        );
+        for other in [
+            "/sessions/k/runs/",
+            "/sessions/k/runs/r1/events/x",
+            "/sessions/k/chat/c",
+            "/sessions/k/chat/c/other",
+            "/sessions/k/events/x",
+        ] {
+            assert_eq!(session_path(other), SessionPath::Other, "{other}");
+        }
     }
 
     #[test]

@@ -73,29 +73,14 @@ impl Body for SseBody {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(Ok(BodyFrame::data(first))));
         }
-        // One frame goes out as the shared buffer itself; a burst that is already waiting
-        // goes out as one write instead of one per event.
-        let mut single: Option<Bytes> = None;
-        let mut batch: Option<BytesMut> = None;
-        let polled = self.cursor.poll_next(cx, BATCH_BYTES, |entry| {
-            let Some(frame) = entry.frame.as_ref() else {
-                return;
-            };
-            match (&mut batch, single.take()) {
-                (Some(b), _) => b.extend_from_slice(&frame.sse()),
-                (None, None) => single = Some(frame.sse()),
-                (None, Some(first)) => {
-                    let mut b = BytesMut::with_capacity(first.len() * 4);
-                    b.extend_from_slice(&first);
-                    b.extend_from_slice(&frame.sse());
-                    batch = Some(b);
-                }
-            }
+        let polled = self.cursor.poll_bytes(cx, BATCH_BYTES, |entry| {
+            entry.frame.as_ref().map(Frame::sse)
         });
-        let data = batch.map(BytesMut::freeze).or(single);
-        match polled {
-            Poll::Ready(Step::Done(_)) => self.done = true,
-            Poll::Ready(Step::More) => {}
+        let data = match polled {
+            Poll::Ready((data, step)) => {
+                self.done = matches!(step, Step::Done(_));
+                data
+            }
             Poll::Pending => {
                 if self.idle.as_mut().poll(cx).is_ready() {
                     let next = Instant::now() + self.heartbeat;
@@ -104,7 +89,7 @@ impl Body for SseBody {
                 }
                 return Poll::Pending;
             }
-        }
+        };
         match data {
             Some(data) => {
                 let next = Instant::now() + self.heartbeat;

@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::events::Frame;
 use crate::util::lock;
@@ -442,6 +442,37 @@ impl Cursor {
         } else {
             Poll::Pending
         }
+    }
+}
+
+impl Cursor {
+    /// [`Cursor::poll_next`] for a reader that writes out what `pick` takes from each entry:
+    /// a single piece comes back as the log's shared buffer itself, a burst already waiting is
+    /// joined into one buffer (one write instead of one per event).
+    pub fn poll_bytes(
+        &mut self,
+        cx: &mut Context<'_>,
+        budget: usize,
+        pick: impl Fn(&Entry) -> Option<Bytes>,
+    ) -> Poll<(Option<Bytes>, Step)> {
+        let mut single: Option<Bytes> = None;
+        let mut batch: Option<BytesMut> = None;
+        let polled = self.poll_next(cx, budget, |entry| {
+            let Some(piece) = pick(entry) else {
+                return;
+            };
+            match (&mut batch, single.take()) {
+                (Some(b), _) => b.extend_from_slice(&piece),
+                (None, None) => single = Some(piece),
+                (None, Some(first)) => {
+                    let mut b = BytesMut::with_capacity((first.len() + piece.len()) * 2);
+                    b.extend_from_slice(&first);
+                    b.extend_from_slice(&piece);
+                    batch = Some(b);
+                }
+            }
+        });
+        polled.map(|step| (batch.map(BytesMut::freeze).or(single), step))
     }
 }
 

@@ -464,8 +464,13 @@ impl Gateway {
         if public.is_none() && chat.is_none() {
             return;
         }
-        let run = active.run.clone();
-        append(&session.log, Some(&run), public.as_ref(), chat, false);
+        append(
+            &session.log,
+            Some(&active.run),
+            public.as_ref(),
+            chat,
+            false,
+        );
     }
 
     /// A reader of `key`'s events, creating the session on demand: `hello`, then (with
@@ -508,7 +513,7 @@ impl Gateway {
     /// from its first entry (or the first after `after`). `None` in the second place when the
     /// log no longer reaches back that far (the reader starts from what is left).
     pub fn run_cursor(&self, run: &Run, after: Option<u64>, chat: bool) -> (Cursor, bool) {
-        let log = self.log_for(&run.session_key);
+        let log = self.log_to_read(&run.session_key);
         let filter = if chat {
             Filter::Chat(run.no)
         } else {
@@ -534,7 +539,7 @@ impl Gateway {
 
     /// The `hello` a run stream starts with when its log no longer reaches back.
     pub fn missed_hello(&self, key: &str) -> Frame {
-        let log = self.log_for(key);
+        let log = self.log_to_read(key);
         let snapshot = self.snapshot(key).unwrap_or_else(|| Snapshot {
             session_key: key.to_string(),
             session_id: String::new(),

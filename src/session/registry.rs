@@ -73,6 +73,28 @@ impl Gateway {
         self.log_in(&mut reg, key)
     }
 
+    #[cfg(test)]
+    pub(super) fn has_log(&self, key: &str) -> bool {
+        lock(&self.inner.registry).logs.contains_key(key)
+    }
+
+    /// The log of `key` for reading only: when the key has none any more (its session was
+    /// evicted, so all its runs have ended), an empty one that is not registered, so a reader
+    /// of an old run does not bring a log back for a key nobody uses.
+    pub(super) fn log_to_read(&self, key: &str) -> Arc<EventLog> {
+        let reg = lock(&self.inner.registry);
+        if let Some(log) = reg.logs.get(key) {
+            return log.clone();
+        }
+        Arc::new(EventLog::new(
+            key.to_string(),
+            1,
+            0,
+            reg.forgotten_floor,
+            self.inner.hooks.clone(),
+        ))
+    }
+
     pub(super) fn log_in(&self, reg: &mut Registry, key: &str) -> Arc<EventLog> {
         if let Some(log) = reg.logs.get(key) {
             return log.clone();

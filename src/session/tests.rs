@@ -660,7 +660,8 @@ async fn an_evicted_session_is_freed_and_its_log_keeps_only_its_ids() {
     let mut config = Config::for_tests();
     config.idle = Duration::from_millis(0);
     let gw = gateway(agent, config);
-    sent(&gw, "a", "hi").wait().await;
+    let run = sent(&gw, "a", "hi");
+    run.wait().await;
     while gw.snapshot("a").map(|s| s.processing).unwrap_or(true) {
         tokio::task::yield_now().await;
     }
@@ -672,6 +673,10 @@ async fn an_evicted_session_is_freed_and_its_log_keeps_only_its_ids() {
         tokio::task::yield_now().await;
     }
     assert!(weak.upgrade().is_none(), "nothing holds an evicted session");
+    // Reading its old run afterwards finds it ended and gone, and registers no log again.
+    let (_, missed) = gw.run_cursor(&run, None, false);
+    assert!(missed);
+    assert!(!gw.has_log("a"));
     // Its log is forgotten; the next one for the key goes on above its ids.
     let log = gw.log_for("a");
     assert!(log.is_empty());
