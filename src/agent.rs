@@ -17,11 +17,41 @@ pub type SessionHandle = u32;
 pub struct SessionInfo {
     pub session_id: String,
     pub message_count: u32,
+    /// The session has `steer()` and `followUp()`: messages can be handed to a running prompt.
+    pub steer: bool,
+}
+
+/// How a message is handed to a prompt in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// `session.steer()`: after the current tool calls, before the next model call.
+    Steer,
+    /// `session.followUp()`: when the agent would otherwise stop.
+    FollowUp,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Steer => "steer",
+            Delivery::FollowUp => "followUp",
+        }
+    }
+}
+
+/// What `clear_pending` removed from the agent's own queue: two JSON arrays of strings.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub steering: String,
+    pub follow_up: String,
 }
 
 /// One queued message, as handed to `prompt`.
 #[derive(Debug, Clone, Default)]
 pub struct PromptRequest {
+    /// The gateway run this prompt belongs to (a run may prompt more than once: messages
+    /// handed to it after its prompt finished run as further prompts of the same run).
+    pub run_id: String,
     pub text: String,
     /// `images` from the request, as JSON text (passed through untouched).
     pub images_json: Option<String>,
@@ -62,5 +92,26 @@ pub trait Agent: Send + Sync + 'static {
     fn release(&self, handle: SessionHandle, dispose: bool) -> BoxFuture<AgentResult<()>>;
     /// Start the primary session afresh (`newSession()`, or the documented fallback).
     fn renew(&self, handle: SessionHandle) -> BoxFuture<AgentResult<SessionInfo>>;
+    /// Hands `request` to the prompt of run `run_id` if one is in flight (`steer()` or
+    /// `followUp()`). `Ok(false)`: none is (it has just finished), so the core runs the message
+    /// itself, as a further prompt of that run.
+    fn deliver(
+        &self,
+        _handle: SessionHandle,
+        _run_id: &str,
+        _how: Delivery,
+        _request: PromptRequest,
+    ) -> BoxFuture<AgentResult<bool>> {
+        Box::pin(async { Ok(false) })
+    }
+    /// Clears the agent's own pending steering and follow-up messages (`clearQueue()`).
+    fn clear_pending(&self, _handle: SessionHandle) -> BoxFuture<AgentResult<Pending>> {
+        Box::pin(async {
+            Ok(Pending {
+                steering: "[]".into(),
+                follow_up: "[]".into(),
+            })
+        })
+    }
     fn log(&self, message: &str);
 }

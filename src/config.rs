@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::session::Mode;
+
 /// Default `limits.maxBodyBytes`: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Default `limits.headerTimeoutMs`: a client has 10 s to send its request head.
@@ -77,6 +79,8 @@ pub struct Config {
     pub max_queue: usize,
     pub sweep_interval: Duration,
     pub create_timeout: Duration,
+    /// `session.defaultMode`: what a message without `mode` does while its session is busy.
+    pub default_mode: Mode,
     pub webhook: WebhookConfig,
     pub max_body_bytes: usize,
     pub header_timeout: Duration,
@@ -118,6 +122,7 @@ impl Config {
             max_queue: 16,
             sweep_interval: Duration::from_millis(DEFAULT_SWEEP_INTERVAL_MS),
             create_timeout: Duration::from_millis(DEFAULT_CREATE_TIMEOUT_MS),
+            default_mode: Mode::Queue,
             webhook: WebhookConfig {
                 enabled: false,
                 base_path: "/webhook".into(),
@@ -195,6 +200,7 @@ impl Config {
                 "maxQueuePerSession",
                 "sweepIntervalMs",
                 "createTimeoutMs",
+                "defaultMode",
             ],
         )?;
         let idle_minutes = req_num(session, "idleMinutes", "config.session.idleMinutes")?;
@@ -332,6 +338,17 @@ impl Config {
         (cors, allowed_hosts): (Option<CorsOrigins>, Vec<String>),
         root: &Map<String, Value>,
     ) -> Result<Config, String> {
+        let session = req_obj(root, "session", "config.session")?;
+        let default_mode = match opt_str(session, "defaultMode", "config.session.defaultMode")? {
+            None => Mode::Queue,
+            Some(text) => Mode::parse(text).ok_or_else(|| {
+                format!(
+                    "Invalid config.session.defaultMode: expected one of {}, got {text:?}",
+                    Mode::EXPECTED
+                )
+            })?,
+        };
+
         let body_timeout_ms = positive_int(
             limits,
             "bodyTimeoutMs",
@@ -454,6 +471,7 @@ impl Config {
             max_queue: max_queue as usize,
             sweep_interval: Duration::from_millis(sweep_ms),
             create_timeout: Duration::from_millis(create_ms),
+            default_mode,
             webhook,
             max_body_bytes: max_body as usize,
             header_timeout: Duration::from_millis(header_ms),

@@ -19,6 +19,8 @@ pub enum GatewayError {
     Agent(String),
     /// The gateway is stopping or stopped.
     Stopped,
+    /// `mode: "reject"` while the session is busy; the run it is busy with.
+    SessionBusy(String),
 }
 
 impl GatewayError {
@@ -33,6 +35,7 @@ impl GatewayError {
             GatewayError::IdempotencyConflict => "idempotency_conflict",
             GatewayError::Agent(_) => "agent_error",
             GatewayError::Stopped => "stopped",
+            GatewayError::SessionBusy(_) => "session_busy",
         }
     }
 
@@ -41,7 +44,7 @@ impl GatewayError {
         match self {
             GatewayError::Invalid(_) => 400,
             GatewayError::SessionNotFound(_) | GatewayError::RunNotFound(_) => 404,
-            GatewayError::RunEnded(_) => 409,
+            GatewayError::RunEnded(_) | GatewayError::SessionBusy(_) => 409,
             GatewayError::QueueFull(_) => 429,
             GatewayError::IdempotencyConflict => 422,
             GatewayError::Agent(_) => 500,
@@ -62,6 +65,7 @@ impl fmt::Display for GatewayError {
                 f.write_str("Idempotency-Key reused with a different request")
             }
             GatewayError::Stopped => f.write_str("Gateway stopped"),
+            GatewayError::SessionBusy(_) => f.write_str("Session busy"),
         }
     }
 }
@@ -83,6 +87,7 @@ mod tests {
             (GatewayError::RunNotFound("r".into()), "run_not_found", 404),
             (GatewayError::RunEnded("succeeded"), "run_ended", 409),
             (GatewayError::QueueFull(3), "queue_full", 429),
+            (GatewayError::SessionBusy("r".into()), "session_busy", 409),
             (
                 GatewayError::IdempotencyConflict,
                 "idempotency_conflict",

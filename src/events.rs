@@ -80,6 +80,11 @@ pub enum AgentEvent {
     },
     /// pi's `agent_start`: the run is under way (an abort asked for before it is applied now).
     AgentStart,
+    /// pi's `queue_update`: its pending steering and follow-up texts (JSON arrays of strings).
+    QueueUpdate {
+        steering: Json,
+        follow_up: Json,
+    },
     /// Nothing to tell subscribers; only the message count moved.
     Touch,
 }
@@ -189,6 +194,13 @@ pub enum GatewayEvent<'a> {
         #[serde(rename = "sessionKey")]
         session_key: &'a str,
     },
+    QueueUpdate {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        steering: &'a RawValue,
+        #[serde(rename = "followUp")]
+        follow_up: &'a RawValue,
+    },
     RunEnd {
         #[serde(rename = "sessionKey")]
         session_key: &'a str,
@@ -242,6 +254,14 @@ impl AgentEvent {
             AgentEvent::MessageComplete { text } => {
                 GatewayEvent::MessageComplete { session_key, text }
             }
+            AgentEvent::QueueUpdate {
+                steering,
+                follow_up,
+            } => GatewayEvent::QueueUpdate {
+                session_key,
+                steering,
+                follow_up,
+            },
             _ => return None,
         })
     }
@@ -252,6 +272,7 @@ impl AgentEvent {
             self,
             AgentEvent::Touch
                 | AgentEvent::AgentStart
+                | AgentEvent::QueueUpdate { .. }
                 | AgentEvent::MessageStart { .. }
                 | AgentEvent::MessageComplete { .. }
         )
@@ -331,6 +352,12 @@ impl Frame {
 pub fn json_or_null(text: Option<String>) -> Json {
     text.and_then(|t| RawValue::from_string(t).ok())
         .unwrap_or_else(null_json)
+}
+
+/// `[]`: pi's queue lists before it has reported any.
+pub fn empty_list_json() -> Json {
+    // "[]" is valid JSON: this cannot fail.
+    RawValue::from_string("[]".to_string()).unwrap_or_else(|_| unreachable!())
 }
 
 pub fn null_json() -> Json {

@@ -79,11 +79,21 @@ pub enum Chunk<'a> {
         #[serde(rename = "finishReason")]
         finish_reason: &'a str,
     },
+    /// A message handed to this run while it ran (`steer` / `followUp`).
+    DataSteering {
+        data: Steering<'a>,
+    },
     Abort,
     Error {
         #[serde(rename = "errorText")]
         error_text: &'a str,
     },
+}
+
+#[derive(Serialize)]
+pub struct Steering<'a> {
+    pub text: &'a str,
+    pub mode: &'a str,
 }
 
 pub fn push_chunk(out: &mut BytesMut, chunk: &Chunk<'_>) {
@@ -111,6 +121,16 @@ impl Translator {
     /// The `start` chunk: the assistant message's id, which is the run id.
     pub fn start(&mut self, message_id: &str, out: &mut BytesMut) {
         push_chunk(out, &Chunk::Start { message_id });
+    }
+
+    /// A `data-steering` part: `text` was handed to the run (`mode`: steer or followUp).
+    pub fn steering(&mut self, text: &str, mode: &str, out: &mut BytesMut) {
+        push_chunk(
+            out,
+            &Chunk::DataSteering {
+                data: Steering { text, mode },
+            },
+        );
     }
 
     pub fn event(&mut self, event: &AgentEvent, out: &mut BytesMut) {
@@ -294,6 +314,39 @@ pub fn whole(run_id: &str, result: &MessageResult) -> BytesMut {
     out
 }
 
+/// Where the first step starting in `chunks` begins (a `start-step` chunk), if one does.
+/// Chunks are `data: <json>\n\n` and JSON holds no raw newline or unescaped quote inside a
+/// string, so the pattern only matches a real chunk.
+pub fn step_start(chunks: &[u8]) -> Option<usize> {
+    const START_STEP: &[u8] = b"data: {\"type\":\"start-step\"}";
+    let mut from = 0;
+    while let Some(i) = find(&chunks[from..], START_STEP).map(|i| i + from) {
+        if i == 0 || chunks[..i].ends_with(b"\n\n") {
+            return Some(i);
+        }
+        from = i + 1;
+    }
+    None
+}
+
+/// Where the closing chunk of a stream (`finish`, `abort` or `error`, before `[DONE]`) begins.
+pub fn closing_chunk(chunks: &[u8]) -> Option<usize> {
+    let done = find(chunks, b"data: [DONE]")?;
+    let before = chunks[..done]
+        .strip_suffix(b"\n\n")
+        .unwrap_or(&chunks[..done]);
+    Some(
+        before
+            .windows(2)
+            .rposition(|w| w == b"\n\n")
+            .map_or(0, |i| i + 2),
+    )
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 /// The end of a chat stream whose reader fell behind the log: an `error` chunk, `[DONE]`.
 pub fn lost(out: &mut BytesMut) {
     push_chunk(
@@ -406,6 +459,44 @@ mod tests {
         assert!(text.contains(r#"{"type":"tool-input-available","toolCallId":"c1","toolName":"read","input":{"path":"x"}}"#));
         assert!(
             text.contains(r#"{"type":"tool-output-error","toolCallId":"c1","errorText":"ENOENT"}"#)
+        );
+    }
+
+    #[test]
+    fn a_stream_joining_midway_finds_the_next_step_and_the_closing_chunk() {
+        let mut t = Translator::default();
+        let mut out = BytesMut::new();
+        t.event(&AgentEvent::TurnStart, &mut out);
+        t.event(&AgentEvent::TextStart { index: 0 }, &mut out);
+        // A delta that spells a chunk is escaped inside its JSON string: no false match.
+        t.event(
+            &AgentEvent::TextDelta {
+                index: 0,
+                delta: "\n\ndata: {\"type\":\"start-step\"}".into(),
+            },
+            &mut out,
+        );
+        assert_eq!(step_start(&out), Some(0));
+        assert_eq!(step_start(&out[1..]), None, "only a whole chunk counts");
+        let before = out.len();
+        t.event(&AgentEvent::TurnStart, &mut out);
+        assert!(step_start(&out[before..]).is_some());
+        let mut end = BytesMut::new();
+        t.finish(
+            &MessageResult::failure("k", "Request was aborted", Outcome::Aborted),
+            false,
+            &mut end,
+        );
+        let at = closing_chunk(&end).expect("closing chunk");
+        assert_eq!(
+            &end[at..],
+            b"data: {\"type\":\"abort\"}\n\ndata: [DONE]\n\n"
+        );
+        let mut steering = BytesMut::new();
+        t.steering("use the other file", "steer", &mut steering);
+        assert_eq!(
+            &steering[..],
+            b"data: {\"type\":\"data-steering\",\"data\":{\"text\":\"use the other file\",\"mode\":\"steer\"}}\n\n"
         );
     }
 }

@@ -10,6 +10,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use crate::config::Config;
+use crate::session::Mode;
 
 /// The longest session key, route or sender, in bytes (after percent-decoding).
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -70,6 +71,8 @@ pub struct MessageFields {
     pub images_json: Option<String>,
     /// `None`: the engine's default (`extension`).
     pub source: Option<String>,
+    /// `None`: `session.defaultMode`.
+    pub mode: Option<Mode>,
 }
 
 /// `images`, `source` and `metadata` of a message body (HTTP or `enqueueMessage`), checked
@@ -78,10 +81,29 @@ pub fn message_fields(body: &Map<String, Value>, config: &Config) -> Result<Mess
     let images_json = images(body.get("images"), config)?;
     let source = source(body.get("source"))?;
     metadata(body.get("metadata"))?;
+    let mode = mode(body.get("mode"))?;
     Ok(MessageFields {
         images_json,
         source,
+        mode,
     })
+}
+
+/// `mode`: absent, `null`, or one of the five modes, spelled exactly.
+pub fn mode(value: Option<&Value>) -> Result<Option<Mode>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Mode::parse(text).map(Some).ok_or_else(|| mode_error(value)),
+        Some(_) => Err(mode_error(value)),
+    }
+}
+
+fn mode_error(value: Option<&Value>) -> String {
+    format!(
+        "Invalid mode: expected one of {}, got {}",
+        Mode::EXPECTED,
+        value.map(short).unwrap_or_default()
+    )
 }
 
 /// `images`: absent, or an array of at most `limits.maxImages` images

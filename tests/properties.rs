@@ -4,6 +4,8 @@
 
 use pi_gateway::http::chat::extract_user_text;
 use pi_gateway::http::router::{decode_segment, session_path, webhook_route, SessionPath};
+use pi_gateway::session::Mode;
+use pi_gateway::validate;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -73,6 +75,24 @@ proptest! {
     fn extraction_from_arbitrary_json_never_panics(v in arb_json()) {
         if let Value::Object(map) = v {
             let _ = extract_user_text(&map);
+        }
+    }
+
+    #[test]
+    fn only_the_five_modes_spelled_exactly_are_accepted(v in arb_json(), text in "\\PC{0,12}") {
+        const MODES: [&str; 5] = ["queue", "steer", "followUp", "interrupt", "reject"];
+        for value in [v, Value::String(text)] {
+            let checked = validate::mode(Some(&value));
+            match &value {
+                Value::Null => prop_assert_eq!(checked, Ok(None)),
+                Value::String(s) if MODES.contains(&s.as_str()) => {
+                    prop_assert_eq!(checked.ok().flatten().map(Mode::as_str), Some(s.as_str()));
+                }
+                _ => {
+                    let message = checked.err().unwrap_or_default();
+                    prop_assert!(message.starts_with("Invalid mode: expected one of queue, steer, followUp, interrupt, reject, got "), "{}", message);
+                }
+            }
         }
     }
 }

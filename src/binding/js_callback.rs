@@ -18,7 +18,8 @@ use napi::Status;
 use tokio::sync::oneshot;
 
 use crate::agent::{
-    Agent, AgentResult, BoxFuture, PromptOutcome, PromptRequest, SessionHandle, SessionInfo,
+    Agent, AgentResult, BoxFuture, Delivery, Pending, PromptOutcome, PromptRequest, SessionHandle,
+    SessionInfo,
 };
 use crate::util::lock;
 
@@ -48,8 +49,10 @@ type Answer = Result<String, String>;
 
 /// `(requestId, handle, sessionKey)`
 pub type CreateArgs = FnArgs<(u32, u32, String)>;
-/// `(requestId, handle, text, imagesJson, source)`
-pub type PromptArgs = FnArgs<(u32, u32, String, Option<String>, String)>;
+/// `(requestId, handle, text, imagesJson, source, runId)`
+pub type PromptArgs = FnArgs<(u32, u32, String, Option<String>, String, String)>;
+/// `(requestId, handle, runId, "steer" | "followUp", text, imagesJson)`
+pub type HandOverArgs = FnArgs<(u32, u32, String, &'static str, String, Option<String>)>;
 /// `(requestId, handle)`
 pub type HandleArgs = FnArgs<(u32, u32)>;
 /// `(requestId, handle, dispose)`
@@ -59,14 +62,21 @@ pub type DeliverArgs = FnArgs<(u32, Option<String>, f64)>;
 /// A JS function as napi hands it over, taking `Args`.
 pub type JsFn<'a, Args> = Function<'a, Args, Unknown<'static>>;
 
-/// The JS side of the [`Agent`] trait.
-pub struct JsAgent {
+/// The JS functions the agent is driven through (`index.js` passes them as one object).
+pub struct JsCallbacks {
     pub create: Callback<CreateArgs>,
     pub prompt: Callback<PromptArgs>,
     pub abort: Callback<HandleArgs>,
     pub release: Callback<ReleaseArgs>,
     pub renew: Callback<HandleArgs>,
+    pub hand_over: Callback<HandOverArgs>,
+    pub clear_pending: Callback<HandleArgs>,
     pub log: Callback<String>,
+}
+
+/// The JS side of the [`Agent`] trait.
+pub struct JsAgent {
+    cb: JsCallbacks,
     pending: Arc<Mutex<HashMap<u32, oneshot::Sender<Answer>>>>,
     next_request: AtomicU32,
 }
@@ -85,21 +95,9 @@ impl Drop for PendingGuard {
 }
 
 impl JsAgent {
-    pub fn new(
-        create: Callback<CreateArgs>,
-        prompt: Callback<PromptArgs>,
-        abort: Callback<HandleArgs>,
-        release: Callback<ReleaseArgs>,
-        renew: Callback<HandleArgs>,
-        log: Callback<String>,
-    ) -> JsAgent {
+    pub fn new(cb: JsCallbacks) -> JsAgent {
         JsAgent {
-            create,
-            prompt,
-            abort,
-            release,
-            renew,
-            log,
+            cb,
             pending: Arc::new(Mutex::new(HashMap::new())),
             next_request: AtomicU32::new(1),
         }
@@ -153,12 +151,15 @@ fn parse_info(name: &str, text: &str) -> AgentResult<SessionInfo> {
         session_id: String,
         #[serde(default)]
         message_count: u32,
+        #[serde(default)]
+        steer: bool,
     }
     let info: Info = serde_json::from_str(text)
         .map_err(|e| format!("{name}: unexpected answer from JavaScript: {e}"))?;
     Ok(SessionInfo {
         session_id: info.session_id,
         message_count: info.message_count,
+        steer: info.steer,
     })
 }
 
@@ -170,7 +171,7 @@ impl Agent for JsAgent {
     ) -> BoxFuture<AgentResult<SessionInfo>> {
         let key = key.to_string();
         let fut = self.request("createSession", |id| {
-            self.create.call(FnArgs::from((id, handle, key)), MODE)
+            self.cb.create.call(FnArgs::from((id, handle, key)), MODE)
         });
         Box::pin(async move { parse_info("createSession", &fut.await?) })
     }
@@ -181,13 +182,14 @@ impl Agent for JsAgent {
         request: PromptRequest,
     ) -> BoxFuture<AgentResult<PromptOutcome>> {
         let fut = self.request("prompt", |id| {
-            self.prompt.call(
+            self.cb.prompt.call(
                 FnArgs::from((
                     id,
                     handle,
                     request.text,
                     request.images_json,
                     request.source,
+                    request.run_id,
                 )),
                 MODE,
             )
@@ -217,26 +219,76 @@ impl Agent for JsAgent {
 
     fn abort(&self, handle: SessionHandle) -> BoxFuture<AgentResult<()>> {
         let fut = self.request("abort", |id| {
-            self.abort.call(FnArgs::from((id, handle)), MODE)
+            self.cb.abort.call(FnArgs::from((id, handle)), MODE)
         });
         Box::pin(async move { fut.await.map(|_| ()) })
     }
 
     fn release(&self, handle: SessionHandle, dispose: bool) -> BoxFuture<AgentResult<()>> {
         let fut = self.request("dispose", |id| {
-            self.release.call(FnArgs::from((id, handle, dispose)), MODE)
+            self.cb
+                .release
+                .call(FnArgs::from((id, handle, dispose)), MODE)
         });
         Box::pin(async move { fut.await.map(|_| ()) })
     }
 
     fn renew(&self, handle: SessionHandle) -> BoxFuture<AgentResult<SessionInfo>> {
         let fut = self.request("newSession", |id| {
-            self.renew.call(FnArgs::from((id, handle)), MODE)
+            self.cb.renew.call(FnArgs::from((id, handle)), MODE)
         });
         Box::pin(async move { parse_info("newSession", &fut.await?) })
     }
 
+    fn deliver(
+        &self,
+        handle: SessionHandle,
+        run_id: &str,
+        how: Delivery,
+        request: PromptRequest,
+    ) -> BoxFuture<AgentResult<bool>> {
+        let run_id = run_id.to_string();
+        let fut = self.request(how.as_str(), |id| {
+            self.cb.hand_over.call(
+                FnArgs::from((
+                    id,
+                    handle,
+                    run_id,
+                    how.as_str(),
+                    request.text,
+                    request.images_json,
+                )),
+                MODE,
+            )
+        });
+        Box::pin(async move { Ok(fut.await? == "1") })
+    }
+
+    fn clear_pending(&self, handle: SessionHandle) -> BoxFuture<AgentResult<Pending>> {
+        let fut = self.request("clearQueue", |id| {
+            self.cb.clear_pending.call(FnArgs::from((id, handle)), MODE)
+        });
+        Box::pin(async move {
+            #[derive(serde::Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Removed {
+                #[serde(default)]
+                steering: Vec<String>,
+                #[serde(default)]
+                follow_up: Vec<String>,
+            }
+            let text = fut.await?;
+            let removed: Removed = serde_json::from_str(&text)
+                .map_err(|e| format!("clearQueue: unexpected answer from JavaScript: {e}"))?;
+            let list = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+            Ok(Pending {
+                steering: list(&removed.steering),
+                follow_up: list(&removed.follow_up),
+            })
+        })
+    }
+
     fn log(&self, message: &str) {
-        let _ = self.log.call(message.to_string(), MODE);
+        let _ = self.cb.log.call(message.to_string(), MODE);
     }
 }

@@ -31,10 +31,7 @@ use crate::session::{
 use crate::util::lock;
 use crate::validate;
 
-use js_callback::{
-    Callback, CreateArgs, DeliverArgs, HandleArgs, JsAgent, JsFn, KeepAlive, PromptArgs,
-    ReleaseArgs,
-};
+use js_callback::{Callback, DeliverArgs, JsAgent, JsCallbacks, JsFn, KeepAlive};
 
 /// The agent events `index.js` forwards through `pushEvent`. One table for both sides: napi
 /// exports it to JS as `EventKind`.
@@ -60,6 +57,8 @@ pub enum EventKind {
     AgentStart,
     /// Anything else: only the message count may have moved.
     Touch,
+    /// pi's `queue_update`: `a` and `b` are its steering and follow-up lists as JSON.
+    QueueUpdate,
 }
 
 #[napi_derive::module_init]
@@ -197,8 +196,17 @@ impl NativeGateway {
             chat_id: None,
             cancel_if_abandoned: false,
             idempotency,
+            mode: fields.mode,
         }))
     }
+}
+
+/// A JSON list of strings from JS, checked; `[]` for anything else.
+fn string_list(text: Option<String>) -> crate::events::Json {
+    let list: Vec<String> = text
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    serde_json::value::to_raw_value(&list).unwrap_or_else(|_| crate::events::empty_list_json())
 }
 
 fn result_json(result: &MessageResult) -> String {
@@ -225,19 +233,22 @@ fn callback<Args: 'static + napi::bindgen_prelude::JsValuesTupleIntoVec>(
 #[napi]
 impl NativeGateway {
     /// Validates the config (throwing an error that names the bad field) and wires the JS
-    /// callbacks: `{createSession, prompt, abort, release, renew, log, deliver}`. Nothing
+    /// callbacks: `{createSession, prompt, abort, release, renew, handOver, clearPending, log,
+    /// deliver}`. Nothing
     /// listens until `start`.
     #[napi(constructor, catch_unwind)]
     pub fn new(config_json: String, primary_key: String, callbacks: Object<'_>) -> Result<Self> {
         let config = Config::from_json(&config_json).map_err(err)?;
-        let agent = Arc::new(JsAgent::new(
-            callback::<CreateArgs>(&callbacks, "createSession")?,
-            callback::<PromptArgs>(&callbacks, "prompt")?,
-            callback::<HandleArgs>(&callbacks, "abort")?,
-            callback::<ReleaseArgs>(&callbacks, "release")?,
-            callback::<HandleArgs>(&callbacks, "renew")?,
-            callback::<String>(&callbacks, "log")?,
-        ));
+        let agent = Arc::new(JsAgent::new(JsCallbacks {
+            create: callback(&callbacks, "createSession")?,
+            prompt: callback(&callbacks, "prompt")?,
+            abort: callback(&callbacks, "abort")?,
+            release: callback(&callbacks, "release")?,
+            renew: callback(&callbacks, "renew")?,
+            hand_over: callback(&callbacks, "handOver")?,
+            clear_pending: callback(&callbacks, "clearPending")?,
+            log: callback(&callbacks, "log")?,
+        }));
         let deliver = callback::<DeliverArgs>(&callbacks, "deliver")?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(worker_threads())
@@ -381,6 +392,12 @@ impl NativeGateway {
                     e.to_string(),
                     Outcome::QueueFull,
                 ))),
+                // So is `reject` on a busy session, as over HTTP (409's body).
+                Err(GatewayError::SessionBusy(run_id)) => {
+                    let mut result = MessageResult::failure(&key, "Session busy", Outcome::Failed);
+                    result.run_id = Some(run_id);
+                    Ok(result_json(&result))
+                }
                 Err(e) => Err(e.to_string()),
             }
         })
@@ -397,9 +414,24 @@ impl NativeGateway {
         idempotency_key: Option<String>,
     ) -> Result<String> {
         match self.submit_from_js(session_key, text, fields_json, idempotency_key)? {
-            Ok(s) => Ok(record_json(s.run())),
+            Ok(s) => {
+                let mut record = serde_json::to_value(s.run().record())
+                    .unwrap_or_else(|_| serde_json::json!({}));
+                if let Some(how) = s.delivered() {
+                    record["delivered"] = how.as_str().into();
+                }
+                Ok(record.to_string())
+            }
             Err(e) => Err(err(e.to_string())),
         }
+    }
+
+    /// `GET /sessions/:key/queue`'s body as JSON, or `None` for an unknown session.
+    #[napi(catch_unwind)]
+    pub fn get_queue(&self, session_key: String) -> Option<String> {
+        self.gateway
+            .queue(&session_key)
+            .and_then(|q| serde_json::to_string(&q).ok())
     }
 
     /// A run's record as JSON, while it is kept.
@@ -551,6 +583,8 @@ impl NativeGateway {
         self.gateway.abort(&session_key).unwrap_or(false)
     }
 
+    /// Clears the gateway's queue (`index.js` clears pi's own right after, on the JS thread).
+    /// False when the session is unknown.
     #[napi(catch_unwind)]
     pub fn clear_queue(&self, session_key: String) -> bool {
         self.gateway.clear_queue(&session_key)
@@ -658,6 +692,10 @@ impl NativeGateway {
             },
             EventKind::AgentStart => AgentEvent::AgentStart,
             EventKind::Touch => AgentEvent::Touch,
+            EventKind::QueueUpdate => AgentEvent::QueueUpdate {
+                steering: string_list(a),
+                follow_up: string_list(b),
+            },
         };
         self.gateway.push_event(handle, message_count, event, bytes);
     }

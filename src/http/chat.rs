@@ -38,6 +38,8 @@ pub fn parse_chat_body(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> {
         id: Option<&'a RawValue>,
         #[serde(borrow)]
         messages: Option<&'a RawValue>,
+        #[serde(borrow)]
+        mode: Option<&'a RawValue>,
     }
     #[derive(serde::Deserialize)]
     struct Role<'a> {
@@ -53,7 +55,12 @@ pub fn parse_chat_body(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> {
     let value =
         |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).map_err(|_| BodyError::Invalid);
     let mut out = Map::new();
-    for (name, raw) in [("text", top.text), ("prompt", top.prompt), ("id", top.id)] {
+    for (name, raw) in [
+        ("text", top.text),
+        ("prompt", top.prompt),
+        ("id", top.id),
+        ("mode", top.mode),
+    ] {
         if let Some(raw) = raw {
             out.insert(name.into(), value(raw)?);
         }
@@ -127,6 +134,10 @@ pub struct ChatBody {
     /// With `chat.abortOnDisconnect`: the run to cancel if this body is dropped before it ends.
     cancel_on_drop: Option<(Gateway, Arc<Run>)>,
     done: bool,
+    /// Sent before anything read from the log.
+    prefix: Option<Bytes>,
+    /// Chunks are dropped until a step starts (a stream joining a run midway).
+    skipping: bool,
 }
 
 impl ChatBody {
@@ -135,7 +146,41 @@ impl ChatBody {
             cursor,
             cancel_on_drop,
             done: false,
+            prefix: None,
+            skipping: false,
         }
+    }
+
+    /// The stream of a message handed to a running run (`steer` / `followUp`): its own
+    /// `start` (`message_id`), then the run's chunks from its next step on — no part is open
+    /// there — and the run's end. `cursor` is where the message was handed over.
+    pub fn from_next_step(cursor: Cursor, message_id: &str) -> ChatBody {
+        let mut start = BytesMut::new();
+        ui_stream::push_chunk(&mut start, &ui_stream::Chunk::Start { message_id });
+        ChatBody {
+            cursor,
+            cancel_on_drop: None,
+            done: false,
+            prefix: Some(start.freeze()),
+            skipping: true,
+        }
+    }
+
+    /// What of `data` a stream joining midway sends: from the first step on; once the run
+    /// has ended without another step, its closing chunk.
+    fn skip_to_step(&mut self, data: Option<Bytes>) -> Option<Bytes> {
+        let data = data?;
+        if !self.skipping {
+            return Some(data);
+        }
+        if let Some(at) = ui_stream::step_start(&data) {
+            self.skipping = false;
+            return Some(data.slice(at..));
+        }
+        if self.done {
+            return ui_stream::closing_chunk(&data).map(|at| data.slice(at..));
+        }
+        None
     }
 }
 
@@ -161,6 +206,9 @@ impl Body for ChatBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<BodyFrame<Bytes>, Infallible>>> {
         let this = &mut *self;
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(BodyFrame::data(prefix))));
+        }
         if this.done {
             return Poll::Ready(None);
         }
@@ -185,6 +233,7 @@ impl Body for ChatBody {
                 Some(out.freeze())
             }
         };
+        let data = this.skip_to_step(data);
         match data {
             Some(data) => Poll::Ready(Some(Ok(BodyFrame::data(data)))),
             None if this.done => Poll::Ready(None),
@@ -197,7 +246,7 @@ impl Body for ChatBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.done && self.prefix.is_none()
     }
 }
 

@@ -17,7 +17,9 @@ use bytes::Bytes;
 use crate::config::CorsOrigins;
 use crate::error::GatewayError;
 use crate::session::idempotency;
-use crate::session::{Gateway, MessageRequest, MessageResult, Outcome, Run, Submit};
+use crate::session::{
+    Gateway, MessageRequest, MessageResult, Mode, Outcome, Run, Submit, Submitted,
+};
 use crate::util::{constant_time_eq, CatchPanic};
 use crate::validate;
 
@@ -305,7 +307,7 @@ pub fn session_path(path: &str) -> SessionPath<'_> {
         (Some(action), None, ..)
             if matches!(
                 action,
-                "events" | "messages" | "abort" | "reset" | "chat" | "runs"
+                "events" | "messages" | "abort" | "reset" | "chat" | "runs" | "queue"
             ) =>
         {
             SessionPath::Action(key, action)
@@ -487,6 +489,15 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             json(StatusCode::OK, &Runs { runs })
         }
         (Some("runs"), _) => method_not_allowed("GET, HEAD"),
+        (Some("queue"), m) if is_get(m) => match gateway.queue(&key) {
+            Some(view) => json(StatusCode::OK, &view),
+            None => core_error(&GatewayError::SessionNotFound(key)),
+        },
+        (Some("queue"), &Method::DELETE) => match gateway.clear_all_queues(&key).await {
+            Ok(cleared) => json(StatusCode::OK, &cleared),
+            Err(e) => core_error(&e),
+        },
+        (Some("queue"), _) => method_not_allowed("GET, HEAD, DELETE"),
         (Some("messages"), &Method::POST) => {
             post_message(ctx, req, |_| Ok(key), Some(raw_key)).await
         }
@@ -728,6 +739,11 @@ fn refused(key: &str, e: &GatewayError) -> Response<Body> {
             let result = MessageResult::failure(key, e.to_string(), Outcome::QueueFull);
             json(StatusCode::TOO_MANY_REQUESTS, &result)
         }
+        GatewayError::SessionBusy(run_id) => {
+            let mut result = MessageResult::failure(key, e.to_string(), Outcome::Failed);
+            result.run_id = Some(run_id.clone());
+            json(StatusCode::CONFLICT, &result)
+        }
         _ => core_error(e),
     }
 }
@@ -747,15 +763,18 @@ async fn submit_message(
     };
     let run = submitted.run().clone();
     let mut res = if wait {
-        let guard = WaitGuard(Some(run.clone()));
+        // A message handed to a running run has no queued run of its own to give up.
+        let guard = WaitGuard(submitted.delivered().is_none().then(|| run.clone()));
         let result = run.wait().await;
         drop(guard);
         json(message_status(&result), &result)
     } else {
-        let mut res = json(
-            StatusCode::ACCEPTED,
-            &json!({"runId": run.id, "status": run.status().as_str(), "sessionKey": key}),
-        );
+        let mut accepted =
+            json!({"runId": run.id, "status": run.status().as_str(), "sessionKey": key});
+        if let Some(how) = submitted.delivered() {
+            accepted["delivered"] = how.as_str().into();
+        }
+        let mut res = json(StatusCode::ACCEPTED, &accepted);
         if let Some(raw_key) = location_key {
             if let Ok(v) = HeaderValue::from_str(&format!("/sessions/{raw_key}/runs/{}", run.id)) {
                 res.headers_mut().insert(hyper::header::LOCATION, v);
@@ -796,14 +815,15 @@ fn message_request(
     key: String,
     text: String,
     body: &Map<String, Value>,
-) -> Result<MessageRequest, String> {
+) -> Result<(MessageRequest, Option<Mode>), String> {
     let fields = validate::message_fields(body, ctx.gateway.config())?;
-    Ok(MessageRequest {
+    let request = MessageRequest {
         session_key: key,
         text,
         images_json: fields.images_json,
         source: fields.source,
-    })
+    };
+    Ok((request, fields.mode))
 }
 
 async fn read_body(
@@ -871,7 +891,7 @@ async fn post_message(
         };
         Ok((message_request(ctx, key, text, &body)?, wait))
     });
-    let (request, wait) = match checked {
+    let ((request, mode), wait) = match checked {
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
@@ -880,6 +900,7 @@ async fn post_message(
         chat_id: None,
         cancel_if_abandoned: wait,
         idempotency: with_fingerprint(idem, &target, &bytes),
+        mode,
     };
     submit_message(ctx, submit, wait, location_key).await
 }
@@ -907,6 +928,10 @@ async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<
             )
         }
     };
+    let mode = match validate::mode(body.get("mode")) {
+        Ok(mode) => mode,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
     let submit = Submit {
         request: MessageRequest {
             session_key: key.clone(),
@@ -917,15 +942,25 @@ async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<
         chat_id: Some(chat_id),
         cancel_if_abandoned: false,
         idempotency: with_fingerprint(idem, &target, &bytes),
+        mode,
     };
     let submitted = match ctx.gateway.submit(submit) {
         Ok(s) => s,
         Err(e) => return refused(&key, &e),
     };
     let run = submitted.run().clone();
-    let abort_on_disconnect = ctx.gateway.config().chat_abort_on_disconnect;
-    let mut res = chat_stream(ctx, &run, abort_on_disconnect);
-    run_headers(&mut res, &run, submitted.joined());
+    let joined = submitted.joined();
+    let mut res = match submitted {
+        // Handed to the running run: its remaining steps, as a new assistant message.
+        Submitted::Delivered {
+            chat: Some(cursor), ..
+        } => {
+            let message_id = uuid::Uuid::now_v7().to_string();
+            chat::response(ChatBody::from_next_step(cursor, &message_id).boxed_unsync())
+        }
+        _ => chat_stream(ctx, &run, ctx.gateway.config().chat_abort_on_disconnect),
+    };
+    run_headers(&mut res, &run, joined);
     res
 }
 

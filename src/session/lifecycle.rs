@@ -4,16 +4,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::agent::Pending;
 use crate::error::GatewayError;
-use crate::events::GatewayEvent;
+use crate::events::{empty_list_json, GatewayEvent, Json};
 use crate::util::{lock, now_ms};
 
 use super::registry::Slot;
 use super::run::{Run, RunStatus};
 use super::{
-    append, Gateway, MessageResult, Outcome, Session, State, GATEWAY_STOPPED, QUEUE_CLEARED,
-    RUN_CANCELLED, SESSION_RESET,
+    append, Gateway, MessageResult, Outcome, QueueCleared, QueueView, Session, State,
+    GATEWAY_STOPPED, QUEUE_CLEARED, RUN_CANCELLED, SESSION_RESET,
 };
+
+/// A JSON list from JS, or `[]` if it is not valid JSON.
+fn json_or_empty(text: String) -> Json {
+    serde_json::value::RawValue::from_string(text).unwrap_or_else(|_| empty_list_json())
+}
 
 /// How long `DELETE …/runs/:runId` waits for an aborted run to end before answering.
 pub const CANCEL_WAIT: Duration = Duration::from_secs(10);
@@ -121,12 +127,17 @@ impl Gateway {
     }
 
     /// Drops every queued (not running) message of a session, each answered `Queue cleared`.
+    /// False when the session is unknown. pi's own queue is [`Gateway::clear_agent_queue`]'s.
     pub fn clear_queue(&self, key: &str) -> bool {
-        let Some(session) = self.find(key) else {
-            return false;
-        };
+        self.clear_runs(key).is_some()
+    }
+
+    /// [`Gateway::clear_queue`], counting the runs it ended.
+    fn clear_runs(&self, key: &str) -> Option<usize> {
+        let session = self.find(key)?;
         let mut st = lock(&session.state);
-        for queued in st.queue.drain(..).collect::<Vec<_>>() {
+        let queued: Vec<_> = st.queue.drain(..).collect();
+        for queued in &queued {
             self.end_run(
                 &session.log,
                 &queued.run,
@@ -135,7 +146,71 @@ impl Gateway {
             );
         }
         session.emit_state(&mut st);
-        true
+        Some(queued.len())
+    }
+
+    /// Clears pi's own pending steering and follow-up messages of a session (their callers
+    /// still get the running run's result): what was removed.
+    pub async fn clear_agent_queue(&self, key: &str) -> Result<Pending, GatewayError> {
+        let session = self
+            .find(key)
+            .ok_or_else(|| GatewayError::SessionNotFound(key.to_string()))?;
+        let removed = if session.steerable {
+            self.inner
+                .agent
+                .clear_pending(session.handle)
+                .await
+                .map_err(GatewayError::Agent)?
+        } else {
+            Pending {
+                steering: "[]".into(),
+                follow_up: "[]".into(),
+            }
+        };
+        // pi's `clearQueue()` sends its own `queue_update` with the emptied lists.
+        let mut st = lock(&session.state);
+        st.steering = empty_list_json();
+        st.follow_up = empty_list_json();
+        Ok(removed)
+    }
+
+    /// `DELETE /sessions/:key/queue`: the gateway's queue and pi's.
+    pub async fn clear_all_queues(&self, key: &str) -> Result<QueueCleared, GatewayError> {
+        let cleared = self
+            .clear_runs(key)
+            .ok_or_else(|| GatewayError::SessionNotFound(key.to_string()))?;
+        let removed = self.clear_agent_queue(key).await?;
+        Ok(QueueCleared {
+            ok: true,
+            cleared,
+            steering: json_or_empty(removed.steering),
+            follow_up: json_or_empty(removed.follow_up),
+        })
+    }
+
+    /// `GET /sessions/:key/queue`: the running run, the queued ones and pi's pending texts.
+    pub fn queue(&self, key: &str) -> Option<QueueView> {
+        let Some(session) = self.find(key) else {
+            // Messages waiting for the session's creation are its queue.
+            let pending = self.pending_runs(key)?;
+            return Some(QueueView {
+                running: None,
+                queued: pending.iter().map(|r| r.record()).collect(),
+                steering: empty_list_json(),
+                follow_up: empty_list_json(),
+            });
+        };
+        let st = lock(&session.state);
+        Some(QueueView {
+            running: st
+                .active
+                .as_ref()
+                .filter(|a| !a.run.status().is_ended())
+                .map(|a| a.run.record()),
+            queued: st.queue.iter().map(|q| q.run.record()).collect(),
+            steering: st.steering.clone(),
+            follow_up: st.follow_up.clone(),
+        })
     }
 
     /// Ends every run still owed a result (queued and running) with `reason`.
@@ -171,6 +246,7 @@ impl Gateway {
             let running = {
                 let mut st = lock(&session.state);
                 st.epoch += 1;
+                st.renewing = true;
                 self.drop_pending(&session, &mut st, SESSION_RESET);
                 session.emit_state(&mut st);
                 st.active.is_some()
@@ -178,15 +254,17 @@ impl Gateway {
             if running {
                 self.abort_run(&session).await;
             }
-            let info = self
-                .inner
-                .agent
-                .renew(session.handle)
-                .await
-                .map_err(GatewayError::Agent)?;
+            let renewed = self.inner.agent.renew(session.handle).await;
             let mut st = lock(&session.state);
+            // Messages sent meanwhile run now, in the renewed conversation.
+            st.renewing = false;
+            self.start_draining(&session, &mut st);
+            let info = renewed.map_err(GatewayError::Agent)?;
             st.session_id = info.session_id;
             st.message_count = info.message_count;
+            // A renewed session starts with pi's queue empty.
+            st.steering = empty_list_json();
+            st.follow_up = empty_list_json();
             st.last_active_at = now_ms();
             session.emit_state(&mut st);
             return Ok(());

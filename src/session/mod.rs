@@ -47,10 +47,10 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use tokio::runtime::Handle;
 
-use crate::agent::{Agent, PromptOutcome, PromptRequest, SessionHandle, SessionInfo};
+use crate::agent::{Agent, Delivery, PromptOutcome, PromptRequest, SessionHandle, SessionInfo};
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::events::{AgentEvent, Frame, GatewayEvent, Snapshot};
+use crate::events::{empty_list_json, AgentEvent, Frame, GatewayEvent, Json, Snapshot};
 use crate::ui_stream::Translator;
 use crate::util::{lock, now_ms};
 
@@ -59,7 +59,7 @@ use idempotency::{Fingerprint, IdempotencyStore, Seen};
 pub use log::{Cursor, End, Entry, EventLog, Filter, Resume, Step};
 use registry::Registry;
 use run::Queued;
-pub use run::{Run, RunRecord, RunStatus, RunStore};
+pub use run::{Mode, Run, RunRecord, RunStatus, RunStore};
 
 /// A message for a session's queue (`GatewayMessageRequest`).
 #[derive(Debug, Clone, Default)]
@@ -80,23 +80,40 @@ pub struct Submit {
     pub cancel_if_abandoned: bool,
     /// `Idempotency-Key` and the request's fingerprint.
     pub idempotency: Option<(String, Fingerprint)>,
+    /// What it does if the session is busy; `None` is `session.defaultMode`.
+    pub mode: Option<Mode>,
 }
 
-/// A submitted message's run: started by this submission, or joined (an idempotent repeat).
+/// The run that answers a submitted message: one it started, one it joined (an idempotent
+/// repeat), or the running run it was handed to (`steer` / `followUp`).
 pub enum Submitted {
     New(Arc<Run>),
     Joined(Arc<Run>),
+    Delivered {
+        run: Arc<Run>,
+        how: Delivery,
+        /// For a chat request: a reader of the run's chat chunks from where it was handed over.
+        chat: Option<Cursor>,
+    },
 }
 
 impl Submitted {
     pub fn run(&self) -> &Arc<Run> {
         match self {
-            Submitted::New(r) | Submitted::Joined(r) => r,
+            Submitted::New(r) | Submitted::Joined(r) | Submitted::Delivered { run: r, .. } => r,
         }
     }
 
     pub fn joined(&self) -> bool {
         matches!(self, Submitted::Joined(_))
+    }
+
+    /// How it was handed to a running run, if it was.
+    pub fn delivered(&self) -> Option<Delivery> {
+        match self {
+            Submitted::Delivered { how, .. } => Some(*how),
+            _ => None,
+        }
     }
 }
 
@@ -144,6 +161,8 @@ pub const QUEUE_CLEARED: &str = "Queue cleared";
 pub const SESSION_RESET: &str = "Session reset";
 pub const GATEWAY_STOPPED: &str = "Gateway stopped";
 pub const RUN_CANCELLED: &str = "Run cancelled";
+/// The error of a run that was aborted.
+pub const ABORTED: &str = "Request was aborted";
 pub const CLIENT_GONE: &str = "The client went away before the run started";
 
 /// The run a session is working on.
@@ -153,8 +172,13 @@ struct Active {
     started: bool,
     /// An abort was asked for; if it came before `agent_start`, it is sent again then.
     abort_requested: bool,
-    /// For a run from `/chat`: its agent events as UI message chunks.
+    /// For a run from `/chat` (or one a chat message was steered into): its agent events as
+    /// UI message chunks.
     translator: Option<Translator>,
+    /// Messages being handed to its prompt (`steer` / `followUp`) whose answer has not come.
+    deliveries: u32,
+    /// Messages handed over after its prompt had finished: run as further prompts of the run.
+    leftover: Vec<PromptRequest>,
 }
 
 struct State {
@@ -171,14 +195,24 @@ struct State {
     /// settled; it is applied only if no reset renewed the session since the run began, or a
     /// late answer from the old conversation would overwrite the renewed session's count.
     epoch: u64,
+    /// The primary session is being renewed (a reset): queued runs wait until it is done, or
+    /// the renewal would wipe what they said and heard.
+    renewing: bool,
+    /// pi's own pending steering and follow-up texts, from its latest `queue_update`.
+    steering: Json,
+    follow_up: Json,
 }
 
 pub struct Session {
     pub key: String,
     pub handle: SessionHandle,
     created_at: u64,
+    /// The agent session has `steer()` / `followUp()`.
+    steerable: bool,
     log: Arc<EventLog>,
     state: Mutex<State>,
+    /// Woken when a hand-over to the running prompt has its answer.
+    delivered: tokio::sync::Notify,
 }
 
 impl Session {
@@ -188,7 +222,9 @@ impl Session {
             key,
             handle,
             created_at: now,
+            steerable: info.steer,
             log,
+            delivered: tokio::sync::Notify::new(),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 draining: false,
@@ -198,6 +234,9 @@ impl Session {
                 session_id: info.session_id,
                 removed: false,
                 epoch: 0,
+                renewing: false,
+                steering: empty_list_json(),
+                follow_up: empty_list_json(),
             }),
         }
     }
@@ -264,6 +303,43 @@ fn append(
         chat,
         run_end,
     })
+}
+
+/// Where a submitted message went.
+pub(crate) enum Placed {
+    /// Into the queue (or straight to the run loop): its own run.
+    Queued,
+    /// Handed to the running run.
+    Delivered {
+        run: Arc<Run>,
+        how: Delivery,
+        chat: Option<Cursor>,
+    },
+}
+
+/// `GET /sessions/:key/queue`.
+#[derive(Serialize)]
+pub struct QueueView {
+    pub running: Option<RunRecord>,
+    pub queued: Vec<RunRecord>,
+    /// pi's own pending steering texts.
+    pub steering: Json,
+    /// pi's own pending follow-up texts.
+    #[serde(rename = "followUp")]
+    pub follow_up: Json,
+}
+
+/// `DELETE /sessions/:key/queue`.
+#[derive(Serialize)]
+pub struct QueueCleared {
+    pub ok: bool,
+    /// Queued runs ended `cancelled`.
+    pub cleared: usize,
+    /// pi's steering texts removed.
+    pub steering: Json,
+    /// pi's follow-up texts removed.
+    #[serde(rename = "followUp")]
+    pub follow_up: Json,
 }
 
 /// A new reader of a session's events: the `hello` frame it starts with, then its cursor.
@@ -369,7 +445,9 @@ impl Gateway {
             chat_id,
             cancel_if_abandoned,
             idempotency,
+            mode,
         } = submit;
+        let mode = mode.unwrap_or(self.inner.config.default_mode);
         let now = now_ms();
         let mut idem = idempotency.as_ref().map(|_| lock(&self.inner.idempotency));
         if let (Some(store), Some((key, fingerprint))) = (idem.as_mut(), idempotency.as_ref()) {
@@ -379,24 +457,30 @@ impl Gateway {
                 Seen::Different => return Err(GatewayError::IdempotencyConflict),
             }
         }
-        let run = Arc::new(Run::new(
+        let chat = chat_id.is_some();
+        let run = Arc::new(Run::with_mode(
             request.session_key.clone(),
             chat_id,
             cancel_if_abandoned && idempotency.is_none(),
+            mode,
         ));
         let queued = Queued {
             run: run.clone(),
             request: PromptRequest {
+                run_id: run.id.clone(),
                 text: request.text,
                 images_json: request.images_json,
                 source: request.source.unwrap_or_else(|| "extension".to_string()),
             },
         };
-        self.enqueue(&request.session_key, queued)?;
+        let submitted = match self.enqueue(&request.session_key, queued, mode, chat)? {
+            Placed::Queued => Submitted::New(run),
+            Placed::Delivered { run, how, chat } => Submitted::Delivered { run, how, chat },
+        };
         if let (Some(store), Some((key, fingerprint))) = (idem.as_mut(), idempotency) {
-            store.remember(key, fingerprint, run.clone(), now);
+            store.remember(key, fingerprint, submitted.run().clone(), now);
         }
-        Ok(Submitted::New(run))
+        Ok(submitted)
     }
 
     /// The run `run_id` of session `key`, while it is kept.
@@ -433,6 +517,14 @@ impl Gateway {
         };
         let mut st = lock(&session.state);
         st.message_count = message_count;
+        if let AgentEvent::QueueUpdate {
+            steering,
+            follow_up,
+        } = &event
+        {
+            st.steering = steering.clone();
+            st.follow_up = follow_up.clone();
+        }
         let Some(active) = st.active.as_mut() else {
             if let Some(public) = event.public(&session.key) {
                 session.emit(&mut st, &public);
@@ -575,7 +667,8 @@ impl Gateway {
         let result = run.result().unwrap_or_else(|| {
             MessageResult::failure(&run.session_key, "No result", Outcome::Failed)
         });
-        let chat = run.chat_id.as_ref().map(|_| {
+        // A chat run's stream, or one a chat message was steered into, ends here too.
+        let chat = (run.chat_id.is_some() || translator.is_some()).then(|| {
             let mut out = BytesMut::new();
             translator
                 .unwrap_or_default()
@@ -630,7 +723,7 @@ fn run_result(
         Ok(o) => {
             let count = Some(o.message_count);
             let (ok, outcome, default_error) = match o.stop_reason.as_deref() {
-                Some("aborted") => (false, Outcome::Aborted, "Request was aborted"),
+                Some("aborted") => (false, Outcome::Aborted, ABORTED),
                 Some("error") => (false, Outcome::Failed, "The model reported an error"),
                 _ => (true, Outcome::Completed, ""),
             };

@@ -22,8 +22,8 @@ use crate::events::Snapshot;
 use crate::util::{lock, now_ms};
 
 use super::log::EventLog;
-use super::run::Queued;
-use super::{Gateway, MessageResult, Outcome, Session};
+use super::run::{Mode, Queued, Run};
+use super::{Gateway, MessageResult, Outcome, Placed, Session};
 
 /// Bytes the logs of reset sessions together may hold before the oldest are emptied.
 pub const RETIRED_LOG_BYTES: usize = 16 * 1024 * 1024;
@@ -292,7 +292,13 @@ impl Gateway {
 
     /// Puts a run in its session's queue (or with the messages waiting for the session to
     /// exist), starting the creation on first use. A full queue refuses it.
-    pub(super) fn enqueue(&self, key: &str, queued: Queued) -> Result<(), GatewayError> {
+    pub(super) fn enqueue(
+        &self,
+        key: &str,
+        queued: Queued,
+        mode: Mode,
+        chat: bool,
+    ) -> Result<Placed, GatewayError> {
         let max = self.inner.config.max_queue;
         let mut reg = lock(&self.inner.registry);
         match reg.by_key.get_mut(key) {
@@ -300,17 +306,30 @@ impl Gateway {
             // under this same lock.
             Some(Slot::Ready(session)) => {
                 let session = session.clone();
-                if !self.push(&session, queued, true) {
-                    return Err(GatewayError::QueueFull(max));
-                }
+                return self.place(&session, queued, mode, chat);
             }
             Some(Slot::Creating { pending, .. }) => {
+                // Nothing runs before the session exists: only `reject` and `interrupt` care
+                // about the messages already waiting.
+                if mode == Mode::Reject {
+                    if let Some(first) = pending.first() {
+                        return Err(GatewayError::SessionBusy(first.run.id.clone()));
+                    }
+                }
                 // The first pending message runs as soon as the session exists.
                 if pending.len() > max {
                     return Err(GatewayError::QueueFull(max));
                 }
                 lock(&self.inner.runs).insert(queued.run.clone());
-                pending.push(queued);
+                if mode == Mode::Interrupt {
+                    let at = pending
+                        .iter()
+                        .take_while(|q| q.run.mode == Mode::Interrupt)
+                        .count();
+                    pending.insert(at, queued);
+                } else {
+                    pending.push(queued);
+                }
             }
             None => {
                 lock(&self.inner.runs).insert(queued.run.clone());
@@ -326,6 +345,16 @@ impl Gateway {
                 self.spawn_create(key.to_string());
             }
         }
-        Ok(())
+        Ok(Placed::Queued)
+    }
+
+    /// The queued runs of a session still being created (`None`: no such slot).
+    pub(super) fn pending_runs(&self, key: &str) -> Option<Vec<Arc<Run>>> {
+        match lock(&self.inner.registry).by_key.get(key) {
+            Some(Slot::Creating { pending, .. }) => {
+                Some(pending.iter().map(|q| q.run.clone()).collect())
+            }
+            _ => None,
+        }
     }
 }

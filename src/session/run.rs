@@ -10,12 +10,16 @@ use bytes::BytesMut;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::agent::PromptRequest;
+use crate::agent::{Delivery, PromptRequest};
+use crate::error::GatewayError;
 use crate::events::GatewayEvent;
 use crate::ui_stream::Translator;
 use crate::util::{lock, now_ms};
 
-use super::{append, run_result, Active, Gateway, MessageResult, Outcome, Session, CLIENT_GONE};
+use super::{
+    append, run_result, Active, Filter, Gateway, MessageResult, Outcome, Placed, Session, State,
+    ABORTED, CLIENT_GONE,
+};
 
 /// `queued | running | succeeded | failed | aborted | cancelled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -56,6 +60,53 @@ impl RunStatus {
     }
 }
 
+/// What a message sent while its session is busy does (SPEC section 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// FIFO behind the runs before it.
+    #[default]
+    Queue,
+    /// Into the running run, after its current tool calls (`session.steer`).
+    Steer,
+    /// Into the running run, when it would otherwise stop (`session.followUp`).
+    FollowUp,
+    /// Abort the running run and run this one next, ahead of the queue.
+    Interrupt,
+    /// Refused (`409`) while the session is busy.
+    Reject,
+}
+
+impl Mode {
+    /// The accepted values, for error messages.
+    pub const EXPECTED: &'static str = "queue, steer, followUp, interrupt, reject";
+
+    pub fn parse(text: &str) -> Option<Mode> {
+        Some(match text {
+            "queue" => Mode::Queue,
+            "steer" => Mode::Steer,
+            "followUp" => Mode::FollowUp,
+            "interrupt" => Mode::Interrupt,
+            "reject" => Mode::Reject,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Queue => "queue",
+            Mode::Steer => "steer",
+            Mode::FollowUp => "followUp",
+            Mode::Interrupt => "interrupt",
+            Mode::Reject => "reject",
+        }
+    }
+
+    /// Handed to the running run rather than run on its own.
+    pub fn delivers(self) -> bool {
+        matches!(self, Mode::Steer | Mode::FollowUp)
+    }
+}
+
 struct RunState {
     status: RunStatus,
     started_at: Option<u64>,
@@ -72,6 +123,8 @@ pub struct Run {
     pub session_key: String,
     /// The `useChat` chat id, for runs started from `/chat`.
     pub chat_id: Option<String>,
+    /// The mode the message was sent with.
+    pub mode: Mode,
     pub created_at: u64,
     /// Cancelled, if still queued, when the one caller waiting for it goes away (a `/messages`
     /// client that hung up without an `Idempotency-Key`: nobody could ever read its result).
@@ -104,11 +157,21 @@ static RUN_NUMBERS: AtomicU64 = AtomicU64::new(1);
 
 impl Run {
     pub fn new(session_key: String, chat_id: Option<String>, cancel_if_abandoned: bool) -> Run {
+        Run::with_mode(session_key, chat_id, cancel_if_abandoned, Mode::Queue)
+    }
+
+    pub fn with_mode(
+        session_key: String,
+        chat_id: Option<String>,
+        cancel_if_abandoned: bool,
+        mode: Mode,
+    ) -> Run {
         Run {
             id: uuid::Uuid::now_v7().to_string(),
             no: RUN_NUMBERS.fetch_add(1, Ordering::Relaxed),
             session_key,
             chat_id,
+            mode,
             created_at: now_ms(),
             cancel_if_abandoned,
             abandoned: AtomicBool::new(false),
@@ -141,7 +204,7 @@ impl Run {
             run_id: self.id.clone(),
             session_key: self.session_key.clone(),
             status: st.status,
-            mode: "queue",
+            mode: self.mode.as_str(),
             created_at: self.created_at,
             started_at: st.started_at,
             ended_at: st.ended_at,
@@ -209,6 +272,20 @@ impl Run {
     pub fn first_seq(&self) -> u64 {
         self.first_seq.load(Ordering::Acquire)
     }
+}
+
+/// What the run loop does next once a run's prompt has returned.
+enum Next {
+    /// A hand-over has not had its answer yet.
+    Wait,
+    /// Run a message the prompt could not take.
+    Prompt(PromptRequest),
+    Done,
+}
+
+/// Where an `interrupt` goes: after the interrupting runs at the front of the queue.
+fn interrupts_ahead<'a>(queue: impl Iterator<Item = &'a Arc<Run>>) -> usize {
+    queue.take_while(|r| r.mode == Mode::Interrupt).count()
 }
 
 /// A message waiting in a session's queue.
@@ -326,6 +403,16 @@ impl Gateway {
     /// (a new submission), a full queue refuses it (false) after purging runs nobody waits for.
     pub(super) fn push(&self, session: &Arc<Session>, queued: Queued, check_full: bool) -> bool {
         let mut st = lock(&session.state);
+        self.push_locked(session, &mut st, queued, check_full)
+    }
+
+    fn push_locked(
+        &self,
+        session: &Arc<Session>,
+        st: &mut State,
+        queued: Queued,
+        check_full: bool,
+    ) -> bool {
         let max = self.inner.config.max_queue;
         if check_full && st.queue.len() >= max {
             // Runs whose only waiter has gone hold no place in the queue.
@@ -348,9 +435,21 @@ impl Gateway {
             lock(&self.inner.runs).insert(queued.run.clone());
         }
         st.last_active_at = now_ms();
-        st.queue.push_back(queued);
-        session.emit_state(&mut st);
-        if !st.draining {
+        if check_full && queued.run.mode == Mode::Interrupt {
+            // Ahead of the queue, behind the interrupting messages already waiting.
+            let at = interrupts_ahead(st.queue.iter().map(|q| &q.run));
+            st.queue.insert(at, queued);
+        } else {
+            st.queue.push_back(queued);
+        }
+        session.emit_state(st);
+        self.start_draining(session, st);
+        true
+    }
+
+    /// Makes sure the session's run loop is going, unless a renewal holds it back.
+    pub(super) fn start_draining(&self, session: &Arc<Session>, st: &mut State) {
+        if !st.draining && !st.renewing && !st.queue.is_empty() {
             st.draining = true;
             let this = self.clone();
             let session = session.clone();
@@ -358,7 +457,121 @@ impl Gateway {
                 .rt
                 .spawn(async move { this.drain(session).await });
         }
-        true
+    }
+
+    /// Places a new message in a ready session by its mode: queued (ahead of the queue for
+    /// `interrupt`, which also aborts the running run), handed to the running run (`steer`,
+    /// `followUp`), or refused (`reject`) while the session is busy.
+    pub(super) fn place(
+        &self,
+        session: &Arc<Session>,
+        queued: Queued,
+        mode: Mode,
+        chat: bool,
+    ) -> Result<Placed, GatewayError> {
+        let mut st = lock(&session.state);
+        let running = st
+            .active
+            .as_ref()
+            .filter(|a| !a.run.status().is_ended())
+            .map(|a| a.run.clone());
+        match mode {
+            Mode::Reject => {
+                if let Some(busy) = running.as_ref().or(st.queue.front().map(|q| &q.run)) {
+                    return Err(GatewayError::SessionBusy(busy.id.clone()));
+                }
+            }
+            Mode::Steer | Mode::FollowUp
+                if session.steerable
+                    && running.is_some()
+                    && st.active.as_ref().is_some_and(|a| !a.abort_requested) =>
+            {
+                let how = if mode == Mode::Steer {
+                    Delivery::Steer
+                } else {
+                    Delivery::FollowUp
+                };
+                st.last_active_at = now_ms();
+                if let Some(active) = st.active.as_mut() {
+                    return Ok(self.hand_over(session, active, how, queued.request, chat));
+                }
+            }
+            _ => {}
+        }
+        if !self.push_locked(session, &mut st, queued, true) {
+            return Err(GatewayError::QueueFull(self.inner.config.max_queue));
+        }
+        if mode == Mode::Interrupt {
+            if let Some(active) = st.active.as_mut().filter(|a| !a.run.status().is_ended()) {
+                active.abort_requested = true;
+                drop(st);
+                self.spawn_abort(session);
+            }
+        }
+        Ok(Placed::Queued)
+    }
+    /// Hands `request` to the running run (the caller checked there is one, not being
+    /// aborted): its chat stream says so (`data-steering`), and the agent gets it in the
+    /// background. Whatever the agent could not take runs as a further prompt of the run.
+    fn hand_over(
+        &self,
+        session: &Arc<Session>,
+        active: &mut Active,
+        how: Delivery,
+        mut request: PromptRequest,
+        chat: bool,
+    ) -> Placed {
+        let run = active.run.clone();
+        request.run_id = run.id.clone();
+        active.deliveries += 1;
+        if chat && active.translator.is_none() {
+            // A chat message steered into a run from `/messages`: its events become chunks
+            // from here on, for this message's stream.
+            active.translator = Some(Translator::default());
+        }
+        let cursor = chat.then(|| {
+            session
+                .log
+                .cursor(session.log.head(), Filter::Chat(run.no), usize::MAX, false)
+        });
+        if let Some(t) = active.translator.as_mut() {
+            let mut out = BytesMut::new();
+            t.steering(&request.text, how.as_str(), &mut out);
+            append(&session.log, Some(&run), None, Some(out.freeze()), false);
+        }
+        let this = self.clone();
+        let session = session.clone();
+        let target = run.clone();
+        self.inner.rt.spawn(async move {
+            let answer = this
+                .inner
+                .agent
+                .deliver(session.handle, &target.id, how, request.clone())
+                .await;
+            {
+                let mut st = lock(&session.state);
+                if let Some(active) = st.active.as_mut().filter(|a| Arc::ptr_eq(&a.run, &target)) {
+                    active.deliveries = active.deliveries.saturating_sub(1);
+                    match answer {
+                        Ok(true) => {}
+                        Ok(false) => active.leftover.push(request),
+                        Err(e) => {
+                            this.log(&format!(
+                                "warning: handing a message to the running prompt of session {:?} failed ({e}); it runs after that prompt instead",
+                                session.key
+                            ));
+                            active.leftover.push(request);
+                        }
+                    }
+                }
+            }
+            session.delivered.notify_one();
+        });
+        Placed::Delivered {
+            run,
+            how,
+            chat: cursor,
+        }
     }
 
     /// The run loop of one session: one run at a time, in order, until the queue is empty.
@@ -366,7 +579,8 @@ impl Gateway {
         loop {
             let (run, request, epoch) = {
                 let mut st = lock(&session.state);
-                if st.removed {
+                if st.removed || st.renewing {
+                    // A renewal restarts the loop when it is done (`start_draining`).
                     st.draining = false;
                     return;
                 }
@@ -402,6 +616,8 @@ impl Gateway {
                     started: false,
                     abort_requested: false,
                     translator,
+                    deliveries: 0,
+                    leftover: Vec::new(),
                 });
                 let seq = append(
                     &session.log,
@@ -418,11 +634,51 @@ impl Gateway {
             };
             self.inner.hooks.run_started(&run);
 
-            let outcome = self.inner.agent.prompt(session.handle, request).await;
+            let mut outcome = self.inner.agent.prompt(session.handle, request).await;
+            // Set when messages handed to the run are dropped because it is being aborted:
+            // the run then ends aborted, whatever its last prompt said.
+            let mut cut_short = false;
+            // Messages handed over while it ran: wait for each hand-over's answer; those the
+            // prompt could no longer take run now, as further prompts of this run.
+            loop {
+                let next = {
+                    let mut st = lock(&session.state);
+                    match st.active.as_mut() {
+                        None => Next::Done,
+                        Some(a) if a.deliveries > 0 => Next::Wait,
+                        Some(a) => {
+                            let go_on = !a.abort_requested
+                                && !run.status().is_ended()
+                                && matches!(&outcome, Ok(o) if o.stop_reason.as_deref() != Some("aborted"));
+                            if go_on && !a.leftover.is_empty() {
+                                Next::Prompt(a.leftover.remove(0))
+                            } else {
+                                // Their callers get this run's result, like everyone's: an
+                                // aborted one if the abort is why they do not run.
+                                cut_short |= !a.leftover.is_empty() && a.abort_requested;
+                                a.leftover.clear();
+                                Next::Done
+                            }
+                        }
+                    }
+                };
+                match next {
+                    Next::Wait => session.delivered.notified().await,
+                    Next::Prompt(request) => {
+                        outcome = self.inner.agent.prompt(session.handle, request).await
+                    }
+                    Next::Done => break,
+                }
+            }
 
             let mut st = lock(&session.state);
             let abort_requested = st.active.as_ref().is_some_and(|a| a.abort_requested);
-            let (result, count) = run_result(&session.key, outcome, abort_requested);
+            let (mut result, count) = run_result(&session.key, outcome, abort_requested);
+            if cut_short && result.outcome == Outcome::Completed {
+                result.ok = false;
+                result.outcome = Outcome::Aborted;
+                result.error = Some(ABORTED.to_string());
+            }
             if let Some(count) = count.filter(|_| st.epoch == epoch) {
                 st.message_count = count;
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::*;
-use crate::agent::{AgentResult, BoxFuture};
+use crate::agent::{AgentResult, BoxFuture, Delivery};
 use crate::error::GatewayError;
 
 /// Records calls; `prompt` answers `echo:<text>` after waiting for `gate` when asked to.
@@ -20,6 +20,18 @@ struct FakeAgent {
     released: Mutex<Vec<(SessionHandle, bool)>>,
     gate: Option<Arc<Notify>>,
     aborts: AtomicU32,
+    /// Sessions have `steer()` / `followUp()`.
+    steer: bool,
+    /// What `deliver` answers: taken by the prompt in flight, or not.
+    takes_deliveries: bool,
+    deliveries: Mutex<Vec<(String, Delivery, String)>>,
+    /// An abort releases the gate and the prompt ends `aborted`.
+    abort_releases: bool,
+    abort_flag: Arc<std::sync::atomic::AtomicBool>,
+    /// `renew` waits for this gate.
+    renew_gate: Option<Arc<Notify>>,
+    /// `deliver` waits for this gate.
+    deliver_gate: Option<Arc<Notify>>,
 }
 
 impl Agent for FakeAgent {
@@ -30,6 +42,7 @@ impl Agent for FakeAgent {
     ) -> BoxFuture<AgentResult<SessionInfo>> {
         self.creates.fetch_add(1, Ordering::SeqCst);
         let delay = self.create_delay_ms;
+        let steer = self.steer;
         let fail = self.fail_create;
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -39,6 +52,7 @@ impl Agent for FakeAgent {
             Ok(SessionInfo {
                 session_id: format!("sid-{handle}"),
                 message_count: 0,
+                steer,
             })
         })
     }
@@ -50,13 +64,15 @@ impl Agent for FakeAgent {
     ) -> BoxFuture<AgentResult<PromptOutcome>> {
         lock(&self.prompts).push(request.text.clone());
         let gate = self.gate.clone();
+        let flag = self.abort_releases.then(|| self.abort_flag.clone());
         Box::pin(async move {
             if let Some(gate) = gate {
                 gate.notified().await;
             }
+            let was_aborted = flag.is_some_and(|f| f.swap(false, Ordering::SeqCst));
             Ok(PromptOutcome {
                 response: format!("echo:{}", request.text),
-                stop_reason: Some("stop".into()),
+                stop_reason: Some(if was_aborted { "aborted" } else { "stop" }.into()),
                 error_message: None,
                 message_count: 2,
             })
@@ -65,6 +81,12 @@ impl Agent for FakeAgent {
 
     fn abort(&self, _handle: SessionHandle) -> BoxFuture<AgentResult<()>> {
         self.aborts.fetch_add(1, Ordering::SeqCst);
+        if self.abort_releases {
+            self.abort_flag.store(true, Ordering::SeqCst);
+            if let Some(gate) = &self.gate {
+                gate.notify_one();
+            }
+        }
         Box::pin(async { Ok(()) })
     }
 
@@ -74,11 +96,35 @@ impl Agent for FakeAgent {
     }
 
     fn renew(&self, handle: SessionHandle) -> BoxFuture<AgentResult<SessionInfo>> {
+        let steer = self.steer;
+        let gate = self.renew_gate.clone();
         Box::pin(async move {
+            if let Some(gate) = gate {
+                gate.notified().await;
+            }
             Ok(SessionInfo {
                 session_id: format!("renewed-{handle}"),
                 message_count: 0,
+                steer,
             })
+        })
+    }
+
+    fn deliver(
+        &self,
+        _handle: SessionHandle,
+        run_id: &str,
+        how: Delivery,
+        request: PromptRequest,
+    ) -> BoxFuture<AgentResult<bool>> {
+        lock(&self.deliveries).push((run_id.to_string(), how, request.text));
+        let taken = self.takes_deliveries;
+        let gate = self.deliver_gate.clone();
+        Box::pin(async move {
+            if let Some(gate) = gate {
+                gate.notified().await;
+            }
+            Ok(taken)
         })
     }
 
@@ -685,4 +731,234 @@ async fn an_evicted_session_is_freed_and_its_log_keeps_only_its_ids() {
     assert!(String::from_utf8_lossy(&again.hello.json()).contains("\"missed\":true"));
     let fresh = gw.subscribe("new", Some(0), 8).await.expect("new key");
     assert!(!String::from_utf8_lossy(&fresh.hello.json()).contains("missed"));
+}
+
+// ---- queue modes ----
+
+/// The results of `runs`, in turn, letting gated prompts through until each has ended
+/// (within 5 s in all).
+async fn through_the_gate(gate: &Notify, runs: &[&Arc<Run>]) -> Vec<MessageResult> {
+    let all = async {
+        let mut results = Vec::new();
+        for run in runs {
+            loop {
+                if let Ok(r) = tokio::time::timeout(Duration::from_millis(20), run.wait()).await {
+                    results.push(r);
+                    break;
+                }
+                gate.notify_one();
+            }
+        }
+        results
+    };
+    tokio::time::timeout(Duration::from_secs(5), all)
+        .await
+        .expect("every run ended")
+}
+
+/// An agent made from `agent` (gated here), and session "a" running "run" at its gate.
+async fn running_on(mut agent: FakeAgent) -> (Arc<FakeAgent>, Arc<Notify>, Gateway, Arc<Run>) {
+    let gate = Arc::new(Notify::new());
+    agent.gate = Some(gate.clone());
+    let agent = Arc::new(agent);
+    let gw = gateway(agent.clone(), Config::for_tests());
+    let running = sent(&gw, "a", "run");
+    until_processing(&gw, "a").await;
+    (agent, gate, gw, running)
+}
+
+/// Submits `text` to "a" with `mode`.
+fn send_mode(gw: &Gateway, text: &str, mode: Mode) -> Result<Submitted, GatewayError> {
+    gw.submit(Submit {
+        request: message("a", text),
+        mode: Some(mode),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn reject_refuses_a_busy_session_and_changes_nothing() {
+    let (_agent, gate, gw, running) = running_at_the_gate(Config::for_tests()).await;
+    let refused = send_mode(&gw, "no", Mode::Reject).err().expect("refused");
+    assert_eq!(refused, GatewayError::SessionBusy(running.id.clone()));
+    assert_eq!(refused.status(), 409);
+    assert_eq!(gw.runs("a").len(), 1, "no run was made");
+    let view = gw.queue("a").expect("queue");
+    assert!(view.queued.is_empty());
+    gate.notify_one();
+    assert!(running.wait().await.ok);
+    // Idle now: reject runs like any message.
+    let own = send_mode(&gw, "yes", Mode::Reject).expect("accepted");
+    gate.notify_one();
+    assert_eq!(own.run().wait().await.response, "echo:yes");
+}
+
+#[tokio::test]
+async fn interrupt_aborts_the_running_run_and_goes_ahead_of_the_queue() {
+    let (agent, gate, gw, running) = running_on(FakeAgent {
+        abort_releases: true,
+        ..Default::default()
+    })
+    .await;
+    let queued = sent(&gw, "a", "queued");
+    let first = send_mode(&gw, "first", Mode::Interrupt).expect("accepted");
+    let second = send_mode(&gw, "second", Mode::Interrupt).expect("accepted");
+    let view = gw.queue("a").expect("queue");
+    let order: Vec<&str> = view.queued.iter().map(|r| r.mode).collect();
+    assert_eq!(order, vec!["interrupt", "interrupt", "queue"]);
+    let r = running.wait().await;
+    assert_eq!(running.status(), RunStatus::Aborted, "{r:?}");
+    for r in through_the_gate(&gate, &[first.run(), second.run(), &queued]).await {
+        assert!(r.ok, "{r:?}");
+    }
+    assert_eq!(
+        *lock(&agent.prompts),
+        vec!["run", "first", "second", "queued"]
+    );
+}
+
+#[tokio::test]
+async fn steer_goes_into_the_running_run_and_its_caller_gets_that_result() {
+    let (agent, gate, gw, running) = running_on(FakeAgent {
+        steer: true,
+        takes_deliveries: true,
+        ..Default::default()
+    })
+    .await;
+    let steered = send_mode(&gw, "left", Mode::Steer).expect("accepted");
+    let followed = send_mode(&gw, "then", Mode::FollowUp).expect("accepted");
+    assert_eq!(steered.delivered(), Some(Delivery::Steer));
+    assert_eq!(followed.delivered(), Some(Delivery::FollowUp));
+    assert!(Arc::ptr_eq(steered.run(), &running));
+    assert_eq!(gw.runs("a").len(), 1, "no run of their own");
+    // Let the hand-overs reach the agent before the prompt ends.
+    while lock(&agent.deliveries).len() < 2 {
+        tokio::task::yield_now().await;
+    }
+    gate.notify_one();
+    let result = tokio::time::timeout(Duration::from_secs(5), steered.run().wait())
+        .await
+        .expect("ended");
+    assert_eq!(result.response, "echo:run");
+    assert_eq!(result.run_id.as_deref(), Some(running.id.as_str()));
+    let deliveries = lock(&agent.deliveries).clone();
+    assert_eq!(
+        deliveries,
+        vec![
+            (running.id.clone(), Delivery::Steer, "left".to_string()),
+            (running.id.clone(), Delivery::FollowUp, "then".to_string()),
+        ]
+    );
+    assert_eq!(*lock(&agent.prompts), vec!["run"], "taken by the prompt");
+}
+
+#[tokio::test]
+async fn a_hand_over_the_prompt_could_not_take_runs_as_part_of_the_same_run() {
+    let (agent, gate, gw, running) = running_on(FakeAgent {
+        steer: true,
+        ..Default::default()
+    })
+    .await;
+    let steered = send_mode(&gw, "late", Mode::Steer).expect("accepted");
+    let result = through_the_gate(&gate, &[&running]).await.remove(0);
+    assert_eq!(
+        result.response, "echo:late",
+        "the run answers with its last prompt"
+    );
+    assert_eq!(
+        steered.run().result().map(|r| r.response),
+        Some("echo:late".into())
+    );
+    assert_eq!(*lock(&agent.prompts), vec!["run", "late"]);
+    assert_eq!(gw.runs("a").len(), 1);
+}
+
+#[tokio::test]
+async fn steer_without_steer_support_or_a_running_run_is_queued() {
+    let (agent, gate, gw, running) = running_at_the_gate(Config::for_tests()).await;
+    let own = send_mode(&gw, "own", Mode::Steer).expect("accepted");
+    assert!(own.delivered().is_none());
+    assert!(!Arc::ptr_eq(own.run(), &running));
+    assert_eq!(own.run().mode, Mode::Steer);
+    assert!(lock(&agent.deliveries).is_empty());
+    for r in through_the_gate(&gate, &[&running, own.run()]).await {
+        assert!(r.ok, "{r:?}");
+    }
+    assert_eq!(
+        own.run().result().map(|r| r.response),
+        Some("echo:own".into())
+    );
+}
+
+#[tokio::test]
+async fn the_default_mode_comes_from_the_config() {
+    let mut config = Config::for_tests();
+    config.default_mode = Mode::Reject;
+    let (_agent, gate, gw, running) = running_at_the_gate(config).await;
+    let refused = send(&gw, "a", "plain").err().expect("refused by default");
+    assert_eq!(refused, GatewayError::SessionBusy(running.id.clone()));
+    gate.notify_one();
+    assert!(running.wait().await.ok);
+}
+
+#[tokio::test]
+async fn a_message_sent_while_the_primary_session_is_renewed_runs_after_the_renewal() {
+    let renew_gate = Arc::new(Notify::new());
+    let agent = Arc::new(FakeAgent {
+        renew_gate: Some(renew_gate.clone()),
+        ..Default::default()
+    });
+    let gw = gateway(agent.clone(), Config::for_tests());
+    assert!(sent(&gw, "main", "before").wait().await.ok);
+    let resetting = {
+        let gw = gw.clone();
+        tokio::spawn(async move { gw.reset("main").await })
+    };
+    // The reset is under way (waiting for its renewal) once the epoch moved.
+    while lock(&gw.find("main").expect("main").state).epoch == 0 {
+        tokio::task::yield_now().await;
+    }
+    let during = sent(&gw, "main", "during");
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(*lock(&agent.prompts), vec!["before"], "held while renewing");
+    assert_eq!(during.status(), RunStatus::Queued);
+    renew_gate.notify_one();
+    resetting.await.expect("task").expect("reset");
+    let result = tokio::time::timeout(Duration::from_secs(5), during.wait())
+        .await
+        .expect("ran after the renewal");
+    assert_eq!(result.response, "echo:during");
+    assert_eq!(*lock(&agent.prompts), vec!["before", "during"]);
+}
+
+#[tokio::test]
+async fn a_run_aborted_before_it_could_run_what_was_handed_to_it_ends_aborted() {
+    let deliver_gate = Arc::new(Notify::new());
+    let (agent, gate, gw, running) = running_on(FakeAgent {
+        deliver_gate: Some(deliver_gate.clone()),
+        steer: true,
+        ..Default::default()
+    })
+    .await;
+    let steered = send_mode(&gw, "late", Mode::Steer).expect("accepted");
+    assert!(steered.delivered().is_some());
+    // The prompt ends normally while the hand-over is still unanswered; then an abort comes.
+    gate.notify_one();
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert!(gw.abort("a").expect("session"));
+    deliver_gate.notify_one();
+    let result = tokio::time::timeout(Duration::from_secs(5), running.wait())
+        .await
+        .expect("ended");
+    assert_eq!(running.status(), RunStatus::Aborted, "{result:?}");
+    assert_eq!(result.error.as_deref(), Some(ABORTED));
+    assert_eq!(
+        *lock(&agent.prompts),
+        vec!["run"],
+        "the handed-over message did not run"
+    );
 }
