@@ -25,6 +25,8 @@ export interface GatewayConfig {
 		sweepIntervalMs?: number;
 		/** How long `createSession` may take before its requests fail. Default 30000. */
 		createTimeoutMs?: number;
+		/** What a message without `mode` does while its session is busy. Default "queue". */
+		defaultMode?: GatewayMessageMode;
 	};
 	webhook: {
 		enabled: boolean;
@@ -131,8 +133,15 @@ export interface GatewayAgentSession {
 	 * `agent.reset()`), else aborts and clears and keeps the conversation (with a logged warning).
 	 */
 	newSession?: (...args: any[]) => Promise<unknown>;
-	/** Optional: clears pi's own steering and follow-up queue on a primary reset. */
+	/**
+	 * Optional: clears pi's own steering and follow-up queue (on a primary reset, `clearQueue`,
+	 * `DELETE /sessions/:key/queue`); returns what it removed.
+	 */
 	clearQueue?: () => unknown;
+	/** Optional, with `followUp`: lets `steer` messages reach a running prompt (else they are queued). */
+	steer?(text: string, images?: GatewayImageContent[]): Promise<unknown>;
+	/** Optional, with `steer`: lets `followUp` messages reach a running prompt (else they are queued). */
+	followUp?(text: string, images?: GatewayImageContent[]): Promise<unknown>;
 	/** Optional: pi's agent, reset on a primary reset. */
 	readonly agent?: { reset(): void; sessionId?: string; waitForIdle?(): Promise<void> };
 	/** Optional: roots `getGatewaySessionDir()`; `newSession()` starts a new session file on a primary reset. */
@@ -140,6 +149,22 @@ export interface GatewayAgentSession {
 }
 
 export type GatewaySessionFactory = (sessionKey: string) => Promise<GatewayAgentSession>;
+
+/**
+ * What a message sent while its session is busy (a run running or queued) does. On a session that
+ * is not busy every mode starts a run of its own.
+ * - `queue`: waits its turn behind the others (`maxQueuePerSession` applies).
+ * - `steer`: handed to the running run (`session.steer()`, delivered after its current tool calls);
+ *   answered with that run's result.
+ * - `followUp`: handed to the running run (`session.followUp()`, delivered when it would otherwise
+ *   stop); answered with that run's result.
+ * - `interrupt`: the running run is aborted; this message runs next, ahead of the queue.
+ * - `reject`: refused (`ok: false`, "Session busy", with the busy run's `runId`; HTTP 409).
+ *
+ * `steer` and `followUp` are queued instead when the session has no `steer()`/`followUp()`, when
+ * nothing is running yet, or when the running run is being aborted.
+ */
+export type GatewayMessageMode = "queue" | "steer" | "followUp" | "interrupt" | "reject";
 
 export interface GatewayMessageRequest {
 	sessionKey: string;
@@ -154,6 +179,8 @@ export interface GatewayMessageRequest {
 	 * Remembered `idempotency.ttlMs`, at most `idempotency.maxKeys` keys.
 	 */
 	idempotencyKey?: string;
+	/** What it does if the session is busy. Default `config.session.defaultMode` ("queue"). */
+	mode?: GatewayMessageMode;
 }
 
 export interface GatewayMessageResult {
@@ -180,13 +207,32 @@ export interface GatewayRun {
 	runId: string;
 	sessionKey: string;
 	status: GatewayRunStatus;
-	mode: "queue";
+	/** The mode the message was sent with. */
+	mode: GatewayMessageMode;
 	/** Milliseconds since the epoch, as every time here. */
 	createdAt: number;
 	startedAt?: number;
 	endedAt?: number;
 	/** Present once the run has ended. */
 	result?: GatewayMessageResult;
+}
+
+/** What `submitMessage` resolves with: the record of the run that answers the message. */
+export interface GatewaySubmittedRun extends GatewayRun {
+	/** Set when the message was handed to this (already running) run rather than given its own. */
+	delivered?: "steer" | "followUp";
+}
+
+/** A session's queue (`GET /sessions/:key/queue`, `getQueue`). */
+export interface GatewayQueue {
+	/** The running run, if one is. */
+	running: GatewayRun | null;
+	/** Runs waiting their turn, in the order they will run. */
+	queued: GatewayRun[];
+	/** pi's own pending steering texts (handed over with `steer`, not yet delivered). */
+	steering: string[];
+	/** pi's own pending follow-up texts. */
+	followUp: string[];
 }
 
 export interface GatewaySessionSnapshot {
@@ -249,7 +295,9 @@ export type GatewayEvent =
 	  }
 	| { type: "message_complete"; sessionKey: string; text: string; runId?: string }
 	| { type: "error"; sessionKey: string; error: string; runId?: string }
-	| { type: "aborted"; sessionKey: string; runId?: string };
+	| { type: "aborted"; sessionKey: string; runId?: string }
+	/** pi's own queue of handed-over messages changed (`steer` / `followUp`). */
+	| { type: "queue_update"; sessionKey: string; steering: string[]; followUp: string[]; runId?: string };
 
 /** Counters of what crossed from the agent into the native core. */
 export interface GatewayStats {
@@ -269,14 +317,20 @@ export declare class GatewayRuntime {
 	isReady(): boolean;
 	/** The configured bind address and the port actually bound. */
 	getAddress(): { bind: string; port: number };
-	/** Runs the message in its turn and resolves with its result (`runId` included). */
+	/**
+	 * Runs the message in its turn (see `mode`) and resolves with its result (`runId` included): its
+	 * own run's, or for `steer` / `followUp` the running run's. A full queue or `reject` on a busy
+	 * session resolves with `ok: false` too.
+	 */
 	enqueueMessage(request: GatewayMessageRequest): Promise<GatewayMessageResult>;
 	/**
 	 * Accepts the message as a run and resolves at once with its record (`queued` or `running`),
 	 * without waiting for it; `waitForRun` gets the result. Rejects when the queue is full or the
-	 * request is invalid. The run goes on whatever the caller does.
+	 * request is invalid, and with "Session busy" for `reject` on a busy session. The run goes on
+	 * whatever the caller does. For a `steer` / `followUp` handed to the running run, that run's
+	 * record with `delivered` set.
 	 */
-	submitMessage(request: GatewayMessageRequest): Promise<GatewayRun>;
+	submitMessage(request: GatewayMessageRequest): Promise<GatewaySubmittedRun>;
 	/** A queued, running or retained ended run; `undefined` when unknown or no longer retained. */
 	getRun(sessionKey: string, runId: string): GatewayRun | undefined;
 	/** The session's queued, running and retained runs, oldest first. `[]` for an unknown key. */
@@ -307,8 +361,13 @@ export declare class GatewayRuntime {
 	): Promise<() => void>;
 	/** False when nothing was running. */
 	abortSession(sessionKey: string): boolean;
-	/** Queued (not running) messages are answered `ok: false`, "Queue cleared". */
+	/**
+	 * Queued (not running) messages are answered `ok: false`, "Queue cleared"; pi's own pending
+	 * steering and follow-up messages are cleared too (their senders still get the running run's result).
+	 */
 	clearQueue(sessionKey: string): void;
+	/** The session's queue; `undefined` for an unknown session. */
+	getQueue(sessionKey: string): GatewayQueue | undefined;
 	resetSession(sessionKey: string): Promise<void>;
 	listSessions(): GatewaySessionSnapshot[];
 	getSession(sessionKey: string): GatewaySessionSnapshot | undefined;

@@ -122,6 +122,44 @@ async function renewInPlace(session, log) {
 	}
 }
 
+/** What Rust learns of a session when it is created or renewed. */
+function sessionInfo(session) {
+	return JSON.stringify({
+		sessionId: String(session.sessionId ?? ""),
+		messageCount: messageCount(session),
+		steer: typeof session.steer === "function" && typeof session.followUp === "function",
+	});
+}
+
+/** Most further agent runs finishHandedOver starts for one prompt (a bound, not a limit in practice). */
+const MAX_HANDED_OVER_RUNS = 64;
+
+/**
+ * After a prompt: messages handed over with steer()/followUp() that arrived after pi's agent
+ * loop had looked for them for the last time are still in its queue. They are run now, in the
+ * same prompt (pi does the same after a compaction: `agent.continue()` takes the queue), so no
+ * accepted message waits for a next prompt that may never come. After an abort they are
+ * dropped instead: their senders get the aborted run's result.
+ */
+async function finishHandedOver(session) {
+	const agent = session.agent;
+	if (typeof agent?.hasQueuedMessages !== "function" || typeof agent.continue !== "function") return;
+	for (let i = 0; i < MAX_HANDED_OVER_RUNS && agent.hasQueuedMessages(); i++) {
+		const messages = Array.isArray(session.messages) ? session.messages : [];
+		const last = messages[messages.length - 1];
+		if (last?.role === "assistant" && last.stopReason === "aborted") {
+			if (typeof session.clearQueue === "function") session.clearQueue();
+			return;
+		}
+		try {
+			await agent.continue();
+		} catch {
+			// Already running (pi's own compaction retry took the queue): wait for it.
+			if (typeof agent.waitForIdle === "function") await agent.waitForIdle();
+		}
+	}
+}
+
 let activeGatewayRuntime = null;
 
 export function setActiveGatewayRuntime(runtime) {
@@ -217,10 +255,12 @@ export class GatewayRuntime {
 		}
 		this.#native = new native.NativeGateway(configJson, primarySessionKey, {
 			createSession: (req, handle, key) => this.#onCreate(req, handle, key),
-			prompt: (req, handle, text, imagesJson, source) => this.#onPrompt(req, handle, text, imagesJson, source),
+			prompt: (req, handle, text, imagesJson, source, runId) => this.#onPrompt(req, handle, text, imagesJson, source, runId),
 			abort: (req, handle) => this.#onAbort(req, handle),
 			release: (req, handle, dispose) => this.#onRelease(req, handle, dispose),
 			renew: (req, handle) => this.#onRenew(req, handle),
+			handOver: (req, handle, runId, how, text, imagesJson) => this.#onHandOver(req, handle, runId, how, text, imagesJson),
+			clearPending: (req, handle) => this.#onClearPending(req, handle),
 			log: (message) => this.#safeLog(message),
 			deliver: (id, json, eventId) => this.#onDeliver(id, json, eventId),
 		});
@@ -252,8 +292,8 @@ export class GatewayRuntime {
 		if (key !== undefined && typeof key !== "string") {
 			throw new TypeError(`${what}: request.idempotencyKey must be a string`);
 		}
-		// images, source and metadata are checked in Rust, with the same messages as over HTTP.
-		const fields = toJson({ images: request.images, source: request.source, metadata: request.metadata });
+		// images, source, metadata and mode are checked in Rust, with the same messages as over HTTP.
+		const fields = toJson({ images: request.images, source: request.source, metadata: request.metadata, mode: request.mode });
 		return [request.sessionKey, request.text, fields, key];
 	}
 
@@ -313,12 +353,28 @@ export class GatewayRuntime {
 		};
 	}
 
+	/** The session's queue: the running run, the queued ones, and pi's pending steering and follow-up texts. */
+	getQueue(sessionKey) {
+		const json = this.#native.getQueue(String(sessionKey));
+		return json === null ? undefined : JSON.parse(json);
+	}
+
 	abortSession(sessionKey) {
 		return this.#native.abort(sessionKey);
 	}
 
 	clearQueue(sessionKey) {
-		this.#native.clearQueue(sessionKey);
+		if (!this.#native.clearQueue(sessionKey)) return;
+		// pi's own queue, now: a message handed over after this call must not be swept up by a
+		// clear that was asked for before it (pi then sends its queue_update).
+		for (const entry of this.#sessions.values()) {
+			if (entry.key !== sessionKey || typeof entry.session.clearQueue !== "function") continue;
+			try {
+				entry.session.clearQueue();
+			} catch (error) {
+				this.#safeLog(`warning: clearing pi's queue of session ${JSON.stringify(sessionKey)} failed: ${errorMessage(error)}`);
+			}
+		}
 	}
 
 	async resetSession(sessionKey) {
@@ -378,7 +434,7 @@ export class GatewayRuntime {
 			const entry = { key, session, unsubscribe: () => {} };
 			entry.unsubscribe = this.#listen(handle, entry);
 			this.#sessions.set(handle, entry);
-			const info = JSON.stringify({ sessionId: String(session.sessionId ?? ""), messageCount: messageCount(session) });
+			const info = sessionInfo(session);
 			if (!this.#settle(req, true, info)) {
 				// Nobody waits any more (timed out, or the gateway stopped): do not leak it.
 				this.#sessions.delete(handle);
@@ -474,6 +530,9 @@ export class GatewayRuntime {
 							n.pushEvent(handle, K.Touch, count);
 						}
 						return;
+					case "queue_update":
+						n.pushEvent(handle, K.QueueUpdate, count, toJson(event.steering ?? []), toJson(event.followUp ?? []));
+						return;
 					case "tool_execution_start":
 						n.pushEvent(handle, K.ToolStart, count, String(event.toolCallId), String(event.toolName), toJson(event.args));
 						return;
@@ -508,7 +567,7 @@ export class GatewayRuntime {
 		return typeof unsubscribe === "function" ? unsubscribe : () => {};
 	}
 
-	#onPrompt(req, handle, text, imagesJson, source) {
+	#onPrompt(req, handle, text, imagesJson, source, runId) {
 		const entry = this.#sessions.get(handle);
 		if (!entry) {
 			this.#settle(req, false, "The session is gone");
@@ -516,11 +575,15 @@ export class GatewayRuntime {
 		}
 		const session = entry.session;
 		const before = messageCount(session);
+		// Messages handed over (steer / followUp) go into this prompt while it is in flight.
+		entry.prompting = runId;
 		(async () => {
 			const images = imagesJson ? JSON.parse(imagesJson) : undefined;
 			await session.prompt(text, { images, source });
+			await finishHandedOver(session);
 		})().then(
 			() => {
+				entry.prompting = null;
 				// The run's own last assistant message (not an earlier run's).
 				const messages = Array.isArray(session.messages) ? session.messages : [];
 				let last;
@@ -543,9 +606,56 @@ export class GatewayRuntime {
 				this.#settle(req, true, JSON.stringify(outcome));
 			},
 			(error) => {
+				entry.prompting = null;
+				// Messages handed to this prompt get its failure as their result: none may
+				// linger in pi's queue for whichever prompt comes next.
+				try {
+					if (session.agent?.hasQueuedMessages?.() && typeof session.clearQueue === "function") session.clearQueue();
+				} catch (clearError) {
+					this.#safeLog(`warning: clearing pi's queue after a failed prompt failed: ${errorMessage(clearError)}`);
+				}
 				this.#settle(req, false, this.#publicError("", error, `prompt in session ${JSON.stringify(entry.key)} failed`));
 			},
 		);
+	}
+
+	/**
+	 * Hands a message to the prompt of run `runId` while it is in flight: `steer()` or
+	 * `followUp()`. Answers "1" when it did, "0" when that prompt is no longer in flight (the
+	 * gateway then runs the message as a further prompt of the run). The check and the call are
+	 * one synchronous step, so the prompt cannot finish in between; one that finishes with the
+	 * message still in pi's queue runs it first (finishHandedOver).
+	 */
+	#onHandOver(req, handle, runId, how, text, imagesJson) {
+		const entry = this.#sessions.get(handle);
+		const session = entry?.session;
+		const method = how === "followUp" ? session?.followUp : session?.steer;
+		if (!entry || entry.prompting !== runId || typeof method !== "function") {
+			this.#settle(req, true, "0");
+			return;
+		}
+		let pending;
+		try {
+			const images = imagesJson ? JSON.parse(imagesJson) : undefined;
+			pending = method.call(session, text, images);
+		} catch (error) {
+			pending = Promise.reject(error);
+		}
+		Promise.resolve(pending).then(
+			() => this.#settle(req, true, "1"),
+			(error) => this.#settle(req, false, this.#publicError(`${how} failed: `, error, `${how} in session ${JSON.stringify(entry.key)} failed`)),
+		);
+	}
+
+	#onClearPending(req, handle) {
+		const session = this.#sessions.get(handle)?.session;
+		try {
+			const removed = typeof session?.clearQueue === "function" ? session.clearQueue() : undefined;
+			const list = (value) => (Array.isArray(value) ? value.map(String) : []);
+			this.#settle(req, true, JSON.stringify({ steering: list(removed?.steering), followUp: list(removed?.followUp) }));
+		} catch (error) {
+			this.#settle(req, false, this.#publicError("clearQueue failed: ", error, "clearing pi's queue failed"));
+		}
 	}
 
 	#onAbort(req, handle) {
@@ -597,7 +707,7 @@ export class GatewayRuntime {
 			} else {
 				await renewInPlace(session, (message) => this.#safeLog(message));
 			}
-			return JSON.stringify({ sessionId: String(session.sessionId ?? ""), messageCount: messageCount(session) });
+			return sessionInfo(session);
 		})().then(
 			(info) => this.#settle(req, true, info),
 			(error) => this.#settle(req, false, this.#publicError("newSession failed: ", error, "resetting the primary session failed")),

@@ -32,6 +32,9 @@ export const EXIT_FAILURE = 1;
 const DEMO_SESSION = "demo";
 /** Session key of the gateway's primary session (the one pi's own session dir holds). */
 const PRIMARY_SESSION_KEY = "main";
+/** The values of `--default-mode` (`session.defaultMode`). */
+const MODES = ["queue", "steer", "followUp", "interrupt", "reject"];
+
 /** Largest `session.idleMinutes` the gateway accepts (the API's bound, 10^7). */
 const MAX_IDLE_MINUTES = 10_000_000;
 /** The optional peer dependency that holds pi's AgentSession. */
@@ -53,6 +56,7 @@ export const OPTIONS = [
 	{ name: "webhook-session-keys", type: "boolean", env: "PI_GATEWAY_WEBHOOK_SESSION_KEYS", def: false, help: "let a webhook body name its session (sessionKey, only keys starting with \"webhook:\")" },
 	{ name: "idle-minutes", type: "string", env: "PI_GATEWAY_IDLE_MINUTES", def: "30", arg: "N", help: "dispose sessions idle for N minutes (fractions allowed; 0: at the next sweep once idle; the primary session is kept)" },
 	{ name: "max-queue", type: "string", env: "PI_GATEWAY_MAX_QUEUE", def: "16", arg: "N", help: "queued messages per session before 429" },
+	{ name: "default-mode", type: "string", env: "PI_GATEWAY_DEFAULT_MODE", def: "queue", arg: "MODE", help: "what a message without 'mode' does while its session is busy: queue, steer, followUp, interrupt or reject" },
 	{ name: "cors", type: "string", env: "PI_GATEWAY_CORS", def: undefined, arg: "ORIGINS", help: "allow browsers from these origins: '*' or comma-separated (https://a.example,http://localhost:5173); off by default" },
 	{ name: "allowed-hosts", type: "string", env: "PI_GATEWAY_ALLOWED_HOSTS", def: undefined, arg: "HOSTS", help: "comma-separated host names the Host header may carry besides loopback ones (e.g. gw.example,gw.internal); on a non-loopback bind, setting it turns the Host check on" },
 	{ name: "model", type: "string", env: "PI_GATEWAY_MODEL", def: undefined, arg: "PROVIDER/ID", help: "a real model from pi's registry (e.g. anthropic/claude-sonnet-4-5, openai/gpt-4o-mini), with its API key in the environment; default: pi-ai's offline faux model" },
@@ -194,6 +198,9 @@ export function parseCli(argv, env = process.env) {
 	}
 	const maxQueue = Number(queueText);
 
+	const defaultMode = String(text("default-mode")).trim();
+	if (!MODES.includes(defaultMode)) throw bad("default-mode", MODES.join(", "));
+
 	const token = optionalSecret(raw.token);
 	const webhookSecret = optionalSecret(raw["webhook-secret"]);
 
@@ -280,6 +287,7 @@ export function parseCli(argv, env = process.env) {
 			webhookSessionKeys: Boolean(raw["webhook-session-keys"].value),
 			idleMinutes,
 			maxQueue,
+			defaultMode,
 			cors,
 			allowedHosts,
 			model,
@@ -324,6 +332,7 @@ export function gatewayConfig(options) {
 	if (options.token !== undefined) config.bearerToken = options.token;
 	if (options.webhookSecret !== undefined) config.webhook.secret = options.webhookSecret;
 	if (options.webhookSessionKeys) config.webhook.allowRequestSessionKey = true;
+	if (options.defaultMode !== undefined && options.defaultMode !== "queue") config.session.defaultMode = options.defaultMode;
 	if (options.cors !== undefined) config.cors = { origins: options.cors };
 	if (options.allowedHosts !== undefined) config.allowedHosts = options.allowedHosts;
 	return config;
