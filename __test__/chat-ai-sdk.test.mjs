@@ -9,24 +9,16 @@ import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { request as httpRequest } from "node:http";
 import { after, before, describe, it } from "node:test";
-import * as ai7 from "ai";
-import * as ai6 from "ai-v6";
-import * as ai5 from "ai-v5";
 import { FAUX_ERROR_MESSAGE, fauxLongText, HELLO_CONTENT, HELLO_FILE, MISSING_FILE } from "../lib/faux-agent.js";
 import { ChatState, fauxParts, MULTI_STEP_COMMAND, uiParts } from "./support/chat-fixture.mjs";
 import { startChatGateway } from "./support/gateway.mjs";
 import { UUID_V7, withRunId } from "./support/runs.mjs";
+import { SDKS, validateChunks, wellFormed } from "./support/ui-chunks.mjs";
 
 const require = createRequire(import.meta.url);
 const TOKEN = "chat-test-token";
 const AUTH = { authorization: `Bearer ${TOKEN}` };
 const HELLO_ANSWER = `${HELLO_FILE} says: ${HELLO_CONTENT}`;
-
-const SDKS = [
-	{ label: "ai@7", pkg: "ai", major: 7, ai: ai7 },
-	{ label: "ai@6", pkg: "ai-v6", major: 6, ai: ai6 },
-	{ label: "ai@5", pkg: "ai-v5", major: 5, ai: ai5 },
-];
 
 /** The headers the `ai` package's own UI-message-stream responses carry (SPEC §6). */
 const STREAM_HEADERS = {
@@ -99,95 +91,8 @@ async function chatToEnd(base, key, body, options) {
 	return { response, raw, data, chunks };
 }
 
-/**
- * The structure every UI message stream of one message must have: `start` first, exactly one
- * terminal chunk (`finish` | `abort` | `error`) last, steps balanced, every text/reasoning part
- * started once (ids unique within the message), its deltas inside start…end, and ended before
- * the terminal chunk; every tool call's input announced before its output.
- */
-function wellFormed(chunks) {
-	const dump = () => chunks.map((c) => JSON.stringify(c)).join("\n");
-	assert.equal(chunks[0]?.type, "start", `start comes first:\n${dump()}`);
-	assert.equal(typeof chunks[0].messageId, "string");
-	const terminal = chunks.filter((c) => ["finish", "abort", "error"].includes(c.type));
-	assert.equal(terminal.length, 1, `exactly one finish/abort/error chunk:\n${dump()}`);
-	assert.equal(chunks.at(-1), terminal[0], `finish/abort/error comes last:\n${dump()}`);
-	assert.equal(chunks.filter((c) => c.type === "start").length, 1, "one start chunk");
-
-	let stepOpen = false;
-	const seenIds = new Set();
-	const open = new Map(); // id -> "text" | "reasoning"
-	const toolInputs = new Set();
-	const toolOutputs = new Set();
-	for (const chunk of chunks.slice(1, -1)) {
-		const kind = chunk.type.startsWith("text-") ? "text" : chunk.type.startsWith("reasoning-") ? "reasoning" : null;
-		if (chunk.type === "start-step") {
-			assert.ok(!stepOpen, `start-step inside an open step:\n${dump()}`);
-			stepOpen = true;
-		} else if (chunk.type === "finish-step") {
-			assert.ok(stepOpen, `finish-step without start-step:\n${dump()}`);
-			assert.equal(open.size, 0, `finish-step while parts are open: ${[...open.keys()]}`);
-			stepOpen = false;
-		} else if (kind && chunk.type.endsWith("-start")) {
-			assert.ok(!seenIds.has(chunk.id), `part id ${chunk.id} reused within one message:\n${dump()}`);
-			seenIds.add(chunk.id);
-			open.set(chunk.id, kind);
-		} else if (kind && chunk.type.endsWith("-delta")) {
-			assert.equal(open.get(chunk.id), kind, `${chunk.type} for a part that is not open: ${chunk.id}`);
-		} else if (kind && chunk.type.endsWith("-end")) {
-			assert.equal(open.get(chunk.id), kind, `${chunk.type} for a part that is not open: ${chunk.id}`);
-			open.delete(chunk.id);
-		} else if (chunk.type === "tool-input-available") {
-			toolInputs.add(chunk.toolCallId);
-		} else if (chunk.type === "tool-output-available" || chunk.type === "tool-output-error") {
-			assert.ok(toolInputs.has(chunk.toolCallId), `tool output before its input: ${chunk.toolCallId}`);
-			assert.ok(!toolOutputs.has(chunk.toolCallId), `two outputs for one tool call: ${chunk.toolCallId}`);
-			toolOutputs.add(chunk.toolCallId);
-		}
-	}
-	assert.equal(open.size, 0, `parts left open at the end: ${[...open.keys()]}`);
-	assert.ok(!stepOpen, "a step left open at the end");
-}
-
 // ---------------------------------------------------------------------------------------------
 // The AI SDK's own readers
-
-/**
- * Validates every chunk with this SDK version's own `uiMessageChunkSchema`, and checks that no
- * chunk carries a field that schema does not declare (the strict schemas of early v5/v6/v7
- * reject unknown fields; the later loose ones would let them pass). A field counts as declared
- * when the schema requires it, or rejects some wrong-typed value for it.
- */
-async function validateChunks(sdk, chunks) {
-	const schema = sdk.ai.uiMessageChunkSchema();
-	const checkedShapes = new Set();
-	for (const chunk of chunks) {
-		const result = await schema.validate(chunk);
-		assert.ok(
-			result.success,
-			`${sdk.label} uiMessageChunkSchema rejects ${JSON.stringify(chunk)}: ${result.success ? "" : result.error?.message}`,
-		);
-		const shape = `${chunk.type}:${Object.keys(chunk).sort().join(",")}`;
-		if (checkedShapes.has(shape)) continue;
-		checkedShapes.add(shape);
-		const undeclared = [];
-		for (const key of Object.keys(chunk)) {
-			if (key === "type") continue;
-			const without = { ...chunk };
-			delete without[key];
-			if (!(await schema.validate(without)).success) continue; // required
-			let declared = false;
-			for (const probe of [12345, "probe", { probe: true }, [1], true]) {
-				if (!(await schema.validate({ ...chunk, [key]: probe })).success) {
-					declared = true;
-					break;
-				}
-			}
-			if (!declared) undeclared.push(key);
-		}
-		assert.deepEqual(undeclared, [], `${sdk.label}: fields its schema does not declare in ${JSON.stringify(chunk)}`);
-	}
-}
 
 /**
  * Assembles the final UIMessage from the raw SSE body with this SDK version's own

@@ -193,6 +193,7 @@ describe("pi-gateway CLI", () => {
 			"--webhook-secret": "PI_GATEWAY_WEBHOOK_SECRET",
 			"--idle-minutes": "PI_GATEWAY_IDLE_MINUTES",
 			"--max-queue": "PI_GATEWAY_MAX_QUEUE",
+			"--default-mode": "PI_GATEWAY_DEFAULT_MODE",
 			"--cors": "PI_GATEWAY_CORS",
 			"--model": "PI_GATEWAY_MODEL",
 			"--agent-dir": "PI_GATEWAY_AGENT_DIR",
@@ -202,7 +203,7 @@ describe("pi-gateway CLI", () => {
 			assert.match(stdout, new RegExp(`${flag}(\\s|$)`, "m"), `help mentions ${flag}`);
 			assert.ok(stdout.includes(env), `help mentions ${env}`);
 		}
-		for (const def of ["127.0.0.1", "3000", "/webhook", "30", "16"]) {
+		for (const def of ["127.0.0.1", "3000", "/webhook", "30", "16", "queue"]) {
 			assert.ok(stdout.includes(`(default: ${def})`), `help shows the default ${def}`);
 		}
 		assert.doesNotMatch(stdout, READY_LINE, "--help does not start a gateway");
@@ -216,6 +217,8 @@ describe("pi-gateway CLI", () => {
 			{ args: ["--port", "0", "--bind", "not-an-ip"], env: {}, says: "--bind" },
 			{ args: ["--port", "0"], env: { PI_GATEWAY_MAX_QUEUE: "0" }, says: "PI_GATEWAY_MAX_QUEUE" },
 			{ args: ["--port", "0", "--cors", "ftp://x"], env: {}, says: "--cors" },
+			{ args: ["--port", "0", "--default-mode", "Steer"], env: {}, says: "--default-mode" },
+			{ args: ["--port", "0"], env: { PI_GATEWAY_DEFAULT_MODE: "later" }, says: "PI_GATEWAY_DEFAULT_MODE" },
 			{ args: ["--port", "0", "--model", "nosuch-provider/some-model"], env: {}, says: 'Unknown model "nosuch-provider/some-model"' },
 		];
 		await Promise.all(
@@ -250,6 +253,23 @@ describe("pi-gateway CLI", () => {
 		assert.ok(line.includes("authorization: Bearer secret"), line);
 		assert.deepEqual(withRunId(JSON.parse(await sh(line))), { ok: true, response: FAUX_ANSWER, sessionKey: "demo" });
 
+		assert.deepEqual(await stopWith(gw, "SIGINT"), { code: 0, signal: null });
+	});
+
+	it("--default-mode reject: a message without mode to a busy session is refused with 409; one with mode queue waits its turn", async (t) => {
+		const box = await sandbox(t);
+		const gw = await startCliGateway(t, ["--port", "0", "--default-mode", "reject", "--agent-dir", join(box.root, "agent")], childEnv(box));
+		const url = `${gw.base}/sessions/demo/messages`;
+		const slow = curlPost(url, '{"text":"/slow 40"}');
+		// Busy once the slow run is running.
+		await waitFor(async () => JSON.parse((await curl([`${gw.base}/sessions/demo`])).body).session?.processing === true, "the slow run to start");
+		const refused = await curlPost(url, '{"text":"/echo now"}');
+		assert.equal(refused.status, 409, refused.body);
+		assert.equal(JSON.parse(refused.body).error, "Session busy");
+		const queued = await curlPost(url, '{"text":"/echo later","mode":"queue"}');
+		assert.equal(queued.status, 200, queued.body);
+		assert.equal(JSON.parse(queued.body).response, "You said: later");
+		assert.equal((await slow).status, 200);
 		assert.deepEqual(await stopWith(gw, "SIGINT"), { code: 0, signal: null });
 	});
 

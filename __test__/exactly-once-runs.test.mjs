@@ -33,12 +33,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
+import * as exactlyOnce from "./support/exactly-once-util.mjs";
 import { startGateway } from "./support/gateway.mjs";
-import { request } from "./support/http.mjs";
-import { mulberry32 } from "./support/rel-util.mjs";
-import { chatText, ENDED, listRuns, postChat, postMessage, readLog, runPath, UNKNOWN_RUN_ID, UUID_V7 } from "./support/runs.mjs";
+import { chatText, postChat, postMessage, readLog, runPath, UUID_V7 } from "./support/runs.mjs";
 import { createDouble } from "./support/sessions.mjs";
-import { sleep, within } from "./support/wait.mjs";
+import { within } from "./support/wait.mjs";
 
 const SEED = Number(process.env.PI_GW_SEED ?? 0x12c0ffee) >>> 0;
 const MESSAGES = 260;
@@ -55,9 +54,7 @@ const FULL_ERROR = `Queue full (${MAX_QUEUE} pending).`;
 test("every accepted message is exactly one run that ends exactly once, under random cancels, async submits and idempotent repeats", { timeout: 180_000 }, async (t) => {
 	console.log(`exactly-once-runs seed: ${SEED} (PI_GW_SEED=${SEED} to repeat)`);
 	t.diagnostic(`seed ${SEED}`);
-	const rand = mulberry32(SEED);
-	const chaosRand = mulberry32(SEED ^ 0x9e3779b9);
-	const pick = (arr, r = rand) => arr[Math.floor(r() * arr.length)];
+	const { rand, chaosRand, pick } = exactlyOnce.seeded(SEED);
 
 	// ---- the sessions: echo doubles that record every prompt; " f" texts make prompt() reject
 	const created = [];
@@ -105,9 +102,7 @@ test("every accepted message is exactly one run that ends exactly once, under ra
 			sends: [],
 		});
 	}
-	const perKey = {};
-	for (const m of plan) perKey[m.key] = (perKey[m.key] ?? 0) + 1;
-	assert.ok(Math.max(...Object.values(perKey)) < 95, "every run stays retained (runs.retainPerSession 100)");
+	exactlyOnce.assertEveryRunRetained(plan, 95);
 
 	const problems = [];
 	const problem = (s) => problems.push(s);
@@ -156,23 +151,10 @@ test("every accepted message is exactly one run that ends exactly once, under ra
 				if (r.headers["x-run-id"] !== out.runId) problem(`m${m.id}: 202 x-run-id ${r.headers["x-run-id"]} but runId ${out.runId}`);
 				if (r.headers.location !== runPath(m.key, out.runId)) problem(`m${m.id}: Location ${r.headers.location}`);
 				// Poll until it has ended.
-				const deadline = Date.now() + PER_SEND_DEADLINE_MS;
-				for (;;) {
-					const g = await request(port, "GET", runPath(m.key, out.runId));
-					if (g.status !== 200) {
-						problem(`m${m.id}: GET of its run ${out.runId} answered ${g.status} ${g.text}`);
-						return out;
-					}
-					if (ENDED.has(g.json.run.status)) {
-						out.result = g.json.run.result;
-						return out;
-					}
-					if (Date.now() > deadline) {
-						problem(`m${m.id}: run ${out.runId} still ${g.json.run.status} after ${PER_SEND_DEADLINE_MS} ms`);
-						return out;
-					}
-					await sleep(15);
-				}
+				const polled = await exactlyOnce.pollUntilEnded(port, m.key, out.runId, PER_SEND_DEADLINE_MS);
+				if (polled.error) problem(`m${m.id}: ${polled.error}`);
+				else out.result = polled.run.result;
+				return out;
 			}
 			case "async-api": {
 				let record;
@@ -222,101 +204,32 @@ test("every accepted message is exactly one run that ends exactly once, under ra
 		}
 	}
 
-	async function deliver(m) {
-		if (m.repeats === 0) return send(m);
-		const all = [send(m)];
-		for (let i = 0; i < m.repeats; i++) {
-			if (m.repeatGapMs) await sleep(m.repeatGapMs);
-			all.push(send(m));
-		}
-		await Promise.all(all);
-	}
-
-	let next = 0;
-	let sending = true;
-	const clients = Array.from({ length: CLIENTS }, async () => {
-		while (next < plan.length) {
-			const m = plan[next++];
-			await deliver(m);
-			if (m.gapMs) await sleep(m.gapMs);
-		}
-	});
-
 	// ---- the chaos, also from the seed
-	const deletes = [];
-	const cancels = [];
-	const stops = [];
-	const resets = []; // {key, sentAt, answeredAt}: when each reset was sent and answered
 	const chaosLog = { delete: 0, cancelRun: 0, stop: 0, staleStop: 0, abort: 0, clear: 0, reset: 0 };
-	const pickRun = (runs) => {
-		const live = runs.filter((r) => !ENDED.has(r.status));
-		const pool = live.length > 0 && chaosRand() < 0.85 ? live : runs;
-		return pool.length ? pick(pool, chaosRand) : undefined;
-	};
-	const chaos = (async () => {
-		while (sending) {
-			await sleep(3 + Math.floor(chaosRand() * 12));
-			const key = pick(KEYS, chaosRand);
-			const r = chaosRand();
-			try {
-				if (r < 0.3) {
-					const target = pickRun(await listRuns(port, key));
-					if (!target) continue;
-					chaosLog.delete++;
-					const res = await within(request(port, "DELETE", runPath(key, target.runId)), 12_000, `DELETE ${target.runId}`);
-					deletes.push({ key, runId: target.runId, status: res.status, json: res.json });
-				} else if (r < 0.45) {
-					const target = pickRun(rt.listRuns(key));
-					if (!target) continue;
-					chaosLog.cancelRun++;
-					const res = await within(rt.cancelRun(key, target.runId), 12_000, `cancelRun ${target.runId}`);
-					cancels.push({ key, runId: target.runId, res });
-				} else if (r < 0.62) {
-					const chats = [...chatsInFlight];
-					if (!chats.length) continue;
-					const m = pick(chats, chaosRand);
-					const stale = chaosRand() < 0.2;
-					chaosLog[stale ? "staleStop" : "stop"]++;
-					const res = await within(
-						request(port, "POST", `/sessions/${m.key}/chat/chat-${m.id}/stop`, stale ? { body: { runId: UNKNOWN_RUN_ID } } : {}),
-						12_000,
-						`stop chat-${m.id}`,
-					);
-					stops.push({ m, stale, status: res.status, json: res.json });
-				} else if (r < 0.7) {
-					chaosLog.abort++;
-					rt.abortSession(key);
-				} else if (r < 0.74) {
-					chaosLog.clear++;
-					rt.clearQueue(key);
-				} else if (r < 0.77) {
-					chaosLog.reset++;
-					const sentAt = Date.now();
-					const res = await within(request(port, "POST", `/sessions/${key}/reset`), 12_000, `reset ${key}`);
-					if (![200, 404].includes(res.status)) problem(`reset ${key}: ${res.status} ${res.text}`);
-					if (res.status === 200) resets.push({ key, sentAt, answeredAt: Date.now() });
-				}
-			} catch (e) {
-				problem(`chaos: ${e?.message ?? e}`);
-			}
-		}
-	})();
-
-	await Promise.all(clients);
-	sending = false;
-	await chaos;
+	const chaos = exactlyOnce.chaosActions({ port, rt, rand: chaosRand, log: chaosLog, problem, chatsInFlight });
+	const { deletes, cancels, stops, resets } = chaos; // resets: {key, sentAt, answeredAt}: when each reset was sent and answered
+	await exactlyOnce.sendUnderChaos({
+		plan,
+		clients: CLIENTS,
+		deliver: (m) => exactlyOnce.sendWithRepeats(m, send),
+		rand: chaosRand,
+		keys: KEYS,
+		everyMs: [3, 15],
+		actions: [
+			[0.3, chaos.deleteRun],
+			[0.45, chaos.cancelRun],
+			[0.62, chaos.stopChat],
+			[0.7, chaos.abort],
+			[0.74, chaos.clear],
+			[0.77, chaos.reset],
+		],
+		problem,
+	});
 	const sendMs = Date.now() - started;
 
 	// ---- the accounting
 	// Final records of every run of every key, and the prompts each text got.
-	const records = new Map(); // runId -> record
-	for (const key of KEYS) {
-		for (const rec of await listRuns(port, key)) {
-			if (records.has(rec.runId)) problem(`run ${rec.runId} listed twice`);
-			records.set(rec.runId, rec);
-			if (!ENDED.has(rec.status)) problem(`run ${rec.runId} of ${key} is still ${rec.status} after every caller was answered`);
-		}
-	}
+	const records = await exactlyOnce.finalRecords(port, KEYS, problem); // runId -> record
 	const prompted = new Map();
 	for (const s of created) {
 		for (const text of s.prompts) prompted.set(text, (prompted.get(text) ?? 0) + 1);
@@ -338,16 +251,8 @@ test("every accepted message is exactly one run that ends exactly once, under ra
 			if (p !== 0) problem(`m${m.id}: never accepted but prompted ${p} times`);
 			continue;
 		}
-		const runIds = new Set(accepted.map((s) => s.runId));
-		if (runIds.size !== 1) {
-			problem(`m${m.id} (${m.via}${m.idemKey ? ", idempotent" : ""}): ${runIds.size} runs ${[...runIds].join(", ")}`);
-			continue;
-		}
-		const [runId] = runIds;
-		if (!UUID_V7.test(String(runId))) {
-			problem(`m${m.id}: runId ${runId}`);
-			continue;
-		}
+		const runId = exactlyOnce.oneRunId(m, accepted, m.via, problem);
+		if (runId === undefined) continue;
 		if (known.has(runId)) problem(`m${m.id}: run ${runId} also answered m${known.get(runId).id}`);
 		known.set(runId, m);
 		if (accepted.length > 1) joined++;
@@ -368,9 +273,7 @@ test("every accepted message is exactly one run that ends exactly once, under ra
 		for (const s of accepted) {
 			if (m.via === "chat") {
 				const chunks = s.chunks ?? [];
-				const last = chunks.at(-1) === "[DONE]" ? chunks.at(-2)?.type : `no [DONE] (${JSON.stringify(chunks.slice(-2))})`;
-				const want = { succeeded: ["finish"], aborted: ["abort"], failed: ["error"], cancelled: ["abort", "error"] }[rec.status];
-				if (!want?.includes(last)) problem(`m${m.id}: chat ended with ${last} for a ${rec.status} run`);
+				exactlyOnce.checkChatEnding(m, chunks, rec.status, problem);
 				const start = chunks.find((c) => c?.type === "start");
 				if (rec.status !== "cancelled" && start?.messageId !== runId) problem(`m${m.id}: chat start ${JSON.stringify(start)} for run ${runId}`);
 				if (start && start.messageId !== runId) problem(`m${m.id}: chat start ${JSON.stringify(start)} for run ${runId}`);
@@ -420,16 +323,7 @@ test("every accepted message is exactly one run that ends exactly once, under ra
 	for (const key of KEYS) {
 		const { hello, frames } = await readLog(port, key);
 		if (hello.data.missed) problem(`${key}: the log no longer reaches back (missed)`);
-		const starts = new Map();
-		const ends = new Map();
-		for (const f of frames) {
-			const e = f.data;
-			if (e.type === "run_start") starts.set(e.runId, (starts.get(e.runId) ?? 0) + 1);
-			if (e.type === "run_end") {
-				if (!ends.has(e.runId)) ends.set(e.runId, []);
-				ends.get(e.runId).push(e);
-			}
-		}
+		const { starts, ends } = exactlyOnce.tallyRunEvents(frames);
 		for (const id of [...starts.keys(), ...ends.keys()]) {
 			if (!known.has(id)) problem(`${key}: the log has a run ${id} that no caller was answered for`);
 		}
@@ -462,8 +356,7 @@ test("every accepted message is exactly one run that ends exactly once, under ra
 		if (rec.result.error !== "Session reset") problem(`${what}: cancelled after it started, but not by a reset`);
 		if (s !== 1) problem(`${what}: started, so exactly one run_start`);
 		if (p > 1) problem(`${what}: prompted more than once`);
-		const hit = resets.some((r) => r.key === rec.sessionKey && r.sentAt <= rec.endedAt && rec.startedAt <= r.answeredAt);
-		if (!hit) {
+		if (!exactlyOnce.resetWhileRunning(resets, rec)) {
 			problem(
 				`${what}: no reset of ${rec.sessionKey} was in flight while it ran (${rec.startedAt}…${rec.endedAt}): ` +
 					JSON.stringify(resets.filter((r) => r.key === rec.sessionKey)),
@@ -472,52 +365,14 @@ test("every accepted message is exactly one run that ends exactly once, under ra
 	}
 
 	// The chaos' own answers agree with the records.
-	const deleteKinds = {};
-	for (const d of deletes) {
-		const rec = records.get(d.runId);
-		if (!rec) {
-			problem(`DELETE of ${d.runId}: no such run at the end`);
-			continue;
-		}
-		if (d.status === 200) {
-			deleteKinds[d.json?.status] = (deleteKinds[d.json?.status] ?? 0) + 1;
-			if (d.json?.ok !== true || d.json?.runId !== d.runId || d.json?.status !== rec.status) {
-				problem(`DELETE ${d.runId}: ${JSON.stringify(d.json)} but the run ended ${rec.status}`);
-			}
-		} else if (d.status === 409) {
-			deleteKinds.ended = (deleteKinds.ended ?? 0) + 1;
-			if (d.json?.error !== `Run already ended (${rec.status})`) problem(`DELETE ${d.runId}: 409 ${JSON.stringify(d.json)}, run ${rec.status}`);
-		} else {
-			problem(`DELETE ${d.runId}: ${d.status} ${JSON.stringify(d.json)}`);
-		}
-	}
-	for (const c of cancels) {
-		const rec = records.get(c.runId);
-		if (c.res.runId !== c.runId) problem(`cancelRun ${c.runId}: ${JSON.stringify(c.res)}`);
-		if (c.res.ok) {
-			if (c.res.status !== rec?.status) problem(`cancelRun ${c.runId}: ${JSON.stringify(c.res)} but the run ended ${rec?.status}`);
-		} else if (typeof c.res.error !== "string") {
-			problem(`cancelRun ${c.runId}: ${JSON.stringify(c.res)}`);
-		}
-	}
-	let stopsOk = 0;
-	for (const s of stops) {
-		if (s.status !== 200) {
-			problem(`stop chat-${s.m.id}: ${s.status} ${JSON.stringify(s.json)}`);
-			continue;
-		}
-		if (s.stale) {
-			if (JSON.stringify(s.json) !== JSON.stringify({ ok: false })) problem(`stale stop chat-${s.m.id}: ${JSON.stringify(s.json)}`);
-			continue;
-		}
-		if (s.json?.ok === true) {
-			stopsOk++;
-			const runId = s.m.sends.find((x) => x.accepted)?.runId;
-			if (s.json.runId !== runId) problem(`stop chat-${s.m.id}: stopped run ${s.json.runId}, the chat's run is ${runId}`);
-		} else if (JSON.stringify(s.json) !== JSON.stringify({ ok: false })) {
-			problem(`stop chat-${s.m.id}: ${JSON.stringify(s.json)}`);
-		}
-	}
+	const { deleteKinds, stopsOk } = exactlyOnce.checkChaosAnswers({
+		records,
+		deletes,
+		cancels,
+		stops,
+		chatRunId: (m) => m.sends.find((x) => x.accepted)?.runId,
+		problem,
+	});
 
 	// Nothing is left running or queued.
 	for (const key of KEYS) {

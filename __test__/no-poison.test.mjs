@@ -204,31 +204,66 @@ async function sendGood(target, text) {
 	return bodyWithRunId(r, `good message to ${target.label}`);
 }
 
+/**
+ * The gateway of a describe block. Before its tests: `sessions(cleanup)` makes the sessions
+ * (`{ primary, create }`: the primary, "main", and the factory of the others; what they need
+ * closed goes onto `cleanup`), the gateway starts in front of them (startSafe) with this suite's
+ * webhook and limits (`session`: config.session too), `byKey`, when given, gets every session
+ * under its key, and `setup(target)` runs for every target, so that the targets exist before the
+ * first hostile body. After them, runCleanup. Returns the gateway (its fields from `before` on).
+ */
+function suiteGateway({ sessions, byKey, session, setup }) {
+	const cleanup = [];
+	const gw = {};
+	before(async () => {
+		const { primary, create } = await sessions(cleanup);
+		byKey?.set("main", primary);
+		const createSession = byKey
+			? async (key) => {
+					const s = await create(key);
+					byKey.set(key, s);
+					return s;
+				}
+			: create;
+		const config = { webhook: { enabled: true, secret: SECRET }, limits: { maxBodyBytes: LIMIT, maxImageBytes: MAX_IMAGE_BYTES } };
+		Object.assign(gw, await startSafe(cleanup, { primary, createSession, config: session ? { ...config, session } : config }));
+		for (const t of targets(gw.port)) await setup(t);
+	});
+	after(() => runCleanup(cleanup));
+	return gw;
+}
+
+/** For {@link suiteGateway}: recording session doubles. */
+const recordingSessions = () => ({ primary: recordingSession("main"), create: recordingFactory() });
+
+/**
+ * For {@link suiteGateway}: the sessions of a faux pi agent (lib/faux-agent.js), closed with the
+ * gateway; `onAgent(agent)`, when given, gets the agent.
+ */
+const realSessions =
+	(onAgent) =>
+	async (cleanup) => {
+		const agent = await createFauxPiAgent();
+		cleanup.push(() => agent.close());
+		onAgent?.(agent);
+		return { primary: agent.primarySession, create: (key) => agent.createSession(key) };
+	};
+
+/** For {@link suiteGateway}: each target answers "setup". */
+const setupRecording = (target) => sendGood(target, "setup");
+
+/** For {@link suiteGateway}: each target's real agent answers "/echo setup". */
+async function setupReal(target) {
+	const a = await sendGood(target, "/echo setup");
+	assert.equal(a.response, "You said: setup");
+}
+
 // ---------------------------------------------------------------- scripted sessions
 
 describe("nothing poisons a session (recording doubles)", () => {
-	const cleanup = [];
-	let gw;
 	/** key → recording session (the primary and every one created). */
 	const byKey = new Map();
-
-	before(async () => {
-		const primary = recordingSession("main");
-		byKey.set("main", primary);
-		const factory = recordingFactory();
-		gw = await startSafe(cleanup, {
-			primary,
-			createSession: async (key) => {
-				const s = await factory(key);
-				byKey.set(key, s);
-				return s;
-			},
-			config: { webhook: { enabled: true, secret: SECRET }, limits: { maxBodyBytes: LIMIT, maxImageBytes: MAX_IMAGE_BYTES } },
-		});
-		// The targets exist before the first hostile body.
-		for (const t of targets(gw.port)) await sendGood(t, "setup");
-	});
-	after(() => runCleanup(cleanup));
+	const gw = suiteGateway({ sessions: recordingSessions, byKey, setup: setupRecording });
 
 	const calls = () => [...byKey.values()].reduce((n, s) => n + s.calls.length, 0);
 	let n = 0;
@@ -370,24 +405,8 @@ describe("nothing poisons a session (recording doubles)", () => {
 // ---------------------------------------------------------------- real AgentSessions
 
 describe("nothing poisons a real pi AgentSession (faux model, offline)", () => {
-	const cleanup = [];
 	let agent;
-	let gw;
-
-	before(async () => {
-		agent = await createFauxPiAgent();
-		cleanup.push(() => agent.close());
-		gw = await startSafe(cleanup, {
-			primary: agent.primarySession,
-			createSession: (key) => agent.createSession(key),
-			config: { webhook: { enabled: true, secret: SECRET }, limits: { maxBodyBytes: LIMIT, maxImageBytes: MAX_IMAGE_BYTES } },
-		});
-		for (const t of targets(gw.port)) {
-			const a = await sendGood(t, "/echo setup");
-			assert.equal(a.response, "You said: setup");
-		}
-	});
-	after(() => runCleanup(cleanup));
+	const gw = suiteGateway({ sessions: realSessions((a) => (agent = a)), setup: setupReal });
 
 	let n = 0;
 	for (const c of HOSTILE.filter((x) => REAL_SUBSET.has(x.name))) {
@@ -426,5 +445,257 @@ describe("nothing poisons a real pi AgentSession (faux model, offline)", () => {
 		assert.equal(agent.primarySession.messages.length, before);
 		const ok = await gw.rt.enqueueMessage({ sessionKey: "main", text: "/echo js" });
 		assert.deepEqual(withRunId(ok), { ok: true, response: "You said: js", sessionKey: "main" });
+	});
+});
+
+// ---------------------------------------------------------------- queue modes (issue 13)
+//
+// The new field and route of issue 13 (SPEC §11, contract /work/issue13-contract.md): a bad `mode`
+// is a 400 naming `mode` that reaches no agent; GET/DELETE /sessions/:key/queue on odd keys is
+// answered (200, 404, 400) and creates nothing; steer/followUp/interrupt/reject storms on a busy
+// REAL pi session all get exactly one answer each and leave both queues empty. After each, a
+// good message to the same session still gets its answer.
+// (Imports here, not at the top, so this block stays an addition.)
+
+import { request as httpRequest } from "./support/http.mjs";
+import { BAD_MODES, INVALID_MODE, MODES, queuePath, readQueue } from "./support/queue-util.mjs";
+import { UUID_V7 } from "./support/runs.mjs";
+import { waitFor as pollFor, within as withinMs } from "./support/wait.mjs";
+import { fauxLongText } from "../lib/faux-agent.js";
+
+const EMPTY_QUEUE = { running: null, queued: [], steering: [], followUp: [] };
+
+/** GET and DELETE of /queue on odd keys: [what, path, status, body (exact), methods?]. */
+const ODD_QUEUE_PATHS = [
+	["an encoded slash as the key", "/sessions/%2F/queue", 404, { error: "Session not found: /" }],
+	["an encoded slash inside the key", "/sessions/a%2Fqueue/queue", 404, { error: "Session not found: a/queue" }],
+	["an encoded NUL as the key", "/sessions/%00/queue", 404, { error: "Session not found: \u0000" }],
+	["dot-dot as the key", "/sessions/%2E%2E/queue", 404, { error: "Session not found: .." }],
+	["decoded once: %252F", "/sessions/%252F/queue", 404, { error: "Session not found: %2F" }],
+	["a key of 1,024 bytes", `/sessions/${"q".repeat(1024)}/queue`, 404, { error: `Session not found: ${"q".repeat(1024)}` }],
+	["a key of 1,025 bytes", `/sessions/${"q".repeat(1025)}/queue`, 400, { error: "Invalid session key" }],
+	["invalid UTF-8 in the key", "/sessions/%C3%28/queue", 400, { error: "Invalid session key" }],
+	["a malformed escape", "/sessions/%ZZ/queue", 400, { error: "Invalid session key" }],
+	["an empty key", "/sessions//queue", 404, { error: "Not found" }],
+	["a segment after /queue", "/sessions/main/queue/x", 404, { error: "Not found" }],
+	["a trailing slash after /queue", "/sessions/main/queue/", 404, { error: "Not found" }],
+	["/QUEUE (routes are case-sensitive)", "/sessions/main/QUEUE", 404, { error: "Not found" }],
+];
+
+/**
+ * The answer to a mode message; `what` names it. Checks the result's shape (200 ok:true, 500
+ * ok:false as for every failed run, 409 Session busy only for reject); returns the JSON.
+ */
+function assertModeAnswer(r, { key, mode, what }) {
+	const desc = `${what}: ${r.status} ${r.text.slice(0, 300)}`;
+	assert.equal(typeof r.json?.ok, "boolean", desc);
+	assert.equal(typeof r.json.response, "string", desc);
+	assert.equal(r.json.sessionKey, key, desc);
+	assert.match(String(r.json.runId), UUID_V7, `${what}: no runId in ${r.text.slice(0, 300)}`);
+	if (r.status === 409) {
+		assert.equal(mode, "reject", `only reject is answered 409: ${desc}`);
+		assert.deepEqual(r.json, { ok: false, response: "", error: "Session busy", sessionKey: key, runId: r.json.runId });
+	} else {
+		assert.equal(r.status, r.json.ok ? 200 : 500, desc);
+		if (!r.json.ok) assert.equal(typeof r.json.error, "string", desc);
+		assert.equal(r.headers["x-run-id"], r.json.runId, `x-run-id names the answering run: ${desc}`);
+	}
+	return r.json;
+}
+
+describe("queue modes do not poison a session (recording doubles)", () => {
+	const byKey = new Map();
+	const gw = suiteGateway({ sessions: recordingSessions, byKey, setup: setupRecording });
+
+	const calls = () => [...byKey.values()].reduce((n, s) => n + s.calls.length, 0);
+	let n = 0;
+
+	for (const mode of BAD_MODES) {
+		test(`mode ${JSON.stringify(mode)}: 400 naming mode, then every session answers`, async () => {
+			for (const target of targets(gw.port)) {
+				const before = calls();
+				await sendHostile(target, { name: `mode ${JSON.stringify(mode)}`, body: { text: "steer this", mode }, status: 400, prefix: INVALID_MODE });
+				if (!target.hook) {
+					await sendHostile(target, { name: `mode ${JSON.stringify(mode)} wait:false`, body: { text: "steer this", mode, wait: false }, status: 400, prefix: INVALID_MODE });
+				}
+				assert.equal(calls(), before, `mode ${JSON.stringify(mode)} → ${target.label}: nothing reached an agent`);
+				const text = `good after mode ${++n}`;
+				const answer = await sendGood(target, text);
+				assert.deepEqual(answer, { ok: true, response: `echo:${text}`, sessionKey: target.key });
+				assert.equal(calls(), before + 1, "exactly one prompt: the good message");
+			}
+			if (typeof mode === "string") {
+				await assert.rejects(async () => gw.rt.enqueueMessage({ sessionKey: "main", text: "js", mode }), (e) => e instanceof Error && e.message.startsWith(INVALID_MODE));
+			}
+		});
+	}
+
+	test("a bad mode on /chat is a 400 naming mode, then the session answers", async () => {
+		for (const key of ["main", "other"]) {
+			const before = calls();
+			const r = await send(gw.port, "POST", `/sessions/${key}/chat`, { body: { text: "hi", mode: "Steer" } });
+			assert.equal(r.status, 400, show(r));
+			assert.deepEqual(Object.keys(r.json), ["error"]);
+			assert.ok(r.json.error.startsWith(INVALID_MODE), show(r));
+			assert.equal(calls(), before, "nothing reached an agent");
+			const answer = await sendGood(targets(gw.port).find((t) => t.key === key), `good after chat ${++n}`);
+			assert.equal(answer.ok, true);
+		}
+	});
+
+	test("every valid mode (and mode null) on an idle session is answered like a plain message", async () => {
+		for (const target of targets(gw.port)) {
+			for (const mode of [...MODES, null]) {
+				const text = `mode ${mode} ${++n}`;
+				const r = await send(gw.port, "POST", target.path, { headers: target.headers, body: { text, mode } });
+				assert.equal(r.status, 200, `${mode} → ${target.label}: ${show(r)}`);
+				assert.deepEqual(bodyWithRunId(r), { ok: true, response: `echo:${text}`, sessionKey: target.key });
+				assert.equal(byKey.get(target.key).calls.at(-1).text, text);
+			}
+		}
+	});
+
+	test("GET and DELETE /queue on odd keys are answered, create nothing, and poison nothing", async () => {
+		const sessionsBefore = gw.rt.listSessions().length;
+		const wrong = [];
+		for (const [what, path, status, body] of ODD_QUEUE_PATHS) {
+			for (const method of ["GET", "DELETE"]) {
+				const r = await send(gw.port, method, path, { timeoutMs: 10000 });
+				if (r.status !== status || JSON.stringify(r.json) !== JSON.stringify(body)) {
+					wrong.push(`${method} ${what} (${path.slice(0, 60)}): ${r.status} ${r.text.slice(0, 120)}, expected ${status} ${JSON.stringify(body).slice(0, 80)}`);
+				}
+			}
+		}
+		assert.deepEqual(wrong, [], "odd /queue requests get the contract's answers");
+		assert.equal(gw.rt.listSessions().length, sessionsBefore, "no session was created");
+		for (const target of targets(gw.port)) {
+			for (const method of ["GET", "DELETE"]) {
+				const r = await send(gw.port, method, queuePath(target.key));
+				assert.equal(r.status, 200, `${method} ${queuePath(target.key)}: ${show(r)}`);
+				assert.deepEqual(r.json, method === "GET" ? EMPTY_QUEUE : { ok: true, cleared: 0, steering: [], followUp: [] });
+			}
+			const q = await send(gw.port, "GET", `${queuePath(target.key)}?x=%zz&y`);
+			assert.equal(q.status, 200, `the query string is ignored: ${show(q)}`);
+			const text = `good after queue ${++n}`;
+			assert.deepEqual(await sendGood(target, text), { ok: true, response: `echo:${text}`, sessionKey: target.key });
+		}
+	});
+});
+
+describe("queue-mode storms do not poison a real pi AgentSession (faux model, offline)", { timeout: 240_000 }, () => {
+	/** key → the AgentSession behind it. */
+	const byKey = new Map();
+	const gw = suiteGateway({ sessions: realSessions(), byKey, session: { maxQueuePerSession: 64 }, setup: setupReal });
+
+	let n = 0;
+	const post = (target, body) => httpRequest(target.port, "POST", target.path, { headers: target.headers, body, timeoutMs: 30_000 });
+
+	/** Starts `/slow <words>` on the target and waits until it is running; returns its pending answer and runId. */
+	async function busyWith(target, words) {
+		const slow = post(target, { text: `/slow ${words}` });
+		slow.catch(() => {});
+		const running = await pollFor(() => gw.rt.listRuns(target.key).find((r) => r.status === "running"), `a running run on ${target.label}`);
+		return { slow, runId: running.runId };
+	}
+
+	/** Waits until both queues of the target are empty and nothing runs; then a good message must be answered. */
+	async function stillAnswers(target) {
+		await pollFor(async () => {
+			const q = await readQueue(gw.port, target.key);
+			return JSON.stringify(q) === JSON.stringify(EMPTY_QUEUE);
+		}, `${target.label} to be idle with empty queues`);
+		const session = byKey.get(target.key);
+		assert.deepEqual([...session.getSteeringMessages()], [], `${target.label}: pi's steering queue is empty`);
+		assert.deepEqual([...session.getFollowUpMessages()], [], `${target.label}: pi's follow-up queue is empty`);
+		const text = `after storm ${++n}`;
+		const answer = await sendGood(target, `/echo ${text}`);
+		assert.deepEqual(answer, { ok: true, response: `You said: ${text}`, sessionKey: target.key });
+	}
+
+	/** `count` messages with `modes` (in turn) at once into a busy target; each gets one answer. */
+	async function storm(target, modes, count, words = 20) {
+		const { slow, runId } = await busyWith(target, words);
+		const sent = Array.from({ length: count }, (_, i) => ({ mode: modes[i % modes.length], text: `/echo storm ${++n}` }));
+		const answers = await withinMs(
+			Promise.all(sent.map(({ mode, text }) => post(target, { text, mode }))),
+			30_000,
+			`every ${modes.join("/")} message of the storm to be answered`,
+		);
+		const results = answers.map((r, i) => assertModeAnswer(r, { key: target.key, mode: sent[i].mode, what: `${sent[i].mode} ${sent[i].text} → ${target.label}` }));
+		const first = await withinMs(slow, 30_000, "the slow run's answer");
+		assert.equal(typeof first.json?.ok, "boolean", `the slow run's caller is answered: ${first.status} ${first.text.slice(0, 200)}`);
+		assert.equal(first.json.runId, runId);
+		const known = new Set(gw.rt.listRuns(target.key).map((r) => r.runId));
+		for (const [i, result] of results.entries()) {
+			assert.ok(known.has(result.runId), `${sent[i].mode}: runId ${result.runId} is a run of ${target.key}`);
+		}
+		return { results, sent, first, runId };
+	}
+
+	test("a steer storm into a running run: every steer gets that run's result; the session still answers", async () => {
+		for (const target of targets(gw.port)) {
+			const { results, first, runId } = await storm(target, ["steer"], 10);
+			for (const r of results) {
+				assert.equal(r.runId, runId, "every steer joined the running run");
+				assert.deepEqual(r, first.json, "…and got its result");
+			}
+			await stillAnswers(target);
+		}
+	});
+
+	test("a followUp storm: every follow-up gets the running run's result; the session still answers", async () => {
+		for (const target of targets(gw.port)) {
+			const { results, first, runId } = await storm(target, ["followUp"], 10);
+			for (const r of results) {
+				assert.equal(r.runId, runId);
+				assert.deepEqual(r, first.json);
+			}
+			await stillAnswers(target);
+		}
+	});
+
+	test("an interrupt storm: one run each, the slow run aborted; the session still answers", async () => {
+		for (const target of targets(gw.port)) {
+			const { results, first, runId } = await storm(target, ["interrupt"], 10);
+			assert.equal(first.json.ok, false, "the slow run was interrupted");
+			assert.equal(gw.rt.getRun(target.key, runId).status, "aborted");
+			const ids = new Set(results.map((r) => r.runId));
+			assert.equal(ids.size, results.length, "every interrupt is a run of its own");
+			assert.ok(!ids.has(runId));
+			assert.ok(results.at(-1).ok || results.some((r) => r.ok), "at least one interrupt ran to its end");
+			await stillAnswers(target);
+		}
+	});
+
+	test("a reject storm: every one 409 naming the running run, which finishes untouched; the session still answers", async () => {
+		for (const target of targets(gw.port)) {
+			const before = gw.rt.listRuns(target.key).length;
+			const { results, first, runId } = await storm(target, ["reject"], 20, 60);
+			for (const r of results) assert.deepEqual(r, { ok: false, response: "", error: "Session busy", sessionKey: target.key, runId });
+			assert.deepEqual(first.json, { ok: true, response: fauxLongText(60), sessionKey: target.key, runId }, "the running run finished normally");
+			assert.equal(gw.rt.listRuns(target.key).length, before + 1, "no run for a rejected message");
+			await stillAnswers(target);
+		}
+	});
+
+	test("a mixed storm of every mode: each message answered once; the session still answers", async () => {
+		for (const target of targets(gw.port)) {
+			await storm(target, ["steer", "queue", "followUp", "interrupt", "reject"], 25);
+			await stillAnswers(target);
+		}
+	});
+
+	test("bad modes into a busy real session change nothing; the running run and the next message are answered", async () => {
+		for (const target of targets(gw.port)) {
+			const { slow, runId } = await busyWith(target, 30);
+			const before = await readQueue(gw.port, target.key);
+			for (const mode of ["Steer", "", 1, {}, [], "INTERRUPT"]) {
+				await sendHostile(target, { name: `mode ${JSON.stringify(mode)} while busy`, body: { text: "/echo sneaky", mode }, status: 400, prefix: INVALID_MODE });
+			}
+			assert.deepEqual(await readQueue(gw.port, target.key), before, `${target.label}: nothing queued or steered`);
+			const first = await withinMs(slow, 30_000, "the slow run");
+			assert.deepEqual(first.json, { ok: true, response: fauxLongText(30), sessionKey: target.key, runId });
+			await stillAnswers(target);
+		}
 	});
 });

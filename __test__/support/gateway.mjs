@@ -125,13 +125,14 @@ export function suiteChatGateway(options = {}) {
 
 /**
  * Starts a faux pi agent (lib/faux-agent.js) and {@link startGateway} in front of it.
- * @param {{ config?: object, faux?: object, primarySessionKey?: string, multiStep?: boolean, script?: () => { registration: any, when?: (context: any) => boolean } }} [options]
+ * @param {{ config?: object, faux?: object, primarySessionKey?: string, multiStep?: boolean, script?: () => { registration: any, when?: (context: any) => boolean }, scriptPrimary?: boolean, onSession?: (key: string, session: any) => void }} [options]
  *   `config` is merged over a minimal valid GatewayConfig (e.g. `{ bearerToken, cors }`).
  *   `multiStep`: sessions created through `createSession` also understand MULTI_STEP_COMMAND
  *   (chat-fixture.mjs).
  *   `script`: called once the faux agent exists; sessions created through `createSession` use
  *   its registration's model for every call (or only where `when(context)` holds). It is
- *   unregistered on close.
+ *   unregistered on close. `scriptPrimary`: the primary session uses it too.
+ *   `onSession(key, session)`: called with every session handed to the gateway (primary included).
  * Returns `{ runtime, agent, port, base, sessions (key → AgentSession), close() }`.
  */
 export async function startChatGateway(options = {}) {
@@ -148,24 +149,25 @@ export async function startChatGateway(options = {}) {
 	/** @type {Map<string, import("@mariozechner/pi-coding-agent").AgentSession>} */
 	const sessions = new Map();
 	const primaryKey = options.primarySessionKey ?? "main";
-	sessions.set(primaryKey, agent.primarySession);
+	/** Every session handed to the gateway: scripted (the primary only with `scriptPrimary`), kept, announced. */
+	const adopt = (key, session, scripted) => {
+		if (script && scripted) {
+			const model = script.registration.getModel();
+			const streamFn = session.agent.streamFn;
+			session.agent.streamFn = (given, context, streamOptions) =>
+				streamFn(!script.when || script.when(context) ? model : given, context, streamOptions);
+		}
+		sessions.set(key, session);
+		options.onSession?.(key, session);
+		return session;
+	};
 	let gw;
 	try {
 		gw = await startGateway({
 			config: { ...options.config, session: { idleMinutes: 10, maxQueuePerSession: 16, ...options.config?.session } },
 			primaryKey,
-			primarySession: agent.primarySession,
-			createSession: async (key) => {
-				const session = await agent.createSession(key);
-				if (script) {
-					const scripted = script.registration.getModel();
-					const streamFn = session.agent.streamFn;
-					session.agent.streamFn = (model, context, streamOptions) =>
-						streamFn(!script.when || script.when(context) ? scripted : model, context, streamOptions);
-				}
-				sessions.set(key, session);
-				return session;
-			},
+			primarySession: adopt(primaryKey, agent.primarySession, options.scriptPrimary),
+			createSession: async (key) => adopt(key, await agent.createSession(key), true),
 		});
 	} catch (error) {
 		await agent.close();
@@ -179,6 +181,7 @@ export async function startChatGateway(options = {}) {
 		port: gw.port,
 		base: gw.base,
 		sessions,
+		logs: gw.logs,
 		async close() {
 			if (closed) return;
 			closed = true;

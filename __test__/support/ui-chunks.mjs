@@ -1,0 +1,107 @@
+// What every UI message stream of the gateway is checked against, shared by the chat tests: the
+// `ai` majors under test (`SDKS`), the structure of one message's stream (`wellFormed`), and each
+// version's own chunk schema, with no field it does not declare (`validateChunks`).
+
+import assert from "node:assert/strict";
+import * as ai7 from "ai";
+import * as ai6 from "ai-v6";
+import * as ai5 from "ai-v5";
+
+/** The `ai` majors the chat tests run: ai@7, ai@6, ai@5. */
+export const SDKS = [
+	{ label: "ai@7", pkg: "ai", major: 7, ai: ai7 },
+	{ label: "ai@6", pkg: "ai-v6", major: 6, ai: ai6 },
+	{ label: "ai@5", pkg: "ai-v5", major: 5, ai: ai5 },
+];
+
+/**
+ * The structure every UI message stream of one message must have:
+ * `start` first (once), exactly one terminal chunk (`finish` | `abort` | `error`) last, steps
+ * balanced, every text/reasoning part started once (ids unique within the message), its deltas
+ * inside start…end and ended before its step ends; a tool call's input before its output.
+ */
+export function wellFormed(chunks, what = "the stream") {
+	const dump = () => `${what}:\n${chunks.map((c) => JSON.stringify(c)).join("\n")}`;
+	assert.equal(chunks[0]?.type, "start", `start comes first: ${dump()}`);
+	assert.equal(typeof chunks[0].messageId, "string", `start has a messageId: ${dump()}`);
+	assert.ok(chunks[0].messageId.length > 0, `start has a messageId: ${dump()}`);
+	const terminal = chunks.filter((c) => ["finish", "abort", "error"].includes(c.type));
+	assert.equal(terminal.length, 1, `exactly one finish/abort/error chunk: ${dump()}`);
+	assert.equal(chunks.at(-1), terminal[0], `finish/abort/error comes last: ${dump()}`);
+	assert.equal(chunks.filter((c) => c.type === "start").length, 1, `one start chunk: ${dump()}`);
+	let stepOpen = false;
+	const seenIds = new Set();
+	const open = new Map();
+	const toolInputs = new Set();
+	const toolOutputs = new Set();
+	for (const chunk of chunks.slice(1, -1)) {
+		const kind = chunk.type.startsWith("text-") ? "text" : chunk.type.startsWith("reasoning-") ? "reasoning" : null;
+		if (chunk.type === "start-step") {
+			assert.ok(!stepOpen, `start-step inside an open step: ${dump()}`);
+			stepOpen = true;
+		} else if (chunk.type === "finish-step") {
+			assert.ok(stepOpen, `finish-step without start-step: ${dump()}`);
+			assert.equal(open.size, 0, `finish-step while parts are open: ${[...open.keys()]} ${dump()}`);
+			stepOpen = false;
+		} else if (kind && chunk.type.endsWith("-start")) {
+			assert.ok(!seenIds.has(chunk.id), `part id ${chunk.id} reused within one message: ${dump()}`);
+			seenIds.add(chunk.id);
+			open.set(chunk.id, kind);
+		} else if (kind && chunk.type.endsWith("-delta")) {
+			assert.equal(open.get(chunk.id), kind, `${chunk.type} for a part that is not open: ${chunk.id} ${dump()}`);
+		} else if (kind && chunk.type.endsWith("-end")) {
+			assert.equal(open.get(chunk.id), kind, `${chunk.type} for a part that is not open: ${chunk.id} ${dump()}`);
+			open.delete(chunk.id);
+		} else if (chunk.type === "tool-input-available") {
+			toolInputs.add(chunk.toolCallId);
+		} else if (chunk.type === "tool-output-available" || chunk.type === "tool-output-error") {
+			assert.ok(toolInputs.has(chunk.toolCallId), `tool output before its input: ${chunk.toolCallId} ${dump()}`);
+			assert.ok(!toolOutputs.has(chunk.toolCallId), `two outputs for one tool call: ${chunk.toolCallId}`);
+			toolOutputs.add(chunk.toolCallId);
+		}
+	}
+	assert.equal(open.size, 0, `parts left open at the end: ${[...open.keys()]} ${dump()}`);
+	assert.ok(!stepOpen, `a step left open at the end: ${dump()}`);
+}
+
+/**
+ * Validates every chunk with this SDK version's own `uiMessageChunkSchema`, and checks (as
+ * chat-ai-sdk.test.mjs) that no chunk carries a field the schema does not declare: the strict
+ * schemas of early v5/v6/v7 reject unknown fields, the later loose ones would let them pass. A
+ * `data-*` chunk's `data` is `unknown` to every schema, so the probe cannot tell it from an
+ * undeclared field: those chunks must be exactly `{type, data}` (the shape of the contract).
+ */
+export async function validateChunks(sdk, chunks, what = "") {
+	const schema = sdk.ai.uiMessageChunkSchema();
+	const checkedShapes = new Set();
+	for (const chunk of chunks) {
+		const result = await schema.validate(chunk);
+		assert.ok(
+			result.success,
+			`${what} ${sdk.label} uiMessageChunkSchema rejects ${JSON.stringify(chunk)}: ${result.success ? "" : result.error?.message}`,
+		);
+		if (chunk.type.startsWith("data-")) {
+			assert.deepEqual(Object.keys(chunk).sort(), ["data", "type"], `${what} a data chunk is {type, data}: ${JSON.stringify(chunk)}`);
+			continue;
+		}
+		const shape = `${chunk.type}:${Object.keys(chunk).sort().join(",")}`;
+		if (checkedShapes.has(shape)) continue;
+		checkedShapes.add(shape);
+		const undeclared = [];
+		for (const key of Object.keys(chunk)) {
+			if (key === "type") continue;
+			const without = { ...chunk };
+			delete without[key];
+			if (!(await schema.validate(without)).success) continue; // required
+			let declared = false;
+			for (const probe of [12345, "probe", { probe: true }, [1], true]) {
+				if (!(await schema.validate({ ...chunk, [key]: probe })).success) {
+					declared = true;
+					break;
+				}
+			}
+			if (!declared) undeclared.push(key);
+		}
+		assert.deepEqual(undeclared, [], `${what} ${sdk.label}: fields its schema does not declare in ${JSON.stringify(chunk)}`);
+	}
+}
