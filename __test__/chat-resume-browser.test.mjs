@@ -13,32 +13,23 @@
 // Run: npm test -- __test__/chat-resume-browser.test.mjs   (needs /usr/bin/chromium; fails, never skips, without it)
 
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { fauxLongText } from "../lib/faux-agent.js";
-import { openChatUi } from "./support/browser-chat-ui.mjs";
+import { lastAssistantText, openChatPage, readChat, sendAndWaitForMarker, suiteChatUi, userTexts, waitUntilReady } from "./support/browser-chat-ui.mjs";
 import { UI_TIMEOUT_MS } from "./support/browser-chromium.mjs";
-import { startChatGateway } from "./support/chat-fixture.mjs";
 import { waitFor } from "./support/wait.mjs";
 
 const TOKEN = "resume-test-token";
 /** Every test stops by itself well within this (the slowest answer streams for ~8 s). */
 const TEST_TIMEOUT_MS = 120_000;
 
-/** The page's texts: the user's messages, and the assistant's messages with their text parts. */
-function readConversation(tab) {
-	return tab.evaluate(() => {
-		const articles = [...document.querySelectorAll('[data-testid="messages"] article')];
-		return {
-			messages: articles.map((article) => ({
-				role: article.getAttribute("data-role"),
-				id: article.getAttribute("data-id"),
-				texts: [...article.querySelectorAll('[data-part="text"]')].map((node) => node.textContent),
-			})),
-			all: document.querySelector('[data-testid="messages"]').textContent,
-			status: document.querySelector('[data-testid="status"]').textContent,
-			errors: [...document.querySelectorAll('[data-testid="error"]')].map((node) => node.textContent),
-		};
-	});
+/** The page's texts (readChat's): the user's messages, and the assistant's messages with their text parts. */
+async function readConversation(tab) {
+	const chat = await readChat(tab);
+	return {
+		...chat,
+		messages: chat.messages.map((m) => ({ role: m.role, id: m.id, texts: m.parts.filter((p) => p.kind === "text").map((p) => p.text) })),
+	};
 }
 
 /** How many times `needle` occurs in `haystack` (not overlapping). */
@@ -46,120 +37,71 @@ function occurrences(haystack, needle) {
 	return haystack.split(needle).length - 1;
 }
 
-/** The text of pi's last assistant message in `session`. */
-function lastAssistantText(session) {
-	const message = session.messages.findLast((m) => m.role === "assistant");
-	return (message?.content ?? []).filter((c) => c.type === "text").map((c) => c.text).join("");
-}
-
-/** The user messages pi's session holds, as text. */
-function userTexts(session) {
-	return session.messages
-		.filter((m) => m.role === "user")
-		.map((m) => (typeof m.content === "string" ? m.content : m.content.map((c) => c.text ?? "").join("")));
-}
-
 describe("the chat example resumes an answer after a reload, in headless chromium", { timeout: TEST_TIMEOUT_MS * 3 }, () => {
-	/** @type {Awaited<ReturnType<typeof openChatUi>>} */
-	let ui;
-	let page;
-	/** @type {Awaited<ReturnType<typeof startChatGateway>>} */
-	let gw;
-	/** @type {import("playwright-core").Page} */
-	let tab;
-	const problems = [];
-	/** Every request the browser made to the gateway, and its response (status, x-run-id, body). */
-	const exchanges = [];
-
-	before(async () => {
-		ui = await openChatUi(
-			"pi-gateway-chat-resume-",
-			(origin) => startChatGateway({ config: { bearerToken: TOKEN, cors: { origins: [origin] } } }),
-			problems,
-		);
-		({ page, gw, tab } = ui);
-		assert.notEqual(new URL(gw.base).origin, page.origin);
-		tab.on("request", (request) => {
-			if (!request.url().startsWith(gw.base)) return;
-			const exchange = { method: request.method(), url: request.url(), body: request.postData(), status: undefined, runId: undefined };
-			exchanges.push(exchange);
-			request
-				.response()
-				.then((response) => {
-					if (!response) return;
-					exchange.status = response.status();
-					exchange.runId = response.headers()["x-run-id"];
-				})
-				.catch(() => {});
-		});
-	});
-
-	after(() => ui?.close());
+	const ui = suiteChatUi("pi-gateway-chat-resume-", TOKEN);
 
 	const routes = (session) => {
-		const base = `${gw.base}/sessions/${encodeURIComponent(session)}`;
+		const base = `${ui.gw.base}/sessions/${encodeURIComponent(session)}`;
 		return { chat: `${base}/chat`, stream: `${base}/chat/`, runs: `${base}/runs/` };
 	};
 	const isChatPost = (session) => (e) => e.method === "POST" && e.url === routes(session).chat;
 	const isStreamGet = (session) => (e) => e.method === "GET" && e.url.startsWith(routes(session).stream) && e.url.endsWith("/stream");
 	const isStopPost = (session) => (e) => e.method === "POST" && e.url.startsWith(routes(session).stream) && e.url.endsWith("/stop");
 
-	/** Opens the page on `session`, sends `text`, waits until `marker` shows in the answer; returns the run id. */
-	async function sendAndWaitFor(session, text, marker) {
-		const query = new URLSearchParams({ gateway: gw.base, session, token: TOKEN });
-		await tab.goto(`${page.origin}/?${query}`);
-		await tab.getByTestId("status").filter({ hasText: "ready" }).waitFor();
-		await tab.getByTestId("input").fill(text);
-		await tab.getByTestId("send").click();
-		await tab.waitForFunction(
-			(marker) => (document.querySelector('article[data-role="assistant"]')?.textContent ?? "").includes(marker),
-			marker,
-			{ timeout: UI_TIMEOUT_MS },
-		);
-		const post = await waitFor(() => exchanges.find((e) => isChatPost(session)(e) && e.runId), "the chat POST's x-run-id");
-		return post.runId;
-	}
-
 	/**
-	 * Problems other than the page's own answer streams cut short on purpose: the chat POST by the
-	 * reload, and (`stopped`) the resumed stream by Stop.
+	 * Opens the page on `session`, sends `/slow <words>` (the question), waits until `marker` shows
+	 * in the answer. Returns the run id, the question, the `full` answer it streams and pi's session.
 	 */
-	function unexpectedProblems({ stopped = false } = {}) {
-		const cutShort = (p) =>
-			p.startsWith("requestfailed:") && p.endsWith(" net::ERR_ABORTED") && (p.includes("/chat ") || (stopped && p.includes("/stream ")));
-		return problems.filter((p) => !cutShort(p));
+	async function startAnswer(session, words, marker) {
+		const question = `/slow ${words}`;
+		await openChatPage(ui, session, TOKEN);
+		await sendAndWaitForMarker(ui.tab, question, marker);
+		const post = await waitFor(() => ui.exchanges.find((e) => isChatPost(session)(e) && e.runId), "the chat POST's x-run-id");
+		return { runId: post.runId, question, full: fauxLongText(words), pi: ui.gw.sessions.get(session) };
 	}
 
-	it("a reload in the middle of an answer: the user's message once, the whole answer once, and one run", async () => {
-		const session = "resume after reload";
-		const words = 160; // ~8 s at the faux /slow speed
-		const full = fauxLongText(words);
-		const question = `/slow ${words}`;
-		const runId = await sendAndWaitFor(session, question, "w10 ");
-		const pi = gw.sessions.get(session);
-		assert.ok(pi?.isStreaming, "the answer is still streaming when the page reloads");
-
-		await tab.reload();
-		// The page reconnected, and the gateway had the answer to resume.
-		await waitFor(() => exchanges.some((e) => isStreamGet(session)(e) && e.status === 200), "a 200 from the resume route");
-		// Some of the answer is still to come after the reload (else this would not test a resume).
-		assert.ok(pi.isStreaming, "the answer was still streaming after the reload");
-		await tab.waitForFunction(
+	/** Waits until the page shows the whole answer `full` (its first assistant text part). */
+	const answerShown = (full) =>
+		ui.tab.waitForFunction(
 			(full) => document.querySelector('article[data-role="assistant"] [data-part="text"]')?.textContent === full,
 			full,
 			{ timeout: UI_TIMEOUT_MS },
 		);
-		await tab.getByTestId("status").filter({ hasText: "ready" }).waitFor();
+
+	/**
+	 * The page had no problems other than its own answer streams cut short on purpose: the chat
+	 * POST by the reload, and (`stopped`) the resumed stream by Stop. Forgets them for the next test.
+	 */
+	function noProblems({ stopped = false } = {}) {
+		const cutShort = (p) =>
+			p.startsWith("requestfailed:") && p.endsWith(" net::ERR_ABORTED") && (p.includes("/chat ") || (stopped && p.includes("/stream ")));
+		const unexpected = ui.problems.filter((p) => !cutShort(p));
+		assert.deepEqual(unexpected, []);
+		ui.problems.length = 0;
+	}
+
+	it("a reload in the middle of an answer: the user's message once, the whole answer once, and one run", async () => {
+		const session = "resume after reload";
+		const { runId, question, full, pi } = await startAnswer(session, 160, "w10 "); // ~8 s at the faux /slow speed
+		assert.ok(pi?.isStreaming, "the answer is still streaming when the page reloads");
+
+		await ui.tab.reload();
+		// The page reconnected, and the gateway had the answer to resume.
+		await waitFor(() => ui.exchanges.some((e) => isStreamGet(session)(e) && e.status === 200), "a 200 from the resume route");
+		// Some of the answer is still to come after the reload (else this would not test a resume).
+		assert.ok(pi.isStreaming, "the answer was still streaming after the reload");
+		await answerShown(full);
+		await waitUntilReady(ui.tab);
 
 		// What pi recorded, uninterrupted, is that text, and the gateway ran the message once.
 		await waitFor(() => !pi.isStreaming, "the run to end");
 		assert.equal(lastAssistantText(pi), full);
 		assert.deepEqual(userTexts(pi), [question]);
-		assert.equal(exchanges.filter(isChatPost(session)).length, 1, "one chat POST");
-		assert.equal(gw.runtime.getRun(session, runId)?.status, "succeeded");
+		assert.equal(ui.exchanges.filter(isChatPost(session)).length, 1, "one chat POST");
+		assert.equal(ui.gw.runtime.getRun(session, runId)?.status, "succeeded");
 
 		const check = async (when) => {
-			const shown = await readConversation(tab);
+			const shown = await readConversation(ui.tab);
 			assert.deepEqual(
 				shown.messages.map((m) => [m.role, m.texts]),
 				[
@@ -178,62 +120,53 @@ describe("the chat example resumes an answer after a reload, in headless chromiu
 		await check("after the resumed answer");
 
 		// Reload once more, after the end: the stored conversation, and nothing to resume (204).
-		const streamGets = exchanges.filter(isStreamGet(session)).length;
-		await tab.reload();
-		await tab.getByTestId("status").filter({ hasText: "ready" }).waitFor();
-		await waitFor(() => exchanges.filter(isStreamGet(session)).at(streamGets)?.status, "the second reconnect's answer");
-		assert.equal(exchanges.filter(isStreamGet(session)).at(streamGets).status, 204);
+		const streamGets = ui.exchanges.filter(isStreamGet(session)).length;
+		await ui.tab.reload();
+		await waitUntilReady(ui.tab);
+		await waitFor(() => ui.exchanges.filter(isStreamGet(session)).at(streamGets)?.status, "the second reconnect's answer");
+		assert.equal(ui.exchanges.filter(isStreamGet(session)).at(streamGets).status, 204);
 		await check("after a reload once the answer had ended");
-		assert.equal(exchanges.filter(isChatPost(session)).length, 1, "still one chat POST");
+		assert.equal(ui.exchanges.filter(isChatPost(session)).length, 1, "still one chat POST");
 
-		assert.deepEqual(unexpectedProblems(), []);
-		problems.length = 0;
+		noProblems();
 	});
 
 	it("the answer ends while the page reloads (nothing left to resume): the run's record completes it", async () => {
 		const session = "ended during reload";
-		const words = 60; // ~3 s
-		const full = fauxLongText(words);
-		const question = `/slow ${words}`;
-		const runId = await sendAndWaitFor(session, question, "w05 ");
-		const pi = gw.sessions.get(session);
+		const { runId, question, full, pi } = await startAnswer(session, 60, "w05 "); // ~3 s
 		assert.ok(pi?.isStreaming, "the answer is still streaming when the page reloads");
 
 		// Hold the page's reconnect until the gateway has ended the run, then let it through.
-		const earlier = exchanges.filter(isStreamGet(session)).length; // the one on the first page load
+		const earlier = ui.exchanges.filter(isStreamGet(session)).length; // the one on the first page load
 		let held = 0;
-		await tab.route(
+		await ui.tab.route(
 			(url) => url.href.startsWith(routes(session).stream) && url.pathname.endsWith("/stream"),
 			async (route) => {
 				held++;
-				await waitFor(() => gw.runtime.getRun(session, runId)?.status === "succeeded", "the run to end", UI_TIMEOUT_MS);
+				await waitFor(() => ui.gw.runtime.getRun(session, runId)?.status === "succeeded", "the run to end", UI_TIMEOUT_MS);
 				await route.continue();
 			},
 		);
 		try {
-			await tab.reload();
-			await tab.waitForFunction(
-				(full) => document.querySelector('article[data-role="assistant"] [data-part="text"]')?.textContent === full,
-				full,
-				{ timeout: UI_TIMEOUT_MS },
-			);
-			await tab.getByTestId("status").filter({ hasText: "ready" }).waitFor();
+			await ui.tab.reload();
+			await answerShown(full);
+			await waitUntilReady(ui.tab);
 		} finally {
-			await tab.unrouteAll({ behavior: "wait" });
+			await ui.tab.unrouteAll({ behavior: "wait" });
 		}
 		assert.equal(held, 1, "the reconnect was held");
 		assert.deepEqual(
-			exchanges.filter(isStreamGet(session)).slice(earlier).map((e) => e.status),
+			ui.exchanges.filter(isStreamGet(session)).slice(earlier).map((e) => e.status),
 			[204],
 			"the gateway had nothing to resume",
 		);
 		assert.ok(
-			exchanges.some((e) => e.method === "GET" && e.url === `${routes(session).runs}${runId}` && e.status === 200),
+			ui.exchanges.some((e) => e.method === "GET" && e.url === `${routes(session).runs}${runId}` && e.status === 200),
 			"the page read the run's record",
 		);
 		assert.equal(lastAssistantText(pi), full);
 
-		const shown = await readConversation(tab);
+		const shown = await readConversation(ui.tab);
 		assert.deepEqual(
 			shown.messages.map((m) => [m.role, m.texts]),
 			[
@@ -244,38 +177,34 @@ describe("the chat example resumes an answer after a reload, in headless chromiu
 		assert.equal(shown.messages[1].id, runId);
 		assert.equal(occurrences(shown.all, full), 1, "the answer shown once");
 		assert.deepEqual(shown.errors, []);
-		assert.deepEqual(unexpectedProblems(), []);
-		problems.length = 0;
+		noProblems();
 	});
 
 	it("Stop after a reload aborts the run through the chat stop route, naming the run", async () => {
 		const session = "stop after reload";
-		const words = 400; // ~20 s: Stop comes long before the end
-		const full = fauxLongText(words);
-		const runId = await sendAndWaitFor(session, `/slow ${words}`, "w03 ");
-		const pi = gw.sessions.get(session);
-		await tab.reload();
+		const { runId, full, pi } = await startAnswer(session, 400, "w03 "); // ~20 s: Stop comes long before the end
+		await ui.tab.reload();
 		// Streaming again, resumed: a few more words past what had arrived before the reload.
-		await tab.waitForFunction(
+		await ui.tab.waitForFunction(
 			() => (document.querySelector('article[data-role="assistant"]')?.textContent ?? "").includes("w12 "),
 			undefined,
 			{ timeout: UI_TIMEOUT_MS },
 		);
-		assert.equal(await tab.getByTestId("status").innerText(), "streaming");
-		const stopped = tab.waitForResponse((response) => response.url().endsWith("/stop") && response.request().method() === "POST");
-		await tab.getByTestId("stop").click();
+		assert.equal(await ui.tab.getByTestId("status").innerText(), "streaming");
+		const stopped = ui.tab.waitForResponse((response) => response.url().endsWith("/stop") && response.request().method() === "POST");
+		await ui.tab.getByTestId("stop").click();
 		const response = await stopped;
 		assert.deepEqual(JSON.parse(response.request().postData() ?? "{}"), { runId });
 		assert.equal(response.status(), 200);
 		assert.deepEqual(await response.json(), { ok: true, runId });
-		assert.equal(exchanges.filter(isStopPost(session)).length, 1);
-		await tab.getByTestId("status").filter({ hasText: "ready" }).waitFor();
+		assert.equal(ui.exchanges.filter(isStopPost(session)).length, 1);
+		await waitUntilReady(ui.tab);
 
-		await waitFor(() => gw.runtime.getRun(session, runId)?.status === "aborted", "the run to be aborted", UI_TIMEOUT_MS);
+		await waitFor(() => ui.gw.runtime.getRun(session, runId)?.status === "aborted", "the run to be aborted", UI_TIMEOUT_MS);
 		const last = pi.messages.at(-1);
 		assert.equal(last.role, "assistant");
 		assert.equal(last.stopReason, "aborted");
-		const shown = await readConversation(tab);
+		const shown = await readConversation(ui.tab);
 		assert.deepEqual(
 			shown.messages.map((m) => m.role),
 			["user", "assistant"],
@@ -283,8 +212,7 @@ describe("the chat example resumes an answer after a reload, in headless chromiu
 		const text = shown.messages[1].texts.join("");
 		assert.ok(text.length < full.length && full.startsWith(text) && text.includes("w12 "), `a part of the answer, once: ${JSON.stringify(text)}`);
 		assert.deepEqual(shown.errors, []);
-		assert.deepEqual(unexpectedProblems({ stopped: true }), []);
-		problems.length = 0;
+		noProblems({ stopped: true });
 	});
 });
 

@@ -15,6 +15,15 @@
 // reconnects on mount through `GET /sessions/:key/chat/:chatId/stream`, which replays the running
 // answer from its start. Stop aborts the run itself (`POST /sessions/:key/chat/:chatId/stop`).
 //
+// While an answer streams, the input stays usable: a small Steer / Queue control beside it says
+// what a message sent now does (the gateway's queue modes). "Steer" hands it to the running
+// answer (`mode: "steer"`: the stream gets a `data-steering` part, shown as "↪ steered: …", and
+// the answer goes on with it); "Queue" gives it its own run after the current one (`mode:
+// "queue"`), shown in the queue panel until the current answer ends, then as its own question and
+// answer (useChat's `resumeStream()` reads the chat's next run). The queue panel lists the
+// gateway's queued runs and pi's pending steering / follow-up texts (`GET /sessions/:key/queue`),
+// with a Clear button (`DELETE /sessions/:key/queue`). See README.md, "Sending while it answers".
+//
 // Configuration comes from the query string, so one build works against any gateway:
 //   ?gateway=http://127.0.0.1:3000   where the gateway listens (default shown)
 //   &session=web                     the session key (default "web")
@@ -23,17 +32,25 @@
 
 import { useChat } from "@ai-sdk/react";
 import { DefaultChatTransport, generateId } from "ai";
-import { StrictMode, useEffect, useMemo, useRef, useState } from "react";
+import { StrictMode, useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
 import {
+	clearQueue,
 	completeFromRun,
 	describeChatError,
 	gatewayRoutes,
 	lastAssistantRunId,
 	lastUserMessageOnly,
 	loadConversation,
+	queueHasWaiting,
+	readQueue,
 	saveConversation,
+	sendDuringAnswer,
+	settlePending,
+	showEndedRun,
 	stableChatId,
+	steeringLabel,
+	withQueuedUserMessage,
 } from "./gateway.js";
 import "./app.css";
 
@@ -58,16 +75,30 @@ function webStorage(name) {
 
 /** How often, at most, the conversation is stored while an answer streams in (and on pagehide). */
 const SAVE_EVERY_MS = 1000;
+/** How often the queue panel asks the gateway while something streams or waits. */
+const QUEUE_POLL_MS = 1000;
+/** How long to wait before asking again about a queued run that has neither streamed nor ended. */
+const PENDING_RETRY_MS = 500;
 
 /**
  * `DefaultChatTransport` that reports each reconnect (`onReconnect({ state: "start" })`, then
  * `{ state: "end", resumed }`), and treats a reconnect that fails as "nothing to resume": a gateway
  * without the resume route, a refused origin or a wrong token then shows its error when a message
- * is sent, not on page load.
+ * is sent, not on page load. `onRun({ kind, runId })` learns which run answers each of its
+ * requests (`x-run-id`; `kind` is "send" or "resume"; `runId` is null for a `204`), before
+ * useChat reads the stream.
  */
 class GatewayChatTransport extends DefaultChatTransport {
-	constructor({ onReconnect, ...options }) {
-		super(options);
+	constructor({ onReconnect, onRun, ...options }) {
+		super({
+			...options,
+			fetch: async (url, init) => {
+				const response = await globalThis.fetch(url, init);
+				const kind = (init?.method ?? "GET").toUpperCase() === "POST" ? "send" : "resume";
+				if (response.ok) onRun?.({ kind, runId: response.status === 204 ? null : response.headers.get("x-run-id") });
+				return response;
+			},
+		});
 		this.onReconnect = onReconnect;
 	}
 
@@ -147,7 +178,87 @@ function Part({ part, index }) {
 	// A new agent turn (after a tool call): a thin divider, except before the first one.
 	if (part.type === "step-start") return index > 0 ? <hr className="step-divider" /> : null;
 	if (part.type === "dynamic-tool" || part.type.startsWith("tool-")) return <ToolPart part={part} />;
+	// A message sent with Steer (or followUp) that the gateway handed to this answer.
+	if (part.type === "data-steering") {
+		return (
+			<div className="part-steering" data-part="steering" data-mode={part.data?.mode ?? ""}>
+				{steeringLabel(part.data)}
+			</div>
+		);
+	}
+	// How a queued message's run ended when there was nothing to stream (e.g. "cancelled: Queue cleared").
+	if (part.type === "data-notice") {
+		return (
+			<p className="part-notice" data-part="notice">
+				{part.data?.text}
+			</p>
+		);
+	}
 	return null;
+}
+
+/** Beside the input while an answer streams: what a message sent now does. */
+function ModeControl({ mode, onChange }) {
+	const choices = [
+		{ value: "steer", label: "Steer", title: "Into the current answer (pi reads it before its next step)" },
+		{ value: "queue", label: "Queue", title: "Its own answer, after the current one" },
+	];
+	return (
+		<div className="mode" role="radiogroup" aria-label="A message sent now" data-testid="mode">
+			{choices.map((choice) => (
+				<button
+					key={choice.value}
+					type="button"
+					role="radio"
+					aria-checked={mode === choice.value}
+					data-testid={`mode-${choice.value}`}
+					title={choice.title}
+					onClick={() => onChange(choice.value)}
+				>
+					{choice.label}
+				</button>
+			))}
+		</div>
+	);
+}
+
+/**
+ * The session's queue on the gateway: its queued runs (with the page's own text for the ones this
+ * page sent) and pi's pending steering and follow-up texts; Clear empties all of it.
+ */
+function QueuePanel({ queue, pending, onClear, clearing }) {
+	const texts = new Map(pending.map((entry) => [entry.runId, entry.text]));
+	const items = [
+		...queue.queued.map((run) => ({
+			kind: "queued",
+			runId: run.runId,
+			label: texts.has(run.runId) ? texts.get(run.runId) : `message ${run.runId.slice(-8)}`,
+		})),
+		...queue.steering.map((text) => ({ kind: "steering", label: text })),
+		...queue.followUp.map((text) => ({ kind: "followUp", label: text })),
+	];
+	const prefix = { queued: "queued", steering: "steering", followUp: "follow-up" };
+	return (
+		<aside className="queue" data-testid="queue" data-count={items.length}>
+			<div className="queue-head">
+				<span>Queue</span>
+				<button type="button" data-testid="queue-clear" onClick={onClear} disabled={clearing || items.length === 0}>
+					Clear
+				</button>
+			</div>
+			{items.length === 0 ? (
+				<div className="queue-empty">Nothing waiting</div>
+			) : (
+				<ol>
+					{items.map((item, index) => (
+						<li key={`${item.kind}:${item.runId ?? index}`} data-testid="queue-item" data-kind={item.kind} data-run-id={item.runId}>
+							<small>{prefix[item.kind]}</small> <span data-field="queue-text">{item.label}</span>
+						</li>
+					))}
+				</ol>
+			)}
+		</aside>
+	);
 }
 
 function App() {
@@ -168,9 +279,23 @@ function App() {
 	// ended meanwhile), its record completes the stored part of the answer.
 	const unfinishedRun = useRef(restored.openRunId);
 	// useChat reconnects on mount; until it knows whether there is an answer to resume, the page
-	// says "resuming" and does not send (a send would race the resumed answer).
+	// says "resuming" and does not send (a send would race the resumed answer). Only that first
+	// reconnect counts here: the later ones read queued answers (see "Queued answers" below).
 	const [reconnect, setReconnect] = useState({ state: "start", resumed: false });
+	const firstReconnectDone = useRef(false);
 	const resuming = reconnect.state === "start";
+
+	// Messages sent with "Queue" while an answer streamed, whose answers are not shown yet:
+	// `[{ runId, text }]`, in the order they were sent (kept with the conversation).
+	const [pending, setPending] = useState(() => restored.pending ?? []);
+	const pendingRef = useRef(pending);
+	pendingRef.current = pending;
+	// The run the page's own stream reads (`x-run-id` of its chat POST or resume), and the run the
+	// last resume read (null: the gateway had nothing to resume).
+	const streamRun = useRef(undefined);
+	const resumedRun = useRef(undefined);
+
+	const setMessagesRef = useRef(() => {});
 	const transport = useMemo(
 		() =>
 			new GatewayChatTransport({
@@ -179,19 +304,41 @@ function App() {
 				prepareSendMessagesRequest: lastUserMessageOnly,
 				// Same headers (the bearer token) as a send; the route is the gateway's, not the SDK's default.
 				prepareReconnectToStreamRequest: ({ id }) => ({ api: routes.stream(id) }),
-				onReconnect: setReconnect,
+				onReconnect: (event) => {
+					if (firstReconnectDone.current) return;
+					if (event.state === "end") firstReconnectDone.current = true;
+					setReconnect(event);
+				},
+				onRun: ({ kind, runId }) => {
+					if (runId) streamRun.current = runId;
+					if (kind !== "resume") return;
+					resumedRun.current = runId;
+					// A resume that reads one of the page's queued messages: show its question first
+					// (before useChat adds the answer, which comes with the stream).
+					const entry = runId && pendingRef.current.find((e) => e.runId === runId);
+					if (entry) setMessagesRef.current((current) => withQueuedUserMessage(current, entry));
+				},
 			}),
 		[routes, auth],
 	);
-	const { messages, setMessages, sendMessage, status, error, stop } = useChat({
+	const { messages, setMessages, sendMessage, resumeStream, status, error, stop } = useChat({
 		id: chatId,
 		messages: restored.messages,
 		resume: true,
 		transport,
 	});
+	setMessagesRef.current = setMessages;
 	const [input, setInput] = useState("");
+	const [mode, setMode] = useState("steer");
+	const [sendError, setSendError] = useState(undefined);
+	const [draining, setDraining] = useState(false);
 	const streaming = status === "submitted" || status === "streaming";
-	const busy = streaming || resuming;
+	const busy = streaming || resuming || draining;
+
+	// A pending message is settled once its answer (an assistant message with its run id) shows.
+	useEffect(() => {
+		setPending((current) => settlePending(current, messages));
+	}, [messages]);
 
 	// Nothing to resume, but the stored answer was unfinished: it ended while the page reloaded.
 	// Complete it from the run's record (best effort; the gateway keeps ended runs for an hour).
@@ -217,10 +364,94 @@ function App() {
 		};
 	}, [reconnect, routes, auth, setMessages]);
 
+	// Queued answers: once the current stream has ended, read the chat's next run
+	// (`resumeStream()` → `GET …/chat/:chatId/stream`, the chat's oldest run that has not ended).
+	// When the gateway has nothing to resume (the run ended before the page came to it), the
+	// run's record shows how it ended.
+	const drainingRef = useRef(false);
+	const [retryTick, setRetryTick] = useState(0);
+	useEffect(() => {
+		if (drainingRef.current || streaming || resuming || settlePending(pending, messages).length === 0) return;
+		drainingRef.current = true;
+		setDraining(true);
+		(async () => {
+			resumedRun.current = undefined;
+			await resumeStream().catch(() => {});
+			if (resumedRun.current) return; // it streamed a run; the next round takes the next one
+			// Nothing to resume: the pending runs have ended (a fast answer can end before the page
+			// asks for it). Show each from its record: its final text, or how it ended.
+			let again = false;
+			for (const entry of settlePending(pendingRef.current, messages)) {
+				const response = await fetch(routes.run(entry.runId), { headers: auth }).catch(() => undefined);
+				if (response?.status === 404) {
+					setPending((current) => current.filter((e) => e.runId !== entry.runId));
+					continue;
+				}
+				const run = response?.ok ? (await response.json().catch(() => undefined))?.run : undefined;
+				if (!run || run.status === "queued" || run.status === "running") {
+					// Not ended after all (or the gateway could not say): ask again shortly, keeping the order.
+					again = true;
+					break;
+				}
+				setMessages((current) => showEndedRun(current, entry, run));
+			}
+			if (again) await new Promise((resolve) => setTimeout(resolve, PENDING_RETRY_MS));
+		})().finally(() => {
+			drainingRef.current = false;
+			setDraining(false);
+			setRetryTick((n) => n + 1);
+		});
+		return undefined;
+		// `retryTick` runs this again after a round that changed nothing the deps see.
+	}, [streaming, resuming, pending, messages, retryTick, resumeStream, routes, auth, setMessages]);
+
+	// The queue panel: what waits on the gateway. It follows the gateway from the first message this
+	// page sends while an answer streams (or a pending one from before a reload): on send, when a
+	// stream ends, and every QUEUE_POLL_MS while something streams or waits. A page that never
+	// sends during an answer makes no extra requests.
+	const [queue, setQueue] = useState(undefined);
+	const [following, setFollowing] = useState(() => (restored.pending ?? []).length > 0);
+	const queueRequest = useRef(undefined);
+	const refreshQueue = useCallback(() => {
+		if (queueRequest.current) return queueRequest.current;
+		queueRequest.current = readQueue({ routes, headers: auth })
+			.then(setQueue, () => {})
+			.finally(() => {
+				queueRequest.current = undefined;
+			});
+		return queueRequest.current;
+	}, [routes, auth]);
+	const waiting = queueHasWaiting(queue) || pending.length > 0;
+	useEffect(() => {
+		if (following) refreshQueue();
+	}, [following, status, draining, refreshQueue]);
+	useEffect(() => {
+		if (!following || !(busy || waiting)) return;
+		const timer = setInterval(refreshQueue, QUEUE_POLL_MS);
+		return () => clearInterval(timer);
+	}, [following, busy, waiting, refreshQueue]);
+	const [clearing, setClearing] = useState(false);
+	async function onClearQueue() {
+		setClearing(true);
+		try {
+			await clearQueue({ routes, headers: auth });
+			// The cleared runs end `cancelled`: forget the ones this page was waiting for (a run that
+			// already runs was not cleared and still comes).
+			const running = queue?.running?.runId;
+			setPending((current) => current.filter((entry) => entry.runId === running || entry.runId === streamRun.current));
+			setSendError(undefined);
+		} catch (err) {
+			setSendError(err);
+		} finally {
+			setClearing(false);
+			refreshQueue();
+		}
+	}
+
 	// Store the conversation: at once when a message comes or goes or the status changes, at most
 	// every SAVE_EVERY_MS while an answer streams in, and when the page goes away.
-	const latest = useRef({ messages, openRunId: undefined });
-	latest.current = { messages, openRunId: streaming ? lastAssistantRunId(messages) : unfinishedRun.current };
+	const latest = useRef({ messages, openRunId: undefined, pending });
+	latest.current = { messages, openRunId: streaming ? lastAssistantRunId(messages) : unfinishedRun.current, pending };
 	const save = useRef(() => {});
 	save.current = () =>
 		saveConversation({
@@ -232,7 +463,7 @@ function App() {
 		});
 	const saved = useRef({ shape: "", timer: undefined });
 	useEffect(() => {
-		const shape = `${status} ${messages.map((message) => message.id).join(" ")}`;
+		const shape = `${status} ${messages.map((message) => message.id).join(" ")} ${pending.map((entry) => entry.runId).join(" ")}`;
 		if (shape !== saved.current.shape) {
 			saved.current.shape = shape;
 			clearTimeout(saved.current.timer);
@@ -244,7 +475,7 @@ function App() {
 				save.current();
 			}, SAVE_EVERY_MS);
 		}
-	}, [messages, status]);
+	}, [messages, status, pending]);
 	useEffect(() => {
 		const onPageHide = () => save.current();
 		window.addEventListener("pagehide", onPageHide);
@@ -257,7 +488,8 @@ function App() {
 	// useChat's stop() only closes this page's stream; the gateway keeps the agent running (a
 	// client that goes away must not stop it, or a reload would). To stop the agent itself, also
 	// ask the gateway to stop this chat's run — the one whose answer is streaming (its message id
-	// is the run id), so a Stop that comes late cannot stop the next message's run.
+	// is the run id), so a Stop that comes late cannot stop the next message's run. Queued
+	// messages stay queued (Clear drops them).
 	function onStop() {
 		const runId = streaming ? lastAssistantRunId(messages) : undefined;
 		stop();
@@ -268,12 +500,41 @@ function App() {
 		}).catch(() => {});
 	}
 
+	// While an answer streams (or a queued one is being fetched): send with the chosen mode,
+	// beside useChat (which reads one stream at a time).
+	async function sendWhileBusy(text, chosen) {
+		setFollowing(true);
+		// The run the page's stream reads now (useChat's message id is the run id).
+		const current = lastAssistantRunId(messages) ?? streamRun.current;
+		try {
+			const { runId } = await sendDuringAnswer({ routes, headers: auth, chatId, text, mode: chosen, messageId: generateId() });
+			setSendError(undefined);
+			// Steered into the running answer: its stream shows the marker and the rest. Anything
+			// else (queued, or a steer that came when nothing ran any more) has a run of its own.
+			const intoCurrent = chosen === "steer" && runId != null && (runId === current || runId === streamRun.current);
+			if (runId && !intoCurrent) {
+				setPending((list) => (list.some((entry) => entry.runId === runId) ? list : [...list, { runId, text }]));
+			}
+		} catch (err) {
+			setSendError(err);
+		} finally {
+			refreshQueue();
+		}
+	}
+
 	function onSubmit(event) {
 		event.preventDefault();
 		const text = input.trim();
-		if (!text || busy) return;
-		sendMessage({ text });
+		if (!text || resuming) return;
 		setInput("");
+		if (busy) {
+			sendWhileBusy(text, mode);
+			return;
+		}
+		// Nothing of this page's streams: an ordinary send (no mode: the gateway's
+		// session.defaultMode applies, which on an idle session starts a run anyway).
+		setSendError(undefined);
+		sendMessage({ text });
 	}
 
 	return (
@@ -294,22 +555,30 @@ function App() {
 					</article>
 				))}
 				{error && <ErrorNotice error={error} gateway={config.gateway} />}
+				{sendError && <ErrorNotice error={sendError} gateway={config.gateway} />}
 			</section>
+			{following && queue && <QueuePanel queue={queue} pending={pending} onClear={onClearQueue} clearing={clearing} />}
 			<form onSubmit={onSubmit}>
+				{busy && !resuming && <ModeControl mode={mode} onChange={setMode} />}
 				<input
 					data-testid="input"
 					value={input}
 					onChange={(event) => setInput(event.target.value)}
-					placeholder="Ask the agent… (try: What is in hello.txt?)"
+					placeholder={
+						busy && !resuming
+							? mode === "steer"
+								? "Steer the current answer…"
+								: "Queue a message for after this answer…"
+							: "Ask the agent… (try: What is in hello.txt?)"
+					}
 					autoFocus
 				/>
-				{busy ? (
+				<button type="submit" data-testid="send" disabled={!input.trim() || resuming}>
+					{busy && !resuming ? (mode === "steer" ? "Steer" : "Queue") : "Send"}
+				</button>
+				{busy && (
 					<button type="button" data-testid="stop" onClick={onStop}>
 						Stop
-					</button>
-				) : (
-					<button type="submit" data-testid="send" disabled={!input.trim()}>
-						Send
 					</button>
 				)}
 			</form>

@@ -1,7 +1,8 @@
 // The gateway-specific pieces of the page, in plain JavaScript (no React, so they can be tested on
 // their own): the routes (`gatewayRoutes`), what the transport sends (`lastUserMessageOnly`), how
 // the conversation survives a reload (`stableChatId`, `loadConversation`, `saveConversation`,
-// `completeFromRun`), and how errors are shown (`describeChatError`).
+// `completeFromRun`), messages sent while an answer streams (`sendDuringAnswer`, `readQueue`,
+// `settlePending`, `showEndedRun`, `steeringLabel`), and how errors are shown (`describeChatError`).
 //
 // `describeChatError` turns what `useChat` reports as `error` into a sentence a person can act on.
 //
@@ -40,6 +41,8 @@ export function gatewayRoutes(gateway, session) {
 		stop: (chatId) => `${base}/chat/${encodeURIComponent(chatId)}/stop`,
 		/** `GET`: one run's record, `{ run: { runId, status, result? } }`. */
 		run: (runId) => `${base}/runs/${encodeURIComponent(runId)}`,
+		/** `GET`: `{ running, queued, steering, followUp }`; `DELETE`: clear the queue. */
+		queue: `${base}/queue`,
 	};
 }
 
@@ -96,7 +99,12 @@ export function loadConversation({ storage, gateway, session, chatId }) {
 		const messages = saved.messages.filter(
 			(m) => m && typeof m.id === "string" && (m.role === "user" || m.role === "assistant") && Array.isArray(m.parts),
 		);
-		return typeof saved.openRunId === "string" ? { messages, openRunId: saved.openRunId } : { messages };
+		const loaded = typeof saved.openRunId === "string" ? { messages, openRunId: saved.openRunId } : { messages };
+		const pending = Array.isArray(saved.pending)
+			? saved.pending.filter((p) => p && typeof p.runId === "string" && typeof p.text === "string")
+			: [];
+		if (pending.length > 0) loaded.pending = pending;
+		return loaded;
 	} catch {
 		return { messages: [] };
 	}
@@ -105,12 +113,16 @@ export function loadConversation({ storage, gateway, session, chatId }) {
 /**
  * Stores the conversation (sessionStorage). Best effort: when the storage is full or disabled,
  * the page keeps working and a reload shows less. Returns whether it was stored.
- * @param {{ storage?: Storage | null, gateway: string, session: string, chatId: string, messages: any[], openRunId?: string }} options
+ * `pending`: the messages queued while an answer streamed whose answers are not shown yet
+ * (`[{ runId, text }]`), so a reload still shows them when their turn comes.
+ * @param {{ storage?: Storage | null, gateway: string, session: string, chatId: string, messages: any[], openRunId?: string, pending?: { runId: string, text: string }[] }} options
  */
-export function saveConversation({ storage, gateway, session, chatId, messages, openRunId }) {
+export function saveConversation({ storage, gateway, session, chatId, messages, openRunId, pending }) {
 	try {
 		if (!storage) return false;
-		storage.setItem(storageKey("messages", gateway, session), JSON.stringify({ chatId, messages, openRunId }));
+		const saved = { chatId, messages, openRunId };
+		if (pending?.length) saved.pending = pending;
+		storage.setItem(storageKey("messages", gateway, session), JSON.stringify(saved));
 		return true;
 	} catch {
 		return false;
@@ -160,6 +172,180 @@ export function completeFromRun(messages, run) {
 	const copy = [...messages];
 	copy[index] = { ...message, parts };
 	return copy;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages sent while an answer streams (double texting, the gateway's queue modes).
+//
+// useChat reads one stream at a time, so a message sent while an answer streams does not go
+// through `sendMessage`: `sendDuringAnswer` POSTs it to the same chat route with a `mode`, reads
+// only the response's headers (`x-run-id`: the run that answers it) and cancels the body — a
+// client that leaves a chat stream stops its stream, never the run.
+//   - `steer`: pi takes the text into the running answer. The running run's chat stream (the
+//     one useChat reads) gets a `data-steering` part, and the answer to it arrives in that
+//     same stream. Nothing else to do.
+//   - `queue`: the message gets its own run behind the running one. The page keeps it as
+//     "pending" (`{ runId, text }`); when the current stream has ended it calls useChat's
+//     `resumeStream()`: `GET …/chat/:chatId/stream` answers with the chat's oldest run that has
+//     not ended, which is now the queued one, from its `start` chunk (messageId = run id).
+// A steer that reached the gateway when no run was running any more (the answer ended in the
+// meantime) is run as a queued message (its `x-run-id` is then not the running run's id), so
+// it is kept as pending too.
+
+/** What a message sent now does while an answer streams. */
+export const SEND_MODES = /** @type {const} */ (["steer", "queue"]);
+
+/**
+ * The body of a chat request for one user message, as `lastUserMessageOnly` would send it, plus
+ * the `mode`.
+ * @param {{ chatId: string, text: string, mode: string, messageId: string }} options
+ */
+export function chatRequestBody({ chatId, text, mode, messageId }) {
+	return {
+		id: chatId,
+		messages: [{ id: messageId, role: "user", parts: [{ type: "text", text }] }],
+		trigger: "submit-message",
+		mode,
+	};
+}
+
+/**
+ * An error in the shape `useChat` reports an HTTP error (`statusCode`, `responseBody`), so
+ * `describeChatError` reads both the same way.
+ */
+function httpError(status, body) {
+	return Object.assign(new Error(body || `HTTP ${status}`), { statusCode: status, responseBody: body });
+}
+
+/**
+ * Sends `text` to the chat with `mode` while an answer streams, without reading the answer:
+ * resolves with the run that answers it (`x-run-id`) once the gateway has accepted it; rejects
+ * with an HTTP error (`statusCode`, `responseBody`: a full queue is `429`) or the fetch's own error.
+ * @param {{ routes: ReturnType<typeof gatewayRoutes>, headers?: Record<string, string>, chatId: string,
+ *   text: string, mode: string, messageId: string, fetch?: typeof globalThis.fetch }} options
+ * @returns {Promise<{ runId: string | undefined, status: number }>}
+ */
+export async function sendDuringAnswer({ routes, headers, chatId, text, mode, messageId, fetch = globalThis.fetch }) {
+	const response = await fetch(routes.chat, {
+		method: "POST",
+		headers: { ...headers, "content-type": "application/json" },
+		body: JSON.stringify(chatRequestBody({ chatId, text, mode, messageId })),
+	});
+	if (!response.ok) {
+		const body = await response.text().catch(() => "");
+		throw httpError(response.status, body);
+	}
+	const runId = response.headers.get("x-run-id") ?? undefined;
+	// The answer comes through the chat's own stream (steer) or through a resume (queue).
+	await response.body?.cancel().catch(() => {});
+	return { runId, status: response.status };
+}
+
+/** An empty queue (what an unknown session has). */
+export const EMPTY_QUEUE = Object.freeze({ running: null, queued: [], steering: [], followUp: [] });
+
+/**
+ * `GET /sessions/:key/queue`, normalized: `{ running, queued, steering, followUp }`; an unknown
+ * session (404) is an empty queue.
+ * @param {{ routes: ReturnType<typeof gatewayRoutes>, headers?: Record<string, string>, fetch?: typeof globalThis.fetch }} options
+ */
+export async function readQueue({ routes, headers, fetch = globalThis.fetch }) {
+	const response = await fetch(routes.queue, { headers });
+	if (response.status === 404) return EMPTY_QUEUE;
+	if (!response.ok) throw httpError(response.status, await response.text().catch(() => ""));
+	return parseQueue(await response.json());
+}
+
+/** A queue body as the page uses it; anything missing or malformed is empty. */
+export function parseQueue(body) {
+	const strings = (list) => (Array.isArray(list) ? list.filter((t) => typeof t === "string") : []);
+	const runs = (list) => (Array.isArray(list) ? list.filter((r) => r && typeof r.runId === "string") : []);
+	return {
+		running: body?.running && typeof body.running.runId === "string" ? body.running : null,
+		queued: runs(body?.queued),
+		steering: strings(body?.steering),
+		followUp: strings(body?.followUp),
+	};
+}
+
+/** Whether a queue holds anything waiting (the running run does not count). */
+export function queueHasWaiting(queue) {
+	return Boolean(queue && (queue.queued.length > 0 || queue.steering.length > 0 || queue.followUp.length > 0));
+}
+
+/**
+ * `DELETE /sessions/:key/queue`: the gateway's queued runs end `cancelled`, pi's pending steering
+ * and follow-up texts are dropped. Resolves with the gateway's answer
+ * (`{ ok, cleared, steering, followUp }`; an unknown session: `{ ok: true, cleared: 0, … }`).
+ * @param {{ routes: ReturnType<typeof gatewayRoutes>, headers?: Record<string, string>, fetch?: typeof globalThis.fetch }} options
+ */
+export async function clearQueue({ routes, headers, fetch = globalThis.fetch }) {
+	const response = await fetch(routes.queue, { method: "DELETE", headers });
+	if (response.status === 404) return { ok: true, cleared: 0, steering: [], followUp: [] };
+	if (!response.ok) throw httpError(response.status, await response.text().catch(() => ""));
+	return response.json();
+}
+
+/** The text a `data-steering` part ({ text, mode }) is shown as. */
+export function steeringLabel(data) {
+	const text = typeof data?.text === "string" ? data.text : "";
+	return data?.mode === "followUp" ? `↪ follow-up: ${text}` : `↪ steered: ${text}`;
+}
+
+/** The id of the user message the page shows for a queued message answered by `runId`. */
+export function queuedUserMessageId(runId) {
+	return `${runId}:user`;
+}
+
+/** The user message the page shows for a queued message (just before its answer). */
+export function queuedUserMessage(entry) {
+	return { id: queuedUserMessageId(entry.runId), role: "user", parts: [{ type: "text", text: entry.text }] };
+}
+
+/**
+ * `messages` with the user message of `entry` (a pending queued message) added at the end,
+ * unless it or its answer is already shown.
+ * @param {any[]} messages
+ * @param {{ runId: string, text: string }} entry
+ */
+export function withQueuedUserMessage(messages, entry) {
+	const shown = messages.some((m) => m.id === queuedUserMessageId(entry.runId) || (m.role === "assistant" && m.id === entry.runId));
+	return shown ? messages : [...messages, queuedUserMessage(entry)];
+}
+
+/**
+ * The pending entries whose answer is not shown yet: an entry is settled once an assistant message
+ * with its run id (the `start` chunk's messageId) is in `messages`. The same list when nothing
+ * changed (so a React state update is skipped).
+ * @param {{ runId: string, text: string }[]} pending
+ * @param {any[]} messages
+ */
+export function settlePending(pending, messages) {
+	if (pending.length === 0) return pending;
+	const shown = new Set(messages.filter((m) => m.role === "assistant").map((m) => m.id));
+	const left = pending.filter((entry) => !shown.has(entry.runId));
+	return left.length === pending.length ? pending : left;
+}
+
+/**
+ * A queued message whose run ended before the page could stream it (nothing left to resume):
+ * its user message and an assistant message from the run's record — its final text, or a note of
+ * how it ended (`cancelled: Queue cleared`).
+ * @param {any[]} messages
+ * @param {{ runId: string, text: string }} entry
+ * @param {{ runId: string, status: string, result?: { ok?: boolean, response?: unknown, error?: unknown } }} run
+ */
+export function showEndedRun(messages, entry, run) {
+	const withUser = withQueuedUserMessage(messages, entry);
+	if (withUser.some((m) => m.role === "assistant" && m.id === entry.runId)) return withUser;
+	const response = typeof run?.result?.response === "string" ? run.result.response : "";
+	const parts = [{ type: "step-start" }];
+	if (response) parts.push({ type: "text", text: response, state: "done" });
+	if (!run?.result?.ok) {
+		const error = typeof run?.result?.error === "string" ? run.result.error : "";
+		parts.push({ type: "data-notice", data: { text: `${run?.status ?? "ended"}${error ? `: ${error}` : ""}` } });
+	}
+	return [...withUser, { id: entry.runId, role: "assistant", parts }];
 }
 
 /** The `error` string of a JSON error body, if `text` is one. */
