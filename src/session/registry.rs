@@ -22,7 +22,7 @@ use crate::events::Snapshot;
 use crate::util::{lock, now_ms};
 
 use super::log::EventLog;
-use super::run::{Mode, Queued, Run};
+use super::run::{interrupts_ahead, Mode, Queued, Run};
 use super::{Gateway, MessageResult, Outcome, Placed, Session};
 
 /// Bytes the logs of reset sessions together may hold before the oldest are emptied.
@@ -322,10 +322,7 @@ impl Gateway {
                 }
                 lock(&self.inner.runs).insert(queued.run.clone());
                 if mode == Mode::Interrupt {
-                    let at = pending
-                        .iter()
-                        .take_while(|q| q.run.mode == Mode::Interrupt)
-                        .count();
+                    let at = interrupts_ahead(pending.iter().map(|q| &q.run));
                     pending.insert(at, queued);
                 } else {
                     pending.push(queued);

@@ -100,11 +100,6 @@ impl Mode {
             Mode::Reject => "reject",
         }
     }
-
-    /// Handed to the running run rather than run on its own.
-    pub fn delivers(self) -> bool {
-        matches!(self, Mode::Steer | Mode::FollowUp)
-    }
 }
 
 struct RunState {
@@ -284,7 +279,7 @@ enum Next {
 }
 
 /// Where an `interrupt` goes: after the interrupting runs at the front of the queue.
-fn interrupts_ahead<'a>(queue: impl Iterator<Item = &'a Arc<Run>>) -> usize {
+pub(super) fn interrupts_ahead<'a>(queue: impl Iterator<Item = &'a Arc<Run>>) -> usize {
     queue.take_while(|r| r.mode == Mode::Interrupt).count()
 }
 
@@ -510,6 +505,7 @@ impl Gateway {
         }
         Ok(Placed::Queued)
     }
+
     /// Hands `request` to the running run (the caller checked there is one, not being
     /// aborted): its chat stream says so (`data-steering`), and the agent gets it in the
     /// background. Whatever the agent could not take runs as a further prompt of the run.
