@@ -5,6 +5,8 @@
 //! other way, pushed by whoever owns the agent into [`crate::session::Gateway::push_event`].
 
 use std::future::Future;
+
+use crate::events::{empty_list_json, Json};
 use std::pin::Pin;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -42,8 +44,8 @@ impl Delivery {
 /// What `clear_pending` removed from the agent's own queue: two JSON arrays of strings.
 #[derive(Debug, Clone)]
 pub struct Pending {
-    pub steering: String,
-    pub follow_up: String,
+    pub steering: Json,
+    pub follow_up: Json,
 }
 
 /// One queued message, as handed to `prompt`.
@@ -92,15 +94,14 @@ pub trait Agent: Send + Sync + 'static {
     fn release(&self, handle: SessionHandle, dispose: bool) -> BoxFuture<AgentResult<()>>;
     /// Start the primary session afresh (`newSession()`, or the documented fallback).
     fn renew(&self, handle: SessionHandle) -> BoxFuture<AgentResult<SessionInfo>>;
-    /// Hands `request` to the prompt of run `run_id` if one is in flight (`steer()` or
-    /// `followUp()`). `Ok(false)`: none is (it has just finished), so the core runs the message
-    /// itself, as a further prompt of that run.
+    /// Hands `request` to the prompt of its run (`request.run_id`) if that is in flight
+    /// (`steer()` or `followUp()`). `Ok(false)`: it is not (it has just finished), so the core
+    /// runs the message itself, as a further prompt of that run.
     fn deliver(
         &self,
         _handle: SessionHandle,
-        _run_id: &str,
         _how: Delivery,
-        _request: PromptRequest,
+        _request: &PromptRequest,
     ) -> BoxFuture<AgentResult<bool>> {
         Box::pin(async { Ok(false) })
     }
@@ -108,8 +109,8 @@ pub trait Agent: Send + Sync + 'static {
     fn clear_pending(&self, _handle: SessionHandle) -> BoxFuture<AgentResult<Pending>> {
         Box::pin(async {
             Ok(Pending {
-                steering: "[]".into(),
-                follow_up: "[]".into(),
+                steering: empty_list_json(),
+                follow_up: empty_list_json(),
             })
         })
     }

@@ -21,6 +21,7 @@ use crate::agent::{
     Agent, AgentResult, BoxFuture, Delivery, Pending, PromptOutcome, PromptRequest, SessionHandle,
     SessionInfo,
 };
+use crate::events::empty_list_json;
 use crate::util::lock;
 
 /// A weak, callee-not-handled threadsafe function taking `Args`.
@@ -243,20 +244,18 @@ impl Agent for JsAgent {
     fn deliver(
         &self,
         handle: SessionHandle,
-        run_id: &str,
         how: Delivery,
-        request: PromptRequest,
+        request: &PromptRequest,
     ) -> BoxFuture<AgentResult<bool>> {
-        let run_id = run_id.to_string();
         let fut = self.request(how.as_str(), |id| {
             self.cb.hand_over.call(
                 FnArgs::from((
                     id,
                     handle,
-                    run_id,
+                    request.run_id.clone(),
                     how.as_str(),
-                    request.text,
-                    request.images_json,
+                    request.text.clone(),
+                    request.images_json.clone(),
                 )),
                 MODE,
             )
@@ -280,7 +279,9 @@ impl Agent for JsAgent {
             let text = fut.await?;
             let removed: Removed = serde_json::from_str(&text)
                 .map_err(|e| format!("clearQueue: unexpected answer from JavaScript: {e}"))?;
-            let list = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+            let list = |v: &Vec<String>| {
+                serde_json::value::to_raw_value(v).unwrap_or_else(|_| empty_list_json())
+            };
             Ok(Pending {
                 steering: list(&removed.steering),
                 follow_up: list(&removed.follow_up),

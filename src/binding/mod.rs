@@ -25,9 +25,7 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::events::{json_or_null, AgentEvent};
 use crate::http::{self, Server};
-use crate::session::{
-    Gateway, MessageRequest, MessageResult, Outcome, Run, Step, Submit, Submitted,
-};
+use crate::session::{Gateway, MessageRequest, MessageResult, Run, Step, Submit, Submitted};
 use crate::util::lock;
 use crate::validate;
 
@@ -386,19 +384,12 @@ impl NativeGateway {
         self.spawn_promise(env, "enqueueMessage", async move {
             match submitted {
                 Ok(s) => Ok(result_json(&s.run().wait().await)),
-                // The seed answers a full queue with a result, not a rejection.
-                Err(e @ GatewayError::QueueFull(_)) => Ok(result_json(&MessageResult::failure(
-                    &key,
-                    e.to_string(),
-                    Outcome::QueueFull,
-                ))),
-                // So is `reject` on a busy session, as over HTTP (409's body).
-                Err(GatewayError::SessionBusy(run_id)) => {
-                    let mut result = MessageResult::failure(&key, "Session busy", Outcome::Failed);
-                    result.run_id = Some(run_id);
-                    Ok(result_json(&result))
-                }
-                Err(e) => Err(e.to_string()),
+                // The seed answers a full queue with a result, not a rejection; so is `reject`
+                // on a busy session answered (the bodies of HTTP's 429 and 409).
+                Err(e) => match MessageResult::refusal(&key, &e) {
+                    Some(result) => Ok(result_json(&result)),
+                    None => Err(e.to_string()),
+                },
             }
         })
     }

@@ -731,20 +731,15 @@ fn message_status(result: &MessageResult) -> StatusCode {
     }
 }
 
-/// A refused submission: a full queue answers as a `GatewayMessageResult` (the seed's 429
-/// body), anything else as `{error}`.
+/// A refused submission: a full queue (429) and `reject` on a busy session (409) answer as a
+/// `GatewayMessageResult` ([`MessageResult::refusal`]), anything else as `{error}`.
 fn refused(key: &str, e: &GatewayError) -> Response<Body> {
-    match e {
-        GatewayError::QueueFull(_) => {
-            let result = MessageResult::failure(key, e.to_string(), Outcome::QueueFull);
-            json(StatusCode::TOO_MANY_REQUESTS, &result)
+    match MessageResult::refusal(key, e) {
+        Some(result) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::CONFLICT);
+            json(status, &result)
         }
-        GatewayError::SessionBusy(run_id) => {
-            let mut result = MessageResult::failure(key, e.to_string(), Outcome::Failed);
-            result.run_id = Some(run_id.clone());
-            json(StatusCode::CONFLICT, &result)
-        }
-        _ => core_error(e),
+        None => core_error(e),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::agent::Pending;
 use crate::error::GatewayError;
-use crate::events::{empty_list_json, GatewayEvent, Json};
+use crate::events::{empty_list_json, GatewayEvent};
 use crate::util::{lock, now_ms};
 
 use super::registry::Slot;
@@ -15,11 +15,6 @@ use super::{
     append, Gateway, MessageResult, Outcome, QueueCleared, QueueView, Session, State,
     GATEWAY_STOPPED, QUEUE_CLEARED, RUN_CANCELLED, SESSION_RESET,
 };
-
-/// A JSON list from JS, or `[]` if it is not valid JSON.
-fn json_or_empty(text: String) -> Json {
-    serde_json::value::RawValue::from_string(text).unwrap_or_else(|_| empty_list_json())
-}
 
 /// How long `DELETE …/runs/:runId` waits for an aborted run to end before answering.
 pub const CANCEL_WAIT: Duration = Duration::from_secs(10);
@@ -127,14 +122,19 @@ impl Gateway {
     }
 
     /// Drops every queued (not running) message of a session, each answered `Queue cleared`.
-    /// False when the session is unknown. pi's own queue is [`Gateway::clear_agent_queue`]'s.
+    /// False when the session is unknown. pi's own queue is cleared by `index.js` (JS) or
+    /// [`Gateway::clear_all_queues`] (HTTP).
     pub fn clear_queue(&self, key: &str) -> bool {
         self.clear_runs(key).is_some()
     }
 
     /// [`Gateway::clear_queue`], counting the runs it ended.
     fn clear_runs(&self, key: &str) -> Option<usize> {
-        let session = self.find(key)?;
+        self.find(key).map(|session| self.clear_runs_of(&session))
+    }
+
+    fn clear_runs_of(&self, session: &Session) -> usize {
+        let key = session.key.as_str();
         let mut st = lock(&session.state);
         let queued: Vec<_> = st.queue.drain(..).collect();
         for queued in &queued {
@@ -146,15 +146,17 @@ impl Gateway {
             );
         }
         session.emit_state(&mut st);
-        Some(queued.len())
+        queued.len()
     }
 
-    /// Clears pi's own pending steering and follow-up messages of a session (their callers
-    /// still get the running run's result): what was removed.
-    pub async fn clear_agent_queue(&self, key: &str) -> Result<Pending, GatewayError> {
+    /// `DELETE /sessions/:key/queue`: the gateway's queue, and pi's own pending steering and
+    /// follow-up messages (their callers still get the running run's result). pi's
+    /// `clearQueue()` sends its own `queue_update` with the emptied lists.
+    pub async fn clear_all_queues(&self, key: &str) -> Result<QueueCleared, GatewayError> {
         let session = self
             .find(key)
             .ok_or_else(|| GatewayError::SessionNotFound(key.to_string()))?;
+        let cleared = self.clear_runs_of(&session);
         let removed = if session.steerable {
             self.inner
                 .agent
@@ -163,28 +165,18 @@ impl Gateway {
                 .map_err(GatewayError::Agent)?
         } else {
             Pending {
-                steering: "[]".into(),
-                follow_up: "[]".into(),
+                steering: empty_list_json(),
+                follow_up: empty_list_json(),
             }
         };
-        // pi's `clearQueue()` sends its own `queue_update` with the emptied lists.
         let mut st = lock(&session.state);
         st.steering = empty_list_json();
         st.follow_up = empty_list_json();
-        Ok(removed)
-    }
-
-    /// `DELETE /sessions/:key/queue`: the gateway's queue and pi's.
-    pub async fn clear_all_queues(&self, key: &str) -> Result<QueueCleared, GatewayError> {
-        let cleared = self
-            .clear_runs(key)
-            .ok_or_else(|| GatewayError::SessionNotFound(key.to_string()))?;
-        let removed = self.clear_agent_queue(key).await?;
         Ok(QueueCleared {
             ok: true,
             cleared,
-            steering: json_or_empty(removed.steering),
-            follow_up: json_or_empty(removed.follow_up),
+            steering: removed.steering,
+            follow_up: removed.follow_up,
         })
     }
 

@@ -145,6 +145,25 @@ pub struct MessageResult {
 }
 
 impl MessageResult {
+    /// The result a refused submission answers with, when it answers with one: a full queue
+    /// (the seed's 429 body) and `reject` on a busy session (the 409 body, naming the busy run).
+    /// Other refusals are plain errors.
+    pub fn refusal(session_key: &str, e: &GatewayError) -> Option<Self> {
+        match e {
+            GatewayError::QueueFull(_) => Some(Self::failure(
+                session_key,
+                e.to_string(),
+                Outcome::QueueFull,
+            )),
+            GatewayError::SessionBusy(run_id) => {
+                let mut result = Self::failure(session_key, e.to_string(), Outcome::Failed);
+                result.run_id = Some(run_id.clone());
+                Some(result)
+            }
+            _ => None,
+        }
+    }
+
     pub fn failure(session_key: &str, error: impl Into<String>, outcome: Outcome) -> Self {
         MessageResult {
             ok: false,
@@ -305,18 +324,6 @@ fn append(
     })
 }
 
-/// Where a submitted message went.
-pub(crate) enum Placed {
-    /// Into the queue (or straight to the run loop): its own run.
-    Queued,
-    /// Handed to the running run.
-    Delivered {
-        run: Arc<Run>,
-        how: Delivery,
-        chat: Option<Cursor>,
-    },
-}
-
 /// `GET /sessions/:key/queue`.
 #[derive(Serialize)]
 pub struct QueueView {
@@ -465,18 +472,15 @@ impl Gateway {
             mode,
         ));
         let queued = Queued {
-            run: run.clone(),
             request: PromptRequest {
                 run_id: run.id.clone(),
                 text: request.text,
                 images_json: request.images_json,
                 source: request.source.unwrap_or_else(|| "extension".to_string()),
             },
+            run,
         };
-        let submitted = match self.enqueue(&request.session_key, queued, mode, chat)? {
-            Placed::Queued => Submitted::New(run),
-            Placed::Delivered { run, how, chat } => Submitted::Delivered { run, how, chat },
-        };
+        let submitted = self.enqueue(&request.session_key, queued, mode, chat)?;
         if let (Some(store), Some((key, fingerprint))) = (idem.as_mut(), idempotency) {
             store.remember(key, fingerprint, submitted.run().clone(), now);
         }

@@ -23,7 +23,7 @@ use crate::util::{lock, now_ms};
 
 use super::log::EventLog;
 use super::run::{interrupts_ahead, Mode, Queued, Run};
-use super::{Gateway, MessageResult, Outcome, Placed, Session};
+use super::{Gateway, MessageResult, Outcome, Session, Submitted};
 
 /// Bytes the logs of reset sessions together may hold before the oldest are emptied.
 pub const RETIRED_LOG_BYTES: usize = 16 * 1024 * 1024;
@@ -298,8 +298,9 @@ impl Gateway {
         queued: Queued,
         mode: Mode,
         chat: bool,
-    ) -> Result<Placed, GatewayError> {
+    ) -> Result<Submitted, GatewayError> {
         let max = self.inner.config.max_queue;
+        let run = queued.run.clone();
         let mut reg = lock(&self.inner.registry);
         match reg.by_key.get_mut(key) {
             // A session in the registry is never `removed`: removal takes it out first,
@@ -342,7 +343,7 @@ impl Gateway {
                 self.spawn_create(key.to_string());
             }
         }
-        Ok(Placed::Queued)
+        Ok(Submitted::New(run))
     }
 
     /// The queued runs of a session still being created (`None`: no such slot).

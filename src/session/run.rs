@@ -17,7 +17,7 @@ use crate::ui_stream::Translator;
 use crate::util::{lock, now_ms};
 
 use super::{
-    append, run_result, Active, Filter, Gateway, MessageResult, Outcome, Placed, Session, State,
+    append, run_result, Active, Filter, Gateway, MessageResult, Outcome, Session, State, Submitted,
     ABORTED, CLIENT_GONE,
 };
 
@@ -463,23 +463,19 @@ impl Gateway {
         queued: Queued,
         mode: Mode,
         chat: bool,
-    ) -> Result<Placed, GatewayError> {
+    ) -> Result<Submitted, GatewayError> {
         let mut st = lock(&session.state);
-        let running = st
-            .active
-            .as_ref()
-            .filter(|a| !a.run.status().is_ended())
-            .map(|a| a.run.clone());
-        match mode {
-            Mode::Reject => {
-                if let Some(busy) = running.as_ref().or(st.queue.front().map(|q| &q.run)) {
+        let st = &mut *st;
+        let running = st.active.as_mut().filter(|a| !a.run.status().is_ended());
+        match (mode, running) {
+            (Mode::Reject, running) => {
+                let busy = running.map(|a| &a.run).or(st.queue.front().map(|q| &q.run));
+                if let Some(busy) = busy {
                     return Err(GatewayError::SessionBusy(busy.id.clone()));
                 }
             }
-            Mode::Steer | Mode::FollowUp
-                if session.steerable
-                    && running.is_some()
-                    && st.active.as_ref().is_some_and(|a| !a.abort_requested) =>
+            (Mode::Steer | Mode::FollowUp, Some(active))
+                if session.steerable && !active.abort_requested =>
             {
                 let how = if mode == Mode::Steer {
                     Delivery::Steer
@@ -487,23 +483,21 @@ impl Gateway {
                     Delivery::FollowUp
                 };
                 st.last_active_at = now_ms();
-                if let Some(active) = st.active.as_mut() {
-                    return Ok(self.hand_over(session, active, how, queued.request, chat));
-                }
+                return Ok(self.hand_over(session, active, how, queued.request, chat));
             }
             _ => {}
         }
-        if !self.push_locked(session, &mut st, queued, true) {
+        let run = queued.run.clone();
+        if !self.push_locked(session, st, queued, true) {
             return Err(GatewayError::QueueFull(self.inner.config.max_queue));
         }
         if mode == Mode::Interrupt {
             if let Some(active) = st.active.as_mut().filter(|a| !a.run.status().is_ended()) {
                 active.abort_requested = true;
-                drop(st);
                 self.spawn_abort(session);
             }
         }
-        Ok(Placed::Queued)
+        Ok(Submitted::New(run))
     }
 
     /// Hands `request` to the running run (the caller checked there is one, not being
@@ -516,7 +510,7 @@ impl Gateway {
         how: Delivery,
         mut request: PromptRequest,
         chat: bool,
-    ) -> Placed {
+    ) -> Submitted {
         let run = active.run.clone();
         request.run_id = run.id.clone();
         active.deliveries += 1;
@@ -542,7 +536,7 @@ impl Gateway {
             let answer = this
                 .inner
                 .agent
-                .deliver(session.handle, &target.id, how, request.clone())
+                .deliver(session.handle, how, &request)
                 .await;
             {
                 let mut st = lock(&session.state);
@@ -563,7 +557,7 @@ impl Gateway {
             }
             session.delivered.notify_one();
         });
-        Placed::Delivered {
+        Submitted::Delivered {
             run,
             how,
             chat: cursor,

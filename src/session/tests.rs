@@ -113,11 +113,10 @@ impl Agent for FakeAgent {
     fn deliver(
         &self,
         _handle: SessionHandle,
-        run_id: &str,
         how: Delivery,
-        request: PromptRequest,
+        request: &PromptRequest,
     ) -> BoxFuture<AgentResult<bool>> {
-        lock(&self.deliveries).push((run_id.to_string(), how, request.text));
+        lock(&self.deliveries).push((request.run_id.clone(), how, request.text.clone()));
         let taken = self.takes_deliveries;
         let gate = self.deliver_gate.clone();
         Box::pin(async move {
