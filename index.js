@@ -8,6 +8,7 @@
 // synchronous `native.pushEvent()` call each, carrying only the fields the gateway needs.
 
 import { createHash } from "node:crypto";
+import { writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 
@@ -122,13 +123,88 @@ async function renewInPlace(session, log) {
 	}
 }
 
+/** `{provider, id}` of a pi model, or null. */
+function modelRef(model) {
+	if (!model || typeof model.provider !== "string" || typeof model.id !== "string") return null;
+	return { provider: model.provider, id: model.id };
+}
+
 /** What Rust learns of a session when it is created or renewed. */
 function sessionInfo(session) {
+	const name = session.sessionName;
+	const level = session.thinkingLevel;
 	return JSON.stringify({
 		sessionId: String(session.sessionId ?? ""),
 		messageCount: messageCount(session),
 		steer: typeof session.steer === "function" && typeof session.followUp === "function",
+		compact: typeof session.compact === "function",
+		name: typeof name === "string" ? name : null,
+		model: modelRef(session.model),
+		thinkingLevel: typeof level === "string" ? level : null,
 	});
+}
+
+/** `customType` of the session entry that marks where a gateway run begins (its `runId`). */
+const RUN_MARKER = "pi-gateway.run";
+
+/**
+ * The conversation as the history route reads it: pi's message entries on the session's current
+ * branch and the gateway's run markers. A session without pi's sessionManager gives its
+ * messages, with ids from their position.
+ */
+function historyEntries(session) {
+	const sessionManager = session.sessionManager;
+	if (typeof sessionManager?.getBranch === "function") {
+		return sessionManager
+			.getBranch()
+			.filter((e) => e && (e.type === "message" || (e.type === "custom" && e.customType === RUN_MARKER)));
+	}
+	const messages = Array.isArray(session.messages) ? session.messages : [];
+	return messages.map((message, i) => ({ id: `m${i}`, parentId: i ? `m${i - 1}` : null, type: "message", message }));
+}
+
+/** Waits until pi has written what the session's last run produced (see renewInPlace). */
+async function settled(session) {
+	if (typeof session.agent?.waitForIdle === "function") await session.agent.waitForIdle();
+	for (let i = 0; i < 100; i++) {
+		const events = session._agentEventQueue;
+		if (!events || typeof events.then !== "function") break;
+		await events.then(undefined, () => {});
+		if (session._agentEventQueue === events) break;
+	}
+}
+
+/**
+ * Before `prompt`: a regeneration first leaves the previous answer to the last user message
+ * (pi's tree navigation to before that message, so a new branch begins there), then the run's
+ * marker is written, so its answer keeps the run id in the history.
+ */
+async function beginRun(session, runId, kind) {
+	const sessionManager = session.sessionManager;
+	if (kind === "regenerate" && typeof session.navigateTree === "function" && typeof sessionManager?.getBranch === "function") {
+		const branch = sessionManager.getBranch();
+		for (let i = branch.length - 1; i >= 0; i--) {
+			const entry = branch[i];
+			if (entry?.type === "message" && entry.message?.role === "user") {
+				await session.navigateTree(entry.id, { summarize: false });
+				break;
+			}
+		}
+	}
+	if (typeof sessionManager?.appendCustomEntry === "function") sessionManager.appendCustomEntry(RUN_MARKER, { runId });
+}
+
+/** An op's answer: `{value}`. */
+const opValue = (value) => JSON.stringify({ value: value ?? null });
+/** An op's failure with an HTTP status. */
+class OpError extends Error {
+	constructor(status, message) {
+		super(message);
+		this.status = status;
+	}
+}
+function requireMethod(session, name) {
+	if (typeof session?.[name] !== "function") throw new OpError(501, `Not supported by this session: ${name}()`);
 }
 
 /** Most further agent runs finishHandedOver starts for one prompt (a bound, not a limit in practice). */
@@ -204,6 +280,20 @@ try {
 	piCodingAgentError = error;
 }
 
+/**
+ * A pi SessionManager for the gateway session of `sessionKey` that continues the most recent
+ * conversation stored in its directory (`<sessionDirRoot>/<sanitizeSessionKey(key)>`), or
+ * starts one: a key's conversation survives idle eviction and restarts.
+ */
+export function openGatewaySessionManager(cwd, sessionKey, sessionDirRoot) {
+	if (!piCodingAgent) {
+		throw new Error(
+			`openGatewaySessionManager needs the optional peer dependency @mariozechner/pi-coding-agent: ${errorMessage(piCodingAgentError)}`,
+		);
+	}
+	return piCodingAgent.SessionManager.continueRecent(cwd, join(sessionDirRoot, sanitizeSessionKey(sessionKey)));
+}
+
 export function createGatewaySessionManager(cwd, sessionKey, sessionDirRoot) {
 	if (!piCodingAgent) {
 		throw new Error(
@@ -219,6 +309,8 @@ export class GatewayRuntime {
 	#primaryKey;
 	#primarySession;
 	#createSession;
+	#sessionExists;
+	#deleteSession;
 	#log;
 	#sessionDirRoot;
 	/** handle -> { key, session, unsubscribe }. Run state (running, started, an abort asked
@@ -230,7 +322,7 @@ export class GatewayRuntime {
 
 	constructor(options) {
 		if (!options || typeof options !== "object") throw new TypeError("GatewayRuntime: options are required");
-		const { config, primarySessionKey, primarySession, createSession, log } = options;
+		const { config, primarySessionKey, primarySession, createSession, log, sessionExists, deleteSession } = options;
 		if (!config || typeof config !== "object") throw new TypeError("GatewayRuntime: options.config is required");
 		if (typeof primarySessionKey !== "string" || primarySessionKey === "") {
 			throw new TypeError("GatewayRuntime: options.primarySessionKey must be a non-empty string");
@@ -238,6 +330,10 @@ export class GatewayRuntime {
 		checkSession(primarySession, "GatewayRuntime: options.primarySession");
 		requireFunction(createSession, "options.createSession");
 		if (log !== undefined) requireFunction(log, "options.log");
+		if (sessionExists !== undefined) requireFunction(sessionExists, "options.sessionExists");
+		if (deleteSession !== undefined) requireFunction(deleteSession, "options.deleteSession");
+		this.#sessionExists = sessionExists;
+		this.#deleteSession = deleteSession;
 		this.#config = config;
 		this.#primaryKey = primarySessionKey;
 		this.#primarySession = primarySession;
@@ -255,12 +351,14 @@ export class GatewayRuntime {
 		}
 		this.#native = new native.NativeGateway(configJson, primarySessionKey, {
 			createSession: (req, handle, key) => this.#onCreate(req, handle, key),
-			prompt: (req, handle, text, imagesJson, source, runId) => this.#onPrompt(req, handle, text, imagesJson, source, runId),
+			prompt: (req, handle, text, imagesJson, source, runId, kind) =>
+				this.#onPrompt(req, handle, text, imagesJson, source, runId, kind),
 			abort: (req, handle) => this.#onAbort(req, handle),
 			release: (req, handle, dispose) => this.#onRelease(req, handle, dispose),
 			renew: (req, handle) => this.#onRenew(req, handle),
 			handOver: (req, handle, runId, how, text, imagesJson) => this.#onHandOver(req, handle, runId, how, text, imagesJson),
 			clearPending: (req, handle) => this.#onClearPending(req, handle),
+			op: (req, name, handle, key, argsJson) => this.#onOp(req, name, handle, key, argsJson),
 			log: (message) => this.#safeLog(message),
 			deliver: (id, json, eventId) => this.#onDeliver(id, json, eventId),
 		});
@@ -465,6 +563,23 @@ export class GatewayRuntime {
 						// Rust re-sends an abort that came before the run was under way.
 						n.pushEvent(handle, K.AgentStart, count);
 						return;
+					case "agent_end":
+						n.pushEvent(handle, K.AgentEnd, count);
+						return;
+					case "compaction_start":
+					case "compaction_end":
+					case "auto_retry_start":
+					case "auto_retry_end":
+					case "thinking_level_changed":
+					case "session_info_changed": {
+						const { type, result, ...fields } = event;
+						// A compaction's result carries its whole summary: only its size goes out.
+						if (result && typeof result === "object") {
+							if (typeof result.tokensBefore === "number") fields.tokensBefore = result.tokensBefore;
+						}
+						n.pushEvent(handle, K.Info, count, type, null, toJson(fields));
+						return;
+					}
 					case "turn_start":
 						n.pushEvent(handle, K.TurnStart, count);
 						return;
@@ -525,7 +640,9 @@ export class GatewayRuntime {
 					}
 					case "message_end":
 						if (event.message?.role === "assistant") {
-							n.pushEvent(handle, K.MessageComplete, count, messageText(event.message));
+							const m = event.message;
+							const extra = toJson({ usage: m.usage ?? null, model: modelRef({ provider: m.provider, id: m.model }) });
+							n.pushEvent(handle, K.MessageComplete, count, messageText(m), typeof m.stopReason === "string" ? m.stopReason : null, extra);
 						} else {
 							n.pushEvent(handle, K.Touch, count);
 						}
@@ -567,18 +684,23 @@ export class GatewayRuntime {
 		return typeof unsubscribe === "function" ? unsubscribe : () => {};
 	}
 
-	#onPrompt(req, handle, text, imagesJson, source, runId) {
+	#onPrompt(req, handle, text, imagesJson, source, runId, kind) {
 		const entry = this.#sessions.get(handle);
 		if (!entry) {
 			this.#settle(req, false, "The session is gone");
 			return;
 		}
 		const session = entry.session;
+		if (kind === "compact") {
+			this.#compact(req, entry, text);
+			return;
+		}
 		const before = messageCount(session);
 		// Messages handed over (steer / followUp) go into this prompt while it is in flight.
 		entry.prompting = runId;
 		(async () => {
 			const images = imagesJson ? JSON.parse(imagesJson) : undefined;
+			await beginRun(session, runId, kind);
 			await session.prompt(text, { images, source });
 			await finishHandedOver(session);
 		})().then(
@@ -615,6 +737,112 @@ export class GatewayRuntime {
 					this.#safeLog(`warning: clearing pi's queue after a failed prompt failed: ${errorMessage(clearError)}`);
 				}
 				this.#settle(req, false, this.#publicError("", error, `prompt in session ${JSON.stringify(entry.key)} failed`));
+			},
+		);
+	}
+
+	/** A compaction run: `compact(instructions)`; its summary is the run's response. */
+	#compact(req, entry, instructions) {
+		const session = entry.session;
+		(async () => {
+			requireMethod(session, "compact");
+			return await session.compact(instructions === "" ? undefined : instructions);
+		})().then(
+			(result) => {
+				const outcome = {
+					response: typeof result?.summary === "string" ? result.summary : "",
+					stopReason: "stop",
+					errorMessage: null,
+					messageCount: messageCount(session),
+				};
+				this.#settle(req, true, JSON.stringify(outcome));
+			},
+			(error) => this.#settle(req, false, this.#publicError("compact failed: ", error, `compact in session ${JSON.stringify(entry.key)} failed`)),
+		);
+	}
+
+	/** A management call from Rust (see `Op` in src/agent.rs): answers `{value}` or `{status, error}`. */
+	#onOp(req, name, handle, key, argsJson) {
+		(async () => {
+			const args = argsJson ? JSON.parse(argsJson) : {};
+			switch (name) {
+				case "exists":
+					return this.#sessionExists ? Boolean(await this.#sessionExists(key)) : false;
+				case "purge":
+					if (!this.#deleteSession) throw new OpError(501, "Not supported by this gateway: options.deleteSession()");
+					if (args.check) return { ok: true };
+					await this.#deleteSession(key);
+					return { ok: true };
+			}
+			const entry = this.#sessions.get(handle);
+			if (!entry) throw new OpError(404, `Session not found: ${key}`);
+			const session = entry.session;
+			switch (name) {
+				case "history":
+					return { entries: historyEntries(session) };
+				case "stats": {
+					requireMethod(session, "getSessionStats");
+					const { sessionFile, ...stats } = session.getSessionStats();
+					return stats;
+				}
+				case "setName":
+					requireMethod(session, "setSessionName");
+					session.setSessionName(String(args.name));
+					return { name: session.sessionName ?? String(args.name) };
+				case "setThinking":
+					requireMethod(session, "setThinkingLevel");
+					session.setThinkingLevel(String(args.level));
+					return { thinkingLevel: session.thinkingLevel ?? String(args.level) };
+				case "setModel": {
+					requireMethod(session, "setModel");
+					const registry = session.modelRegistry;
+					if (typeof registry?.find !== "function") throw new OpError(501, "Not supported by this session: modelRegistry");
+					const model = registry.find(String(args.provider), String(args.id));
+					if (!model) throw new OpError(404, `Model not found: ${args.provider}/${args.id}`);
+					if (typeof registry.hasConfiguredAuth === "function" && !registry.hasConfiguredAuth(model)) {
+						throw new OpError(400, `No credentials for provider ${model.provider}`);
+					}
+					await session.setModel(model);
+					const ref = modelRef(session.model) ?? modelRef(model);
+					this.#native.pushEvent(handle, K.Info, messageCount(session), "model_changed", null, toJson({ model: ref }));
+					return { model: ref, thinkingLevel: session.thinkingLevel ?? null };
+				}
+				case "models": {
+					const registry = session.modelRegistry;
+					if (typeof registry?.getAvailable !== "function") throw new OpError(501, "Not supported by this session: modelRegistry");
+					const models = registry.getAvailable().map((m) => ({
+						provider: m.provider,
+						id: m.id,
+						name: m.name ?? m.id,
+						reasoning: Boolean(m.reasoning),
+						input: Array.isArray(m.input) ? m.input : ["text"],
+						contextWindow: m.contextWindow ?? null,
+						maxTokens: m.maxTokens ?? null,
+					}));
+					return { models, current: modelRef(session.model) };
+				}
+				case "fresh": {
+					// A reset: the conversation on disk is closed and a new, empty one written, so the
+					// key's next session (which continues the most recent file) starts afresh.
+					const sessionManager = session.sessionManager;
+					if (!sessionManager?.isPersisted?.() || typeof sessionManager.newSession !== "function") {
+						throw new OpError(501, "Not supported by this session: a stored conversation");
+					}
+					await settled(session);
+					sessionManager.newSession();
+					const file = sessionManager.getSessionFile?.();
+					const header = sessionManager.getHeader?.();
+					if (typeof file === "string" && header) writeFileSync(file, `${JSON.stringify(header)}\n`);
+					return { ok: true };
+				}
+			}
+			throw new OpError(501, `Not supported: ${name}`);
+		})().then(
+			(value) => this.#settle(req, true, opValue(value)),
+			(error) => {
+				const status = error instanceof OpError ? error.status : 500;
+				const message = error instanceof OpError ? error.message : this.#publicError(`${name} failed: `, error, `${name} of session ${JSON.stringify(key)} failed`);
+				this.#settle(req, true, JSON.stringify({ status, error: message }));
 			},
 		);
 	}

@@ -19,6 +19,8 @@ const require = createRequire(import.meta.url);
 const TOKEN = "chat-test-token";
 const AUTH = { authorization: `Bearer ${TOKEN}` };
 const HELLO_ANSWER = `${HELLO_FILE} says: ${HELLO_CONTENT}`;
+/** A real 1x1 PNG: a user `file` part with it becomes a pi image (SPEC §12). */
+const PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
 
 /** The headers the `ai` package's own UI-message-stream responses carry (SPEC §6). */
 const STREAM_HEADERS = {
@@ -239,7 +241,9 @@ describe("the chat stream read by the Vercel AI SDK", () => {
 		const runId = response.headers.get("x-run-id");
 		assert.match(String(runId), UUID_V7);
 		const first = JSON.parse(text.split("\n").find((line) => line.startsWith("data: ")).slice("data: ".length));
-		assert.deepEqual(first, { type: "start", messageId: runId });
+		// SPEC §12: messageMetadata {sessionKey, runId} on start.
+		assert.deepEqual(first, { type: "start", messageId: runId, messageMetadata: { sessionKey: first.messageMetadata?.sessionKey, runId } });
+		assert.match(first.messageMetadata.sessionKey, /^chat-headers-/);
 	});
 
 	for (const sdk of SDKS) {
@@ -508,7 +512,7 @@ describe("the chat stream read by the Vercel AI SDK", () => {
 						role: "user",
 						parts: [
 							{ type: "text", text: "/echo from " },
-							{ type: "file", mediaType: "image/png", url: "data:image/png;base64,AAAA" },
+							{ type: "file", mediaType: "image/png", url: `data:image/png;base64,${PNG_1X1}` },
 							{ type: "text", text: "parts" },
 						],
 					},
@@ -542,7 +546,6 @@ describe("the chat stream read by the Vercel AI SDK", () => {
 				{ prompt: "" },
 				{ messages: [] },
 				{ messages: [{ role: "assistant", parts: [{ type: "text", text: "/echo not a user" }] }] },
-				{ messages: [{ role: "user", parts: [{ type: "file", mediaType: "image/png", url: "data:," }] }] },
 				{ messages: [{ role: "user", content: "  " }] },
 			];
 			for (const body of bodies) {
@@ -554,6 +557,13 @@ describe("the chat stream read by the Vercel AI SDK", () => {
 				const session = gw.sessions.get(key);
 				assert.equal(session?.messages.length ?? 0, 0, `nothing ran for ${JSON.stringify(body)}`);
 			}
+			// A file part that is not a base64 image is refused naming it (SPEC §12), and runs nothing.
+			const key = freshKey("missing");
+			const body = { messages: [{ role: "user", parts: [{ type: "file", mediaType: "image/png", url: "data:," }] }] };
+			const response = await postChat(gw.base, key, body);
+			assert.equal(response.status, 400);
+			assert.match((await response.json()).error, /^Invalid messages\[0\]\.parts\[0\]\.url: /);
+			assert.equal(gw.sessions.get(key)?.messages.length ?? 0, 0);
 		});
 	});
 });

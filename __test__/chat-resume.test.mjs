@@ -19,7 +19,7 @@ import { ChatState } from "./support/chat-fixture.mjs";
 import { suiteChatGateway } from "./support/gateway.mjs";
 import { request } from "./support/http.mjs";
 import { enc } from "./support/replay-util.mjs";
-import { getRun, UUID_V7 } from "./support/runs.mjs";
+import { getRun, UUID_V7, assertStartChunk } from "./support/runs.mjs";
 import { openSse, parseSse } from "./support/sse.mjs";
 import { sleep, waitFor } from "./support/wait.mjs";
 
@@ -256,7 +256,7 @@ describe("resuming a chat stream with the ai package's DefaultChatTransport", { 
 		// The run id: x-run-id of the POST = the start chunk's messageId, on every stream.
 		const runId = runIdOf(post.fetch);
 		assert.match(runId ?? "", UUID_V7, "x-run-id on the POST");
-		assert.deepEqual(postChunks[0], { type: "start", messageId: runId });
+		assertStartChunk(postChunks[0], runId);
 		assert.equal(postChunks.at(-1).type, "finish");
 
 		// Raw bodies: framing, [DONE], the ai schema; and the resumes carry the POST's very chunks.
@@ -333,7 +333,7 @@ describe("resuming a chat stream with the ai package's DefaultChatTransport", { 
 		const stale = await stop(gw.port, key, chatId, { runId: run1 });
 		assert.equal(stale.ok, false, JSON.stringify(stale));
 		const chunks2 = await s2.done;
-		assert.deepEqual(chunks2[0], { type: "start", messageId: run2 });
+		assertStartChunk(chunks2[0], run2);
 		assert.equal(chunks2.at(-1).type, "finish", "run 2 completes");
 		assert.equal(textOf(await assemble(chunks2)), fauxLongText(150));
 		assert.equal((await getRun(gw.port, key, run2)).status, "succeeded");
@@ -372,7 +372,7 @@ describe("resuming a chat stream with the ai package's DefaultChatTransport", { 
 		const stream = await again.transport.reconnectToStream({ chatId });
 		assert.notEqual(stream, null, "the run can be resumed");
 		const chunks = await drain(stream).done;
-		assert.deepEqual(chunks[0], { type: "start", messageId: runId });
+		assertStartChunk(chunks[0], runId);
 		assert.equal(chunks.at(-1).type, "finish");
 		await rawChunks(await again.fetch.responses[0].raw, "resume after a disconnect");
 		const message = await assemble(chunks);

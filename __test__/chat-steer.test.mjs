@@ -39,7 +39,7 @@ import {
 	validateChunks,
 	wellFormed,
 } from "./support/modes-util.mjs";
-import { getRun, listRuns, UUID_V7 } from "./support/runs.mjs";
+import { getRun, listRuns, UUID_V7, assertStartChunk } from "./support/runs.mjs";
 import { waitFor, within } from "./support/wait.mjs";
 
 const STEP_TOKENS_PER_SECOND = 40; // ~250 ms per /work step (a 4-character chunk every 25 ms)
@@ -150,7 +150,7 @@ describe("double texting from a second ai Chat on /sessions/:key/chat", { timeou
 			const a = await streamOf(first, "first stream");
 			const b = await streamOf(second, "steer stream");
 			assert.equal(a.runId, runA);
-			assert.deepEqual(a.chunks[0], { type: "start", messageId: runA });
+			assertStartChunk(a.chunks[0], runA);
 			assert.equal(a.chunks.at(-1).type, "finish", "the first stream ends with finish");
 			assert.equal(b.runId, runA, "x-run-id of the steer stream = the running run");
 			assert.equal(b.chunks[0].type, "start");
@@ -301,7 +301,7 @@ describe("double texting from a second ai Chat on /sessions/:key/chat", { timeou
 			assert.equal(second.status, "ready", String(second.error));
 			const next = await streamOf(second, "the next answer", 1);
 			assert.notEqual(next.runId, runA);
-			assert.deepEqual(next.chunks[0], { type: "start", messageId: next.runId });
+			assertStartChunk(next.chunks[0], next.runId);
 			assert.equal(next.chunks.at(-1).type, "finish");
 			assert.deepEqual(textParts(second.messages.at(-1)), ["You said: after the refusal"]);
 			const runs = await listRuns(gw.port, key);
@@ -334,7 +334,7 @@ describe("double texting from a second ai Chat on /sessions/:key/chat", { timeou
 			assert.equal(a.chunks.filter((c) => c.type === "finish" || c.type === "error").length, 0);
 			const i = await streamOf(interrupting, "interrupting stream");
 			assert.notEqual(i.runId, runA);
-			assert.deepEqual(i.chunks[0], { type: "start", messageId: i.runId }, "the interrupt has its own run and message");
+			assertStartChunk(i.chunks[0], i.runId, "the interrupt has its own run and message");
 			assert.equal(i.chunks.at(-1).type, "finish");
 			assert.deepEqual(textParts(interrupting.messages.at(-1)), ["You said: interrupting"]);
 			const q = await streamOf(queued, "queued stream");

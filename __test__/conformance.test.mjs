@@ -174,6 +174,45 @@ const EXCEPTIONS = {
 		},
 		reason: "SPEC section 16: urlencoded from a browser (Origin or Sec-Fetch-*) → 415; curl -d keeps working",
 	},
+	"GET on messages": {
+		seed: { status: 405, contentType: JSON_TYPE, body: { error: "Method not allowed" } },
+		gateway: {
+			status: 200,
+			contentType: JSON_TYPE,
+			body: {
+				sessionKey: "alpha",
+				format: "ui",
+				hasMore: false,
+				messages: [
+					{ id: "m0", role: "user", parts: [{ type: "text", text: "hi" }] },
+					{
+						id: "m1",
+						role: "assistant",
+						// The scripted session reports no usage: zeros, summed.
+						metadata: {
+							model: { provider: "scripted", id: "scripted-1" },
+							stopReason: "stop",
+							usage: {
+								input: 0,
+								output: 0,
+								cacheRead: 0,
+								cacheWrite: 0,
+								totalTokens: 0,
+								cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 },
+							},
+						},
+						parts: [{ type: "step-start" }, { type: "text", text: "ok", state: "done" }],
+					},
+				],
+			},
+		},
+		reason: "SPEC §12: GET /sessions/:key/messages is the history (the seed had no such route)",
+	},
+	"DELETE a session": {
+		seed: { status: 405, contentType: JSON_TYPE, body: { error: "Method not allowed" } },
+		gateway: { status: 200, contentType: JSON_TYPE, body: { ok: true, purged: false, sessionKey: "beta" } },
+		reason: "SPEC §12: DELETE /sessions/:key deletes the session (the seed had no such route)",
+	},
 	"GET an unknown session": {
 		seed: { status: 200, contentType: JSON_TYPE, body: { session: snapshotOf("ghost", 0) } },
 		gateway: { status: 404, contentType: JSON_TYPE, body: { error: "Session not found: ghost" } },
@@ -259,7 +298,6 @@ async function runScript(port) {
 	await call("too many segments", "GET", "/sessions/alpha/events/x", { headers: auth });
 	await call("GET on messages", "GET", "/sessions/alpha/messages", { headers: auth });
 	await call("GET on reset", "GET", "/sessions/alpha/reset", { headers: auth });
-	await call("DELETE a session", "DELETE", "/sessions/alpha", { headers: auth });
 	await call("POST on events", "POST", "/sessions/alpha/events", { headers: auth });
 	await call("a prompt that throws", "POST", "/sessions/beta/messages", { headers: auth, body: { text: "/throw boom" } });
 	await call("a model error", "POST", "/sessions/beta/messages", { headers: auth, body: { text: "/error kaput" } });
@@ -319,6 +357,7 @@ async function runScript(port) {
 	await call("abort an unknown session", "POST", "/sessions/ghost/abort", { headers: auth });
 	await call("reset an unknown session", "POST", "/sessions/ghost/reset", { headers: auth });
 	await call("GET an unknown session", "GET", "/sessions/ghost", { headers: auth });
+	await call("DELETE a session", "DELETE", "/sessions/beta", { headers: auth });
 	await call("a webhook naming its session", "POST", "/webhook/x", { headers: hook, body: { text: "hi", sessionKey: "wh" } });
 	await call("a text/plain body holding JSON (an HTML form's enctype)", "POST", "/sessions/form/messages", {
 		headers: { ...auth, "content-type": "text/plain" },

@@ -106,7 +106,7 @@ const CASES = [
 	{ name: "GET /sessions/%zz (malformed percent-encoding) is 400 Invalid session key", method: "GET", path: "/sessions/%zz", cred: "bearer", status: 400, json: INVALID_KEY },
 	{ name: "GET /sessions/%C3 (percent-encoded invalid UTF-8) is 400 Invalid session key", method: "GET", path: "/sessions/%C3", cred: "bearer", status: 400, json: INVALID_KEY },
 	{ name: "PUT /sessions/main is 405 with Allow: GET, HEAD", method: "PUT", path: "/sessions/main", cred: "bearer", status: 405, json: NOT_ALLOWED, allow: ["GET", "HEAD"] },
-	{ name: "DELETE /sessions/alpha is 405 and leaves the session alone", method: "DELETE", path: "/sessions/alpha", cred: "bearer", status: 405, json: NOT_ALLOWED, allow: ["GET", "HEAD"] },
+	{ name: "PUT /sessions/alpha is 405 and leaves the session alone", method: "PUT", path: "/sessions/alpha", cred: "bearer", status: 405, json: NOT_ALLOWED, allow: ["GET", "HEAD", "PATCH", "DELETE"] },
 
 	// --- other shapes under /sessions and elsewhere ---
 	{ name: "GET / is 404 Not found", method: "GET", path: "/", cred: "bearer", status: 404, json: NOT_FOUND },
@@ -204,8 +204,8 @@ const CASES = [
 		runId: true,
 		check: (gw, before) => assert.equal(gw.prompts(), before.prompts + 1),
 	},
-	{ name: "GET /sessions/main/messages is 405 with Allow: POST", method: "GET", path: "/sessions/main/messages", cred: "bearer", status: 405, json: NOT_ALLOWED, allow: ["POST"] },
-	{ name: "PUT /sessions/main/messages is 405 with Allow: POST and prompts nothing", method: "PUT", path: "/sessions/main/messages", cred: "bearer", body: { text: "hi" }, status: 405, json: NOT_ALLOWED, allow: ["POST"] },
+	{ name: "DELETE /sessions/main/messages is 405 with Allow: GET, HEAD, POST", method: "DELETE", path: "/sessions/main/messages", cred: "bearer", status: 405, json: NOT_ALLOWED, allow: ["GET", "HEAD", "POST"] },
+	{ name: "PUT /sessions/main/messages is 405 with Allow: GET, HEAD, POST and prompts nothing", method: "PUT", path: "/sessions/main/messages", cred: "bearer", body: { text: "hi" }, status: 405, json: NOT_ALLOWED, allow: ["GET", "HEAD", "POST"] },
 
 	// --- events (the stream itself is tested below and in sse.test.mjs) ---
 	{ name: "POST /sessions/main/events is 405 with Allow: GET, HEAD", method: "POST", path: "/sessions/main/events", cred: "bearer", status: 405, json: NOT_ALLOWED, allow: ["GET", "HEAD"] },

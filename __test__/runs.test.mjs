@@ -34,6 +34,8 @@ import {
 	submit,
 	UNKNOWN_RUN_ID,
 	UUID_V7,
+	assertStartChunk,
+	assertFinishChunk,
 } from "./support/runs.mjs";
 import { openSse } from "./support/sse.mjs";
 import { waitFor, within } from "./support/wait.mjs";
@@ -167,8 +169,8 @@ describe("runs over HTTP", { timeout: 120_000 }, () => {
 		const c = await postChat(gw.port, "xrun", { id: "xrun-chat", text: "/stream 3 1" });
 		assert.equal(c.status, 200, c.text);
 		assert.match(c.headers["x-run-id"], UUID_V7);
-		assert.deepEqual(c.chunks[0], { type: "start", messageId: c.headers["x-run-id"] });
-		assert.deepEqual(chatTerminal(c.chunks), { type: "finish", finishReason: "stop" });
+		assertStartChunk(c.chunks[0], c.headers["x-run-id"]);
+		assertFinishChunk(chatTerminal(c.chunks));
 		const cRecord = await getRun(gw.port, "xrun", c.headers["x-run-id"]);
 		assert.equal(cRecord.status, "succeeded");
 		assert.equal(cRecord.result.response, chatText(c.chunks));

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 
-use crate::events::{empty_list_json, Json};
+use crate::events::{empty_list_json, Json, ModelRef};
 use std::pin::Pin;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -21,6 +21,91 @@ pub struct SessionInfo {
     pub message_count: u32,
     /// The session has `steer()` and `followUp()`: messages can be handed to a running prompt.
     pub steer: bool,
+    /// The session has `compact()`.
+    pub compact: bool,
+    pub name: Option<String>,
+    pub model: Option<ModelRef>,
+    pub thinking_level: Option<String>,
+}
+
+/// What a run asks of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PromptKind {
+    /// `prompt(text)`.
+    #[default]
+    Prompt,
+    /// `trigger: "regenerate-message"`: the previous answer to the last user message is left
+    /// (`navigateTree`, where the session has it), then `prompt(text)`.
+    Regenerate,
+    /// `compact(text)`: `text` holds the instructions (empty: none).
+    Compact,
+}
+
+impl PromptKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptKind::Prompt => "prompt",
+            PromptKind::Regenerate => "regenerate",
+            PromptKind::Compact => "compact",
+        }
+    }
+}
+
+/// A call into one session, or into the agent as a whole, behind a management route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// The conversation: pi's message entries on the current branch, and the gateway's run
+    /// markers, as `{entries: [...]}`.
+    History,
+    /// `getSessionStats()`.
+    Stats,
+    /// `setSessionName(args.name)`.
+    SetName,
+    /// `setModel(args)` (`{provider, id}`).
+    SetModel,
+    /// `setThinkingLevel(args.level)`.
+    SetThinking,
+    /// The models with credentials (no session: handle 0).
+    Models,
+    /// `options.sessionExists(key)` (no session).
+    Exists,
+    /// `options.deleteSession(key)` (no session).
+    Purge,
+    /// The session is being reset: its stored conversation is closed and a new one begun, so
+    /// the key's next session does not continue it.
+    Fresh,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::History => "history",
+            Op::Stats => "stats",
+            Op::SetName => "setName",
+            Op::SetModel => "setModel",
+            Op::SetThinking => "setThinking",
+            Op::Models => "models",
+            Op::Exists => "exists",
+            Op::Purge => "purge",
+            Op::Fresh => "fresh",
+        }
+    }
+}
+
+/// How an [`Op`] failed, as the client hears it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl OpError {
+    pub fn not_supported(what: &str) -> OpError {
+        OpError {
+            status: 501,
+            message: format!("Not supported by this session: {what}"),
+        }
+    }
 }
 
 /// How a message is handed to a prompt in flight.
@@ -58,6 +143,7 @@ pub struct PromptRequest {
     /// `images` from the request, as JSON text (passed through untouched).
     pub images_json: Option<String>,
     pub source: String,
+    pub kind: PromptKind,
 }
 
 /// How a `prompt` call ended, read off the session after the promise settled.
@@ -113,6 +199,20 @@ pub trait Agent: Send + Sync + 'static {
                 follow_up: empty_list_json(),
             })
         })
+    }
+    /// A management call ([`Op`]); `args` is JSON. Answers JSON.
+    fn op(
+        &self,
+        op: Op,
+        _handle: SessionHandle,
+        _key: &str,
+        _args: String,
+    ) -> BoxFuture<Result<String, OpError>> {
+        let error = match op {
+            Op::Exists => return Box::pin(async { Ok("false".to_string()) }),
+            _ => OpError::not_supported(op.as_str()),
+        };
+        Box::pin(async move { Err(error) })
     }
     fn log(&self, message: &str);
 }

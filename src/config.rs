@@ -48,6 +48,10 @@ pub const DEFAULT_RUNS_RETAIN_PER_SESSION: usize = 100;
 pub const DEFAULT_IDEMPOTENCY_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// Default `idempotency.maxKeys`: keys remembered at most.
 pub const DEFAULT_IDEMPOTENCY_MAX_KEYS: usize = 100_000;
+/// Default `session.maxSessions`: sessions in memory at once.
+pub const DEFAULT_MAX_SESSIONS: u64 = 1000;
+/// Largest `session.maxSessions`.
+pub const MAX_MAX_SESSIONS: u64 = 1_000_000;
 /// Default `webhook.sessionKeyPrefix`.
 pub const DEFAULT_WEBHOOK_KEY_PREFIX: &str = "webhook:";
 
@@ -81,6 +85,8 @@ pub struct Config {
     pub create_timeout: Duration,
     /// `session.defaultMode`: what a message without `mode` does while its session is busy.
     pub default_mode: Mode,
+    /// `session.maxSessions`: at the cap a new session evicts the least recently active idle one.
+    pub max_sessions: usize,
     pub webhook: WebhookConfig,
     pub max_body_bytes: usize,
     pub header_timeout: Duration,
@@ -123,6 +129,7 @@ impl Config {
             sweep_interval: Duration::from_millis(DEFAULT_SWEEP_INTERVAL_MS),
             create_timeout: Duration::from_millis(DEFAULT_CREATE_TIMEOUT_MS),
             default_mode: Mode::Queue,
+            max_sessions: DEFAULT_MAX_SESSIONS as usize,
             webhook: WebhookConfig {
                 enabled: false,
                 base_path: "/webhook".into(),
@@ -201,6 +208,7 @@ impl Config {
                 "sweepIntervalMs",
                 "createTimeoutMs",
                 "defaultMode",
+                "maxSessions",
             ],
         )?;
         let idle_minutes = req_num(session, "idleMinutes", "config.session.idleMinutes")?;
@@ -339,6 +347,18 @@ impl Config {
         root: &Map<String, Value>,
     ) -> Result<Config, String> {
         let session = req_obj(root, "session", "config.session")?;
+        let max_sessions = positive_int(
+            session,
+            "maxSessions",
+            "config.session.maxSessions",
+            Some(DEFAULT_MAX_SESSIONS),
+        )?;
+        if max_sessions > MAX_MAX_SESSIONS {
+            return Err(format!(
+                "Invalid config.session.maxSessions: expected an integer from 1 to {MAX_MAX_SESSIONS}, got {max_sessions}"
+            ));
+        }
+
         let default_mode = match opt_str(session, "defaultMode", "config.session.defaultMode")? {
             None => Mode::Queue,
             Some(text) => Mode::parse(text).ok_or_else(|| {
@@ -472,6 +492,7 @@ impl Config {
             sweep_interval: Duration::from_millis(sweep_ms),
             create_timeout: Duration::from_millis(create_ms),
             default_mode,
+            max_sessions: max_sessions as usize,
             webhook,
             max_body_bytes: max_body as usize,
             header_timeout: Duration::from_millis(header_ms),

@@ -21,6 +21,18 @@ pub enum GatewayError {
     Stopped,
     /// `mode: "reject"` while the session is busy; the run it is busy with.
     SessionBusy(String),
+    /// `session.maxSessions` sessions exist and none is idle.
+    TooManySessions,
+    /// The primary session cannot be deleted.
+    PrimaryDelete,
+    /// A management call failed with this status (404 unknown model, 501 no such method, ...).
+    Op(u16, String),
+}
+
+impl From<crate::agent::OpError> for GatewayError {
+    fn from(e: crate::agent::OpError) -> Self {
+        GatewayError::Op(e.status, e.message)
+    }
 }
 
 impl GatewayError {
@@ -36,6 +48,12 @@ impl GatewayError {
             GatewayError::Agent(_) => "agent_error",
             GatewayError::Stopped => "stopped",
             GatewayError::SessionBusy(_) => "session_busy",
+            GatewayError::TooManySessions => "too_many_sessions",
+            GatewayError::PrimaryDelete => "primary_session",
+            GatewayError::Op(400, _) => "invalid_request",
+            GatewayError::Op(404, _) => "not_found",
+            GatewayError::Op(501, _) => "not_supported",
+            GatewayError::Op(..) => "agent_error",
         }
     }
 
@@ -44,7 +62,11 @@ impl GatewayError {
         match self {
             GatewayError::Invalid(_) => 400,
             GatewayError::SessionNotFound(_) | GatewayError::RunNotFound(_) => 404,
-            GatewayError::RunEnded(_) | GatewayError::SessionBusy(_) => 409,
+            GatewayError::RunEnded(_)
+            | GatewayError::SessionBusy(_)
+            | GatewayError::PrimaryDelete => 409,
+            GatewayError::TooManySessions => 503,
+            GatewayError::Op(status, _) => *status,
             GatewayError::QueueFull(_) => 429,
             GatewayError::IdempotencyConflict => 422,
             GatewayError::Agent(_) => 500,
@@ -66,6 +88,9 @@ impl fmt::Display for GatewayError {
             }
             GatewayError::Stopped => f.write_str("Gateway stopped"),
             GatewayError::SessionBusy(_) => f.write_str("Session busy"),
+            GatewayError::TooManySessions => f.write_str("Too many sessions"),
+            GatewayError::PrimaryDelete => f.write_str("The primary session cannot be deleted"),
+            GatewayError::Op(_, message) => f.write_str(message),
         }
     }
 }

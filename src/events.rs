@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 /// JSON that arrived as text and was checked once on entry.
 pub type Json = Box<RawValue>;
@@ -77,9 +78,22 @@ pub enum AgentEvent {
     /// An assistant message ended; `text` is its text parts joined.
     MessageComplete {
         text: String,
+        /// pi's `usage` of the message (`null` when it had none).
+        usage: Json,
+        stop_reason: Option<String>,
+        /// `{provider, id}` of the model that wrote it (`null` when unknown).
+        model: Json,
     },
     /// pi's `agent_start`: the run is under way (an abort asked for before it is applied now).
     AgentStart,
+    /// pi's `agent_end`.
+    AgentEnd,
+    /// A session-level event of pi passed through with its fields (`type`, `sessionKey` and
+    /// `runId` removed from them).
+    Info {
+        kind: InfoKind,
+        fields: Map<String, Value>,
+    },
     /// pi's `queue_update`: its pending steering and follow-up texts (JSON arrays of strings).
     QueueUpdate {
         steering: Json,
@@ -87,6 +101,46 @@ pub enum AgentEvent {
     },
     /// Nothing to tell subscribers; only the message count moved.
     Touch,
+}
+
+/// The pi events passed through as they are (SPEC section 12, "Fidelity").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InfoKind {
+    CompactionStart,
+    CompactionEnd,
+    AutoRetryStart,
+    AutoRetryEnd,
+    ThinkingLevelChanged,
+    SessionInfoChanged,
+    ModelChanged,
+}
+
+impl InfoKind {
+    pub const ALL: [InfoKind; 7] = [
+        InfoKind::CompactionStart,
+        InfoKind::CompactionEnd,
+        InfoKind::AutoRetryStart,
+        InfoKind::AutoRetryEnd,
+        InfoKind::ThinkingLevelChanged,
+        InfoKind::SessionInfoChanged,
+        InfoKind::ModelChanged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InfoKind::CompactionStart => "compaction_start",
+            InfoKind::CompactionEnd => "compaction_end",
+            InfoKind::AutoRetryStart => "auto_retry_start",
+            InfoKind::AutoRetryEnd => "auto_retry_end",
+            InfoKind::ThinkingLevelChanged => "thinking_level_changed",
+            InfoKind::SessionInfoChanged => "session_info_changed",
+            InfoKind::ModelChanged => "model_changed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<InfoKind> {
+        InfoKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
 }
 
 /// `GatewaySessionSnapshot`, as served.
@@ -100,6 +154,21 @@ pub struct Snapshot {
     pub processing: bool,
     pub last_active_at: u64,
     pub created_at: u64,
+    /// pi's session name, once one is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `{provider, id}` of the session's model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_level: Option<String>,
+}
+
+/// A model as the gateway names it: `{provider, id}`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ModelRef {
+    pub provider: String,
+    pub id: String,
 }
 
 /// The events of SPEC section 5, borrowing their fields for the one encoding.
@@ -180,6 +249,60 @@ pub enum GatewayEvent<'a> {
         #[serde(rename = "sessionKey")]
         session_key: &'a str,
         text: &'a str,
+        usage: &'a RawValue,
+        #[serde(rename = "stopReason", skip_serializing_if = "Option::is_none")]
+        stop_reason: Option<&'a str>,
+        model: &'a RawValue,
+    },
+    AgentStart {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+    },
+    AgentEnd {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+    },
+    CompactionStart {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        #[serde(flatten)]
+        fields: &'a Map<String, Value>,
+    },
+    CompactionEnd {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        #[serde(flatten)]
+        fields: &'a Map<String, Value>,
+    },
+    AutoRetryStart {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        #[serde(flatten)]
+        fields: &'a Map<String, Value>,
+    },
+    AutoRetryEnd {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        #[serde(flatten)]
+        fields: &'a Map<String, Value>,
+    },
+    ThinkingLevelChanged {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        #[serde(flatten)]
+        fields: &'a Map<String, Value>,
+    },
+    SessionInfoChanged {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        #[serde(flatten)]
+        fields: &'a Map<String, Value>,
+    },
+    ModelChanged {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        #[serde(flatten)]
+        fields: &'a Map<String, Value>,
     },
     Error {
         #[serde(rename = "sessionKey")]
@@ -251,9 +374,50 @@ impl AgentEvent {
                 result,
                 is_error: *is_error,
             },
-            AgentEvent::MessageComplete { text } => {
-                GatewayEvent::MessageComplete { session_key, text }
-            }
+            AgentEvent::MessageComplete {
+                text,
+                usage,
+                stop_reason,
+                model,
+            } => GatewayEvent::MessageComplete {
+                session_key,
+                text,
+                usage,
+                stop_reason: stop_reason.as_deref(),
+                model,
+            },
+            AgentEvent::AgentStart => GatewayEvent::AgentStart { session_key },
+            AgentEvent::AgentEnd => GatewayEvent::AgentEnd { session_key },
+            AgentEvent::Info { kind, fields } => match kind {
+                InfoKind::CompactionStart => GatewayEvent::CompactionStart {
+                    session_key,
+                    fields,
+                },
+                InfoKind::CompactionEnd => GatewayEvent::CompactionEnd {
+                    session_key,
+                    fields,
+                },
+                InfoKind::AutoRetryStart => GatewayEvent::AutoRetryStart {
+                    session_key,
+                    fields,
+                },
+                InfoKind::AutoRetryEnd => GatewayEvent::AutoRetryEnd {
+                    session_key,
+                    fields,
+                },
+                InfoKind::ThinkingLevelChanged => GatewayEvent::ThinkingLevelChanged {
+                    session_key,
+                    fields,
+                },
+                InfoKind::SessionInfoChanged => GatewayEvent::SessionInfoChanged {
+                    session_key,
+                    fields,
+                },
+                InfoKind::ModelChanged => GatewayEvent::ModelChanged {
+                    session_key,
+                    fields,
+                },
+            },
             AgentEvent::QueueUpdate {
                 steering,
                 follow_up,
@@ -272,9 +436,10 @@ impl AgentEvent {
             self,
             AgentEvent::Touch
                 | AgentEvent::AgentStart
+                | AgentEvent::AgentEnd
+                | AgentEvent::Info { .. }
                 | AgentEvent::QueueUpdate { .. }
                 | AgentEvent::MessageStart { .. }
-                | AgentEvent::MessageComplete { .. }
         )
     }
 }

@@ -27,6 +27,7 @@ pub mod agent;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod http;
 pub mod session;
 pub mod ui_stream;

@@ -22,6 +22,8 @@ pub enum Chunk<'a> {
     Start {
         #[serde(rename = "messageId")]
         message_id: &'a str,
+        #[serde(rename = "messageMetadata", skip_serializing_if = "Option::is_none")]
+        message_metadata: Option<StartMetadata<'a>>,
     },
     StartStep,
     FinishStep,
@@ -50,6 +52,8 @@ pub enum Chunk<'a> {
         tool_call_id: &'a str,
         #[serde(rename = "toolName")]
         tool_name: &'a str,
+        /// pi's tools are not declared to the client: `dynamic-tool` parts.
+        dynamic: bool,
     },
     ToolInputDelta {
         #[serde(rename = "toolCallId")]
@@ -63,21 +67,26 @@ pub enum Chunk<'a> {
         #[serde(rename = "toolName")]
         tool_name: &'a str,
         input: &'a RawValue,
+        dynamic: bool,
     },
     ToolOutputAvailable {
         #[serde(rename = "toolCallId")]
         tool_call_id: &'a str,
         output: &'a RawValue,
+        dynamic: bool,
     },
     ToolOutputError {
         #[serde(rename = "toolCallId")]
         tool_call_id: &'a str,
         #[serde(rename = "errorText")]
         error_text: &'a str,
+        dynamic: bool,
     },
     Finish {
         #[serde(rename = "finishReason")]
         finish_reason: &'a str,
+        #[serde(rename = "messageMetadata", skip_serializing_if = "Option::is_none")]
+        message_metadata: Option<&'a FinishMetadata>,
     },
     /// A message handed to this run while it ran (`steer` / `followUp`).
     DataSteering {
@@ -88,6 +97,93 @@ pub enum Chunk<'a> {
         #[serde(rename = "errorText")]
         error_text: &'a str,
     },
+}
+
+/// `messageMetadata` of the `start` chunk.
+#[derive(Serialize)]
+pub struct StartMetadata<'a> {
+    #[serde(rename = "sessionKey")]
+    pub session_key: &'a str,
+    #[serde(rename = "runId")]
+    pub run_id: &'a str,
+}
+
+/// pi's token usage, summed over a run's assistant messages (its `Usage` shape).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Usage {
+    #[serde(serialize_with = "count")]
+    pub input: f64,
+    #[serde(serialize_with = "count")]
+    pub output: f64,
+    #[serde(serialize_with = "count")]
+    pub cache_read: f64,
+    #[serde(serialize_with = "count")]
+    pub cache_write: f64,
+    #[serde(serialize_with = "count")]
+    pub total_tokens: f64,
+    pub cost: Cost,
+}
+
+/// A token count: an integer in JSON when it is one (pi's counts always are).
+fn count<S: serde::Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if value.fract() == 0.0 && value.abs() < 9_007_199_254_740_992.0 {
+        s.serialize_i64(*value as i64)
+    } else {
+        s.serialize_f64(*value)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Cost {
+    pub input: f64,
+    pub output: f64,
+    #[serde(rename = "cacheRead")]
+    pub cache_read: f64,
+    #[serde(rename = "cacheWrite")]
+    pub cache_write: f64,
+    pub total: f64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: &Usage) {
+        self.input += other.input;
+        self.output += other.output;
+        self.cache_read += other.cache_read;
+        self.cache_write += other.cache_write;
+        self.total_tokens += other.total_tokens;
+        self.cost.input += other.cost.input;
+        self.cost.output += other.cost.output;
+        self.cost.cache_read += other.cost.cache_read;
+        self.cost.cache_write += other.cost.cache_write;
+        self.cost.total += other.cost.total;
+    }
+}
+
+/// `messageMetadata` of the `finish` chunk, and of an assistant message in the history.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FinishMetadata {
+    pub usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::events::ModelRef>,
+    #[serde(rename = "stopReason", skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+}
+
+impl FinishMetadata {
+    /// Counts one completed assistant message: its usage, its model, its stop reason.
+    pub fn message(&mut self, usage: &RawValue, model: &RawValue, stop_reason: Option<&str>) {
+        if let Ok(u) = serde_json::from_str::<Usage>(usage.get()) {
+            self.usage.add(&u);
+        }
+        if let Ok(m) = serde_json::from_str(model.get()) {
+            self.model = Some(m);
+        }
+        if let Some(r) = stop_reason {
+            self.stop_reason = Some(r.to_string());
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -115,12 +211,23 @@ pub struct Translator {
     text_count: u32,
     reasoning_count: u32,
     tools_started: HashMap<String, String>,
+    /// What the `finish` chunk's metadata says, once an assistant message completed.
+    metadata: Option<FinishMetadata>,
 }
 
 impl Translator {
     /// The `start` chunk: the assistant message's id, which is the run id.
-    pub fn start(&mut self, message_id: &str, out: &mut BytesMut) {
-        push_chunk(out, &Chunk::Start { message_id });
+    pub fn start(&mut self, session_key: &str, message_id: &str, out: &mut BytesMut) {
+        push_chunk(
+            out,
+            &Chunk::Start {
+                message_id,
+                message_metadata: Some(StartMetadata {
+                    session_key,
+                    run_id: message_id,
+                }),
+            },
+        );
     }
 
     /// A `data-steering` part: `text` was handed to the run (`mode`: steer or followUp).
@@ -189,6 +296,7 @@ impl Translator {
                     &Chunk::ToolInputStart {
                         tool_call_id: id,
                         tool_name: name,
+                        dynamic: true,
                     },
                 );
             }
@@ -211,6 +319,7 @@ impl Translator {
                         tool_call_id: id,
                         tool_name: name,
                         input,
+                        dynamic: true,
                     },
                 );
             }
@@ -230,6 +339,7 @@ impl Translator {
                         &Chunk::ToolOutputError {
                             tool_call_id: id,
                             error_text: &text,
+                            dynamic: true,
                         },
                     );
                 } else {
@@ -238,9 +348,22 @@ impl Translator {
                         &Chunk::ToolOutputAvailable {
                             tool_call_id: id,
                             output: result,
+                            dynamic: true,
                         },
                     );
                 }
+            }
+            AgentEvent::MessageComplete {
+                usage,
+                model,
+                stop_reason,
+                ..
+            } => {
+                self.metadata.get_or_insert_with(Default::default).message(
+                    usage,
+                    model,
+                    stop_reason.as_deref(),
+                );
             }
             _ => {}
         }
@@ -280,6 +403,7 @@ impl Translator {
                     out,
                     &Chunk::Finish {
                         finish_reason: "stop",
+                        message_metadata: self.metadata.as_ref(),
                     },
                 ),
                 Outcome::Aborted => push_chunk(out, &Chunk::Abort),
@@ -298,7 +422,7 @@ impl Translator {
 pub fn whole(run_id: &str, result: &MessageResult) -> BytesMut {
     let mut out = BytesMut::new();
     let mut t = Translator::default();
-    t.start(run_id, &mut out);
+    t.start(&result.session_key, run_id, &mut out);
     if !result.response.is_empty() {
         push_chunk(&mut out, &Chunk::TextStart { id: "text_0" });
         push_chunk(
@@ -456,10 +580,10 @@ mod tests {
             &mut out,
         );
         let text = String::from_utf8(out.to_vec()).expect("utf8");
-        assert!(text.contains(r#"{"type":"tool-input-available","toolCallId":"c1","toolName":"read","input":{"path":"x"}}"#));
-        assert!(
-            text.contains(r#"{"type":"tool-output-error","toolCallId":"c1","errorText":"ENOENT"}"#)
-        );
+        assert!(text.contains(r#"{"type":"tool-input-available","toolCallId":"c1","toolName":"read","input":{"path":"x"},"dynamic":true}"#));
+        assert!(text.contains(
+            r#"{"type":"tool-output-error","toolCallId":"c1","errorText":"ENOENT","dynamic":true}"#
+        ));
     }
 
     #[test]

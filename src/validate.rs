@@ -167,30 +167,178 @@ pub fn images(value: Option<&Value>, config: &Config) -> Result<Option<String>, 
                 ))
             }
         };
-        // Refuse by length before decoding anything: 4 characters carry 3 bytes.
-        if data.len() / 4 * 3 > config.max_image_bytes + 3 {
-            return Err(format!(
-                "Invalid images[{i}].data: larger than {} bytes decoded",
-                config.max_image_bytes
-            ));
-        }
-        let bytes = BASE64
-            .decode(data)
-            .map_err(|e| format!("Invalid images[{i}].data: not base64 ({e})"))?;
-        if bytes.len() > config.max_image_bytes {
-            return Err(format!(
-                "Invalid images[{i}].data: larger than {} bytes decoded",
-                config.max_image_bytes
-            ));
-        }
-        if !has_signature(mime, &bytes) {
-            return Err(format!(
-                "Invalid images[{i}].data: not a {mime} image (its first bytes do not match)"
-            ));
-        }
+        image_data(&format!("images[{i}].data"), mime, data, config)?;
         out.push(json!({"type": "image", "data": data, "mimeType": mime}));
     }
     Ok(Some(Value::Array(out).to_string()))
+}
+
+/// The checks every image's data goes through: base64, at most `limits.maxImageBytes`
+/// decoded, really of its declared type. `field` names it in the error.
+fn image_data(field: &str, mime: &str, data: &str, config: &Config) -> Result<(), String> {
+    // Refuse by length before decoding anything: 4 characters carry 3 bytes.
+    if data.len() / 4 * 3 > config.max_image_bytes + 3 {
+        return Err(format!(
+            "Invalid {field}: larger than {} bytes decoded",
+            config.max_image_bytes
+        ));
+    }
+    let bytes = BASE64
+        .decode(data)
+        .map_err(|e| format!("Invalid {field}: not base64 ({e})"))?;
+    if bytes.len() > config.max_image_bytes {
+        return Err(format!(
+            "Invalid {field}: larger than {} bytes decoded",
+            config.max_image_bytes
+        ));
+    }
+    if !has_signature(mime, &bytes) {
+        return Err(format!(
+            "Invalid {field}: not a {mime} image (its first bytes do not match)"
+        ));
+    }
+    Ok(())
+}
+
+/// The `file` parts of a chat request's user message (`messages[index]`), which must be
+/// images `{type:"file", mediaType, url:"data:<mediaType>;base64,<data>"}` with the limits of
+/// `images`. Returns the pi images JSON, or `None` when there are none.
+pub fn chat_files(
+    message: &Value,
+    index: usize,
+    config: &Config,
+) -> Result<Option<String>, String> {
+    let Some(parts) = message.get("parts").and_then(Value::as_array) else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for (j, part) in parts.iter().enumerate() {
+        if part.get("type").and_then(Value::as_str) != Some("file") {
+            continue;
+        }
+        let field = format!("messages[{index}].parts[{j}]");
+        let mime = match part.get("mediaType") {
+            Some(Value::String(m)) if IMAGE_TYPES.contains(&m.as_str()) => m.as_str(),
+            other => {
+                return Err(format!(
+                    "Invalid {field}.mediaType: only images are accepted (image/png, image/jpeg, image/gif or image/webp), got {}",
+                    other.map(short).unwrap_or_else(|| "nothing".into())
+                ))
+            }
+        };
+        let prefix = format!("data:{mime};base64,");
+        let data = match part.get("url") {
+            Some(Value::String(url)) if url.len() > prefix.len() && url.starts_with(&prefix) => {
+                &url[prefix.len()..]
+            }
+            other => {
+                return Err(format!(
+                    "Invalid {field}.url: expected a {prefix}… URL, got {}",
+                    other.map(short).unwrap_or_else(|| "nothing".into())
+                ))
+            }
+        };
+        if out.len() == config.max_images {
+            return Err(format!(
+                "Invalid messages[{index}].parts: at most {} images per message",
+                config.max_images
+            ));
+        }
+        image_data(&format!("{field}.url"), mime, data, config)?;
+        out.push(json!({"type": "image", "data": data, "mimeType": mime}));
+    }
+    Ok((!out.is_empty()).then(|| Value::Array(out).to_string()))
+}
+
+/// The longest session name.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// `PATCH /sessions/:key {name}`: a string of 1 to [`MAX_NAME_CHARS`] characters once trimmed,
+/// without control characters. Returns it trimmed.
+pub fn name(value: Option<&Value>) -> Result<String, String> {
+    let Some(Value::String(text)) = value else {
+        return Err(format!(
+            "Invalid name: expected a string, got {}",
+            value.map(short).unwrap_or_else(|| "nothing".into())
+        ));
+    };
+    let trimmed = text.trim();
+    let chars = trimmed.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(format!(
+            "Invalid name: expected 1 to {MAX_NAME_CHARS} characters, got {chars}"
+        ));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err("Invalid name: control characters are not allowed".into());
+    }
+    Ok(trimmed.to_string())
+}
+
+/// pi's thinking levels.
+pub const THINKING_LEVELS: [&str; 6] = ["off", "minimal", "low", "medium", "high", "xhigh"];
+
+/// `PUT …/thinking {level}`.
+pub fn thinking_level(value: Option<&Value>) -> Result<&'static str, String> {
+    let text = value.and_then(Value::as_str).unwrap_or("");
+    THINKING_LEVELS
+        .into_iter()
+        .find(|l| *l == text)
+        .ok_or_else(|| {
+            format!(
+                "Invalid level: expected one of {}, got {}",
+                THINKING_LEVELS.join(", "),
+                value.map(short).unwrap_or_else(|| "nothing".into())
+            )
+        })
+}
+
+/// The longest provider or model id.
+pub const MAX_MODEL_ID_BYTES: usize = 256;
+
+/// `PUT …/model {provider, id}`: two non-empty strings of at most [`MAX_MODEL_ID_BYTES`].
+pub fn model_ref(body: &Map<String, Value>) -> Result<(String, String), String> {
+    let field = |name: &str| match body.get(name) {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_MODEL_ID_BYTES => Ok(s.clone()),
+        other => Err(format!(
+            "Invalid {name}: expected a string of 1 to {MAX_MODEL_ID_BYTES} bytes, got {}",
+            other.map(short).unwrap_or_else(|| "nothing".into())
+        )),
+    };
+    Ok((field("provider")?, field("id")?))
+}
+
+/// The longest compaction instructions, in characters.
+pub const MAX_INSTRUCTIONS_CHARS: usize = 10_000;
+
+/// `POST …/compact {instructions?}`.
+pub fn instructions(value: Option<&Value>) -> Result<String, String> {
+    match value {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) if s.chars().count() <= MAX_INSTRUCTIONS_CHARS => Ok(s.clone()),
+        Some(other) => Err(format!(
+            "Invalid instructions: expected a string of at most {MAX_INSTRUCTIONS_CHARS} characters, got {}",
+            short(other)
+        )),
+    }
+}
+
+/// The history's page size: default and largest.
+pub const HISTORY_DEFAULT_LIMIT: usize = 100;
+pub const HISTORY_MAX_LIMIT: usize = 1000;
+
+/// `?limit=` of the history route.
+pub fn history_limit(text: Option<&str>) -> Result<usize, String> {
+    match text {
+        None => Ok(HISTORY_DEFAULT_LIMIT),
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=HISTORY_MAX_LIMIT).contains(n) && !t.starts_with('+'))
+            .ok_or_else(|| {
+                format!("Invalid limit: expected an integer from 1 to {HISTORY_MAX_LIMIT}")
+            }),
+    }
 }
 
 /// Whether `bytes` start as a file of type `mime` does.

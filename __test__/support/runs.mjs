@@ -265,6 +265,8 @@ export async function rawPost(port, path, body, headerLines, { timeoutMs = 10000
 
 /** The events a run causes (SPEC §5, §10): each carries its run's `runId`. */
 export const RUN_CAUSED = new Set([
+	"agent_start",
+	"agent_end",
 	"turn_start",
 	"turn_end",
 	"message_start",
@@ -328,4 +330,37 @@ export function assertNoRunIdOn(events) {
 	for (const e of events) {
 		if (e.type === "hello" || e.type === "session_state") assert.equal(e.runId, undefined, `${e.type} carries a runId`);
 	}
+}
+
+/**
+ * The `start` chunk of run `runId`'s chat stream: exactly `{type, messageId: runId,
+ * messageMetadata: {sessionKey, runId}}` (SPEC §12), with the session's key when it is given.
+ */
+export function assertStartChunk(chunk, runId, what = "the start chunk", sessionKey = undefined) {
+	assert.deepEqual(Object.keys(chunk ?? {}).sort(), ["messageId", "messageMetadata", "type"], `${what}: ${JSON.stringify(chunk)}`);
+	assert.equal(chunk.type, "start", what);
+	assert.equal(chunk.messageId, runId, what);
+	assert.deepEqual(Object.keys(chunk.messageMetadata).sort(), ["runId", "sessionKey"], what);
+	assert.equal(chunk.messageMetadata.runId, runId, what);
+	assert.equal(typeof chunk.messageMetadata.sessionKey, "string", what);
+	if (sessionKey !== undefined) assert.equal(chunk.messageMetadata.sessionKey, sessionKey, what);
+}
+
+/**
+ * The `finish` chunk of a completed run: `finishReason: "stop"` and `messageMetadata {usage,
+ * model, stopReason}` (SPEC §12), the usage summed over the run's messages.
+ */
+export function assertFinishChunk(chunk, what = "the finish chunk") {
+	assert.deepEqual(Object.keys(chunk ?? {}).sort(), ["finishReason", "messageMetadata", "type"], `${what}: ${JSON.stringify(chunk)}`);
+	assert.equal(chunk.type, "finish", what);
+	assert.equal(chunk.finishReason, "stop", what);
+	const meta = chunk.messageMetadata;
+	assert.deepEqual(Object.keys(meta).sort(), ["model", "stopReason", "usage"], `${what}: ${JSON.stringify(meta)}`);
+	assert.equal(meta.stopReason, "stop", what);
+	assert.equal(typeof meta.model?.provider, "string", what);
+	assert.equal(typeof meta.model?.id, "string", what);
+	for (const field of ["input", "output", "cacheRead", "cacheWrite", "totalTokens"]) {
+		assert.ok(Number.isInteger(meta.usage[field]) && meta.usage[field] >= 0, `${what}: usage.${field} ${JSON.stringify(meta.usage)}`);
+	}
+	assert.equal(typeof meta.usage.cost?.total, "number", what);
 }

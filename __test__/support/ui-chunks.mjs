@@ -71,6 +71,13 @@ export function wellFormed(chunks, what = "the stream") {
  * `data-*` chunk's `data` is `unknown` to every schema, so the probe cannot tell it from an
  * undeclared field: those chunks must be exactly `{type, data}` (the shape of the contract).
  */
+/**
+ * Fields every `ai` major under test declares as `unknown` (so the probe below cannot tell them
+ * from undeclared ones): `messageMetadata` of `start` and `finish` — `z.unknown().optional()` in
+ * the `uiMessageChunkSchema` of ai 5, 6 and 7 alike.
+ */
+const UNKNOWN_TYPED = { start: ["messageMetadata"], finish: ["messageMetadata"] };
+
 export async function validateChunks(sdk, chunks, what = "") {
 	const schema = sdk.ai.uiMessageChunkSchema();
 	const checkedShapes = new Set();
@@ -89,7 +96,7 @@ export async function validateChunks(sdk, chunks, what = "") {
 		checkedShapes.add(shape);
 		const undeclared = [];
 		for (const key of Object.keys(chunk)) {
-			if (key === "type") continue;
+			if (key === "type" || UNKNOWN_TYPED[chunk.type]?.includes(key)) continue;
 			const without = { ...chunk };
 			delete without[key];
 			if (!(await schema.validate(without)).success) continue; // required

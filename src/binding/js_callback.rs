@@ -18,8 +18,8 @@ use napi::Status;
 use tokio::sync::oneshot;
 
 use crate::agent::{
-    Agent, AgentResult, BoxFuture, Delivery, Pending, PromptOutcome, PromptRequest, SessionHandle,
-    SessionInfo,
+    Agent, AgentResult, BoxFuture, Delivery, Op, OpError, Pending, PromptOutcome, PromptRequest,
+    SessionHandle, SessionInfo,
 };
 use crate::events::empty_list_json;
 use crate::util::lock;
@@ -50,8 +50,18 @@ type Answer = Result<String, String>;
 
 /// `(requestId, handle, sessionKey)`
 pub type CreateArgs = FnArgs<(u32, u32, String)>;
-/// `(requestId, handle, text, imagesJson, source, runId)`
-pub type PromptArgs = FnArgs<(u32, u32, String, Option<String>, String, String)>;
+/// `(requestId, handle, text, imagesJson, source, runId, kind)`
+pub type PromptArgs = FnArgs<(
+    u32,
+    u32,
+    String,
+    Option<String>,
+    String,
+    String,
+    &'static str,
+)>;
+/// `(requestId, op, handle, sessionKey, argsJson)`
+pub type OpArgs = FnArgs<(u32, &'static str, u32, String, String)>;
 /// `(requestId, handle, runId, "steer" | "followUp", text, imagesJson)`
 pub type HandOverArgs = FnArgs<(u32, u32, String, &'static str, String, Option<String>)>;
 /// `(requestId, handle)`
@@ -72,6 +82,7 @@ pub struct JsCallbacks {
     pub renew: Callback<HandleArgs>,
     pub hand_over: Callback<HandOverArgs>,
     pub clear_pending: Callback<HandleArgs>,
+    pub op: Callback<OpArgs>,
     pub log: Callback<String>,
 }
 
@@ -154,6 +165,11 @@ fn parse_info(name: &str, text: &str) -> AgentResult<SessionInfo> {
         message_count: u32,
         #[serde(default)]
         steer: bool,
+        #[serde(default)]
+        compact: bool,
+        name: Option<String>,
+        model: Option<crate::events::ModelRef>,
+        thinking_level: Option<String>,
     }
     let info: Info = serde_json::from_str(text)
         .map_err(|e| format!("{name}: unexpected answer from JavaScript: {e}"))?;
@@ -161,6 +177,10 @@ fn parse_info(name: &str, text: &str) -> AgentResult<SessionInfo> {
         session_id: info.session_id,
         message_count: info.message_count,
         steer: info.steer,
+        compact: info.compact,
+        name: info.name,
+        model: info.model,
+        thinking_level: info.thinking_level,
     })
 }
 
@@ -191,6 +211,7 @@ impl Agent for JsAgent {
                     request.images_json,
                     request.source,
                     request.run_id,
+                    request.kind.as_str(),
                 )),
                 MODE,
             )
@@ -286,6 +307,52 @@ impl Agent for JsAgent {
                 steering: list(&removed.steering),
                 follow_up: list(&removed.follow_up),
             })
+        })
+    }
+
+    fn op(
+        &self,
+        op: Op,
+        handle: SessionHandle,
+        key: &str,
+        args: String,
+    ) -> BoxFuture<Result<String, OpError>> {
+        let key = key.to_string();
+        let fut = self.request(op.as_str(), |id| {
+            self.cb
+                .op
+                .call(FnArgs::from((id, op.as_str(), handle, key, args)), MODE)
+        });
+        Box::pin(async move {
+            // JS answers `{value}` or `{status, error}`; a throw is a 500.
+            #[derive(serde::Deserialize)]
+            struct Answer {
+                value: Option<Box<serde_json::value::RawValue>>,
+                status: Option<u16>,
+                error: Option<String>,
+            }
+            let internal = |message: String| OpError {
+                status: 500,
+                message,
+            };
+            let text = fut.await.map_err(internal)?;
+            let answer: Answer = serde_json::from_str(&text).map_err(|e| {
+                internal(format!(
+                    "{}: unexpected answer from JavaScript: {e}",
+                    op.as_str()
+                ))
+            })?;
+            match (answer.value, answer.error) {
+                (_, Some(message)) => Err(OpError {
+                    status: answer
+                        .status
+                        .filter(|s| (400..=599).contains(s))
+                        .unwrap_or(500),
+                    message,
+                }),
+                (Some(value), None) => Ok(value.get().to_string()),
+                (None, None) => Ok("null".to_string()),
+            }
         })
     }
 

@@ -57,6 +57,10 @@ pub enum EventKind {
     Touch,
     /// pi's `queue_update`: `a` and `b` are its steering and follow-up lists as JSON.
     QueueUpdate,
+    /// pi's `agent_end`.
+    AgentEnd,
+    /// A pi event passed through: `a` is its type (`compaction_start`, ...), `c` its fields.
+    Info,
 }
 
 #[napi_derive::module_init]
@@ -190,12 +194,35 @@ impl NativeGateway {
                 text,
                 images_json: fields.images_json,
                 source: fields.source,
+                ..Default::default()
             },
             chat_id: None,
             cancel_if_abandoned: false,
             idempotency,
             mode: fields.mode,
         }))
+    }
+}
+
+/// `usage` and `model` of a completed assistant message, from `{usage, model}` JSON; `null`
+/// for what is missing or malformed (a model must be `{provider, id}`).
+fn completion_extra(text: Option<String>) -> (crate::events::Json, crate::events::Json) {
+    #[derive(serde::Deserialize)]
+    struct Extra {
+        usage: Option<serde_json::Value>,
+        model: Option<crate::events::ModelRef>,
+    }
+    let extra: Option<Extra> = text.and_then(|t| serde_json::from_str(&t).ok());
+    let raw = |v: Option<serde_json::Value>| {
+        v.and_then(|v| serde_json::value::to_raw_value(&v).ok())
+            .unwrap_or_else(crate::events::null_json)
+    };
+    match extra {
+        Some(e) => (
+            raw(e.usage.filter(serde_json::Value::is_object)),
+            raw(e.model.and_then(|m| serde_json::to_value(m).ok())),
+        ),
+        None => (raw(None), raw(None)),
     }
 }
 
@@ -245,6 +272,7 @@ impl NativeGateway {
             renew: callback(&callbacks, "renew")?,
             hand_over: callback(&callbacks, "handOver")?,
             clear_pending: callback(&callbacks, "clearPending")?,
+            op: callback(&callbacks, "op")?,
             log: callback(&callbacks, "log")?,
         }));
         let deliver = callback::<DeliverArgs>(&callbacks, "deliver")?;
@@ -660,7 +688,29 @@ impl NativeGateway {
                 result: json_or_null(c),
                 is_error: index != 0,
             },
-            EventKind::MessageComplete => AgentEvent::MessageComplete { text: s(a) },
+            EventKind::MessageComplete => {
+                let (usage, model) = completion_extra(c);
+                AgentEvent::MessageComplete {
+                    text: s(a),
+                    usage,
+                    stop_reason: b,
+                    model,
+                }
+            }
+            EventKind::AgentEnd => AgentEvent::AgentEnd,
+            EventKind::Info => {
+                let Some(kind) = a.as_deref().and_then(crate::events::InfoKind::parse) else {
+                    return;
+                };
+                let mut fields = match c.and_then(|c| serde_json::from_str(&c).ok()) {
+                    Some(serde_json::Value::Object(map)) => map,
+                    _ => serde_json::Map::new(),
+                };
+                for reserved in ["type", "sessionKey", "runId"] {
+                    fields.remove(reserved);
+                }
+                AgentEvent::Info { kind, fields }
+            }
             EventKind::TextStart => AgentEvent::TextStart { index },
             EventKind::TextEnd => AgentEvent::TextEnd { index },
             EventKind::ThinkingStart => AgentEvent::ThinkingStart { index },

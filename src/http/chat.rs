@@ -40,6 +40,8 @@ pub fn parse_chat_body(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> {
         messages: Option<&'a RawValue>,
         #[serde(borrow)]
         mode: Option<&'a RawValue>,
+        #[serde(borrow)]
+        trigger: Option<&'a RawValue>,
     }
     #[derive(serde::Deserialize)]
     struct Role<'a> {
@@ -60,6 +62,7 @@ pub fn parse_chat_body(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> {
         ("prompt", top.prompt),
         ("id", top.id),
         ("mode", top.mode),
+        ("trigger", top.trigger),
     ] {
         if let Some(raw) = raw {
             out.insert(name.into(), value(raw)?);
@@ -67,20 +70,35 @@ pub fn parse_chat_body(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> {
     }
     if let Some(raw) = top.messages {
         if let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) {
-            let last_user = list.iter().rev().find(|m| {
+            let last_user = list.iter().rposition(|m| {
                 serde_json::from_str::<Role>(m.get())
                     .ok()
                     .and_then(|r| r.role)
                     .is_some_and(|r| r == "user")
             });
             let kept = match last_user {
-                Some(m) => vec![value(m)?],
+                Some(i) => {
+                    // Where it was, for errors that name its parts (`messages[3].parts[1]`).
+                    out.insert(LAST_USER_INDEX.into(), Value::from(i));
+                    vec![value(list[i])?]
+                }
                 None => Vec::new(),
             };
             out.insert("messages".into(), Value::Array(kept));
         }
     }
     Ok(out)
+}
+
+/// The key under which [`parse_chat_body`] notes the index of the last user message in the
+/// request's `messages` (not a field a client can send: it starts with a NUL).
+pub const LAST_USER_INDEX: &str = "\u{0}lastUserIndex";
+
+/// The last user message [`parse_chat_body`] kept, with its index in the request.
+pub fn last_user_message(body: &Map<String, Value>) -> Option<(&Value, usize)> {
+    let message = body.get("messages")?.as_array()?.first()?;
+    let index = body.get(LAST_USER_INDEX)?.as_u64()? as usize;
+    Some((message, index))
 }
 
 pub fn extract_user_text(body: &Map<String, Value>) -> Option<String> {
@@ -156,7 +174,13 @@ impl ChatBody {
     /// there — and the run's end. `cursor` is where the message was handed over.
     pub fn from_next_step(cursor: Cursor, message_id: &str) -> ChatBody {
         let mut start = BytesMut::new();
-        ui_stream::push_chunk(&mut start, &ui_stream::Chunk::Start { message_id });
+        ui_stream::push_chunk(
+            &mut start,
+            &ui_stream::Chunk::Start {
+                message_id,
+                message_metadata: None,
+            },
+        );
         ChatBody {
             cursor,
             cancel_on_drop: None,

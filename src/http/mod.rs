@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod chat;
+mod manage;
 pub mod router;
 pub mod sse;
 

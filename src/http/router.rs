@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 use bytes::Bytes;
 
+use crate::agent::PromptKind;
 use crate::config::CorsOrigins;
 use crate::error::GatewayError;
 use crate::session::idempotency;
@@ -25,6 +26,7 @@ use crate::validate;
 
 use super::body::{self, error, json, read_json_object, Body};
 use super::chat::{self, extract_user_text, ChatBody};
+use super::manage;
 use super::sse;
 
 /// Session keys longer than this (after decoding) are refused.
@@ -307,7 +309,17 @@ pub fn session_path(path: &str) -> SessionPath<'_> {
         (Some(action), None, ..)
             if matches!(
                 action,
-                "events" | "messages" | "abort" | "reset" | "chat" | "runs" | "queue"
+                "events"
+                    | "messages"
+                    | "abort"
+                    | "reset"
+                    | "chat"
+                    | "runs"
+                    | "queue"
+                    | "stats"
+                    | "compact"
+                    | "model"
+                    | "thinking"
             ) =>
         {
             SessionPath::Action(key, action)
@@ -417,6 +429,8 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             return json(StatusCode::OK, &Sessions { sessions });
         }
         "/sessions" => return method_not_allowed("GET, HEAD"),
+        "/models" if is_get(&method) => return manage::models(ctx).await,
+        "/models" => return method_not_allowed("GET, HEAD"),
         _ => {}
     }
 
@@ -456,18 +470,19 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     }
 
     match (action, &method) {
-        (None, m) if is_get(m) => match gateway.snapshot(&key) {
-            Some(session) => {
-                // A struct, not json!(): serde_json's map would sort the snapshot's keys.
-                #[derive(serde::Serialize)]
-                struct One {
-                    session: crate::events::Snapshot,
-                }
-                json(StatusCode::OK, &One { session })
-            }
-            None => error(StatusCode::NOT_FOUND, &format!("Session not found: {key}")),
-        },
-        (None, _) => method_not_allowed("GET, HEAD"),
+        (None, m) if is_get(m) => manage::snapshot(ctx, &key).await,
+        (None, &Method::DELETE) => manage::delete(ctx, &req, &key).await,
+        (None, &Method::PATCH) => manage::rename(ctx, req, &key).await,
+        (None, _) => method_not_allowed("GET, HEAD, PATCH, DELETE"),
+        (Some("messages"), m) if is_get(m) => manage::history(ctx, &req, &key).await,
+        (Some("messages"), m) if *m != Method::POST => method_not_allowed("GET, HEAD, POST"),
+        (Some("stats"), m) if is_get(m) => manage::stats(ctx, &key).await,
+        (Some("stats"), _) => method_not_allowed("GET, HEAD"),
+        (Some("compact"), &Method::POST) => manage::compact(ctx, req, key, raw_key).await,
+        (Some("model"), &Method::PUT) => manage::set_model(ctx, req, &key).await,
+        (Some("model"), _) => method_not_allowed("PUT"),
+        (Some("thinking"), &Method::PUT) => manage::set_thinking(ctx, req, &key).await,
+        (Some("thinking"), _) => method_not_allowed("PUT"),
         (Some("events"), &Method::HEAD) => sse::head(),
         (Some("events"), &Method::GET) => {
             let after = match resume_after(&req) {
@@ -476,6 +491,8 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             };
             match gateway.subscribe(&key, after, config.buffer_events).await {
                 Ok(sub) => sse::stream(sub.cursor, Some(&sub.hello), config.heartbeat),
+                // At the session cap the client is told to come back later, as on every route.
+                Err(e @ GatewayError::TooManySessions) => core_error(&e),
                 Err(e) => sse_error(&key, &e.to_string()),
             }
         }
@@ -515,14 +532,28 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// The JSON error for a core error, with its status.
-fn core_error(e: &GatewayError) -> Response<Body> {
+/// How long a client refused with `503 Too many sessions` is asked to wait.
+const TOO_MANY_SESSIONS_RETRY_AFTER: &str = "5";
+
+pub(super) fn core_error(e: &GatewayError) -> Response<Body> {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    error(status, &e.to_string())
+    let mut res = error(status, &e.to_string());
+    retry_after(&mut res, e);
+    res
+}
+
+fn retry_after(res: &mut Response<Body>, e: &GatewayError) {
+    if *e == GatewayError::TooManySessions {
+        res.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            HeaderValue::from_static(TOO_MANY_SESSIONS_RETRY_AFTER),
+        );
+    }
 }
 
 /// The value of query parameter `name`, if present (not decoded: the values used here are
 /// plain tokens).
-fn query_param<'a>(uri: &'a hyper::Uri, name: &str) -> Option<&'a str> {
+pub(super) fn query_param<'a>(uri: &'a hyper::Uri, name: &str) -> Option<&'a str> {
     uri.query()?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then_some(v)
@@ -737,7 +768,9 @@ fn refused(key: &str, e: &GatewayError) -> Response<Body> {
     match MessageResult::refusal(key, e) {
         Some(result) => {
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::CONFLICT);
-            json(status, &result)
+            let mut res = json(status, &result);
+            retry_after(&mut res, e);
+            res
         }
         None => core_error(e),
     }
@@ -745,7 +778,7 @@ fn refused(key: &str, e: &GatewayError) -> Response<Body> {
 
 /// Submits a message and answers with its result once the run ends (or, with `wait: false`,
 /// at once with `202` and where to find it).
-async fn submit_message(
+pub(super) async fn submit_message(
     ctx: &Ctx,
     submit: Submit,
     wait: bool,
@@ -782,7 +815,7 @@ async fn submit_message(
 }
 
 /// `wait` from the body (a boolean) or the query (`true`/`false`); the body wins.
-fn wait_field(req_uri: &hyper::Uri, body: &Map<String, Value>) -> Result<bool, String> {
+pub(super) fn wait_field(req_uri: &hyper::Uri, body: &Map<String, Value>) -> Result<bool, String> {
     match body.get("wait") {
         None | Some(Value::Null) => {}
         Some(Value::Bool(b)) => return Ok(*b),
@@ -817,11 +850,12 @@ fn message_request(
         text,
         images_json: fields.images_json,
         source: fields.source,
+        ..Default::default()
     };
     Ok((request, fields.mode))
 }
 
-async fn read_body(
+pub(super) async fn read_body(
     ctx: &Ctx,
     req: Request<Incoming>,
 ) -> Result<Map<String, Value>, body::BodyError> {
@@ -910,8 +944,30 @@ async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<
         Ok(b) => b,
         Err(e) => return e.response(),
     };
-    let Some(text) = extract_user_text(&body) else {
-        return error(StatusCode::BAD_REQUEST, "Missing user message text");
+    let config = ctx.gateway.config();
+    let images_json = match chat::last_user_message(&body) {
+        Some((message, index)) => match validate::chat_files(message, index, config) {
+            Ok(images) => images,
+            Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+        },
+        None => None,
+    };
+    // A message may be an image alone.
+    let text = match (extract_user_text(&body), &images_json) {
+        (Some(text), _) => text,
+        (None, Some(_)) => String::new(),
+        (None, None) => return error(StatusCode::BAD_REQUEST, "Missing user message text"),
+    };
+    let kind = match body.get("trigger") {
+        None | Some(Value::Null) => PromptKind::Prompt,
+        Some(Value::String(t)) if t == "submit-message" => PromptKind::Prompt,
+        Some(Value::String(t)) if t == "regenerate-message" => PromptKind::Regenerate,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Invalid trigger: expected \"submit-message\" or \"regenerate-message\"",
+            )
+        }
     };
     let chat_id = match body.get("id") {
         None | Some(Value::Null) => key.clone(),
@@ -927,12 +983,19 @@ async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<
         Ok(mode) => mode,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
+    // A regeneration replaces the last answer: it is never handed to a running run.
+    let mode = if kind == PromptKind::Regenerate {
+        Some(Mode::Queue)
+    } else {
+        mode
+    };
     let submit = Submit {
         request: MessageRequest {
             session_key: key.clone(),
             text,
-            images_json: None,
+            images_json,
             source: Some("extension".into()),
+            kind,
         },
         chat_id: Some(chat_id),
         cancel_if_abandoned: false,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent::Pending;
+use crate::agent::{Op, Pending};
 use crate::error::GatewayError;
 use crate::events::{empty_list_json, GatewayEvent};
 use crate::util::{lock, now_ms};
@@ -15,6 +15,17 @@ use super::{
     append, Gateway, MessageResult, Outcome, QueueCleared, QueueView, Session, State,
     GATEWAY_STOPPED, QUEUE_CLEARED, RUN_CANCELLED, SESSION_RESET,
 };
+
+/// What becomes of a retired session's agent session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retire {
+    /// Released, not disposed (the primary, which belongs to its owner).
+    Keep,
+    /// Disposed.
+    Dispose,
+    /// Disposed after a new conversation was begun for its key (a reset).
+    Fresh,
+}
 
 /// How long `DELETE …/runs/:runId` waits for an aborted run to end before answering.
 pub const CANCEL_WAIT: Duration = Duration::from_secs(10);
@@ -274,13 +285,14 @@ impl Gateway {
             self.retire_log(&mut reg, key, true);
             session
         };
-        self.retire(&session, SESSION_RESET, true).await;
+        self.retire(&session, SESSION_RESET, Retire::Fresh).await;
         Ok(())
     }
 
     /// Ends a session that is already out of the registry: answers what it owed, ends its
     /// streams, aborts its run and releases it in JS.
-    async fn retire(&self, session: &Arc<Session>, reason: &str, dispose: bool) {
+    pub(super) async fn retire(&self, session: &Arc<Session>, reason: &str, how: Retire) {
+        let dispose = how != Retire::Keep;
         let running = {
             let mut st = lock(&session.state);
             st.removed = true;
@@ -291,6 +303,22 @@ impl Gateway {
         };
         if running {
             self.abort_run(session).await;
+        }
+        if how == Retire::Fresh {
+            // A reset: the key's next session must not continue this conversation.
+            if let Err(e) = self
+                .inner
+                .agent
+                .op(Op::Fresh, session.handle, &session.key, "{}".into())
+                .await
+            {
+                if e.status != 501 {
+                    self.log(&format!(
+                        "starting a new conversation for session {} failed: {}",
+                        session.key, e.message
+                    ));
+                }
+            }
         }
         if let Err(e) = self.inner.agent.release(session.handle, dispose).await {
             self.log(&format!("releasing session {} failed: {e}", session.key));
@@ -407,10 +435,14 @@ impl Gateway {
             .into_iter()
             .map(|session| {
                 let this = self.clone();
-                let dispose = session.key != primary;
+                let how = if session.key == primary {
+                    Retire::Keep
+                } else {
+                    Retire::Dispose
+                };
                 self.inner
                     .rt
-                    .spawn(async move { this.retire(&session, GATEWAY_STOPPED, dispose).await })
+                    .spawn(async move { this.retire(&session, GATEWAY_STOPPED, how).await })
             })
             .collect();
         // Every pending message was answered synchronously inside `retire`; what is left is

@@ -36,6 +36,7 @@ pub mod hooks;
 pub mod idempotency;
 mod lifecycle;
 pub mod log;
+mod manage;
 mod registry;
 pub mod run;
 
@@ -47,16 +48,21 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use tokio::runtime::Handle;
 
-use crate::agent::{Agent, Delivery, PromptOutcome, PromptRequest, SessionHandle, SessionInfo};
+use crate::agent::{
+    Agent, Delivery, PromptKind, PromptOutcome, PromptRequest, SessionHandle, SessionInfo,
+};
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::events::{empty_list_json, AgentEvent, Frame, GatewayEvent, Json, Snapshot};
+use crate::events::{
+    empty_list_json, AgentEvent, Frame, GatewayEvent, InfoKind, Json, ModelRef, Snapshot,
+};
 use crate::ui_stream::Translator;
 use crate::util::{lock, now_ms};
 
 pub use hooks::{Hooks, NoHooks};
 use idempotency::{Fingerprint, IdempotencyStore, Seen};
 pub use log::{Cursor, End, Entry, EventLog, Filter, Resume, Step};
+pub use manage::HistoryQuery;
 use registry::Registry;
 use run::Queued;
 pub use run::{Mode, Run, RunRecord, RunStatus, RunStore};
@@ -68,6 +74,8 @@ pub struct MessageRequest {
     pub text: String,
     pub images_json: Option<String>,
     pub source: Option<String>,
+    /// A prompt (the default), a regeneration or a compaction.
+    pub kind: PromptKind,
 }
 
 /// A message to submit, with how it is to be run.
@@ -160,6 +168,9 @@ impl MessageResult {
                 result.run_id = Some(run_id.clone());
                 Some(result)
             }
+            GatewayError::TooManySessions => {
+                Some(Self::failure(session_key, e.to_string(), Outcome::Failed))
+            }
             _ => None,
         }
     }
@@ -183,6 +194,7 @@ pub const RUN_CANCELLED: &str = "Run cancelled";
 /// The error of a run that was aborted.
 pub const ABORTED: &str = "Request was aborted";
 pub const CLIENT_GONE: &str = "The client went away before the run started";
+pub const SESSION_DELETED: &str = "Session deleted";
 
 /// The run a session is working on.
 struct Active {
@@ -220,6 +232,10 @@ struct State {
     /// pi's own pending steering and follow-up texts, from its latest `queue_update`.
     steering: Json,
     follow_up: Json,
+    /// pi's session name, model and thinking level, as last reported.
+    name: Option<String>,
+    model: Option<ModelRef>,
+    thinking_level: Option<String>,
 }
 
 pub struct Session {
@@ -228,6 +244,8 @@ pub struct Session {
     created_at: u64,
     /// The agent session has `steer()` / `followUp()`.
     steerable: bool,
+    /// The agent session has `compact()`.
+    compactable: bool,
     log: Arc<EventLog>,
     state: Mutex<State>,
     /// Woken when a hand-over to the running prompt has its answer.
@@ -242,6 +260,7 @@ impl Session {
             handle,
             created_at: now,
             steerable: info.steer,
+            compactable: info.compact,
             log,
             delivered: tokio::sync::Notify::new(),
             state: Mutex::new(State {
@@ -256,6 +275,9 @@ impl Session {
                 renewing: false,
                 steering: empty_list_json(),
                 follow_up: empty_list_json(),
+                name: info.name,
+                model: info.model,
+                thinking_level: info.thinking_level,
             }),
         }
     }
@@ -277,6 +299,9 @@ impl Session {
             processing: st.active.is_some(),
             last_active_at: st.last_active_at,
             created_at: self.created_at,
+            name: st.name.clone(),
+            model: st.model.clone(),
+            thinking_level: st.thinking_level.clone(),
         }
     }
 
@@ -295,6 +320,10 @@ impl Session {
                 snapshot: &snapshot,
             },
         );
+    }
+
+    fn last_active_at(&self) -> u64 {
+        lock(&self.state).last_active_at
     }
 
     fn is_idle_since(&self, cutoff: u64) -> bool {
@@ -477,6 +506,7 @@ impl Gateway {
                 text: request.text,
                 images_json: request.images_json,
                 source: request.source.unwrap_or_else(|| "extension".to_string()),
+                kind: request.kind,
             },
             run,
         };
@@ -521,13 +551,29 @@ impl Gateway {
         };
         let mut st = lock(&session.state);
         st.message_count = message_count;
-        if let AgentEvent::QueueUpdate {
-            steering,
-            follow_up,
-        } = &event
-        {
-            st.steering = steering.clone();
-            st.follow_up = follow_up.clone();
+        match &event {
+            AgentEvent::QueueUpdate {
+                steering,
+                follow_up,
+            } => {
+                st.steering = steering.clone();
+                st.follow_up = follow_up.clone();
+            }
+            AgentEvent::Info { kind, fields } => {
+                let text =
+                    |name: &str| fields.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+                match kind {
+                    InfoKind::SessionInfoChanged => st.name = text("name"),
+                    InfoKind::ThinkingLevelChanged => st.thinking_level = text("level"),
+                    InfoKind::ModelChanged => {
+                        st.model = fields
+                            .get("model")
+                            .and_then(|m| serde_json::from_value(m.clone()).ok());
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
         }
         let Some(active) = st.active.as_mut() else {
             if let Some(public) = event.public(&session.key) {
@@ -546,7 +592,6 @@ impl Gateway {
                 // The abort came before the run was under way, when pi ignores it.
                 self.spawn_abort(&session);
             }
-            return;
         }
         let chat = match active.translator.as_mut() {
             Some(t) if event.is_chat_relevant() => {
@@ -644,6 +689,9 @@ impl Gateway {
             processing: false,
             last_active_at: 0,
             created_at: 0,
+            name: None,
+            model: None,
+            thinking_level: None,
         });
         Frame::encode(
             log.resume_after(0).seen,

@@ -188,6 +188,7 @@ impl Gateway {
                     rx
                 }
                 None => {
+                    self.make_room(&mut reg)?;
                     let (tx, rx) = oneshot::channel();
                     reg.by_key.insert(
                         key.to_string(),
@@ -330,6 +331,7 @@ impl Gateway {
                 }
             }
             None => {
+                self.make_room(&mut reg)?;
                 lock(&self.inner.runs).insert(queued.run.clone());
                 reg.by_key.insert(
                     key.to_string(),
@@ -344,6 +346,51 @@ impl Gateway {
             }
         }
         Ok(Submitted::New(run))
+    }
+
+    /// Makes room for one more session under `session.maxSessions`: at the cap, the least
+    /// recently active idle non-primary session is evicted (disposed in the background, its
+    /// log forgotten, as the idle sweep does); with none idle, [`GatewayError::TooManySessions`].
+    fn make_room(&self, reg: &mut Registry) -> Result<(), GatewayError> {
+        if reg.by_key.len() < self.inner.config.max_sessions {
+            return Ok(());
+        }
+        let oldest = reg
+            .by_key
+            .iter()
+            .filter_map(|(key, slot)| match slot {
+                Slot::Ready(s) if *key != self.inner.primary_key && s.is_idle_since(u64::MAX) => {
+                    Some((s.last_active_at(), key.clone()))
+                }
+                _ => None,
+            })
+            .min();
+        let Some((_, key)) = oldest else {
+            return Err(GatewayError::TooManySessions);
+        };
+        let Some(Slot::Ready(session)) = reg.by_key.remove(&key) else {
+            return Err(GatewayError::TooManySessions);
+        };
+        reg.by_handle.remove(&session.handle);
+        lock(&session.state).removed = true;
+        self.retire_log(reg, &key, false);
+        let this = self.clone();
+        self.inner.rt.spawn(async move {
+            if let Err(e) = this.inner.agent.release(session.handle, true).await {
+                this.log(&format!("disposing session {} failed: {e}", session.key));
+            }
+            this.log(&format!(
+                "evicted session {} (session.maxSessions reached)",
+                session.key
+            ));
+            this.inner.hooks.session_evicted(&session.key);
+        });
+        Ok(())
+    }
+
+    /// Whether a session for `key` is in memory or being created.
+    pub(super) fn is_known(&self, key: &str) -> bool {
+        lock(&self.inner.registry).by_key.contains_key(key)
     }
 
     /// The queued runs of a session still being created (`None`: no such slot).

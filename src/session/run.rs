@@ -598,7 +598,7 @@ impl Gateway {
                 let mut translator = next.run.chat_id.as_ref().map(|_| Translator::default());
                 let chat = translator.as_mut().map(|t| {
                     let mut out = BytesMut::new();
-                    t.start(&next.run.id, &mut out);
+                    t.start(&next.run.session_key, &next.run.id, &mut out);
                     bytes::Bytes::copy_from_slice(&out)
                 });
                 st.active = Some(Active {

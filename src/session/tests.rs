@@ -53,6 +53,7 @@ impl Agent for FakeAgent {
                 session_id: format!("sid-{handle}"),
                 message_count: 0,
                 steer,
+                ..Default::default()
             })
         })
     }
@@ -106,6 +107,7 @@ impl Agent for FakeAgent {
                 session_id: format!("renewed-{handle}"),
                 message_count: 0,
                 steer,
+                ..Default::default()
             })
         })
     }

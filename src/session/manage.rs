@@ -1,0 +1,163 @@
+//! Managing sessions: loading stored ones, the history, calls behind the management routes
+//! (stats, name, model, thinking level, models) and deleting a session.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::agent::Op;
+use crate::error::GatewayError;
+use crate::history::{self, Entry, Format, Page};
+use crate::util::lock;
+
+use super::lifecycle::Retire;
+use super::registry::Slot;
+use super::{Gateway, Session, SESSION_DELETED};
+
+/// What the history route asks for.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub format: Format,
+    pub limit: usize,
+    pub before: Option<String>,
+}
+
+impl Gateway {
+    /// Whether the agent has a stored session for `key` (`options.sessionExists`).
+    pub async fn stored(&self, key: &str) -> Result<bool, GatewayError> {
+        let answer = self.inner.agent.op(Op::Exists, 0, key, "{}".into()).await?;
+        Ok(answer.trim() == "true")
+    }
+
+    /// The session for `key` if it is in memory (or being created), or stored: then it is
+    /// loaded. Otherwise [`GatewayError::SessionNotFound`]; nothing is created for an unknown key.
+    pub async fn loaded_session(&self, key: &str) -> Result<Arc<Session>, GatewayError> {
+        if let Some(session) = self.find(key) {
+            return Ok(session);
+        }
+        if self.is_known(key) || self.stored(key).await? {
+            return self.ensure_session(key).await;
+        }
+        Err(GatewayError::SessionNotFound(key.to_string()))
+    }
+
+    /// A management call into the session for `key` (loaded if stored); answers its JSON.
+    pub async fn session_op(&self, key: &str, op: Op, args: Value) -> Result<String, GatewayError> {
+        let session = self.loaded_session(key).await?;
+        let answer = self
+            .inner
+            .agent
+            .op(op, session.handle, key, args.to_string())
+            .await?;
+        lock(&session.state).last_active_at = crate::util::now_ms();
+        Ok(answer)
+    }
+
+    /// The models a session may switch to (those with credentials), asked of the primary session.
+    pub async fn models(&self) -> Result<String, GatewayError> {
+        let primary = self.inner.primary_key.clone();
+        let session = self.ensure_session(&primary).await?;
+        Ok(self
+            .inner
+            .agent
+            .op(Op::Models, session.handle, &primary, "{}".into())
+            .await?)
+    }
+
+    /// Whether the session for `key` can compact (`compact()`); loads a stored one.
+    pub async fn can_compact(&self, key: &str) -> Result<bool, GatewayError> {
+        Ok(self.loaded_session(key).await?.compactable)
+    }
+
+    /// One page of the conversation of `key`. While a run is running, the history ends at its
+    /// user message: the rest arrives through its chat or run stream.
+    pub async fn history(&self, key: &str, query: &HistoryQuery) -> Result<Page, GatewayError> {
+        let session = self.loaded_session(key).await?;
+        let running = |session: &Session| {
+            lock(&session.state)
+                .active
+                .as_ref()
+                .filter(|a| !a.run.status().is_ended())
+                .map(|a| a.run.id.clone())
+        };
+        let before = running(&session);
+        let mut entries = self.entries(&session).await?;
+        let mut after = running(&session);
+        if before.is_some() && after != before {
+            // The run ended (or the next began) while the entries were read: read them again,
+            // so the answer is neither cut short nor missing what the run wrote.
+            entries = self.entries(&session).await?;
+            after = running(&session);
+        }
+        if let Some(run_id) = after.as_deref() {
+            history::cut_at_run(&mut entries, run_id);
+        }
+        history::page(entries, query.format, query.limit, query.before.as_deref())
+            .map_err(GatewayError::Invalid)
+    }
+
+    async fn entries(&self, session: &Session) -> Result<Vec<Entry>, GatewayError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            entries: Vec<Entry>,
+        }
+        let text = self
+            .inner
+            .agent
+            .op(Op::History, session.handle, &session.key, "{}".into())
+            .await?;
+        let answer: Answer = serde_json::from_str(&text).map_err(|e| {
+            GatewayError::Agent(format!("history: unexpected answer from JavaScript: {e}"))
+        })?;
+        Ok(answer.entries)
+    }
+
+    /// `DELETE /sessions/:key`: the running run aborted, queued ones answered `Session
+    /// deleted`, the session disposed and forgotten with its log; with `purge`, its stored
+    /// conversation deleted too (`options.deleteSession`). Answers whether it was purged.
+    pub async fn delete_session(&self, key: &str, purge: bool) -> Result<bool, GatewayError> {
+        if key == self.inner.primary_key {
+            return Err(GatewayError::PrimaryDelete);
+        }
+        if purge {
+            // Refused before anything is touched when nothing can delete stored conversations.
+            self.inner
+                .agent
+                .op(Op::Purge, 0, key, r#"{"check":true}"#.into())
+                .await?;
+        }
+        if self.is_known(key) && self.find(key).is_none() {
+            // Still being created: let it finish, then delete it.
+            let _ = self.ensure_session(key).await;
+        }
+        let removed = {
+            let mut reg = lock(&self.inner.registry);
+            match reg.by_key.get(key) {
+                Some(Slot::Ready(session)) => {
+                    let session = session.clone();
+                    reg.by_key.remove(key);
+                    reg.by_handle.remove(&session.handle);
+                    lock(&session.state).removed = true;
+                    self.retire_log(&mut reg, key, false);
+                    Some(session)
+                }
+                _ => None,
+            }
+        };
+        let found = match &removed {
+            Some(session) => {
+                self.retire(session, SESSION_DELETED, Retire::Dispose).await;
+                true
+            }
+            // Not in memory: a stored conversation is all there is of it.
+            None => self.stored(key).await?,
+        };
+        if !found {
+            return Err(GatewayError::SessionNotFound(key.to_string()));
+        }
+        if purge {
+            self.inner.agent.op(Op::Purge, 0, key, "{}".into()).await?;
+        }
+        Ok(purge)
+    }
+}
