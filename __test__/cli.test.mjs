@@ -26,6 +26,7 @@ import {
 import { openSse } from "./support/sse.mjs";
 import { waitFor, within } from "./support/wait.mjs";
 import { assertNoRunId, withRunId } from "./support/runs.mjs";
+import { OPTIONS } from "../lib/cli.js";
 
 const CURL = "/usr/bin/curl";
 /** The faux model's answer to the default prompt (lib/faux-agent.js: `hello.txt says: <HELLO_CONTENT>`). */
@@ -96,8 +97,10 @@ async function leftovers(dir) {
 describe("pi-gateway CLI", () => {
 	it("serves the faux agent: the printed commands work, SSE streams the answer's tokens, and SIGINT exits 0", async (t) => {
 		const box = await sandbox(t);
-		// No --agent-dir: the default temporary agent dir must land in TMPDIR and be removed on exit.
-		const gw = await startCliGateway(t, ["--port", "0"], childEnv(box));
+		// No --agent-dir: the default temporary agent dir must land in TMPDIR and be removed on exit;
+		// --ephemeral: so must the sessions dir (without it, conversations are kept in HOME: see
+		// persistence.test.mjs).
+		const gw = await startCliGateway(t, ["--port", "0", "--ephemeral"], childEnv(box));
 		assert.equal(gw.host, "127.0.0.1");
 		assert.ok(gw.port > 0, "--port 0 prints the port actually bound");
 
@@ -142,7 +145,15 @@ describe("pi-gateway CLI", () => {
 		const parsed = chunks.slice(0, -1).map((c) => JSON.parse(c));
 		assert.equal(parsed[0].type, "start");
 		assert.ok(parsed.some((c) => c.type === "text-delta"));
-		assert.deepEqual(parsed[parsed.length - 1], { type: "finish", finishReason: "stop" });
+		// The finish chunk carries the run's usage and model (issue 14's messageMetadata).
+		const finish = parsed[parsed.length - 1];
+		const usage = finish.messageMetadata?.usage;
+		assert.ok(usage && usage.input > 0 && usage.output > 0, `the faux model reports usage: ${JSON.stringify(finish)}`);
+		assert.deepEqual(finish, {
+			type: "finish",
+			finishReason: "stop",
+			messageMetadata: { usage, model: { provider: "faux", id: "faux-1" }, stopReason: "stop" },
+		});
 
 		// The printed events command names the same stream.
 		assert.equal(bannerLine(gw.out.stdout, "/sessions/demo/events"), `curl -N ${gw.base}/sessions/demo/events`);
@@ -193,17 +204,26 @@ describe("pi-gateway CLI", () => {
 			"--webhook-secret": "PI_GATEWAY_WEBHOOK_SECRET",
 			"--idle-minutes": "PI_GATEWAY_IDLE_MINUTES",
 			"--max-queue": "PI_GATEWAY_MAX_QUEUE",
+			"--max-sessions": "PI_GATEWAY_MAX_SESSIONS",
 			"--default-mode": "PI_GATEWAY_DEFAULT_MODE",
 			"--cors": "PI_GATEWAY_CORS",
 			"--model": "PI_GATEWAY_MODEL",
 			"--agent-dir": "PI_GATEWAY_AGENT_DIR",
+			"--data-dir": "PI_GATEWAY_DATA_DIR",
+			"--ephemeral": "PI_GATEWAY_EPHEMERAL",
 			"--cwd": "PI_GATEWAY_CWD",
 		};
 		for (const [flag, env] of Object.entries(flags)) {
 			assert.match(stdout, new RegExp(`${flag}(\\s|$)`, "m"), `help mentions ${flag}`);
 			assert.ok(stdout.includes(env), `help mentions ${env}`);
 		}
-		for (const def of ["127.0.0.1", "3000", "/webhook", "30", "16", "queue"]) {
+		// Every option of the table, whatever this list names.
+		for (const option of OPTIONS) {
+			assert.match(stdout, new RegExp(`--${option.name}(\\s|$)`, "m"), `help mentions --${option.name}`);
+			if (option.env) assert.ok(stdout.includes(`env: ${option.env}`), `help mentions ${option.env}`);
+		}
+		assert.ok(stdout.includes("$XDG_DATA_HOME/pi-gateway") && stdout.includes("~/.local/share/pi-gateway"), "help names the default sessions dir");
+		for (const def of ["127.0.0.1", "3000", "/webhook", "30", "16", "1000", "queue"]) {
 			assert.ok(stdout.includes(`(default: ${def})`), `help shows the default ${def}`);
 		}
 		assert.doesNotMatch(stdout, READY_LINE, "--help does not start a gateway");
@@ -220,6 +240,13 @@ describe("pi-gateway CLI", () => {
 			{ args: ["--port", "0", "--default-mode", "Steer"], env: {}, says: "--default-mode" },
 			{ args: ["--port", "0"], env: { PI_GATEWAY_DEFAULT_MODE: "later" }, says: "PI_GATEWAY_DEFAULT_MODE" },
 			{ args: ["--port", "0", "--model", "nosuch-provider/some-model"], env: {}, says: 'Unknown model "nosuch-provider/some-model"' },
+			{ args: ["--port", "0", "--max-sessions", "0"], env: {}, says: "--max-sessions" },
+			{ args: ["--port", "0", "--max-sessions", "1.5"], env: {}, says: "--max-sessions" },
+			{ args: ["--port", "0"], env: { PI_GATEWAY_MAX_SESSIONS: "1000001" }, says: "PI_GATEWAY_MAX_SESSIONS" },
+			{ args: ["--port", "0", "--ephemeral", "--data-dir", "/tmp/x"], env: {}, says: "--ephemeral and --data-dir exclude each other" },
+			{ args: ["--port", "0"], env: { PI_GATEWAY_EPHEMERAL: "1", PI_GATEWAY_DATA_DIR: "/tmp/x" }, says: "PI_GATEWAY_EPHEMERAL and PI_GATEWAY_DATA_DIR exclude each other" },
+			{ args: ["--port", "0"], env: { PI_GATEWAY_EPHEMERAL: "maybe" }, says: "PI_GATEWAY_EPHEMERAL" },
+			{ args: ["--port", "0", "--data-dir", " "], env: {}, says: "--data-dir" },
 		];
 		await Promise.all(
 			cases.map(async ({ args, env, says }) => {

@@ -11,6 +11,10 @@ import { after, before, describe, it } from "node:test";
 import {
 	createFauxPiAgent,
 	FAUX_ERROR_MESSAGE,
+	FAUX_MODEL_2_ID,
+	FAUX_MODEL_ID,
+	FAUX_PROVIDER,
+	gatewaySessionStore,
 	fauxLongText,
 	HELLO_CONTENT,
 	HELLO_FILE,
@@ -377,7 +381,245 @@ describe("parseFauxCommand", () => {
 		assert.deepEqual(parseFauxCommand("/echo hello world"), { name: "echo", arg: "hello world" });
 		assert.deepEqual(parseFauxCommand("/long 12"), { name: "long", arg: "12" });
 		assert.deepEqual(parseFauxCommand("/error"), { name: "error", arg: "" });
+		assert.deepEqual(parseFauxCommand("/history"), { name: "history", arg: "" });
+		assert.equal(parseFauxCommand("/historyx").name, "default");
 		assert.equal(parseFauxCommand("/echoes x").name, "default");
 		assert.equal(parseFauxCommand("please /echo x").name, "default");
+	});
+});
+
+/** Asserts that `usage` is pi-ai's estimate: positive input and output, a consistent total, cost 0. */
+function assertUsage(usage, what) {
+	assert.ok(usage.input > 0, `${what}: input ${usage.input}`);
+	assert.ok(usage.output > 0, `${what}: output ${usage.output}`);
+	assert.equal(usage.totalTokens, usage.input + usage.output + usage.cacheRead + usage.cacheWrite, what);
+	assert.deepEqual(usage.cost, { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 }, what);
+}
+
+describe("faux model additions (issue 14): /history, faux-2, compaction, usage", () => {
+	/** @type {Awaited<ReturnType<typeof createFauxPiAgent>>} */
+	let agent;
+	before(async () => {
+		agent = await createFauxPiAgent();
+	});
+	after(async () => {
+		await agent?.close();
+	});
+
+	it("/history answers with the user's earlier texts in this context (quoted, cut, counted)", async () => {
+		const session = await agent.createSession("history");
+		await session.prompt("/history");
+		assert.equal(textOf(session.messages.at(-1)), "You said 0 things before.");
+		await session.prompt("/echo one");
+		await session.prompt("a plain question");
+		await session.prompt(`/echo ${"x".repeat(100)}`);
+		await session.prompt("/history");
+		const cut = `/echo ${"x".repeat(51)}...`;
+		assert.equal(cut.length, 60);
+		assert.equal(
+			textOf(session.messages.at(-1)),
+			`You said 4 things before: "/history", "/echo one", "a plain question", ${JSON.stringify(cut)}`,
+		);
+		// Another session's context is its own.
+		const other = await agent.createSession("history-other");
+		await other.prompt("/history");
+		assert.equal(textOf(other.messages.at(-1)), "You said 0 things before.");
+	});
+
+	it("/history shows at most 20 texts and says how many there were", async () => {
+		const session = await agent.createSession("history-many");
+		for (let i = 0; i < 25; i++) await session.prompt(`/echo ${i}`);
+		await session.prompt("/history");
+		const answer = textOf(session.messages.at(-1));
+		const shown = Array.from({ length: 20 }, (_, i) => JSON.stringify(`/echo ${i}`)).join(", ");
+		assert.equal(answer, `You said 25 things before: ${shown}, ...`);
+	});
+
+	it("faux-2 (reasoning) is in the registry with credentials; setModel switches a session to it, /slow included", async () => {
+		const session = await agent.createSession("model-switch");
+		assert.deepEqual([session.model.provider, session.model.id], [FAUX_PROVIDER, FAUX_MODEL_ID]);
+		assert.equal(session.model.reasoning, false);
+		const available = session.modelRegistry.getAvailable().filter((m) => m.provider === FAUX_PROVIDER);
+		assert.deepEqual(
+			available.map((m) => [m.id, m.reasoning]),
+			[
+				[FAUX_MODEL_ID, false],
+				[FAUX_MODEL_2_ID, true],
+			],
+		);
+		const faux2 = session.modelRegistry.find(FAUX_PROVIDER, FAUX_MODEL_2_ID);
+		assert.ok(faux2 && session.modelRegistry.hasConfiguredAuth(faux2));
+
+		await session.prompt("/echo before");
+		assert.equal(session.messages.at(-1).model, FAUX_MODEL_ID);
+		await session.setModel(faux2);
+		assert.equal(session.model.id, FAUX_MODEL_2_ID);
+		session.setThinkingLevel("high");
+		assert.equal(session.thinkingLevel, "high", "faux-2 reasons: the level is kept");
+
+		const events = await run(session, "/echo after");
+		assert.equal(textOf(session.messages.at(-1)), "You said: after");
+		assert.equal(session.messages.at(-1).model, FAUX_MODEL_2_ID, "the answer comes from faux-2");
+		assert.ok(events.some((e) => e.type === "message_end" && e.message.role === "assistant"));
+
+		// /slow still goes to the throttled registration, on the session's model.
+		const started = Date.now();
+		await session.prompt("/slow 6");
+		assert.ok(Date.now() - started >= 200, "/slow on faux-2 is slow");
+		assert.equal(textOf(session.messages.at(-1)), fauxLongText(6));
+		assert.equal(session.messages.at(-1).model, FAUX_MODEL_2_ID);
+
+		// And back: faux-1 clamps thinking to off.
+		await session.setModel(session.modelRegistry.find(FAUX_PROVIDER, FAUX_MODEL_ID));
+		assert.equal(session.thinkingLevel, "off");
+		await session.prompt("/echo back");
+		assert.equal(session.messages.at(-1).model, FAUX_MODEL_ID);
+	});
+
+	it("compact() works on the faux model: the summary request is answered 'Summary of N messages.'", async () => {
+		const session = await agent.createSession("compact");
+		await session.prompt("/echo one");
+		await session.prompt("/echo two");
+		await session.prompt("what is in the file?");
+		const calls = agent.faux.state.callCount;
+		const { events, stop } = record(session);
+		const result = await session.compact();
+		stop();
+		// keepRecentTokens 1: everything but the last answer is summarized; the cut falls inside the
+		// last turn, so pi also summarizes that turn's start (user, thinking + tool call, tool result).
+		assert.equal(
+			result.summary,
+			"Summary of 4 messages.\n\n---\n\n**Turn Context (split turn):**\n\nSummary of 3 messages.\n\n<read-files>\nhello.txt\n</read-files>",
+		);
+		assert.ok(result.tokensBefore > 0);
+		assert.equal(agent.faux.state.callCount - calls, 2, "two summarization calls");
+		assert.deepEqual(
+			events.filter((e) => e.type.startsWith("compaction")).map((e) => [e.type, e.reason]),
+			[
+				["compaction_start", "manual"],
+				["compaction_end", "manual"],
+			],
+		);
+		// The context now starts with the summary and keeps the last answer; the session goes on.
+		assert.deepEqual(
+			session.messages.map((m) => m.role),
+			["compactionSummary", "assistant"],
+		);
+		await session.prompt("/history");
+		assert.equal(textOf(session.messages.at(-1)), "You said 0 things before.", "a summary is not something the user said");
+		await session.prompt("/echo after compaction");
+		assert.equal(textOf(session.messages.at(-1)), "You said: after compaction");
+		await assert.rejects(session.compact("focus on nothing").then(() => session.compact()), /Already compacted/);
+	});
+
+	it("compact() of a one-exchange session summarizes its start ('No prior history.' for the rest)", async () => {
+		const session = await agent.createSession("compact-small");
+		await session.prompt("/echo only");
+		const result = await session.compact();
+		assert.equal(result.summary, "No prior history.\n\n---\n\n**Turn Context (split turn):**\n\nSummary of 1 messages.");
+	});
+
+	it("every assistant message carries a non-zero usage estimate (text, tool call, error, aborted)", async () => {
+		const session = await agent.createSession("usage");
+		await session.prompt("what is in the file?");
+		await session.prompt("/error");
+		await session.prompt("/echo short");
+		const assistants = session.messages.filter((m) => m.role === "assistant");
+		assert.equal(assistants.length, 4);
+		for (const [i, message] of assistants.slice(0, 2).entries()) assertUsage(message.usage, `message ${i}`);
+		// /error has no content: no output tokens, but the prompt was read.
+		assert.ok(assistants[2].usage.input > 0, JSON.stringify(assistants[2].usage));
+		assertUsage(assistants[3].usage, "/echo");
+		// A longer context costs more input.
+		assert.ok(assistants[3].usage.input > assistants[0].usage.input);
+		// And getSessionStats() adds them up.
+		const stats = session.getSessionStats();
+		assert.ok(stats.tokens.input > 0 && stats.tokens.output > 0 && stats.tokens.total > 0, JSON.stringify(stats.tokens));
+	});
+});
+
+describe("createFauxPiAgent persistence (sessionDir, continueRecent, sessionExists, deleteSession, ephemeral)", () => {
+	it("a key's session continues its stored conversation, model and thinking level; in a new agent too", async (t) => {
+		const base = await mkdtemp(join(tmpdir(), "faux-agent-persist-"));
+		t.after(() => rm(base, { recursive: true, force: true }));
+		const sessionDir = join(base, "sessions");
+		const agent = await createFauxPiAgent({ sessionDir });
+		assert.equal(agent.sessionDir, sessionDir);
+		assert.equal(agent.primarySession.sessionManager.getSessionDir(), join(sessionDir, "primary"));
+		assert.equal(await agent.sessionExists("k/1"), false);
+
+		const session = await agent.createSession("k/1");
+		assert.equal(session.sessionManager.getSessionDir(), join(sessionDir, "gateway-sessions", "k_1"));
+		await session.prompt("/echo one");
+		await session.setModel(session.modelRegistry.find(FAUX_PROVIDER, FAUX_MODEL_2_ID));
+		session.setThinkingLevel("medium");
+		await session.prompt("/echo two");
+		assert.equal(await agent.sessionExists("k/1"), true);
+		const file = session.sessionFile;
+		session.dispose();
+
+		// The gateway evicted it: the next createSession continues the same file.
+		const again = await agent.createSession("k/1");
+		assert.equal(again.sessionFile, file);
+		assert.equal(again.model.id, FAUX_MODEL_2_ID, "the model is restored");
+		assert.equal(again.thinkingLevel, "medium", "so is the thinking level");
+		await again.prompt("/history");
+		assert.equal(textOf(again.messages.at(-1)), 'You said 2 things before: "/echo one", "/echo two"');
+		await agent.primarySession.prompt("/echo primary");
+		await agent.close();
+		assert.ok(existsSync(join(sessionDir, "gateway-sessions", "k_1")), "a given sessionDir is kept by close()");
+
+		// A new agent on the same dir (a restart): the primary and the key continue.
+		const restarted = await createFauxPiAgent({ sessionDir });
+		t.after(() => restarted.close());
+		await restarted.primarySession.prompt("/history");
+		assert.equal(textOf(restarted.primarySession.messages.at(-1)), 'You said 1 things before: "/echo primary"');
+		const third = await restarted.createSession("k/1");
+		assert.equal(third.sessionFile, file);
+		await third.prompt("/history");
+		assert.equal(textOf(third.messages.at(-1)), 'You said 3 things before: "/echo one", "/echo two", "/history"');
+
+		// deleteSession removes the key's dir; the key then starts over.
+		third.dispose();
+		await restarted.deleteSession("k/1");
+		assert.equal(existsSync(join(sessionDir, "gateway-sessions", "k_1")), false);
+		assert.equal(await restarted.sessionExists("k/1"), false);
+		await restarted.deleteSession("never-stored"); // nothing to remove: fine
+		const fresh = await restarted.createSession("k/1");
+		assert.equal(fresh.messages.length, 0);
+		assert.equal(fresh.model.id, FAUX_MODEL_ID);
+	});
+
+	it("sessionExists needs a stored session file: a created key with no answer yet has none", async (t) => {
+		const agent = await createFauxPiAgent();
+		t.after(() => agent.close());
+		assert.equal(agent.sessionDir, join(agent.agentDir, "sessions"), "default: <agentDir>/sessions");
+		await agent.createSession("empty");
+		assert.equal(await agent.sessionExists("empty"), false, "pi writes a session file with its first assistant message");
+		assert.equal(await agent.sessionExists("../../etc"), false);
+	});
+
+	it("ephemeral: nothing on disk, sessionExists false, createSession starts empty", async (t) => {
+		const agent = await createFauxPiAgent({ ephemeral: true });
+		t.after(() => agent.close());
+		assert.equal(agent.sessionDir, undefined);
+		const session = await agent.createSession("e");
+		await session.prompt("/echo not stored");
+		await agent.primarySession.prompt("/echo not stored either");
+		assert.equal(session.sessionFile, undefined);
+		assert.equal(await agent.sessionExists("e"), false);
+		session.dispose();
+		const again = await agent.createSession("e");
+		assert.equal(again.messages.length, 0);
+		await agent.deleteSession("e"); // a no-op
+		assert.equal(existsSync(join(agent.agentDir, "sessions")), false, "no session dir was made");
+	});
+
+	it("gatewaySessionStore: the layout (primary, gateway-sessions/<sanitized key>)", async () => {
+		const store = gatewaySessionStore("/data");
+		assert.equal(store.primaryDir, join("/data", "primary"));
+		assert.equal(store.keysRoot, join("/data", "gateway-sessions"));
+		assert.equal(store.keyDir("chat:a/1"), join("/data", "gateway-sessions", "chat_a_1"));
+		assert.equal(store.keyDir(".."), join("/data", "gateway-sessions", "__"));
 	});
 });

@@ -9,18 +9,24 @@
 // SIGINT/SIGTERM forces the exit.
 //
 // Isolation: unless --agent-dir says otherwise, pi's agent directory (auth.json, models.json,
-// settings.json, extensions, sessions) is a new temporary directory, removed on exit, so the
-// gateway never reads or writes the user's ~/.pi. A real model then takes its key from the
-// environment (ANTHROPIC_API_KEY, OPENAI_API_KEY, ...); `--agent-dir ~/.pi/agent` reuses what
-// `pi` itself has (logins, custom models, settings, extensions) and keeps the gateway's
-// sessions there.
+// settings.json, extensions) is a new temporary directory, removed on exit, so the gateway never
+// reads or writes the user's ~/.pi. A real model then takes its key from the environment
+// (ANTHROPIC_API_KEY, OPENAI_API_KEY, ...); `--agent-dir ~/.pi/agent` reuses what `pi` itself
+// has (logins, custom models, settings, extensions).
+//
+// Conversations: pi session files in the sessions dir (the primary session in DIR/primary, the
+// others in DIR/gateway-sessions/<sanitized key>), printed at start. Each session continues the
+// most recent file of its dir, so a key's conversation survives idle eviction and restarts. The
+// dir: --data-dir; else <agent-dir>/sessions with --agent-dir (where they were before); else
+// $XDG_DATA_HOME/pi-gateway, or ~/.local/share/pi-gateway. --ephemeral: a temporary dir removed
+// on exit instead (nothing survives a restart).
 
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { isIP } from "node:net";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { homedir, tmpdir } from "node:os";
+import { isAbsolute, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 
 /** Exit code of a usage error (bad flag or value). */
@@ -37,6 +43,8 @@ const MODES = ["queue", "steer", "followUp", "interrupt", "reject"];
 
 /** Largest `session.idleMinutes` the gateway accepts (the API's bound, 10^7). */
 const MAX_IDLE_MINUTES = 10_000_000;
+/** Bounds of `session.maxSessions`. */
+const MAX_SESSIONS = 1_000_000;
 /** The optional peer dependency that holds pi's AgentSession. */
 export const PEER_PACKAGE = "@mariozechner/pi-coding-agent";
 /** How long after a clean stop we wait for Node to exit on its own before forcing it. */
@@ -56,11 +64,14 @@ export const OPTIONS = [
 	{ name: "webhook-session-keys", type: "boolean", env: "PI_GATEWAY_WEBHOOK_SESSION_KEYS", def: false, help: "let a webhook body name its session (sessionKey, only keys starting with \"webhook:\")" },
 	{ name: "idle-minutes", type: "string", env: "PI_GATEWAY_IDLE_MINUTES", def: "30", arg: "N", help: "dispose sessions idle for N minutes (fractions allowed; 0: at the next sweep once idle; the primary session is kept)" },
 	{ name: "max-queue", type: "string", env: "PI_GATEWAY_MAX_QUEUE", def: "16", arg: "N", help: "queued messages per session before 429" },
+	{ name: "max-sessions", type: "string", env: "PI_GATEWAY_MAX_SESSIONS", def: "1000", arg: "N", help: `sessions held in memory at once, 1 to ${MAX_SESSIONS}: a new one past it evicts the least recently active idle session (its conversation stays stored); none idle: 503` },
 	{ name: "default-mode", type: "string", env: "PI_GATEWAY_DEFAULT_MODE", def: "queue", arg: "MODE", help: "what a message without 'mode' does while its session is busy: queue, steer, followUp, interrupt or reject" },
 	{ name: "cors", type: "string", env: "PI_GATEWAY_CORS", def: undefined, arg: "ORIGINS", help: "allow browsers from these origins: '*' or comma-separated (https://a.example,http://localhost:5173); off by default" },
 	{ name: "allowed-hosts", type: "string", env: "PI_GATEWAY_ALLOWED_HOSTS", def: undefined, arg: "HOSTS", help: "comma-separated host names the Host header may carry besides loopback ones (e.g. gw.example,gw.internal); on a non-loopback bind, setting it turns the Host check on" },
 	{ name: "model", type: "string", env: "PI_GATEWAY_MODEL", def: undefined, arg: "PROVIDER/ID", help: "a real model from pi's registry (e.g. anthropic/claude-sonnet-4-5, openai/gpt-4o-mini), with its API key in the environment; default: pi-ai's offline faux model" },
-	{ name: "agent-dir", type: "string", env: "PI_GATEWAY_AGENT_DIR", def: undefined, arg: "DIR", help: "pi agent dir (auth.json, models.json, settings.json, sessions); default: a new temporary dir removed on exit, so ~/.pi is never touched" },
+	{ name: "agent-dir", type: "string", env: "PI_GATEWAY_AGENT_DIR", def: undefined, arg: "DIR", help: "pi agent dir (auth.json, models.json, settings.json); default: a new temporary dir removed on exit, so ~/.pi is never touched" },
+	{ name: "data-dir", type: "string", env: "PI_GATEWAY_DATA_DIR", def: undefined, arg: "DIR", help: "where conversations are kept (DIR/primary, DIR/gateway-sessions/<key>), so they continue after idle eviction and restarts; default: <agent-dir>/sessions with --agent-dir, else $XDG_DATA_HOME/pi-gateway or ~/.local/share/pi-gateway (printed at start)" },
+	{ name: "ephemeral", type: "boolean", env: "PI_GATEWAY_EPHEMERAL", def: false, help: "keep conversations in a temporary dir removed on exit instead: nothing survives a restart" },
 	{ name: "cwd", type: "string", env: "PI_GATEWAY_CWD", def: undefined, arg: "DIR", help: "workspace the agent's tools run in; default: the current dir with --model, a temporary dir holding hello.txt for the faux model" },
 	{ name: "help", short: "h", type: "boolean", help: "print this help and exit" },
 	{ name: "version", type: "boolean", help: "print the version and exit" },
@@ -109,6 +120,7 @@ export function helpText() {
 		"  ANTHROPIC_API_KEY=... pi-gateway --model anthropic/claude-sonnet-4-5 --cwd ./my-project",
 		"  PI_GATEWAY_TOKEN=s3cret pi-gateway --bind 0.0.0.0 --model openai/gpt-4o-mini",
 		"  pi-gateway --agent-dir ~/.pi/agent --model anthropic/claude-sonnet-4-5   # reuse pi's logins and models",
+		"  pi-gateway --data-dir ./conversations   # or --ephemeral: forget everything on exit",
 		"",
 		"Exit codes: 0 stopped cleanly, 1 could not start, 2 usage error; Ctrl-C twice forces the exit.",
 	);
@@ -198,6 +210,13 @@ export function parseCli(argv, env = process.env) {
 	}
 	const maxQueue = Number(queueText);
 
+	const sessionsText = String(text("max-sessions")).trim();
+	if (!/^\d+$/.test(sessionsText) || Number(sessionsText) < 1 || Number(sessionsText) > MAX_SESSIONS) {
+		throw bad("max-sessions", `an integer from 1 to ${MAX_SESSIONS}`);
+	}
+	// Only a value given reaches the config; the gateway's own default applies otherwise.
+	const maxSessions = raw["max-sessions"].source === "default" ? undefined : Number(sessionsText);
+
 	const defaultMode = String(text("default-mode")).trim();
 	if (!MODES.includes(defaultMode)) throw bad("default-mode", MODES.join(", "));
 
@@ -274,6 +293,34 @@ export function parseCli(argv, env = process.env) {
 	}
 	const agentDir = raw["agent-dir"].value !== undefined ? resolve(expandHome(String(raw["agent-dir"].value), env)) : undefined;
 
+	// Where conversations live. --ephemeral and --data-dir exclude each other; given one as a flag
+	// and the other as a variable, the flag wins (as a flag wins over its own variable).
+	let ephemeral = Boolean(raw.ephemeral.value);
+	const dataEntry = raw["data-dir"];
+	let dataDir;
+	let dataDirSource;
+	if (dataEntry.value !== undefined) {
+		const dirText = String(dataEntry.value).trim();
+		if (dirText === "") throw bad("data-dir", "a directory");
+		if (ephemeral && raw.ephemeral.source === dataEntry.source) {
+			throw new UsageError(`${raw.ephemeral.where} and ${dataEntry.where} exclude each other: keep one`);
+		}
+		if (ephemeral && dataEntry.source === "flag") ephemeral = false;
+		if (!ephemeral) {
+			dataDir = resolve(expandHome(dirText, env));
+			dataDirSource = dataEntry.source;
+		}
+	}
+	if (!ephemeral && dataDir === undefined) {
+		if (agentDir !== undefined) {
+			dataDir = join(agentDir, "sessions");
+			dataDirSource = "agent-dir";
+		} else {
+			dataDir = defaultDataDir(env);
+			dataDirSource = "default";
+		}
+	}
+
 	return {
 		options: {
 			bind,
@@ -287,14 +334,28 @@ export function parseCli(argv, env = process.env) {
 			webhookSessionKeys: Boolean(raw["webhook-session-keys"].value),
 			idleMinutes,
 			maxQueue,
+			maxSessions,
 			defaultMode,
 			cors,
 			allowedHosts,
 			model,
 			agentDir,
 			cwd,
+			ephemeral,
+			dataDir,
+			dataDirSource,
 		},
 	};
+}
+
+/**
+ * The default sessions dir: `$XDG_DATA_HOME/pi-gateway` (an absolute XDG_DATA_HOME only, as the
+ * XDG spec says), else `~/.local/share/pi-gateway`.
+ */
+export function defaultDataDir(env = process.env) {
+	const xdg = env.XDG_DATA_HOME;
+	if (xdg && isAbsolute(xdg)) return join(xdg, "pi-gateway");
+	return join(env.HOME || homedir(), ".local", "share", "pi-gateway");
 }
 
 /** @typedef {NonNullable<ReturnType<typeof parseCli>["options"]>} CliOptions */
@@ -333,13 +394,15 @@ export function gatewayConfig(options) {
 	if (options.webhookSecret !== undefined) config.webhook.secret = options.webhookSecret;
 	if (options.webhookSessionKeys) config.webhook.allowRequestSessionKey = true;
 	if (options.defaultMode !== undefined && options.defaultMode !== "queue") config.session.defaultMode = options.defaultMode;
+	if (options.maxSessions !== undefined) config.session.maxSessions = options.maxSessions;
 	if (options.cors !== undefined) config.cors = { origins: options.cors };
 	if (options.allowedHosts !== undefined) config.allowedHosts = options.allowedHosts;
 	return config;
 }
 
 // ---------------------------------------------------------------------------------------------
-// Agents: each is { primarySession, createSession(key), cwd, agentDir, label, close() }.
+// Agents: each is { primarySession, createSession(key), sessionExists(key), deleteSession(key),
+// cwd, agentDir, label, close() }.
 
 /** True when `error` says that the package `name` itself (not one of its files) cannot be found. */
 function isMissingPackage(error, name) {
@@ -379,12 +442,17 @@ export async function importPeer(load) {
  * API keys from the environment work as in `pi` itself. Before anything starts, the model
  * must exist in the registry and have credentials, or this throws a StartupError.
  *
- * @param {{ model: { spec: string, provider: string, id: string }, cwd: string, agentDir: string }} options
+ * Sessions are stored under `sessionDir` (default `<agentDir>/sessions`) in the layout of
+ * `gatewaySessionStore` (lib/faux-agent.js); each continues the most recent session file of its
+ * directory. The model is the one asked for, also for a continued session (as `pi --model`
+ * does); the thinking level is restored.
+ *
+ * @param {{ model: { spec: string, provider: string, id: string }, cwd: string, agentDir: string, sessionDir?: string }} options
  */
-export async function createModelPiAgent({ model: wanted, cwd, agentDir }) {
+export async function createModelPiAgent({ model: wanted, cwd, agentDir, sessionDir }) {
 	const pi = await importPeer(() => import("@mariozechner/pi-coding-agent"));
-	const { sanitizeSessionKey } = await import("../index.js");
-	const { closeSessions, trackSession } = await import("./faux-agent.js");
+	const { openGatewaySessionManager } = await import("../index.js");
+	const { closeSessions, gatewaySessionStore, trackSession } = await import("./faux-agent.js");
 	const authStorage = pi.AuthStorage.create(join(agentDir, "auth.json"));
 	const modelRegistry = pi.ModelRegistry.create(authStorage, join(agentDir, "models.json"));
 	const loadError = modelRegistry.getError();
@@ -394,7 +462,7 @@ export async function createModelPiAgent({ model: wanted, cwd, agentDir }) {
 	await checkModelAuth(modelRegistry, model);
 
 	const settingsManager = pi.SettingsManager.create(cwd, agentDir);
-	const sessionsRoot = join(agentDir, "sessions");
+	const store = gatewaySessionStore(sessionDir ?? join(agentDir, "sessions"));
 	/** The live sessions: the gateway disposes what it evicts, and trackSession drops it from here. */
 	/** @type {Set<any>} */
 	const sessions = new Set();
@@ -414,15 +482,16 @@ export async function createModelPiAgent({ model: wanted, cwd, agentDir }) {
 		return trackSession(sessions, session);
 	}
 
-	const primarySession = await newSession(pi.SessionManager.create(cwd, join(sessionsRoot, "primary")));
+	const primarySession = await newSession(pi.SessionManager.continueRecent(cwd, store.primaryDir));
 	return {
 		primarySession,
-		// What createGatewaySessionManager(cwd, key, root) does, with the SessionManager class we
-		// already hold (the session dir the runtime's getGatewaySessionDir(key) names).
-		createSession: (key) =>
-			newSession(pi.SessionManager.create(cwd, join(sessionsRoot, "gateway-sessions", sanitizeSessionKey(key)))),
+		// The key's conversation continues (the session dir the runtime's getGatewaySessionDir(key) names).
+		createSession: (key) => newSession(openGatewaySessionManager(cwd, key, store.keysRoot)),
+		sessionExists: (key) => store.sessionExists(key),
+		deleteSession: (key) => store.deleteSession(key),
 		cwd,
 		agentDir,
+		sessionDir: store.root,
 		label: `${model.provider}/${model.id}`,
 		async close() {
 			if (closed) return;
@@ -518,9 +587,10 @@ function urlHost(bind) {
 /**
  * What the CLI prints once listening. The first line is machine-readable:
  * `pi-gateway listening on http://BIND:PORT` (the bind address as given, so 0.0.0.0 stays
- * 0.0.0.0); the commands below it use loopback for wildcard binds.
+ * 0.0.0.0); the commands below it use loopback for wildcard binds. The `sessions` line names the
+ * dir conversations are kept in (with " (temporary, removed on exit)" under --ephemeral).
  */
-export function banner({ options, port, agent, agentDirIsTemp }) {
+export function banner({ options, port, agent, agentDirIsTemp, sessionDirIsTemp = false }) {
 	const host = urlHost(options.bind);
 	const bare = options.bind.replace(/^\[(.*)\]$/, "$1");
 	const listenHost = isIP(bare) === 6 ? `[${bare}]` : bare;
@@ -538,6 +608,7 @@ export function banner({ options, port, agent, agentDirIsTemp }) {
 		`  model      ${agent.label}${options.model ? "" : " (offline faux model; use --model provider/id for a real one)"}`,
 		`  workspace  ${agent.cwd}`,
 		`  agent dir  ${agent.agentDir}${agentDirIsTemp ? " (temporary, removed on exit)" : ""}`,
+		`  sessions   ${agent.sessionDir}${sessionDirIsTemp ? " (temporary, removed on exit)" : ""}`,
 		`  auth       ${
 			options.token === undefined
 				? "none (--token or PI_GATEWAY_TOKEN to require a bearer token)"
@@ -649,6 +720,8 @@ export async function main(argv, io = {}) {
 	// nothing in pi falls back to ~/.pi/agent.
 	let agentDir = options.agentDir;
 	let agentDirIsTemp = false;
+	let sessionDir = options.dataDir;
+	let sessionDirIsTemp = false;
 	let agent;
 	let runtime;
 	let code = 0;
@@ -660,13 +733,30 @@ export async function main(argv, io = {}) {
 			await mkdir(agentDir, { recursive: true });
 		}
 		process.env.PI_CODING_AGENT_DIR = agentDir;
+		if (options.ephemeral || sessionDir === undefined) {
+			sessionDir = await mkdtemp(join(tmpdir(), "pi-gateway-sessions-"));
+			sessionDirIsTemp = true;
+		} else {
+			// Conversations are private: a dir we create is the user's alone.
+			try {
+				await mkdir(sessionDir, { recursive: true, mode: 0o700 });
+				if (!statSync(sessionDir).isDirectory()) throw new Error("not a directory");
+			} catch (error) {
+				throw new StartupError(
+					`cannot keep sessions in ${sessionDir}: ${error instanceof Error ? error.message : String(error)}` +
+						" (--data-dir DIR or PI_GATEWAY_DATA_DIR chooses another dir; --ephemeral keeps none)",
+				);
+			}
+		}
 
 		if (options.model) {
-			agent = await createModelPiAgent({ model: options.model, cwd: options.cwd ?? process.cwd(), agentDir });
+			agent = await createModelPiAgent({ model: options.model, cwd: options.cwd ?? process.cwd(), agentDir, sessionDir });
 		} else {
 			const { createFauxPiAgent, FAUX_PROVIDER, FAUX_MODEL_ID } = await importPeer(() => import("./faux-agent.js"));
-			const faux = await createFauxPiAgent({ cwd: options.cwd, agentDir });
-			agent = { ...faux, close: () => faux.close(), label: `${FAUX_PROVIDER}/${FAUX_MODEL_ID}` };
+			const faux = await createFauxPiAgent({ cwd: options.cwd, agentDir, sessionDir });
+			// The label names the model the primary session is on (a continued one keeps its own).
+			const current = faux.primarySession.model;
+			agent = { ...faux, close: () => faux.close(), label: current ? `${current.provider}/${current.id}` : `${FAUX_PROVIDER}/${FAUX_MODEL_ID}` };
 		}
 		if (stopRequested) throw new StartupError(`${stopRequested} during start-up`, 0);
 
@@ -680,6 +770,10 @@ export async function main(argv, io = {}) {
 				primarySessionKey: PRIMARY_SESSION_KEY,
 				primarySession: agent.primarySession,
 				createSession: (key) => agent.createSession(key),
+				// A key that is not in memory but stored is loaded (createSession continues it);
+				// DELETE ...?purge=true removes what is stored.
+				sessionExists: (key) => agent.sessionExists(key),
+				deleteSession: (key) => agent.deleteSession(key),
 				log: (message) => say(message),
 			});
 		} catch (error) {
@@ -694,7 +788,7 @@ export async function main(argv, io = {}) {
 			throw new StartupError(`cannot start: ${error instanceof Error ? error.message : String(error)}`);
 		}
 		setActiveGatewayRuntime(runtime);
-		stdout.write(banner({ options, port: runtime.getAddress().port, agent, agentDirIsTemp }));
+		stdout.write(banner({ options, port: runtime.getAddress().port, agent, agentDirIsTemp, sessionDirIsTemp }));
 
 		const signal = await stopSignal;
 		stopping = true;
@@ -729,6 +823,9 @@ export async function main(argv, io = {}) {
 		}
 		if (agentDirIsTemp && agentDir && existsSync(agentDir)) {
 			await rm(agentDir, { recursive: true, force: true }).catch(() => {});
+		}
+		if (sessionDirIsTemp && sessionDir && existsSync(sessionDir)) {
+			await rm(sessionDir, { recursive: true, force: true }).catch(() => {});
 		}
 		if (runtime) say("stopped");
 	}
