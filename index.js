@@ -8,7 +8,7 @@
 // synchronous `native.pushEvent()` call each, carrying only the fields the gateway needs.
 
 import { createHash } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { statSync, utimesSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 
@@ -116,7 +116,7 @@ async function renewInPlace(session, log) {
 		if (session._agentEventQueue === events) break;
 	}
 	if (typeof session.clearQueue === "function") session.clearQueue();
-	sessionManager.newSession();
+	beginConversation(sessionManager);
 	agent.reset();
 	if ("sessionId" in agent && typeof sessionManager.getSessionId === "function") {
 		agent.sessionId = sessionManager.getSessionId();
@@ -127,6 +127,31 @@ async function renewInPlace(session, log) {
 function modelRef(model) {
 	if (!model || typeof model.provider !== "string" || typeof model.id !== "string") return null;
 	return { provider: model.provider, id: model.id };
+}
+
+/**
+ * Begins a new conversation in a session manager (`newSession()`). A stored one is made the most
+ * recent in its directory at once, so `continueRecent` (the next session for the key, or a
+ * restart) continues the new conversation, not the one left behind: pi itself writes a session
+ * file only with its first answer, so the new file's header is written now, and the previous
+ * file's modification time is set a second back (file times are coarse: both could otherwise
+ * carry the same one).
+ */
+function beginConversation(sessionManager) {
+	const previous = sessionManager.getSessionFile?.();
+	sessionManager.newSession();
+	if (!sessionManager.isPersisted?.()) return;
+	const file = sessionManager.getSessionFile?.();
+	const header = sessionManager.getHeader?.();
+	if (typeof file === "string" && header) writeFileSync(file, `${JSON.stringify(header)}\n`);
+	if (typeof previous === "string" && previous !== file) {
+		try {
+			const stat = statSync(previous);
+			utimesSync(previous, stat.atime, new Date(stat.mtimeMs - 1000));
+		} catch {
+			// Never written (no answer yet): nothing to step back.
+		}
+	}
 }
 
 /** What Rust learns of a session when it is created or renewed. */
@@ -149,18 +174,29 @@ const RUN_MARKER = "pi-gateway.run";
 
 /**
  * The conversation as the history route reads it: pi's message entries on the session's current
- * branch and the gateway's run markers. A session without pi's sessionManager gives its
- * messages, with ids from their position.
+ * branch and the gateway's run markers — the last `tail` of them when `tail` is given, widened to
+ * begin at a user message (and its run marker), so the first message handed over is whole.
+ * `start` says how many came before. A session without pi's sessionManager gives its messages,
+ * with ids from their position.
  */
-function historyEntries(session) {
+function historyEntries(session, tail) {
 	const sessionManager = session.sessionManager;
+	let entries;
 	if (typeof sessionManager?.getBranch === "function") {
-		return sessionManager
+		entries = sessionManager
 			.getBranch()
 			.filter((e) => e && (e.type === "message" || (e.type === "custom" && e.customType === RUN_MARKER)));
+	} else {
+		const messages = Array.isArray(session.messages) ? session.messages : [];
+		entries = messages.map((message, i) => ({ id: `m${i}`, parentId: i ? `m${i - 1}` : null, type: "message", message }));
 	}
-	const messages = Array.isArray(session.messages) ? session.messages : [];
-	return messages.map((message, i) => ({ id: `m${i}`, parentId: i ? `m${i - 1}` : null, type: "message", message }));
+	let start = 0;
+	if (Number.isSafeInteger(tail) && tail > 0 && tail < entries.length) {
+		start = entries.length - tail;
+		while (start > 0 && !(entries[start].type === "message" && entries[start].message?.role === "user")) start--;
+		if (start > 0 && entries[start - 1].type === "custom") start--;
+	}
+	return { entries: start > 0 ? entries.slice(start) : entries, start };
 }
 
 /** Waits until pi has written what the session's last run produced (see renewInPlace). */
@@ -779,7 +815,7 @@ export class GatewayRuntime {
 			const session = entry.session;
 			switch (name) {
 				case "history":
-					return { entries: historyEntries(session) };
+					return historyEntries(session, args.tail);
 				case "stats": {
 					requireMethod(session, "getSessionStats");
 					const { sessionFile, ...stats } = session.getSessionStats();
@@ -829,10 +865,7 @@ export class GatewayRuntime {
 						throw new OpError(501, "Not supported by this session: a stored conversation");
 					}
 					await settled(session);
-					sessionManager.newSession();
-					const file = sessionManager.getSessionFile?.();
-					const header = sessionManager.getHeader?.();
-					if (typeof file === "string" && header) writeFileSync(file, `${JSON.stringify(header)}\n`);
+					beginConversation(sessionManager);
 					return { ok: true };
 				}
 			}

@@ -12,7 +12,7 @@ import { describe, it } from "node:test";
 import { SessionManager } from "@mariozechner/pi-coding-agent";
 import { createGatewaySessionManager, getActiveGatewayRuntime, sanitizeSessionKey, setActiveGatewayRuntime } from "../index.js";
 import { startGateway } from "./support/gateway.mjs";
-import { createScriptedFactory, createScriptedSession } from "./support/sessions.mjs";
+import { createScriptedFactory, createScriptedSession, EMPTY_USAGE } from "./support/sessions.mjs";
 import { collect, Ledger, SOON_MS, sleep, waitFor, within } from "./support/wait.mjs";
 import { assertNoRunId, assertRunFrames, withRunId } from "./support/runs.mjs";
 
@@ -341,12 +341,14 @@ describe("addSubscriber", () => {
 				"session_state",
 				"run_start",
 				"session_state",
+				"agent_start",
 				"turn_start",
 				"message_start",
 				"message_start",
 				"token",
 				"message_complete",
 				"turn_end",
+				"agent_end",
 				"run_end",
 				"session_state",
 			],
@@ -372,7 +374,18 @@ describe("addSubscriber", () => {
 			["user", "assistant"],
 		);
 		assert.deepEqual(events.of("token"), [{ type: "token", sessionKey: "sub", delta: "pong", contentIndex: 0, runId }]);
-		assert.deepEqual(events.of("message_complete"), [{ type: "message_complete", sessionKey: "sub", text: "pong", runId }]);
+		// SPEC §12: message_complete carries the message's usage, stopReason and model.
+		assert.deepEqual(events.of("message_complete"), [
+			{
+				type: "message_complete",
+				sessionKey: "sub",
+				text: "pong",
+				usage: EMPTY_USAGE,
+				stopReason: "stop",
+				model: { provider: "scripted", id: "scripted-1" },
+				runId,
+			},
+		]);
 		events.unsubscribe();
 		await ledger.done();
 	});
@@ -434,8 +447,8 @@ describe("addSubscriber", () => {
 		});
 		await good.waitFor((e) => e.type === "message_complete", "message_complete at the good listener");
 		await waitFor(() => good.of("session_state").length >= 3, "the good listener's end-of-run state");
-		// hello + 11 events of the run (run_start and run_end included), each of which threw.
-		await waitFor(() => thrown === 12, "all twelve events at the throwing listener");
+		// hello + 13 events of the run (run_start, agent_start, agent_end and run_end included), each of which threw.
+		await waitFor(() => thrown === 14, "all fourteen events at the throwing listener");
 		assert.ok(logs.some((m) => m.includes("listener exploded")), "the throw was not logged");
 		// A second run is unaffected too.
 		assert.equal((await ledger.send({ sessionKey: "boom", text: "again" })).ok, true);

@@ -159,12 +159,25 @@ describe("curl against the JSON routes and webhooks", { timeout: 40000 }, () => 
 		assert.equal(gw.prompts(), before);
 	});
 
-	test("curl -X DELETE on a session is 405 with an Allow header", async () => {
-		const res = await curl([...bearer, "-X", "DELETE", `${base}/sessions/curl-key`]);
+	test("curl -X PUT on a session is 405 with an Allow header", async () => {
+		const res = await curl([...bearer, "-X", "PUT", `${base}/sessions/curl-key`]);
 		assert.equal(res.status, 405);
 		assert.deepEqual(res.json, { error: "Method not allowed" });
-		assert.match(res.headers.allow, /GET/);
+		assert.equal(res.headers.allow, "GET, HEAD, PATCH, DELETE");
 		assert.ok(gw.rt.getSession("curl-key"));
+	});
+
+	test("curl -X DELETE deletes a session (SPEC §12); the primary is refused 409", async () => {
+		const made = await curl([...bearer, "-H", "Content-Type: application/json", "-d", '{"text":"hi"}', `${base}/sessions/curl-gone/messages`]);
+		assert.equal(made.status, 200);
+		assert.ok(gw.rt.getSession("curl-gone"));
+		const res = await curl([...bearer, "-X", "DELETE", `${base}/sessions/curl-gone`]);
+		assert.equal(res.status, 200);
+		assert.deepEqual(res.json, { ok: true, sessionKey: "curl-gone", purged: false });
+		assert.equal(gw.rt.getSession("curl-gone"), undefined);
+		const primary = await curl([...bearer, "-X", "DELETE", `${base}/sessions/main`]);
+		assert.equal(primary.status, 409);
+		assert.deepEqual(primary.json, { error: "The primary session cannot be deleted" });
 	});
 
 	test("curl abort, reset and unknown keys: ok:false when idle, ok:true, and 404", async () => {

@@ -326,6 +326,7 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 		await waitFor(() => rt.getSession("nr").processing, "the run to start");
 		const queued = ledger.send({ sessionKey: "nr", text: "/echo q" });
 		await waitFor(() => rt.getSession("nr").queueDepth === 1, "a queued message");
+		const before = rt.getSession("nr").sessionId;
 
 		await within(rt.resetSession("nr"), SOON_MS, "resetSession(nr)");
 		assert.deepEqual(withRunId(await within(queued, SOON_MS, "the queued message's result")), {
@@ -342,7 +343,12 @@ describe("GatewayRuntime on real AgentSessions (faux model, offline)", () => {
 
 		assert.equal((await ledger.send({ sessionKey: "nr", text: "/echo new" })).response, "You said: new");
 		assert.equal(sessions.get("nr").length, 2);
-		assert.notEqual(rt.getSession("nr").sessionId, session.sessionId);
+		assert.notEqual(rt.getSession("nr").sessionId, before, "a new pi session");
+		// The stored conversation the reset left is not continued: only the new exchange.
+		assert.deepEqual(
+			sessions.get("nr")[1].messages.filter((m) => m.role === "user").map(textOf),
+			["/echo new"],
+		);
 		await ledger.done();
 	});
 

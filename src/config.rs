@@ -352,12 +352,15 @@ impl Config {
             "maxSessions",
             "config.session.maxSessions",
             Some(DEFAULT_MAX_SESSIONS),
-        )?;
-        if max_sessions > MAX_MAX_SESSIONS {
-            return Err(format!(
-                "Invalid config.session.maxSessions: expected an integer from 1 to {MAX_MAX_SESSIONS}, got {max_sessions}"
-            ));
-        }
+        )
+        .ok()
+        .filter(|n| *n <= MAX_MAX_SESSIONS)
+        .ok_or_else(|| {
+            format!(
+                "Invalid config.session.maxSessions: expected an integer from 1 to {MAX_MAX_SESSIONS}, got {}",
+                session.get("maxSessions").map(|v| v.to_string()).unwrap_or_default()
+            )
+        })?;
 
         let default_mode = match opt_str(session, "defaultMode", "config.session.defaultMode")? {
             None => Mode::Queue,

@@ -125,7 +125,8 @@ pub struct Usage {
     pub cost: Cost,
 }
 
-/// A token count: an integer in JSON when it is one (pi's counts always are).
+/// A number as JSON writes it from JavaScript: an integer when it is one (token counts always
+/// are; a cost of 0 too), else a float.
 fn count<S: serde::Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
     if value.fract() == 0.0 && value.abs() < 9_007_199_254_740_992.0 {
         s.serialize_i64(*value as i64)
@@ -137,12 +138,15 @@ fn count<S: serde::Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Cost {
+    #[serde(serialize_with = "count")]
     pub input: f64,
+    #[serde(serialize_with = "count")]
     pub output: f64,
-    #[serde(rename = "cacheRead")]
+    #[serde(rename = "cacheRead", serialize_with = "count")]
     pub cache_read: f64,
-    #[serde(rename = "cacheWrite")]
+    #[serde(rename = "cacheWrite", serialize_with = "count")]
     pub cache_write: f64,
+    #[serde(serialize_with = "count")]
     pub total: f64,
 }
 

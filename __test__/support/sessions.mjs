@@ -54,7 +54,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 
-const EMPTY_USAGE = Object.freeze({
+export const EMPTY_USAGE = Object.freeze({
 	input: 0,
 	output: 0,
 	cacheRead: 0,

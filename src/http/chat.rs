@@ -172,13 +172,17 @@ impl ChatBody {
     /// The stream of a message handed to a running run (`steer` / `followUp`): its own
     /// `start` (`message_id`), then the run's chunks from its next step on — no part is open
     /// there — and the run's end. `cursor` is where the message was handed over.
-    pub fn from_next_step(cursor: Cursor, message_id: &str) -> ChatBody {
+    pub fn from_next_step(cursor: Cursor, message_id: &str, run: &Run) -> ChatBody {
         let mut start = BytesMut::new();
         ui_stream::push_chunk(
             &mut start,
             &ui_stream::Chunk::Start {
                 message_id,
-                message_metadata: None,
+                // The run that answers it: the one it was handed to.
+                message_metadata: Some(ui_stream::StartMetadata {
+                    session_key: &run.session_key,
+                    run_id: &run.id,
+                }),
             },
         );
         ChatBody {

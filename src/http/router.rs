@@ -523,7 +523,13 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             Ok(ok) => json(StatusCode::OK, &json!({ "ok": ok })),
             Err(e) => core_error(&e),
         },
-        (Some("reset"), &Method::POST) => match gateway.reset(&key).await {
+        // A stored conversation not in memory is loaded first, so its reset begins a new one.
+        (Some("reset"), &Method::POST) => match async {
+            gateway.loaded_session(&key).await?;
+            gateway.reset(&key).await
+        }
+        .await
+        {
             Ok(()) => json(StatusCode::OK, &json!({"ok": true})),
             Err(e) => core_error(&e),
         },
@@ -734,7 +740,7 @@ fn preflight() -> Response<Body> {
     let h = res.headers_mut();
     h.insert(
         "access-control-allow-methods",
-        HeaderValue::from_static("GET, HEAD, POST, DELETE, OPTIONS"),
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
     );
     h.insert(
         "access-control-allow-headers",
@@ -1014,7 +1020,7 @@ async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<
             chat: Some(cursor), ..
         } => {
             let message_id = uuid::Uuid::now_v7().to_string();
-            chat::response(ChatBody::from_next_step(cursor, &message_id).boxed_unsync())
+            chat::response(ChatBody::from_next_step(cursor, &message_id, &run).boxed_unsync())
         }
         _ => chat_stream(ctx, &run, ctx.gateway.config().chat_abort_on_disconnect),
     };

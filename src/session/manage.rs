@@ -14,6 +14,21 @@ use super::lifecycle::Retire;
 use super::registry::Slot;
 use super::{Gateway, Session, SESSION_DELETED};
 
+/// Entries read per UI message asked for, to begin with (a run with a tool call: its marker, the
+/// user message, two assistant messages and a tool result make two UI messages).
+const HISTORY_ENTRIES_PER_UI_MESSAGE: usize = 3;
+/// Entries read beyond that, so a short page rarely needs a second read.
+const HISTORY_WINDOW_SLACK: usize = 16;
+
+/// The run `session` is running, if any.
+fn running_run(session: &Session) -> Option<String> {
+    lock(&session.state)
+        .active
+        .as_ref()
+        .filter(|a| !a.run.status().is_ended())
+        .map(|a| a.run.id.clone())
+}
+
 /// What the history route asks for.
 #[derive(Debug, Clone)]
 pub struct HistoryQuery {
@@ -71,45 +86,80 @@ impl Gateway {
 
     /// One page of the conversation of `key`. While a run is running, the history ends at its
     /// user message: the rest arrives through its chat or run stream.
+    ///
+    /// Only the end of the conversation crosses from JS: a window of entries a few times the
+    /// page, widened (×4 each time) until it holds the page, or the whole conversation.
     pub async fn history(&self, key: &str, query: &HistoryQuery) -> Result<Page, GatewayError> {
         let session = self.loaded_session(key).await?;
-        let running = |session: &Session| {
-            lock(&session.state)
-                .active
-                .as_ref()
-                .filter(|a| !a.run.status().is_ended())
-                .map(|a| a.run.id.clone())
+        let per_message = match query.format {
+            Format::Ui => HISTORY_ENTRIES_PER_UI_MESSAGE,
+            Format::Pi => 1,
         };
-        let before = running(&session);
-        let mut entries = self.entries(&session).await?;
-        let mut after = running(&session);
-        if before.is_some() && after != before {
-            // The run ended (or the next began) while the entries were read: read them again,
-            // so the answer is neither cut short nor missing what the run wrote.
-            entries = self.entries(&session).await?;
-            after = running(&session);
+        let mut tail = query
+            .limit
+            .saturating_mul(per_message)
+            .saturating_add(HISTORY_WINDOW_SLACK);
+        loop {
+            let (mut entries, start) = self.entries_now(&session, tail).await?;
+            if let Some(run_id) = running_run(&session) {
+                history::cut_at_run(&mut entries, &run_id);
+            }
+            let whole = start == 0;
+            match history::page(entries, query.format, query.limit, query.before.as_deref()) {
+                // Enough of it, or all there is.
+                Ok(page) if whole || page.has_more => {
+                    return Ok(Page {
+                        messages: page.messages,
+                        has_more: page.has_more || !whole,
+                    })
+                }
+                Err(message) if whole => return Err(GatewayError::Invalid(message)),
+                // The page (or `before`) reaches back past the window.
+                _ => tail = tail.saturating_mul(4),
+            }
         }
-        if let Some(run_id) = after.as_deref() {
-            history::cut_at_run(&mut entries, run_id);
-        }
-        history::page(entries, query.format, query.limit, query.before.as_deref())
-            .map_err(GatewayError::Invalid)
     }
 
-    async fn entries(&self, session: &Session) -> Result<Vec<Entry>, GatewayError> {
+    /// The window of the last `tail` entries, read so that a run ending meanwhile is seen
+    /// whole: when the running run changed while the entries were read, they are read again.
+    async fn entries_now(
+        &self,
+        session: &Session,
+        tail: usize,
+    ) -> Result<(Vec<Entry>, usize), GatewayError> {
+        let before = running_run(session);
+        let window = self.entries(session, tail).await?;
+        if before.is_some() && running_run(session) != before {
+            return self.entries(session, tail).await;
+        }
+        Ok(window)
+    }
+
+    async fn entries(
+        &self,
+        session: &Session,
+        tail: usize,
+    ) -> Result<(Vec<Entry>, usize), GatewayError> {
         #[derive(serde::Deserialize)]
         struct Answer {
             entries: Vec<Entry>,
+            #[serde(default)]
+            start: usize,
         }
         let text = self
             .inner
             .agent
-            .op(Op::History, session.handle, &session.key, "{}".into())
+            .op(
+                Op::History,
+                session.handle,
+                &session.key,
+                serde_json::json!({ "tail": tail }).to_string(),
+            )
             .await?;
         let answer: Answer = serde_json::from_str(&text).map_err(|e| {
             GatewayError::Agent(format!("history: unexpected answer from JavaScript: {e}"))
         })?;
-        Ok(answer.entries)
+        Ok((answer.entries, answer.start))
     }
 
     /// `DELETE /sessions/:key`: the running run aborted, queued ones answered `Session

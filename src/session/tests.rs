@@ -32,6 +32,8 @@ struct FakeAgent {
     renew_gate: Option<Arc<Notify>>,
     /// `deliver` waits for this gate.
     deliver_gate: Option<Arc<Notify>>,
+    /// What the `history` op answers (`{entries: [...]}`).
+    history: Mutex<String>,
 }
 
 impl Agent for FakeAgent {
@@ -127,6 +129,21 @@ impl Agent for FakeAgent {
             }
             Ok(taken)
         })
+    }
+
+    fn op(
+        &self,
+        op: crate::agent::Op,
+        _handle: SessionHandle,
+        _key: &str,
+        _args: String,
+    ) -> BoxFuture<Result<String, crate::agent::OpError>> {
+        let answer = match op {
+            crate::agent::Op::History => Ok(lock(&self.history).clone()),
+            crate::agent::Op::Exists => Ok("false".to_string()),
+            other => Err(crate::agent::OpError::not_supported(other.as_str())),
+        };
+        Box::pin(async move { answer })
     }
 
     fn log(&self, _message: &str) {}
@@ -961,5 +978,120 @@ async fn a_run_aborted_before_it_could_run_what_was_handed_to_it_ends_aborted() 
         *lock(&agent.prompts),
         vec!["run"],
         "the handed-over message did not run"
+    );
+}
+
+#[tokio::test]
+async fn at_max_sessions_the_least_recently_active_idle_session_makes_room() {
+    let mut config = Config::for_tests();
+    config.max_sessions = 2;
+    let agent = Arc::new(FakeAgent::default());
+    let gw = gateway(agent.clone(), config);
+    assert!(sent(&gw, "a", "1").wait().await.ok);
+    assert!(sent(&gw, "b", "2").wait().await.ok);
+    // "a" is the least recently active: a third key evicts it, not "b".
+    assert!(sent(&gw, "c", "3").wait().await.ok);
+    assert!(gw.snapshot("a").is_none(), "a was evicted");
+    assert!(gw.snapshot("b").is_some() && gw.snapshot("c").is_some());
+    // Its release disposes it.
+    while !lock(&agent.released).iter().any(|(_, dispose)| *dispose) {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn at_max_sessions_with_none_idle_a_new_key_is_refused_and_nothing_is_queued() {
+    let mut config = Config::for_tests();
+    config.max_sessions = 1;
+    let (agent, gate, gw, running) = running_at_the_gate(config).await;
+    let refused = send(&gw, "b", "x").err();
+    assert_eq!(refused, Some(GatewayError::TooManySessions));
+    assert_eq!(
+        gw.ensure_session("b").await.err(),
+        Some(GatewayError::TooManySessions)
+    );
+    let result = MessageResult::refusal("b", &GatewayError::TooManySessions).expect("a result");
+    assert_eq!(result.error.as_deref(), Some("Too many sessions"));
+    assert!(
+        gw.runs("b").is_empty(),
+        "no run was made for the refused key"
+    );
+    gate.notify_one();
+    assert!(running.wait().await.ok);
+    // Idle again: the next key evicts "a".
+    let next = sent(&gw, "b", "y");
+    until_processing(&gw, "b").await;
+    assert!(gw.snapshot("a").is_none(), "a made room");
+    gate.notify_one();
+    assert!(next.wait().await.ok);
+    assert_eq!(lock(&agent.prompts).last().map(String::as_str), Some("y"));
+}
+
+#[tokio::test]
+async fn deleting_a_session_answers_its_runs_and_forgets_it() {
+    let (agent, _gate, gw, running) = running_at_the_gate(Config::for_tests()).await;
+    let queued = sent(&gw, "a", "queued");
+    assert_eq!(
+        gw.delete_session("main", false).await.err(),
+        Some(GatewayError::PrimaryDelete)
+    );
+    assert_eq!(gw.delete_session("a", false).await, Ok(false));
+    for run in [&running, &queued] {
+        let result = run.wait().await;
+        assert_eq!(result.error.as_deref(), Some(SESSION_DELETED));
+        assert_eq!(run.status(), RunStatus::Cancelled);
+    }
+    assert!(gw.snapshot("a").is_none());
+    assert!(lock(&agent.released).iter().any(|(_, dispose)| *dispose));
+    assert_eq!(
+        gw.delete_session("a", false).await.err(),
+        Some(GatewayError::SessionNotFound("a".into()))
+    );
+    // Purging needs options.deleteSession (the fake has none): refused, and nothing changes.
+    sent(&gw, "b", "hello");
+    gw.ensure_session("b").await.expect("b exists");
+    assert!(matches!(
+        gw.delete_session("b", true).await,
+        Err(GatewayError::Op(501, _))
+    ));
+    assert!(
+        gw.snapshot("b").is_some(),
+        "a refused purge deletes nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_history_of_a_running_run_ends_at_its_user_message() {
+    let (agent, gate, gw, running) = running_at_the_gate(Config::for_tests()).await;
+    *lock(&agent.history) = serde_json::json!({"entries": [
+        {"id": "m1", "type": "custom", "customType": crate::history::RUN_MARKER, "data": {"runId": running.id}},
+        {"id": "u1", "type": "message", "message": {"role": "user", "content": "run"}},
+        {"id": "a1", "type": "message", "message": {"role": "assistant", "content": [{"type": "text", "text": "half"}]}}
+    ]})
+    .to_string();
+    let query = HistoryQuery {
+        format: crate::history::Format::Ui,
+        limit: 100,
+        before: None,
+    };
+    let page = gw.history("a", &query).await.expect("history");
+    let ids: Vec<&str> = page
+        .messages
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["u1"], "cut at the running run's user message");
+    gate.notify_one();
+    running.wait().await;
+    let page = gw.history("a", &query).await.expect("history");
+    let ids: Vec<&str> = page
+        .messages
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["u1", running.id.as_str()], "whole once it ended");
+    assert_eq!(
+        gw.history("nobody", &query).await.err(),
+        Some(GatewayError::SessionNotFound("nobody".into()))
     );
 }
