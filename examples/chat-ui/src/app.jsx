@@ -10,10 +10,20 @@
 // sending the whole history again would only make every request bigger (past the gateway's
 // body limit, a long conversation could no longer send anything). See `lastUserMessageOnly`.
 //
-// A reload does not lose the answer being streamed: the chat has a stable id (kept in
-// localStorage), the messages are kept in sessionStorage, and `useChat({ id, resume: true })`
-// reconnects on mount through `GET /sessions/:key/chat/:chatId/stream`, which replays the running
-// answer from its start. Stop aborts the run itself (`POST /sessions/:key/chat/:chatId/stop`).
+// The conversation comes from the gateway: on mount (and so after a reload) the page loads the
+// session's history (`GET /sessions/:key/messages?format=ui`, "Load older" pages further back) and
+// hands it to `useChat({ messages })`. A reload does not lose the answer being streamed either: the
+// chat has a stable id (kept in localStorage), the history ends at the running run's question, and
+// `useChat({ id, resume: true })` reconnects on mount through `GET /sessions/:key/chat/:chatId/stream`,
+// which replays the running answer from its start. Stop aborts the run itself
+// (`POST /sessions/:key/chat/:chatId/stop`).
+//
+// Every part is rendered: text, reasoning, tool calls (`dynamic-tool`: name, input, output or
+// error) and the user's images (`file` parts). An image is attached with the file input and sent
+// as a `file` part (`sendMessage({ text, files })`). Under each answer: its tokens and cost
+// (`message.metadata.usage`, from the gateway's `finish` chunk or the history) and its model. A
+// model picker (`GET /models`, `PUT /sessions/:key/model`) and a thinking picker
+// (`PUT /sessions/:key/thinking`) show and change the session's model and thinking level.
 //
 // While an answer streams, the input stays usable: a small Steer / Queue control beside it says
 // what a message sent now does (the gateway's queue modes). "Steer" hands it to the running
@@ -29,6 +39,7 @@
 //   &session=web                     the session key (default "web")
 //   &token=SECRET                    the gateway's bearerToken, if it has one (dev only: a
 //                                    token in a URL ends up in history; see README.md)
+//   &limit=50                        how many messages of history to load at once (1..1000)
 
 import { useChat } from "@ai-sdk/react";
 import { DefaultChatTransport, generateId } from "ai";
@@ -37,19 +48,39 @@ import { createRoot } from "react-dom/client";
 import {
 	clearQueue,
 	completeFromRun,
+	createSessionOnGateway,
 	describeChatError,
 	gatewayRoutes,
+	HISTORY_PAGE,
+	historyIsCut,
+	IMAGE_TYPES,
+	imageFilePart,
 	lastAssistantRunId,
 	lastUserMessageOnly,
 	loadConversation,
+	loadHistory,
+	loadStartingConversation,
+	messageIdsKey,
+	modelKey,
+	parseModelKey,
+	prependOlder,
 	queueHasWaiting,
+	readModels,
 	readQueue,
+	readSessionSettings,
+	rememberSession,
 	saveConversation,
 	sendDuringAnswer,
+	sessionRemembered,
+	setSessionModel,
+	setSessionThinking,
+	settingsOf,
 	settlePending,
 	showEndedRun,
 	stableChatId,
 	steeringLabel,
+	THINKING_LEVELS,
+	usageSummary,
 	withQueuedUserMessage,
 } from "./gateway.js";
 import "./app.css";
@@ -61,7 +92,9 @@ function readConfig() {
 	const gateway = (params.get("gateway") || DEFAULT_GATEWAY).replace(/\/+$/, "");
 	const session = params.get("session") || "web";
 	const token = params.get("token") || "";
-	return { gateway, session, token };
+	const asked = Number(params.get("limit"));
+	const limit = Number.isInteger(asked) && asked >= 1 && asked <= 1000 ? asked : HISTORY_PAGE;
+	return { gateway, session, token, limit };
 }
 
 /** `window[name]`, or null where storage is disabled (reading it can throw). */
@@ -79,6 +112,12 @@ const SAVE_EVERY_MS = 1000;
 const QUEUE_POLL_MS = 1000;
 /** How long to wait before asking again about a queued run that has neither streamed nor ended. */
 const PENDING_RETRY_MS = 500;
+/**
+ * A history cut at a run this page cannot resume (one another client started): how often it is
+ * asked for again until the answer is in it, and for how long at most.
+ */
+const CUT_POLL_MS = 1500;
+const CUT_POLL_FOR_MS = 10 * 60 * 1000;
 
 /**
  * `DefaultChatTransport` that reports each reconnect (`onReconnect({ state: "start" })`, then
@@ -175,6 +214,25 @@ function Part({ part, index }) {
 			</details>
 		);
 	}
+	// An attachment of the user's message: an image (a data URL, from the page or the history).
+	if (part.type === "file") {
+		if (typeof part.mediaType === "string" && part.mediaType.startsWith("image/")) {
+			return (
+				<img
+					className="part-file"
+					data-part="file"
+					data-media-type={part.mediaType}
+					src={part.url}
+					alt={part.filename ?? "attached image"}
+				/>
+			);
+		}
+		return (
+			<a className="part-file" data-part="file" data-media-type={part.mediaType ?? ""} href={part.url} download={part.filename ?? true}>
+				{part.filename ?? part.mediaType ?? "file"}
+			</a>
+		);
+	}
 	// A new agent turn (after a tool call): a thin divider, except before the first one.
 	if (part.type === "step-start") return index > 0 ? <hr className="step-divider" /> : null;
 	if (part.type === "dynamic-tool" || part.type.startsWith("tool-")) return <ToolPart part={part} />;
@@ -195,6 +253,111 @@ function Part({ part, index }) {
 		);
 	}
 	return null;
+}
+
+/** Under an answer: its tokens, cost and model (`metadata` from the `finish` chunk or the history). */
+function UsageLine({ metadata }) {
+	const usage = usageSummary(metadata);
+	if (!usage) return null;
+	return (
+		<div
+			className="usage"
+			data-testid="usage"
+			data-total-tokens={usage.totalTokens}
+			data-cost={usage.cost ?? ""}
+			data-model={usage.model}
+			title="Tokens and cost of this answer (all its model calls)"
+		>
+			{usage.text}
+		</div>
+	);
+}
+
+/**
+ * The session's model and thinking level: `models` from `GET /models` (null: the gateway has no
+ * such route, and the bar is not shown), `settings` from the session's snapshot.
+ */
+function SettingsBar({ models, settings, disabled, onModel, onThinking }) {
+	if (!models) return null;
+	const current = modelKey(settings.model) || modelKey(models.current);
+	const known = models.models.some((m) => modelKey(m) === current);
+	const options = known || !current ? models.models : [...models.models, { ...parseModelKey(current), name: current }];
+	const reasoning = options.find((m) => modelKey(m) === current)?.reasoning;
+	const level = settings.thinkingLevel ?? "off";
+	return (
+		<div className="settings" data-testid="settings">
+			<label>
+				model{" "}
+				<select data-testid="model-picker" value={current} disabled={disabled} onChange={(event) => onModel(event.target.value)}>
+					{options.map((m) => (
+						<option key={modelKey(m)} value={modelKey(m)}>
+							{modelKey(m)}
+							{m.name && m.name !== modelKey(m) ? ` (${m.name})` : ""}
+						</option>
+					))}
+				</select>
+			</label>
+			<label title={reasoning === false ? "This model does not think before answering" : undefined}>
+				thinking{" "}
+				<select
+					data-testid="thinking-picker"
+					value={level}
+					disabled={disabled || reasoning === false}
+					onChange={(event) => onThinking(event.target.value)}
+				>
+					{(THINKING_LEVELS.includes(level) ? THINKING_LEVELS : [level, ...THINKING_LEVELS]).map((l) => (
+						<option key={l} value={l}>
+							{l}
+						</option>
+					))}
+				</select>
+			</label>
+		</div>
+	);
+}
+
+/** The images attached to the next message, each with a button that removes it. */
+function Attachments({ files, onRemove }) {
+	if (files.length === 0) return null;
+	return (
+		<div className="attachments" data-testid="attachments">
+			{files.map((file, index) => (
+				<figure key={`${index}:${file.filename}`} data-testid="attachment">
+					<img src={file.url} alt={file.filename} />
+					<button type="button" data-testid="attachment-remove" title={`Remove ${file.filename}`} onClick={() => onRemove(index)}>
+						×
+					</button>
+				</figure>
+			))}
+		</div>
+	);
+}
+
+/** A notice that is not the chat's error (history, settings, attachments): `data-testid="notice"`. */
+function Notice({ error, gateway, what }) {
+	if (!error) return null;
+	const { title, detail, status } =
+		error instanceof Error && error.statusCode === undefined && error.name === "Error"
+			? { title: error.message }
+			: describeChatError(error, { gateway, origin: window.location.origin });
+	return (
+		<div className="notice" data-testid="notice" data-what={what} data-status={status ?? ""} role="status">
+			<b>{title}</b>
+			{detail ? ` — ${detail}` : ""}
+		</div>
+	);
+}
+
+/**
+ * The parts of a message in the order they are shown, each with its index in `message.parts`: a
+ * user message shows its attachments first, then its text. (`sendMessage({ text, files })` puts
+ * the files first; the gateway's history, like pi, the text first: either way the message looks
+ * the same before and after a reload.)
+ */
+function shownParts(message) {
+	const indexed = message.parts.map((part, index) => ({ part, index }));
+	if (message.role !== "user") return indexed;
+	return [...indexed.filter((p) => p.part.type === "file"), ...indexed.filter((p) => p.part.type !== "file")];
 }
 
 /** Beside the input while an answer streams: what a message sent now does. */
@@ -265,8 +428,9 @@ function App() {
 	const config = useMemo(readConfig, []);
 	const routes = useMemo(() => gatewayRoutes(config.gateway, config.session), [config]);
 	const auth = useMemo(() => (config.token ? { Authorization: `Bearer ${config.token}` } : undefined), [config]);
-	// One chat id per gateway and session key (localStorage), and this tab's conversation
-	// (sessionStorage), as the page left it before a reload.
+	// One chat id per gateway and session key (localStorage), and what this tab stored before a
+	// reload (sessionStorage): the run that was streaming, the queued messages, and the messages
+	// (shown only when the gateway cannot serve the history).
 	const chatId = useMemo(
 		() => stableChatId({ storage: webStorage("localStorage"), gateway: config.gateway, session: config.session, generateId }),
 		[config],
@@ -275,8 +439,56 @@ function App() {
 		() => loadConversation({ storage: webStorage("sessionStorage"), gateway: config.gateway, session: config.session, chatId }),
 		[config, chatId],
 	);
+	// The conversation to start with, from the gateway's history. useChat takes its initial
+	// messages when it is created, so the chat is mounted once they are here.
+	const [start, setStart] = useState(undefined);
+	useEffect(() => {
+		let cancelled = false;
+		const knownBefore = sessionRemembered({ storage: webStorage("localStorage"), gateway: config.gateway, session: config.session });
+		loadStartingConversation({ routes, headers: auth, session: config.session, knownBefore, limit: config.limit })
+			.catch((error) => ({ source: "unavailable", messages: [], hasMore: false, error }))
+			.then((loaded) => {
+				if (!cancelled) setStart(loaded);
+			});
+		return () => {
+			cancelled = true;
+		};
+	}, [config, routes, auth]);
+	if (!start) {
+		return (
+			<main>
+				<Header config={config} status="loading" />
+				<section className="messages" data-testid="messages" />
+			</main>
+		);
+	}
+	return <ChatPage config={config} routes={routes} auth={auth} chatId={chatId} restored={restored} start={start} />;
+}
+
+function Header({ config, status }) {
+	return (
+		<header>
+			<h1>pi-gateway chat</h1>
+			<span className="meta">
+				{config.gateway} · session <b>{config.session}</b> · <span data-testid="status">{status}</span>
+			</span>
+		</header>
+	);
+}
+
+function ChatPage({ config, routes, auth, chatId, restored, start }) {
+	// `history`: the page started from the gateway's history and can ask for it again (after a
+	// reload during an answer that then ended, "Load older"). Otherwise it shows a new session, or
+	// (the gateway could not serve a history) what this tab stored.
+	const history = start.source === "history";
+	const [hasMore, setHasMore] = useState(start.hasMore);
+	// A history request that failed is shown, except a gateway without the route (404 / 405: an
+	// older pi-gateway), where the page quietly shows what the tab stored, as it did before.
+	const [historyError, setHistoryError] = useState(() =>
+		start.error && start.error.statusCode !== 404 && start.error.statusCode !== 405 ? start.error : undefined,
+	);
 	// The run whose answer was streaming when the page went away: if it cannot be resumed (it
-	// ended meanwhile), its record completes the stored part of the answer.
+	// ended meanwhile), the history (or its record) shows how it ended.
 	const unfinishedRun = useRef(restored.openRunId);
 	// useChat reconnects on mount; until it knows whether there is an answer to resume, the page
 	// says "resuming" and does not send (a send would race the resumed answer). Only that first
@@ -296,6 +508,7 @@ function App() {
 	const resumedRun = useRef(undefined);
 
 	const setMessagesRef = useRef(() => {});
+	const rememberRef = useRef(() => {});
 	const transport = useMemo(
 		() =>
 			new GatewayChatTransport({
@@ -310,7 +523,10 @@ function App() {
 					setReconnect(event);
 				},
 				onRun: ({ kind, runId }) => {
-					if (runId) streamRun.current = runId;
+					if (runId) {
+						streamRun.current = runId;
+						rememberRef.current();
+					}
 					if (kind !== "resume") return;
 					resumedRun.current = runId;
 					// A resume that reads one of the page's queued messages: show its question first
@@ -323,7 +539,8 @@ function App() {
 	);
 	const { messages, setMessages, sendMessage, resumeStream, status, error, stop } = useChat({
 		id: chatId,
-		messages: restored.messages,
+		// The history ends at the question of a running answer; `resume` brings the answer.
+		messages: start.source === "unavailable" ? restored.messages : start.messages,
 		resume: true,
 		transport,
 	});
@@ -334,35 +551,114 @@ function App() {
 	const [draining, setDraining] = useState(false);
 	const streaming = status === "submitted" || status === "streaming";
 	const busy = streaming || resuming || draining;
+	const now = useRef({ messages, busy });
+	now.current = { messages, busy };
+
+	// This browser has talked on this session (a run answered it, or its model was set): a later
+	// visit asks for its history even when the gateway holds it on disk only (see
+	// loadStartingConversation).
+	const remember = useCallback(
+		() => rememberSession({ storage: webStorage("localStorage"), gateway: config.gateway, session: config.session }),
+		[config],
+	);
+	rememberRef.current = remember;
+	useEffect(() => {
+		if (history && start.messages.length > 0) remember();
+	}, [history, start, remember]);
 
 	// A pending message is settled once its answer (an assistant message with its run id) shows.
 	useEffect(() => {
 		setPending((current) => settlePending(current, messages));
 	}, [messages]);
 
-	// Nothing to resume, but the stored answer was unfinished: it ended while the page reloaded.
-	// Complete it from the run's record (best effort; the gateway keeps ended runs for an hour).
+	/**
+	 * Loads the history again (at least as many messages as the page shows) and shows it, unless
+	 * the page moved on meanwhile (a message was sent, an answer streams). Resolves with it, or
+	 * undefined when it was not shown.
+	 */
+	const reloadHistory = useCallback(async () => {
+		const before = messageIdsKey(now.current.messages);
+		const limit = Math.min(1000, Math.max(config.limit, now.current.messages.length + 1));
+		const fresh = await loadHistory({ routes, headers: auth, limit });
+		if (messageIdsKey(now.current.messages) !== before || now.current.busy) return undefined;
+		setMessages(fresh.messages);
+		setHasMore(fresh.hasMore);
+		return fresh;
+	}, [config, routes, auth, setMessages]);
+
+	// Nothing to resume, but an answer is missing: the stored answer was unfinished (it ended while
+	// the page reloaded), or the history ends at a question (its run ended between the history and
+	// the reconnect, or it is a run another client started, which this chat cannot resume). Read
+	// the run's record, then show the history again (or, without a history, complete the stored
+	// answer from the record); a history still cut is asked for again until its answer is in it.
+	const [followCut, setFollowCut] = useState(false);
 	useEffect(() => {
 		if (reconnect.state !== "end") return;
 		const runId = unfinishedRun.current;
-		if (!runId || reconnect.resumed) {
+		if (reconnect.resumed) {
 			unfinishedRun.current = undefined;
 			return;
 		}
 		let cancelled = false;
-		fetch(routes.run(runId), { headers: auth })
-			.then((response) => (response.ok ? response.json() : undefined))
-			.then((body) => {
-				if (cancelled || !body?.run) return;
-				if (body.run.status === "queued" || body.run.status === "running") return;
+		(async () => {
+			if (runId) {
+				const response = await fetch(routes.run(runId), { headers: auth }).catch(() => undefined);
+				const body = response?.ok ? await response.json().catch(() => undefined) : undefined;
+				if (cancelled) return;
+				const run = body?.run;
+				if (run && (run.status === "queued" || run.status === "running")) return;
 				unfinishedRun.current = undefined;
-				setMessages((current) => completeFromRun(current, body.run));
-			})
-			.catch(() => {});
+				if (run && !history) setMessages((current) => completeFromRun(current, run));
+			}
+			if (!history || cancelled) return;
+			if (runId || historyIsCut(now.current.messages)) {
+				const fresh = await reloadHistory().catch(() => undefined);
+				if (!cancelled && fresh && historyIsCut(fresh.messages)) setFollowCut(true);
+			}
+		})();
 		return () => {
 			cancelled = true;
 		};
-	}, [reconnect, routes, auth, setMessages]);
+	}, [reconnect, routes, auth, history, setMessages, reloadHistory]);
+	useEffect(() => {
+		if (!followCut) return;
+		const started = Date.now();
+		let shown = messageIdsKey(now.current.messages);
+		let asking = false;
+		const timer = setInterval(async () => {
+			// Stop when the page moved on, when the answer is in, or after CUT_POLL_FOR_MS.
+			if (messageIdsKey(now.current.messages) !== shown || Date.now() - started > CUT_POLL_FOR_MS) {
+				setFollowCut(false);
+				return;
+			}
+			if (now.current.busy || asking) return;
+			asking = true;
+			const fresh = await reloadHistory().catch(() => undefined);
+			asking = false;
+			if (!fresh) return;
+			if (!historyIsCut(fresh.messages)) setFollowCut(false);
+			else shown = messageIdsKey(fresh.messages); // more of it (another question), still cut: go on
+		}, CUT_POLL_MS);
+		return () => clearInterval(timer);
+	}, [followCut, reloadHistory]);
+
+	// "Load older": the page of history before the first message shown.
+	const [loadingOlder, setLoadingOlder] = useState(false);
+	async function onLoadOlder() {
+		const first = messages[0]?.id;
+		if (!first) return;
+		setLoadingOlder(true);
+		try {
+			const older = await loadHistory({ routes, headers: auth, limit: config.limit, before: first });
+			setMessages((current) => prependOlder(current, older.messages));
+			setHasMore(older.hasMore);
+			setHistoryError(undefined);
+		} catch (err) {
+			setHistoryError(err);
+		} finally {
+			setLoadingOlder(false);
+		}
+	}
 
 	// Queued answers: once the current stream has ended, read the chat's next run
 	// (`resumeStream()` → `GET …/chat/:chatId/stream`, the chat's oldest run that has not ended).
@@ -448,6 +744,77 @@ function App() {
 		}
 	}
 
+	// The session's model and thinking level: the models from `GET /models` (null: the gateway has
+	// none to offer, and the pickers are not shown), the session's own from its snapshot — the one
+	// `GET /sessions` gave on load, then `GET /sessions/:key` after each answer (the model may have
+	// been changed elsewhere). A session the gateway does not have yet shows the gateway's default.
+	const [models, setModels] = useState(undefined);
+	const [settings, setSettings] = useState(() => settingsOf(start.snapshot));
+	const [settingsError, setSettingsError] = useState(undefined);
+	const [changing, setChanging] = useState(false);
+	useEffect(() => {
+		let cancelled = false;
+		readModels({ routes, headers: auth }).then(
+			(answer) => !cancelled && setModels(answer),
+			() => !cancelled && setModels(null),
+		);
+		return () => {
+			cancelled = true;
+		};
+	}, [routes, auth]);
+	const refreshSettings = useCallback(() => {
+		readSessionSettings({ routes, headers: auth }).then(setSettings, () => {});
+	}, [routes, auth]);
+	useEffect(() => {
+		// Loaded from the gateway's disk (not in its memory when the page asked): read it now.
+		if (history && !start.snapshot) refreshSettings();
+	}, [history, start, refreshSettings]);
+	const wasBusy = useRef(busy);
+	useEffect(() => {
+		// After an answer this page streamed (a run answered it, so the session exists).
+		if (wasBusy.current && !busy && streamRun.current) refreshSettings();
+		wasBusy.current = busy;
+	}, [busy, refreshSettings]);
+	async function changeSettings(change) {
+		setChanging(true);
+		try {
+			// A key the gateway does not have yet: create the session first (it then answers the
+			// first message with the model picked here).
+			if (!settings.exists) await createSessionOnGateway({ routes, headers: auth });
+			const answer = await change();
+			remember();
+			setSettings((current) => ({
+				...current,
+				exists: true,
+				...(answer.model ? { model: answer.model } : {}),
+				...(typeof answer.thinkingLevel === "string" ? { thinkingLevel: answer.thinkingLevel } : {}),
+			}));
+			setSettingsError(undefined);
+		} catch (err) {
+			setSettingsError(err);
+		} finally {
+			setChanging(false);
+		}
+	}
+	const onModel = (key) => {
+		const model = parseModelKey(key);
+		if (model) changeSettings(() => setSessionModel({ routes, headers: auth, model }));
+	};
+	const onThinking = (level) => changeSettings(() => setSessionThinking({ routes, headers: auth, level }));
+
+	// Images attached to the next message: `file` parts with a data URL (imageFilePart).
+	const [attachments, setAttachments] = useState([]);
+	const [attachError, setAttachError] = useState(undefined);
+	async function onFiles(event) {
+		const files = [...(event.target.files ?? [])];
+		event.target.value = "";
+		const read = await Promise.allSettled(files.map((file) => imageFilePart(file)));
+		const parts = read.filter((r) => r.status === "fulfilled").map((r) => r.value);
+		const failed = read.filter((r) => r.status === "rejected").map((r) => r.reason?.message ?? String(r.reason));
+		if (parts.length > 0) setAttachments((current) => [...current, ...parts]);
+		setAttachError(failed.length > 0 ? new Error(failed.join("; ")) : undefined);
+	}
+
 	// Store the conversation: at once when a message comes or goes or the status changes, at most
 	// every SAVE_EVERY_MS while an answer streams in, and when the page goes away.
 	const latest = useRef({ messages, openRunId: undefined, pending });
@@ -502,13 +869,14 @@ function App() {
 
 	// While an answer streams (or a queued one is being fetched): send with the chosen mode,
 	// beside useChat (which reads one stream at a time).
-	async function sendWhileBusy(text, chosen) {
+	async function sendWhileBusy(text, chosen, files) {
 		setFollowing(true);
 		// The run the page's stream reads now (useChat's message id is the run id).
 		const current = lastAssistantRunId(messages) ?? streamRun.current;
 		try {
-			const { runId } = await sendDuringAnswer({ routes, headers: auth, chatId, text, mode: chosen, messageId: generateId() });
+			const { runId } = await sendDuringAnswer({ routes, headers: auth, chatId, text, mode: chosen, messageId: generateId(), files });
 			setSendError(undefined);
+			remember();
 			// Steered into the running answer: its stream shows the marker and the rest. Anything
 			// else (queued, or a steer that came when nothing ran any more) has a run of its own.
 			const intoCurrent = chosen === "steer" && runId != null && (runId === current || runId === streamRun.current);
@@ -525,41 +893,56 @@ function App() {
 	function onSubmit(event) {
 		event.preventDefault();
 		const text = input.trim();
-		if (!text || resuming) return;
+		const files = attachments;
+		if ((!text && files.length === 0) || resuming) return;
 		setInput("");
+		setAttachments([]);
+		setAttachError(undefined);
 		if (busy) {
-			sendWhileBusy(text, mode);
+			sendWhileBusy(text, mode, files);
 			return;
 		}
 		// Nothing of this page's streams: an ordinary send (no mode: the gateway's
-		// session.defaultMode applies, which on an idle session starts a run anyway).
+		// session.defaultMode applies, which on an idle session starts a run anyway). Images go as
+		// `file` parts before the text (useChat's `sendMessage({ text, files })`).
 		setSendError(undefined);
-		sendMessage({ text });
+		sendMessage(files.length === 0 ? { text } : text ? { text, files } : { files });
 	}
 
+	const canSend = (input.trim() !== "" || attachments.length > 0) && !resuming;
 	return (
 		<main>
-			<header>
-				<h1>pi-gateway chat</h1>
-				<span className="meta">
-					{config.gateway} · session <b>{config.session}</b> · <span data-testid="status">{resuming ? "resuming" : status}</span>
-				</span>
-			</header>
+			<Header config={config} status={resuming ? "resuming" : status} />
+			<SettingsBar models={models} settings={settings} disabled={busy || changing} onModel={onModel} onThinking={onThinking} />
+			<Notice error={settingsError} gateway={config.gateway} what="settings" />
 			<section className="messages" data-testid="messages">
+				{hasMore && (
+					<button type="button" className="load-older" data-testid="load-older" onClick={onLoadOlder} disabled={loadingOlder}>
+						{loadingOlder ? "Loading…" : "Load older messages"}
+					</button>
+				)}
+				<Notice error={historyError} gateway={config.gateway} what="history" />
 				{messages.map((message) => (
 					<article className="message" key={message.id} data-role={message.role} data-id={message.id}>
 						<div className="role">{message.role}</div>
-						{message.parts.map((part, index) => (
+						{shownParts(message).map(({ part, index }) => (
 							<Part key={index} part={part} index={index} />
 						))}
+						{message.role === "assistant" && <UsageLine metadata={message.metadata} />}
 					</article>
 				))}
 				{error && <ErrorNotice error={error} gateway={config.gateway} />}
 				{sendError && <ErrorNotice error={sendError} gateway={config.gateway} />}
 			</section>
 			{following && queue && <QueuePanel queue={queue} pending={pending} onClear={onClearQueue} clearing={clearing} />}
+			<Attachments files={attachments} onRemove={(index) => setAttachments((current) => current.filter((_, i) => i !== index))} />
+			<Notice error={attachError} gateway={config.gateway} what="attach" />
 			<form onSubmit={onSubmit}>
 				{busy && !resuming && <ModeControl mode={mode} onChange={setMode} />}
+				<label className="attach" title="Attach an image (PNG, JPEG, GIF or WebP)">
+					<input data-testid="attach" type="file" accept={IMAGE_TYPES.join(",")} multiple onChange={onFiles} />
+					<span aria-hidden="true">+ image</span>
+				</label>
 				<input
 					data-testid="input"
 					value={input}
@@ -573,7 +956,7 @@ function App() {
 					}
 					autoFocus
 				/>
-				<button type="submit" data-testid="send" disabled={!input.trim() || resuming}>
+				<button type="submit" data-testid="send" disabled={!canSend}>
 					{busy && !resuming ? (mode === "steer" ? "Steer" : "Queue") : "Send"}
 				</button>
 				{busy && (

@@ -33,6 +33,28 @@ export function lastUserMessageOnly({ id, messages, body, trigger, messageId }) 
 export function gatewayRoutes(gateway, session) {
 	const base = `${gateway}/sessions/${encodeURIComponent(session)}`;
 	return {
+		/** `GET`: `{ sessions: Snapshot[] }`, the sessions the gateway holds in memory. */
+		sessions: `${gateway}/sessions`,
+		/** `GET`: `{ session: Snapshot }` (with `model` and `thinkingLevel`). */
+		session: base,
+		/** `GET`: the session's event stream (SSE); opening it creates the session on demand. */
+		events: `${base}/events`,
+		/**
+		 * `GET`: the conversation as AI SDK UI messages, oldest first: `{ messages, hasMore }`.
+		 * `limit` (1..1000, the gateway's default 100) and `before` (a message id: the page before it).
+		 */
+		history: ({ limit, before } = {}) => {
+			const query = new URLSearchParams({ format: "ui" });
+			if (limit !== undefined) query.set("limit", String(limit));
+			if (before !== undefined) query.set("before", before);
+			return `${base}/messages?${query}`;
+		},
+		/** `GET`: `{ models: [{ provider, id, name, reasoning, … }], current }`. */
+		models: `${gateway}/models`,
+		/** `PUT {provider, id}`: the session's model. */
+		model: `${base}/model`,
+		/** `PUT {level}`: the session's thinking level. */
+		thinking: `${base}/thinking`,
 		/** `POST`: send a message, answered with a UI message stream. */
 		chat: `${base}/chat`,
 		/** `GET`: the chat's active run as a UI message stream (replayed from its start), or `204`. */
@@ -49,13 +71,20 @@ export function gatewayRoutes(gateway, session) {
 // ---------------------------------------------------------------------------------------------
 // Resuming after a reload.
 //
-// useChat keeps the conversation in memory only, and the gateway has no history route yet, so the
-// page keeps it in the tab's sessionStorage (it survives a reload, not a closed tab). The chat id
-// is kept in localStorage: one per gateway and session key, so every tab on that session is the
-// same chat and can resume its running answer. `useChat({ id, resume: true })` asks
-// `GET .../chat/:chatId/stream` on mount; the gateway replays the running answer from its `start`
-// chunk, whose `messageId` is the run id, and useChat replaces the stored (partial) assistant
-// message with that id instead of adding a second one.
+// The conversation itself comes from the gateway's history (`loadStartingConversation` below):
+// `GET /sessions/:key/messages?format=ui` on mount, handed to `useChat({ messages })`. While a run
+// is running, that history ends at the run's user message; the rest is the running answer, which
+// the resume route brings. The chat id is kept in localStorage: one per gateway and session key,
+// so every tab on that session is the same chat and can resume its running answer.
+// `useChat({ id, resume: true })` asks `GET .../chat/:chatId/stream` on mount; the gateway replays
+// the running answer from its `start` chunk, whose `messageId` is the run id (the id the history
+// gives that answer once it has ended), and useChat replaces an assistant message with that id
+// instead of adding a second one.
+//
+// The tab also keeps what it shows in sessionStorage (`saveConversation`): the run that was
+// streaming when the page went away (`openRunId`), the messages it queued (`pending`), and the
+// messages themselves, which it shows only when the gateway cannot serve a history (an older
+// gateway, or one the page cannot reach).
 
 const STORAGE_PREFIX = "pi-gateway-chat-ui";
 
@@ -198,12 +227,15 @@ export const SEND_MODES = /** @type {const} */ (["steer", "queue"]);
 /**
  * The body of a chat request for one user message, as `lastUserMessageOnly` would send it, plus
  * the `mode`.
- * @param {{ chatId: string, text: string, mode: string, messageId: string }} options
+ * `files`: image attachments (`{ type: "file", mediaType, url }` parts), before the text, as
+ * `sendMessage({ text, files })` puts them.
+ * @param {{ chatId: string, text: string, mode: string, messageId: string, files?: object[] }} options
  */
-export function chatRequestBody({ chatId, text, mode, messageId }) {
+export function chatRequestBody({ chatId, text, mode, messageId, files }) {
+	const parts = [...(files ?? []), ...(text ? [{ type: "text", text }] : [])];
 	return {
 		id: chatId,
-		messages: [{ id: messageId, role: "user", parts: [{ type: "text", text }] }],
+		messages: [{ id: messageId, role: "user", parts }],
 		trigger: "submit-message",
 		mode,
 	};
@@ -222,14 +254,14 @@ function httpError(status, body) {
  * resolves with the run that answers it (`x-run-id`) once the gateway has accepted it; rejects
  * with an HTTP error (`statusCode`, `responseBody`: a full queue is `429`) or the fetch's own error.
  * @param {{ routes: ReturnType<typeof gatewayRoutes>, headers?: Record<string, string>, chatId: string,
- *   text: string, mode: string, messageId: string, fetch?: typeof globalThis.fetch }} options
+ *   text: string, mode: string, messageId: string, files?: object[], fetch?: typeof globalThis.fetch }} options
  * @returns {Promise<{ runId: string | undefined, status: number }>}
  */
-export async function sendDuringAnswer({ routes, headers, chatId, text, mode, messageId, fetch = globalThis.fetch }) {
+export async function sendDuringAnswer({ routes, headers, chatId, text, mode, messageId, files, fetch = globalThis.fetch }) {
 	const response = await fetch(routes.chat, {
 		method: "POST",
 		headers: { ...headers, "content-type": "application/json" },
-		body: JSON.stringify(chatRequestBody({ chatId, text, mode, messageId })),
+		body: JSON.stringify(chatRequestBody({ chatId, text, mode, messageId, files })),
 	});
 	if (!response.ok) {
 		const body = await response.text().catch(() => "");
@@ -429,4 +461,278 @@ export function describeChatError(error, { gateway, origin } = { gateway: "the g
 		504: "A proxy in front of the gateway could not reach it.",
 	};
 	return { title, detail: hints[status], status };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The conversation from the gateway: history, paging, and a reload during a running answer.
+//
+// `GET /sessions/:key/messages?format=ui` answers `{ messages, hasMore }`: AI SDK UI messages,
+// oldest first — a user message per prompt (`text` and image `file` parts, id = pi's entry id) and
+// one assistant message per run (id = the run id; `step-start`, `reasoning`, `text` and
+// `dynamic-tool` parts; `metadata: { runId, usage, model, stopReason }`). `hasMore`: older ones
+// exist, the next page is `before=<messages[0].id>`. While a run is running the history ends at
+// that run's user message: the answer comes through the chat's resume route.
+//
+// A key the gateway has never seen answers `404 Session not found`, and a browser reports every
+// 4xx it gets in its console. So the page asks for the history only when the gateway holds the
+// session (`GET /sessions` lists it) or this browser has talked on it before (`rememberSession`):
+// a session the gateway keeps on disk but not in memory then loads on that request.
+
+/** How many messages the page loads at once (the gateway serves 1..1000). */
+export const HISTORY_PAGE = 50;
+
+/** The messages of a history answer the page can show (the rest is dropped). */
+export function usableMessages(messages) {
+	if (!Array.isArray(messages)) return [];
+	return messages.filter(
+		(m) => m && typeof m.id === "string" && (m.role === "user" || m.role === "assistant") && Array.isArray(m.parts),
+	);
+}
+
+/**
+ * One page of the session's history: `{ messages, hasMore }` (oldest first). Rejects with an
+ * HTTP error (`statusCode`, `responseBody`) or the fetch's own error.
+ * @param {{ routes: ReturnType<typeof gatewayRoutes>, headers?: Record<string, string>, limit?: number,
+ *   before?: string, fetch?: typeof globalThis.fetch }} options
+ * @returns {Promise<{ messages: any[], hasMore: boolean }>}
+ */
+export async function loadHistory({ routes, headers, limit = HISTORY_PAGE, before, fetch = globalThis.fetch }) {
+	const response = await fetch(routes.history({ limit, before }), { headers });
+	if (!response.ok) throw httpError(response.status, await response.text().catch(() => ""));
+	const body = await response.json();
+	return { messages: usableMessages(body?.messages), hasMore: body?.hasMore === true };
+}
+
+/** Whether an HTTP error is the gateway's `404 Session not found: <key>`. */
+export function isSessionNotFound(error) {
+	return error?.statusCode === 404 && /^Session not found/.test(gatewayErrorText(error.responseBody) ?? "");
+}
+
+/**
+ * This session's snapshot from `GET /sessions` (the sessions the gateway holds in memory):
+ * `{ listed: true, snapshot }` (`snapshot` undefined when the session is not there), or
+ * `{ listed: false }` when the list could not be read (no token, a refused origin, …).
+ * @param {{ routes: ReturnType<typeof gatewayRoutes>, headers?: Record<string, string>, session: string, fetch?: typeof globalThis.fetch }} options
+ */
+export async function findSession({ routes, headers, session, fetch = globalThis.fetch }) {
+	try {
+		const response = await fetch(routes.sessions, { headers });
+		if (!response.ok) return { listed: false };
+		const body = await response.json();
+		const sessions = Array.isArray(body?.sessions) ? body.sessions : [];
+		return { listed: true, snapshot: sessions.find((s) => s && s.sessionKey === session) };
+	} catch {
+		return { listed: false };
+	}
+}
+
+/**
+ * What the page starts with:
+ * - `source: "history"`: the gateway's history (`messages`, `hasMore`);
+ * - `source: "new"`: a session the gateway does not have (nothing to show);
+ * - `source: "unavailable"`: the gateway could not say (`error` when the history request failed):
+ *   the page shows what the tab stored, as before the gateway had a history.
+ * `snapshot`: the session's snapshot when `GET /sessions` listed it.
+ * @param {{ routes: ReturnType<typeof gatewayRoutes>, headers?: Record<string, string>, session: string,
+ *   knownBefore?: boolean, limit?: number, fetch?: typeof globalThis.fetch }} options
+ */
+export async function loadStartingConversation({ routes, headers, session, knownBefore = false, limit = HISTORY_PAGE, fetch = globalThis.fetch }) {
+	const { listed, snapshot } = await findSession({ routes, headers, session, fetch });
+	const empty = { messages: [], hasMore: false, snapshot };
+	if (!snapshot && !knownBefore) return { ...empty, source: listed ? "new" : "unavailable" };
+	try {
+		return { ...(await loadHistory({ routes, headers, limit, fetch })), snapshot, source: "history" };
+	} catch (error) {
+		if (isSessionNotFound(error)) return { ...empty, source: "new" };
+		return { ...empty, source: "unavailable", error };
+	}
+}
+
+/** `older` (a page of history before `messages[0]`) put before `messages`, without repeating an id. */
+export function prependOlder(messages, older) {
+	const ids = new Set(messages.map((m) => m.id));
+	const fresh = usableMessages(older).filter((m) => !ids.has(m.id));
+	return fresh.length === 0 ? messages : [...fresh, ...messages];
+}
+
+/**
+ * Whether a history is cut at a running run: it ends with a user message (the run's answer is not
+ * in the history yet; it comes through the resume route while it runs).
+ */
+export function historyIsCut(messages) {
+	return messages.length > 0 && messages.at(-1).role === "user";
+}
+
+/** The ids of `messages`, as one string (to tell whether a list changed). */
+export function messageIdsKey(messages) {
+	return messages.map((m) => m.id).join("\n");
+}
+
+/**
+ * Remembers that this browser talked on this gateway + session key (localStorage), so a later
+ * visit asks for the history even when the gateway has the session on disk only.
+ * @param {{ storage?: Storage | null, gateway: string, session: string }} options
+ */
+export function rememberSession({ storage, gateway, session }) {
+	try {
+		storage?.setItem(storageKey("talked", gateway, session), "1");
+	} catch {
+		// storage disabled: the history is then asked for when the gateway lists the session
+	}
+}
+
+/** Whether {@link rememberSession} was called for this gateway + session key. */
+export function sessionRemembered({ storage, gateway, session }) {
+	try {
+		return storage?.getItem(storageKey("talked", gateway, session)) === "1";
+	} catch {
+		return false;
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model and thinking level.
+
+/** pi's thinking levels, as `PUT /sessions/:key/thinking {level}` takes them. */
+export const THINKING_LEVELS = /** @type {const} */ (["off", "minimal", "low", "medium", "high", "xhigh"]);
+
+/** `provider/id` of a `{ provider, id }` model (the value the model picker uses), or "". */
+export function modelKey(model) {
+	return model && typeof model.provider === "string" && typeof model.id === "string" ? `${model.provider}/${model.id}` : "";
+}
+
+/** `{ provider, id }` of a `provider/id` value (the id may hold slashes). */
+export function parseModelKey(key) {
+	const slash = key.indexOf("/");
+	return slash === -1 ? undefined : { provider: key.slice(0, slash), id: key.slice(slash + 1) };
+}
+
+/**
+ * `GET /models`: `{ models: [{ provider, id, name, reasoning, … }], current }` (the models with
+ * credentials; `current` is the primary session's model). Rejects with an HTTP error.
+ * @param {{ routes: ReturnType<typeof gatewayRoutes>, headers?: Record<string, string>, fetch?: typeof globalThis.fetch }} options
+ */
+export async function readModels({ routes, headers, fetch = globalThis.fetch }) {
+	const response = await fetch(routes.models, { headers });
+	if (!response.ok) throw httpError(response.status, await response.text().catch(() => ""));
+	const body = await response.json();
+	const models = Array.isArray(body?.models) ? body.models.filter((m) => modelKey(m)) : [];
+	return { models, current: modelKey(body?.current) ? body.current : undefined };
+}
+
+/**
+ * `GET /sessions/:key`: `{ exists: true, model?, thinkingLevel?, name? }`, or `{ exists: false }`
+ * (404). Rejects on any other failure.
+ * @param {{ routes: ReturnType<typeof gatewayRoutes>, headers?: Record<string, string>, fetch?: typeof globalThis.fetch }} options
+ */
+export async function readSessionSettings({ routes, headers, fetch = globalThis.fetch }) {
+	const response = await fetch(routes.session, { headers });
+	if (response.status === 404) return { exists: false };
+	if (!response.ok) throw httpError(response.status, await response.text().catch(() => ""));
+	return settingsOf((await response.json())?.session);
+}
+
+/** What the page shows of a session snapshot: `{ exists, model?, thinkingLevel?, name? }`. */
+export function settingsOf(snapshot) {
+	if (!snapshot || typeof snapshot !== "object") return { exists: false };
+	const settings = { exists: true };
+	if (modelKey(snapshot.model)) settings.model = { provider: snapshot.model.provider, id: snapshot.model.id };
+	if (typeof snapshot.thinkingLevel === "string") settings.thinkingLevel = snapshot.thinkingLevel;
+	if (typeof snapshot.name === "string") settings.name = snapshot.name;
+	return settings;
+}
+
+/**
+ * Makes the gateway create the session (a key it does not have yet), so its model or thinking
+ * level can be set before the first message: `GET /sessions/:key/events` creates the session on
+ * demand; the page reads the response's headers (sent once the session exists) and closes it.
+ * @param {{ routes: ReturnType<typeof gatewayRoutes>, headers?: Record<string, string>, fetch?: typeof globalThis.fetch }} options
+ */
+export async function createSessionOnGateway({ routes, headers, fetch = globalThis.fetch }) {
+	const controller = new AbortController();
+	try {
+		const response = await fetch(routes.events, { headers, signal: controller.signal });
+		if (!response.ok) throw httpError(response.status, await response.text().catch(() => ""));
+	} finally {
+		controller.abort();
+	}
+}
+
+/** A JSON `PUT`; resolves with the answer's JSON, rejects with an HTTP error. */
+async function putJson(url, { headers, body, fetch }) {
+	const response = await fetch(url, {
+		method: "PUT",
+		headers: { ...headers, "content-type": "application/json" },
+		body: JSON.stringify(body),
+	});
+	if (!response.ok) throw httpError(response.status, await response.text().catch(() => ""));
+	return response.json();
+}
+
+/**
+ * `PUT /sessions/:key/model {provider, id}` → `{ ok, sessionKey, model, thinkingLevel }` (the
+ * thinking level the new model gives the session).
+ * @param {{ routes: ReturnType<typeof gatewayRoutes>, headers?: Record<string, string>, model: { provider: string, id: string }, fetch?: typeof globalThis.fetch }} options
+ */
+export function setSessionModel({ routes, headers, model, fetch = globalThis.fetch }) {
+	return putJson(routes.model, { headers, body: { provider: model.provider, id: model.id }, fetch });
+}
+
+/**
+ * `PUT /sessions/:key/thinking {level}` → `{ ok, sessionKey, thinkingLevel }` (the level pi
+ * applied: clamped to what the model can do).
+ * @param {{ routes: ReturnType<typeof gatewayRoutes>, headers?: Record<string, string>, level: string, fetch?: typeof globalThis.fetch }} options
+ */
+export function setSessionThinking({ routes, headers, level, fetch = globalThis.fetch }) {
+	return putJson(routes.thinking, { headers, body: { level }, fetch });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images and usage.
+
+/** The image types the gateway turns into pi images. */
+export const IMAGE_TYPES = /** @type {const} */ (["image/png", "image/jpeg", "image/gif", "image/webp"]);
+/** The gateway's default `limits.maxImageBytes` (5 MiB decoded). */
+export const MAX_IMAGE_BYTES = 5 * 1024 * 1024;
+
+/**
+ * A `File` from a file input as the `file` part `sendMessage({ files })` sends:
+ * `{ type: "file", mediaType, filename, url: "data:<type>;base64,…" }`. Rejects with a sentence
+ * when the file is not one of {@link IMAGE_TYPES} or is larger than `maxBytes`.
+ * @param {File} file
+ * @param {{ maxBytes?: number }} [options]
+ */
+export function imageFilePart(file, { maxBytes = MAX_IMAGE_BYTES } = {}) {
+	if (!IMAGE_TYPES.includes(file.type)) {
+		return Promise.reject(new Error(`${file.name}: not a PNG, JPEG, GIF or WebP image`));
+	}
+	if (file.size > maxBytes) {
+		return Promise.reject(new Error(`${file.name}: larger than ${Math.round(maxBytes / 1024 / 1024)} MiB`));
+	}
+	return new Promise((resolve, reject) => {
+		const reader = new FileReader();
+		reader.onload = () => resolve({ type: "file", mediaType: file.type, filename: file.name, url: String(reader.result) });
+		reader.onerror = () => reject(new Error(`${file.name}: could not be read`));
+		reader.readAsDataURL(file);
+	});
+}
+
+/**
+ * The line shown under an assistant message from its `metadata` (the gateway's `finish` chunk
+ * `messageMetadata`, or the history's): `{ totalTokens, cost, model, text }`, or undefined when
+ * the message has no usage. `text` is e.g. `1,234 tokens · $0.0123 · faux/faux-2`.
+ * @param {unknown} metadata
+ */
+export function usageSummary(metadata) {
+	const usage = /** @type {any} */ (metadata)?.usage;
+	if (!usage || typeof usage !== "object") return undefined;
+	const totalTokens = Number.isFinite(usage.totalTokens)
+		? usage.totalTokens
+		: ["input", "output", "cacheRead", "cacheWrite"].reduce((n, k) => n + (Number.isFinite(usage[k]) ? usage[k] : 0), 0);
+	const cost = Number.isFinite(usage.cost?.total) ? usage.cost.total : undefined;
+	const model = modelKey(/** @type {any} */ (metadata).model);
+	const pieces = [`${totalTokens.toLocaleString("en-US")} tokens`];
+	if (cost !== undefined) pieces.push(`$${cost < 0.01 && cost > 0 ? cost.toPrecision(2) : cost.toFixed(cost === 0 ? 0 : 4)}`);
+	if (model) pieces.push(model);
+	return { totalTokens, cost, model, text: pieces.join(" · ") };
 }
