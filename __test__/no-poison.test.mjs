@@ -699,3 +699,578 @@ describe("queue-mode storms do not poison a real pi AgentSession (faux model, of
 		}
 	});
 });
+
+// ---------------------------------------------------------------- issue 14: the new routes and fields
+//
+// Every route and field issue 14 adds (SPEC §12, contract /work/issue14-contract.md), against REAL
+// pi AgentSessions on the offline faux model, for the primary, another session and a webhook
+// session: chat `messages` shapes, `file` parts and `trigger`; PATCH name; PUT model; PUT
+// thinking; POST compact; the history's query string; DELETE ?purge. Each bad request is a 4xx
+// whose error names the field (the SPEC's own text where it fixes one), and nothing of it runs:
+// pi's session keeps its messages and entries, its runs, name, model and thinking level, and is
+// the same AgentSession. After each group (and after parallel storms of all of them, idle and
+// while a run streams) a good message to the same session is answered correctly.
+// (Imports here, not at the top, so this block stays an addition.)
+
+import { getHistory, INVALID_BEFORE, INVALID_FORMAT, INVALID_LIMIT, PNG_URL, startHistoryGateway, userContentText } from "./support/history-util.mjs";
+import { chatTerminal, chatText, postChat } from "./support/runs.mjs";
+
+const MISSING_CHAT = "Missing user message text";
+const INVALID_TRIGGER = 'Invalid trigger: expected "submit-message" or "regenerate-message"';
+const INVALID_LEVEL_14 = "Invalid level: expected one of off, minimal, low, medium, high, xhigh";
+const INVALID_PURGE = "Invalid purge: expected true or false";
+/** limits.maxChatBodyBytes of this suite. */
+const CHAT_LIMIT = 2 * 1024 * 1024;
+const FAUX_2_REF = { provider: "faux", id: "faux-2" };
+/** Words of the run that streams during the busy storm (~10 s at the faux's 20 words a second). */
+const SLOW_WORDS = 200;
+
+const encKey = encodeURIComponent;
+const textPart = (text) => ({ type: "text", text });
+const filePart = (mediaType, url) => ({ type: "file", mediaType, url });
+const dataUrl = (mime, bytes) => `data:${mime};base64,${Buffer.from(bytes).toString("base64")}`;
+/** A useChat body whose last user message is `messages[2]`, with `parts`. */
+const chatWith = (parts, extra = {}) => ({
+	id: "np-chat",
+	messages: [
+		{ id: "u0", role: "user", parts: [textPart("/echo earlier")] },
+		{ id: "a0", role: "assistant", parts: [textPart("You said: earlier")] },
+		{ id: "u1", role: "user", parts },
+	],
+	trigger: "submit-message",
+	...extra,
+});
+const userOnly = (parts) => ({ messages: [{ id: "u", role: "user", parts }] });
+const deep = (n) => "[".repeat(n) + "]".repeat(n);
+/** The text parts of a UI message, joined. */
+const userTextOf = (m) =>
+	m.parts
+		.filter((p) => p.type === "text")
+		.map((p) => p.text)
+		.join("");
+
+// A case: { label, method, path(key) → path, body (JSON) | raw (string sent as is), status, field
+//   (text the error must contain: the field it names), error? (exact), prefix? }.
+const at = (path) => (key) => `/sessions/${encKey(key)}${path}`;
+const chatCase = (label, body, status, field, exact) => ({ label: `chat: ${label}`, method: "POST", path: at("/chat"), body, status, field, error: exact });
+const rawChat = (label, raw, status, field, exact) => ({ ...chatCase(label, undefined, status, field, exact), raw });
+
+/** Chat bodies whose `messages` hold no user text: the SPEC's `400 Missing user message text`. */
+const CHAT_SHAPES = [
+	chatCase("messages a string", { messages: "hi" }, 400, "user message", MISSING_CHAT),
+	chatCase("messages an object", { messages: { role: "user", parts: [textPart("hi")] } }, 400, "user message", MISSING_CHAT),
+	chatCase("messages a number", { messages: 5 }, 400, "user message", MISSING_CHAT),
+	chatCase("messages null", { messages: null }, 400, "user message", MISSING_CHAT),
+	chatCase("messages empty", { messages: [] }, 400, "user message", MISSING_CHAT),
+	chatCase("messages of junk", { messages: [null, 5, "x", [], {}, true] }, 400, "user message", MISSING_CHAT),
+	chatCase("a user message without parts", { messages: [{ role: "user" }] }, 400, "user message", MISSING_CHAT),
+	chatCase("parts a string", userOnly("/echo hi"), 400, "user message", MISSING_CHAT),
+	chatCase("parts an object", userOnly(textPart("/echo hi")), 400, "user message", MISSING_CHAT),
+	chatCase("parts a number", userOnly(7), 400, "user message", MISSING_CHAT),
+	chatCase("parts of junk", userOnly([5, null, "s", [], {}, { type: 5 }, { type: "text", text: 5 }, { type: "text" }, { type: "text", text: { t: "x" } }]), 400, "user message", MISSING_CHAT),
+	chatCase("parts nested in arrays", userOnly([[textPart("/echo hi")], [[textPart("/echo hi")]]]), 400, "user message", MISSING_CHAT),
+	chatCase("blank text parts", userOnly([textPart("  "), textPart("\n\t")]), 400, "user message", MISSING_CHAT),
+	chatCase("role USER", { messages: [{ role: "USER", parts: [textPart("/echo hi")] }] }, 400, "user message", MISSING_CHAT),
+	chatCase("role an array", { messages: [{ role: ["user"], parts: [textPart("/echo hi")] }] }, 400, "user message", MISSING_CHAT),
+	chatCase("role a number", { messages: [{ role: 1, parts: [textPart("/echo hi")] }] }, 400, "user message", MISSING_CHAT),
+	chatCase("only assistant messages", { messages: [{ role: "assistant", parts: [textPart("/echo hi")] }] }, 400, "user message", MISSING_CHAT),
+	chatCase("20,000 assistant messages", { messages: Array.from({ length: 20_000 }, (_, i) => ({ id: `a${i}`, role: "assistant", parts: [textPart("x")] })) }, 400, "user message", MISSING_CHAT),
+	chatCase("a user message of 50,000 junk parts", userOnly(Array.from({ length: 50_000 }, (_, i) => (i % 2 ? null : { type: "x" }))), 400, "user message", MISSING_CHAT),
+	// (Only the last user message is materialised: nesting elsewhere is skipped, and holds no user text.)
+	rawChat("messages nested 5,000 deep", `{"messages":${deep(5000)}}`, 400, "user message", MISSING_CHAT),
+	rawChat("a user message after messages nested 5,000 deep", `{"messages":[${deep(5000)},{"role":"user","parts":${deep(5000)}}]}`, 400, "body", BAD_JSON),
+	rawChat("parts nested 5,000 deep", `{"messages":[{"role":"user","parts":${deep(5000)}}]}`, 400, "body", BAD_JSON),
+	rawChat("a duplicate messages field", '{"messages":[],"messages":[]}', 400, "body", BAD_JSON),
+	rawChat("messages with a lone surrogate", '{"messages":[{"role":"user","parts":[{"type":"text","text":"\\udc00"}]}]}', 400, "body", BAD_JSON),
+	rawChat("a body one byte past limits.maxChatBodyBytes", JSON.stringify({ messages: [], pad: "x".repeat(CHAT_LIMIT) }).slice(0, CHAT_LIMIT + 1), 413, "body", `Request body too large (limit ${CHAT_LIMIT} bytes)`),
+	chatCase("id a number", { ...chatWith([textPart("/echo x")]), id: 5 }, 400, "Invalid id: "),
+	chatCase("id an empty string", { ...chatWith([textPart("/echo x")]), id: "" }, 400, "Invalid id: "),
+];
+
+const pngUrl = (mime = "image/png") => `data:${mime};base64,${P}`;
+const BIG_PNG_URL = `data:image/png;base64,${png({ padTo: MAX_IMAGE_BYTES + 1 })}`;
+
+/** Bad `file` parts of the last user message (`messages[2]`, text at parts[0]). */
+const CHAT_FILES = [
+	...[
+		["no mediaType", { type: "file", url: pngUrl() }],
+		["mediaType 5", filePart(5, pngUrl())],
+		["mediaType null", filePart(null, pngUrl())],
+		["mediaType an array", filePart(["image/png"], pngUrl())],
+		["mediaType empty", filePart("", pngUrl())],
+		["mediaType image/svg+xml", filePart("image/svg+xml", dataUrl("image/svg+xml", "<svg xmlns='http://www.w3.org/2000/svg'/>"))],
+		["mediaType text/plain", filePart("text/plain", dataUrl("text/plain", "hello"))],
+		["mediaType application/pdf", filePart("application/pdf", dataUrl("application/pdf", "%PDF-1.4\n"))],
+		["mediaType IMAGE/PNG", filePart("IMAGE/PNG", pngUrl("IMAGE/PNG"))],
+		["mediaType with a trailing space", filePart("image/png ", pngUrl())],
+		["mediaType image/bmp", filePart("image/bmp", dataUrl("image/bmp", "BM"))],
+	].map(([label, part]) => chatCase(`file part: ${label}`, chatWith([textPart("/echo sneaky"), part]), 400, "messages[2].parts[1].mediaType")),
+	...[
+		["no url", { type: "file", mediaType: "image/png" }],
+		["url 5", filePart("image/png", 5)],
+		["url null", filePart("image/png", null)],
+		["url an object", filePart("image/png", { href: pngUrl() })],
+		["url empty", filePart("image/png", "")],
+		["an https URL", filePart("image/png", "https://example.com/x.png")],
+		["a file URL", filePart("image/png", "file:///etc/passwd")],
+		["a data URL without ;base64", filePart("image/png", `data:image/png,${P}`)],
+		["a data URL of another type", filePart("image/png", pngUrl("image/jpeg"))],
+		["a data URL without a type", filePart("image/png", `data:;base64,${P}`)],
+		["DATA: in capitals", filePart("image/png", `DATA:image/png;base64,${P}`)],
+		[";BASE64 in capitals", filePart("image/png", `data:image/png;BASE64,${P}`)],
+		["a charset before ;base64", filePart("image/png", `data:image/png;charset=utf-8;base64,${P}`)],
+		["a data URL with no data", filePart("image/png", "data:image/png;base64,")],
+		["non-base64 data", filePart("image/png", "data:image/png;base64,@@not*base64@@")],
+		["base64 with spaces", filePart("image/png", `data:image/png;base64,${P.slice(0, 8)} ${P.slice(8)}`)],
+		["base64url instead of base64", filePart("image/png", `data:image/png;base64,${Buffer.from(pngBytes()).toString("base64url").replace(/^./, "-")}`)],
+		["a truncated base64 tail", filePart("image/png", `data:image/png;base64,${P.replace(/=+$/, "")}A`)],
+		["one byte past limits.maxImageBytes", filePart("image/png", BIG_PNG_URL)],
+		["10x limits.maxImageBytes", filePart("image/png", `data:image/png;base64,${"A".repeat(MAX_IMAGE_BYTES * 14)}`)],
+		["a PNG mediaType with JPEG bytes", filePart("image/png", dataUrl("image/png", jpegBytes()))],
+		["a JPEG mediaType with PNG bytes", filePart("image/jpeg", pngUrl("image/jpeg"))],
+		["a GIF mediaType with text bytes", filePart("image/gif", dataUrl("image/gif", "hello, not a gif"))],
+		["a WEBP mediaType with GIF bytes", filePart("image/webp", dataUrl("image/webp", gifBytes()))],
+		["HTML labelled image/png", filePart("image/png", dataUrl("image/png", "<script>alert(1)</script>"))],
+	].map(([label, part]) => chatCase(`file part: ${label}`, chatWith([textPart("/echo sneaky"), part]), 400, "messages[2].parts[1].url")),
+	chatCase("file part: the second file is bad", chatWith([textPart("/echo sneaky"), filePart("image/png", pngUrl()), filePart("image/gif", pngUrl("image/gif"))]), 400, "messages[2].parts[2].url"),
+	chatCase("file part: a bad file and no text", chatWith([filePart("image/png", "data:image/png;base64,aGVsbG8=")]), 400, "messages[2].parts[0].url"),
+	chatCase("file part: a bad file in the only message", userOnly([textPart("/echo sneaky"), filePart("application/zip", dataUrl("application/zip", "PK\x03\x04"))]), 400, "messages[0].parts[1].mediaType"),
+	chatCase("file part: a bad file after 50 good-text parts", chatWith([...Array.from({ length: 50 }, () => textPart("/echo sneaky")), filePart("image/png", "data:image/png;base64,!!")]), 400, "messages[2].parts[50].url"),
+	chatCase("file part: a bad file next to `text` (text wins, files are still checked)", { ...chatWith([textPart("hi"), filePart("text/html", dataUrl("text/html", "<b>"))]), text: "/echo sneaky" }, 400, "messages[2].parts[1].mediaType"),
+	chatCase("file part: a bad file with trigger regenerate-message", chatWith([textPart("/echo sneaky"), filePart("image/png", "x")], { trigger: "regenerate-message" }), 400, "messages[2].parts[1].url"),
+	chatCase("file part: nine files (limits.maxImages is 8)", chatWith([textPart("/echo sneaky"), ...Array.from({ length: 9 }, () => filePart("image/png", pngUrl()))]), 400, "messages[2].parts"),
+	chatCase("file part: 1,000 files", chatWith([textPart("/echo sneaky"), ...Array.from({ length: 1000 }, () => filePart("image/png", pngUrl()))]), 400, "messages[2].parts"),
+];
+
+/** `trigger` of a wrong type or an unknown string, on an otherwise good chat body. */
+const CHAT_TRIGGERS = [5, 0, true, false, {}, [], ["regenerate-message"], "", "regenerate", "submit", "Submit-Message", "REGENERATE-MESSAGE", " regenerate-message", "regenerate-message\u0000", "resume-stream"].map((trigger) =>
+	chatCase(`trigger ${JSON.stringify(trigger)}`, chatWith([textPart("/echo sneaky")], { trigger }), 400, "trigger", INVALID_TRIGGER),
+);
+
+const nameCase = (label, body, status = 400, field = "Invalid name: ", exact) => ({ label: `PATCH name: ${label}`, method: "PATCH", path: at(""), body, status, field, error: exact });
+const NAME_CASES = [
+	nameCase("missing", {}),
+	nameCase("null", { name: null }),
+	nameCase("a number", { name: 5 }),
+	nameCase("true", { name: true }),
+	nameCase("an object", { name: { first: "x" } }),
+	nameCase("an array", { name: ["a", "b"] }),
+	nameCase("an empty array", { name: [] }),
+	nameCase("empty", { name: "" }),
+	nameCase("whitespace", { name: " \t\n\r " }),
+	nameCase("non-breaking spaces only", { name: "\u00a0\u2003" }),
+	nameCase("a NUL", { name: "bad\u0000name" }),
+	nameCase("a newline inside", { name: "two\nlines" }),
+	nameCase("an escape sequence", { name: "\u001b[31mred" }),
+	nameCase("DEL", { name: "a\u007fb" }),
+	nameCase("a C1 control", { name: "a\u0085b" }),
+	nameCase("201 characters", { name: "n".repeat(201) }),
+	nameCase("10,000 characters", { name: "n".repeat(10_000) }),
+	nameCase("10,000 emoji", { name: "😀".repeat(10_000) }),
+	{ ...nameCase("a JSON array body", undefined, 400, "body", BAD_JSON), raw: '["name"]' },
+	{ ...nameCase("a JSON string body", undefined, 400, "body", BAD_JSON), raw: '"name"' },
+	{ ...nameCase("a lone surrogate", undefined, 400, "body", BAD_JSON), raw: '{"name":"\\ud800"}' },
+	{ ...nameCase("an empty body", undefined, 400, "Invalid name: "), raw: "" },
+];
+
+const modelCase = (label, body, status = 400, field, exact) => ({ label: `PUT model: ${label}`, method: "PUT", path: at("/model"), body, status, field, error: exact });
+const MODEL_CASES = [
+	modelCase("an empty object", {}, 400, "Invalid provider: "),
+	modelCase("no id", { provider: "faux" }, 400, "Invalid id: "),
+	modelCase("no provider", { id: "faux-2" }, 400, "Invalid provider: "),
+	modelCase("provider a number", { provider: 5, id: "faux-2" }, 400, "Invalid provider: "),
+	modelCase("id a number", { provider: "faux", id: 2 }, 400, "Invalid id: "),
+	modelCase("provider null", { provider: null, id: "faux-2" }, 400, "Invalid provider: "),
+	modelCase("id an array", { provider: "faux", id: ["faux-2"] }, 400, "Invalid id: "),
+	modelCase("provider an object", { provider: { name: "faux" }, id: "faux-2" }, 400, "Invalid provider: "),
+	modelCase("provider empty", { provider: "", id: "faux-2" }, 400, "Invalid provider: "),
+	modelCase("id empty", { provider: "faux", id: "" }, 400, "Invalid id: "),
+	modelCase("id of 257 bytes", { provider: "faux", id: "i".repeat(257) }, 400, "Invalid id: "),
+	modelCase("id of 129 two-byte characters (258 bytes)", { provider: "faux", id: "é".repeat(129) }, 400, "Invalid id: "),
+	modelCase("provider of 100,000 bytes", { provider: "p".repeat(100_000), id: "faux-2" }, 400, "Invalid provider: "),
+	modelCase("the model as one string", { model: "faux/faux-2" }, 400, "Invalid provider: "),
+	modelCase("an unknown id", { provider: "faux", id: "nope" }, 404, "Model not found", "Model not found: faux/nope"),
+	modelCase("an unknown provider", { provider: "nobody", id: "faux-2" }, 404, "Model not found", "Model not found: nobody/faux-2"),
+	modelCase("FAUX in capitals", { provider: "FAUX", id: "faux-2" }, 404, "Model not found", "Model not found: FAUX/faux-2"),
+	modelCase("an id of 256 bytes (valid, unknown)", { provider: "faux", id: "i".repeat(256) }, 404, "Model not found", `Model not found: faux/${"i".repeat(256)}`),
+	modelCase("a path as the provider", { provider: "../../etc", id: "passwd" }, 404, "Model not found", "Model not found: ../../etc/passwd"),
+	modelCase("a NUL in the id", { provider: "faux", id: "faux-2\u0000" }, 404, "Model not found", "Model not found: faux/faux-2\u0000"),
+	{ ...modelCase("a JSON array body", undefined, 400, "body", BAD_JSON), raw: '[{"provider":"faux","id":"faux-2"}]' },
+	{ ...modelCase("truncated JSON", undefined, 400, "body", BAD_JSON), raw: '{"provider":"faux","id":' },
+];
+
+const thinkingCase = (label, body, status = 400, field = "Invalid level: ", prefix = INVALID_LEVEL_14) => ({ label: `PUT thinking: ${label}`, method: "PUT", path: at("/thinking"), body, status, field, prefix });
+const THINKING_CASES = [
+	...[undefined, null, 5, true, {}, [], ["high"], "", "HIGH", "High", " high", "high ", "max", "none", "on", "xxhigh", "medium\u0000", "2"].map((level) =>
+		thinkingCase(`level ${level === undefined ? "missing" : JSON.stringify(level)}`, level === undefined ? {} : { level }),
+	),
+	thinkingCase("level of 100,000 characters", { level: "h".repeat(100_000) }),
+	thinkingCase("thinkingLevel instead of level", { thinkingLevel: "high" }),
+	{ ...thinkingCase("a JSON string body", undefined, 400, "body", BAD_JSON), raw: '"high"' },
+];
+
+const compactCase = (label, body, field = "Invalid instructions: ") => ({ label: `POST compact: ${label}`, method: "POST", path: at("/compact"), body, status: 400, field, prefix: field });
+const COMPACT_CASES = [
+	compactCase("instructions a number", { instructions: 5 }),
+	compactCase("instructions true", { instructions: true }),
+	compactCase("instructions an object", { instructions: { focus: "x" } }),
+	compactCase("instructions an array", { instructions: ["focus"] }),
+	compactCase("instructions of 10,001 characters", { instructions: "i".repeat(10_001) }),
+	compactCase("instructions of 10,001 emoji", { instructions: "😀".repeat(10_001) }),
+	compactCase("instructions of 20,000 characters", { instructions: "i".repeat(20_000) }),
+	compactCase("wait a string", { wait: "no" }, "Invalid wait"),
+	compactCase("wait a number", { wait: 0 }, "Invalid wait"),
+	{ ...compactCase("a JSON array body", undefined, "body"), raw: "[]", prefix: undefined, error: BAD_JSON },
+	{ ...compactCase("deep nesting", undefined, "body"), raw: `{"instructions":${deep(5000)}}`, prefix: undefined, error: BAD_JSON },
+];
+
+const historyCase = (label, query, field, exact) => ({ label: `GET history: ${label}`, method: "GET", path: at(`/messages?${query}`), status: 400, field, error: exact, needsSession: exact?.startsWith("Invalid before: no message") });
+const HISTORY_CASES = [
+	...["0", "-1", "1001", "abc", "1e3", "+5", "1.5", "", "0x10", "99999999999999999999999", "%31", "5%00", "1,2", "Infinity", "NaN"].map((v) => historyCase(`limit=${v}`, `limit=${v}`, "Invalid limit", INVALID_LIMIT)),
+	historyCase("limit given twice, the first bad", "limit=0&limit=5", "Invalid limit", INVALID_LIMIT),
+	...["xml", "UI", "Pi", "", "json", "ui%00", "ui "].map((v) => historyCase(`format=${v}`, `format=${encodeURIComponent(v)}`, "Invalid format", INVALID_FORMAT)),
+	historyCase("before= an unknown id", "before=nope", "Invalid before", INVALID_BEFORE("nope")),
+	historyCase("before= an unknown UUID", "before=01900000-0000-7000-8000-000000000000", "Invalid before", INVALID_BEFORE("01900000-0000-7000-8000-000000000000")),
+	historyCase("before= an unknown id with spaces, encoded", "before=a%20b", "Invalid before", INVALID_BEFORE("a b")),
+	historyCase("before= empty", "before=", "Invalid before"),
+	historyCase("before with no =", "before", "Invalid before"),
+	historyCase("before=%ZZ", "before=%ZZ", "Invalid before"),
+	historyCase("before= invalid UTF-8", "before=%C3%28", "Invalid before"),
+	historyCase("before= 1,025 bytes", `before=${"b".repeat(1025)}`, "Invalid before"),
+	historyCase("format=xml with a good limit", "format=xml&limit=5", "Invalid format", INVALID_FORMAT),
+];
+
+const DELETE_CASES = ["maybe", "TRUE", "True", "1", "0", "yes", "", "true%20", "false%00", "true;", "%00"].map((v) => ({ label: `DELETE purge=${v}`, method: "DELETE", path: at(`?purge=${v}`), status: 400, field: "purge", error: INVALID_PURGE }));
+DELETE_CASES.push({ label: "DELETE purge with no =", method: "DELETE", path: at("?purge"), status: 400, field: "purge", error: INVALID_PURGE });
+
+const ALL_14 = [...CHAT_SHAPES, ...CHAT_FILES, ...CHAT_TRIGGERS, ...NAME_CASES, ...MODEL_CASES, ...THINKING_CASES, ...COMPACT_CASES, ...HISTORY_CASES, ...DELETE_CASES];
+
+describe("issue 14: nothing poisons a real pi AgentSession (faux model): chat messages, file parts, trigger, name, model, thinking, compact, history, delete", { timeout: 300_000 }, () => {
+	/** @type {Awaited<ReturnType<typeof startHistoryGateway>>} */
+	let gw;
+	/** key → {name, model, thinkingLevel} as set up. */
+	const settings = new Map();
+	let n = 0;
+	const tg = () => targets(gw.port);
+
+	before(async () => {
+		gw = await startHistoryGateway({
+			config: {
+				webhook: { enabled: true, secret: SECRET },
+				limits: { maxImageBytes: MAX_IMAGE_BYTES, maxChatBodyBytes: CHAT_LIMIT },
+				session: { maxQueuePerSession: 64 },
+			},
+		});
+		for (const target of tg()) {
+			await setupReal(target);
+			// A name, the second faux model (it reasons) and a thinking level other than the default,
+			// so that a bad request that changed any of them would show.
+			const key = target.key;
+			const named = await httpRequest(gw.port, "PATCH", `/sessions/${encKey(key)}`, { body: { name: `  np ${key}  ` } });
+			assert.equal(named.status, 200, named.text);
+			assert.equal(named.json.name, `np ${key}`);
+			const model = await httpRequest(gw.port, "PUT", `/sessions/${encKey(key)}/model`, { body: FAUX_2_REF });
+			assert.equal(model.status, 200, model.text);
+			const thinking = await httpRequest(gw.port, "PUT", `/sessions/${encKey(key)}/thinking`, { body: { level: "medium" } });
+			assert.equal(thinking.status, 200, thinking.text);
+			settings.set(key, { name: `np ${key}`, model: FAUX_2_REF, thinkingLevel: thinking.json.thinkingLevel });
+		}
+	});
+	after(() => gw?.close());
+
+	/** What a bad request must not change: the AgentSession, its messages, entries and runs; name, model, thinking level. */
+	async function stateOf(key) {
+		const session = gw.sessions.get(key);
+		const snap = await httpRequest(gw.port, "GET", `/sessions/${encKey(key)}`);
+		assert.equal(snap.status, 200, snap.text);
+		const { name, model, thinkingLevel } = snap.json.session;
+		return {
+			session,
+			messages: session.messages.length,
+			entries: session.sessionManager.getEntries().length,
+			runs: gw.runtime.listRuns(key).length,
+			settings: { name, model, thinkingLevel },
+		};
+	}
+
+	function assertUnchanged(key, before, now, what) {
+		assert.equal(now.session, before.session, `${what} → ${key}: the same AgentSession (not deleted, reset or replaced)`);
+		assert.deepEqual(
+			{ messages: now.messages, entries: now.entries, runs: now.runs, settings: now.settings },
+			{ messages: before.messages, entries: before.entries, runs: before.runs, settings: settings.get(key) },
+			`${what} → ${key}: nothing ran or changed`,
+		);
+	}
+
+	/** A good message (on the target's own route) is answered, and reached pi as sent. */
+	async function answersAfter(target, what) {
+		const text = `after ${what} ${++n}`;
+		const answer = await sendGood(target, `/echo ${text}`);
+		assert.deepEqual(answer, { ok: true, response: `You said: ${text}`, sessionKey: target.key }, `${what}: the next good message`);
+		const messages = gw.sessions.get(target.key).messages;
+		assert.equal(userContentText(messages.at(-2)), `/echo ${text}`, `${what}: pi got the good message`);
+		assert.equal(messages.at(-1).role, "assistant");
+	}
+
+	/** Sends case `c` to `key`; returns a description of what was wrong ("" when all is right). */
+	async function tryCase(key, c) {
+		let r;
+		try {
+			r = await httpRequest(gw.port, c.method, c.path(key), { body: c.raw ?? c.body, timeoutMs: 30_000 });
+		} catch (e) {
+			return `${c.label} → ${key}: no answer (${e.message})`;
+		}
+		const got = `${r.status} ${r.text.slice(0, 200)}`;
+		if (r.status !== c.status) return `${c.label} → ${key}: expected ${c.status} naming ${JSON.stringify(c.field)}, got ${got}`;
+		if (r.headers["content-type"] !== JSON_TYPE) return `${c.label} → ${key}: content-type ${r.headers["content-type"]}`;
+		if (JSON.stringify(Object.keys(r.json ?? {})) !== '["error"]') return `${c.label} → ${key}: expected {error} only, got ${got}`;
+		if (r.headers["x-run-id"] !== undefined) return `${c.label} → ${key}: a refusal with x-run-id`;
+		const error = r.json.error;
+		if (typeof error !== "string" || !error.includes(c.field)) return `${c.label} → ${key}: the error does not name ${JSON.stringify(c.field)}: ${got}`;
+		if (c.error !== undefined && error !== c.error) return `${c.label} → ${key}: expected ${JSON.stringify(c.error.slice(0, 200))}, got ${got}`;
+		if (c.prefix !== undefined && !error.startsWith(c.prefix)) return `${c.label} → ${key}: expected ${JSON.stringify(c.prefix)}…, got ${got}`;
+		return "";
+	}
+
+	/** Every case of `cases` to every target, one after the other; then nothing changed and a good message is answered. */
+	async function group(cases, what) {
+		const wrong = [];
+		for (const target of tg()) {
+			const before = await stateOf(target.key);
+			for (const c of cases) {
+				const problem = await tryCase(target.key, c);
+				if (problem) wrong.push(problem);
+			}
+			assertUnchanged(target.key, before, await stateOf(target.key), what);
+			await answersAfter(target, what);
+		}
+		assert.deepEqual(wrong, [], `${what}: every bad request is a 4xx naming its field`);
+	}
+
+	test("chat: odd, nested, huge and non-array `messages` → 400 (the SPEC's text); nothing runs; the session answers", async () => {
+		await group(CHAT_SHAPES, "chat messages shapes");
+	});
+
+	test("chat: bad `file` parts → 400 naming messages[i].parts[j].mediaType / .url (or .parts: too many); nothing runs", async () => {
+		await group(CHAT_FILES, "chat file parts");
+	});
+
+	test("chat: `trigger` of a wrong type or an unknown string → 400 naming trigger; nothing runs", async () => {
+		await group(CHAT_TRIGGERS, "chat trigger");
+	});
+
+	test("chat: junk parts next to good text are ignored; only the text and the valid image reach pi; the session answers", async () => {
+		for (const target of tg()) {
+			const before = await stateOf(target.key);
+			const text = `odd parts ${++n}`;
+			const junk = [5, null, "s", [], {}, { type: 5 }, { type: "text", text: 5 }, { type: "reasoning", text: "not mine" }, { type: "step-start" }, { type: "source-url", url: "https://x" }, { type: "data-x", data: deep(50) }];
+			const parts = [...junk.slice(0, 5), textPart(`/echo ${text}`), ...junk.slice(5), filePart("image/png", pngUrl()), { type: "dynamic-tool", toolName: "bash", toolCallId: "t", state: "input-available", input: { command: "rm -rf /" } }];
+			const r = await postChat(gw.port, target.key, chatWith(parts), { timeoutMs: 30_000 });
+			assert.equal(r.status, 200, `${target.label}: ${r.status} ${r.text.slice(0, 300)}`);
+			assert.equal(chatText(r.chunks), `You said: ${text}`);
+			assert.equal(chatTerminal(r.chunks).type, "finish");
+			const session = gw.sessions.get(target.key);
+			assert.equal(session, before.session);
+			assert.equal(session.messages.length, before.messages + 2, "one user message and its answer");
+			const user = session.messages.at(-2);
+			assert.equal(userContentText(user), `/echo ${text}`, "only the text part reached pi");
+			assert.deepEqual(
+				user.content.filter((b) => b.type !== "text"),
+				[{ type: "image", data: P, mimeType: "image/png" }],
+				"only the valid image reached pi",
+			);
+			await answersAfter(target, "odd parts");
+		}
+	});
+
+	test("chat: regenerate-message on a session with no prior message runs it once; again, it replaces the answer; the session answers", async () => {
+		const key = "np-regenerate-fresh";
+		const sessionsBefore = gw.runtime.listSessions().length;
+		// No user message in the body: refused, and no session is created for it.
+		const none = await postChat(gw.port, key, { messages: [{ role: "assistant", parts: [textPart("x")] }], trigger: "regenerate-message" });
+		assert.equal(none.status, 400, none.text);
+		assert.deepEqual(none.json, { error: MISSING_CHAT });
+		assert.equal(gw.runtime.getSession(key), undefined, "no session for a refused chat");
+		assert.equal(gw.runtime.listSessions().length, sessionsBefore);
+
+		const body = { id: key, messages: [{ id: "u1", role: "user", parts: [textPart("/echo regen")] }], trigger: "regenerate-message" };
+		const first = await postChat(gw.port, key, body, { timeoutMs: 30_000 });
+		assert.equal(first.status, 200, `${first.status} ${first.text.slice(0, 300)}`);
+		assert.equal(chatText(first.chunks), "You said: regen");
+		assert.equal(chatTerminal(first.chunks).type, "finish");
+		const firstRun = first.headers["x-run-id"];
+		let history = await getHistory(gw.port, key);
+		assert.deepEqual(
+			history.messages.map((m) => [m.role, m.id === firstRun ? "run" : "entry"]),
+			[["user", "entry"], ["assistant", "run"]],
+			`one user message and its answer: ${JSON.stringify(history.messages).slice(0, 400)}`,
+		);
+
+		const second = await postChat(gw.port, key, body, { timeoutMs: 30_000 });
+		assert.equal(second.status, 200, `${second.status} ${second.text.slice(0, 300)}`);
+		assert.equal(chatText(second.chunks), "You said: regen");
+		const secondRun = second.headers["x-run-id"];
+		history = await getHistory(gw.port, key);
+		assert.deepEqual(
+			history.messages.map((m) => [m.role, m.role === "user" ? userTextOf(m) : m.id]),
+			[["user", "/echo regen"], ["assistant", secondRun]],
+			`the regenerated answer replaced the first: ${JSON.stringify(history.messages).slice(0, 400)}`,
+		);
+		const target = { label: key, path: `/sessions/${encKey(key)}/messages`, key, port: gw.port };
+		const answer = await sendGood(target, "/echo after regen");
+		assert.deepEqual(answer, { ok: true, response: "You said: after regen", sessionKey: key });
+		history = await getHistory(gw.port, key);
+		assert.deepEqual(
+			history.messages.map((m) => m.role),
+			["user", "assistant", "user", "assistant"],
+		);
+	});
+
+	test("PATCH name: non-strings, empty, whitespace, control characters, 10k characters, arrays → 400 naming name; the name stays", async () => {
+		await group(NAME_CASES, "PATCH name");
+	});
+
+	test("PATCH name and PUT thinking: the edges the validators allow are accepted (trimmed, 200 characters; every level); the session answers", async () => {
+		for (const target of tg()) {
+			const key = target.key;
+			const long = "n".repeat(200);
+			let r = await httpRequest(gw.port, "PATCH", `/sessions/${encKey(key)}`, { body: { name: ` \t${long}\n ` } });
+			assert.equal(r.status, 200, r.text);
+			assert.deepEqual(r.json, { ok: true, sessionKey: key, name: long });
+			for (const level of ["off", "minimal", "low", "medium", "high", "xhigh"]) {
+				r = await httpRequest(gw.port, "PUT", `/sessions/${encKey(key)}/thinking`, { body: { level } });
+				assert.equal(r.status, 200, `${level}: ${r.text}`);
+				assert.equal(r.json.ok, true);
+				assert.equal(typeof r.json.thinkingLevel, "string");
+			}
+			// Back to the suite's settings.
+			r = await httpRequest(gw.port, "PATCH", `/sessions/${encKey(key)}`, { body: { name: settings.get(key).name } });
+			assert.equal(r.status, 200, r.text);
+			r = await httpRequest(gw.port, "PUT", `/sessions/${encKey(key)}/thinking`, { body: { level: "medium" } });
+			assert.equal(r.json.thinkingLevel, settings.get(key).thinkingLevel);
+			await answersAfter(target, "the edges");
+		}
+	});
+
+	test("PUT model: missing fields, numbers, huge strings → 400 naming provider/id; unknown → 404; the model stays", async () => {
+		const noKey = gw.agent.primarySession.modelRegistry.getAll().find((m) => m.provider === "anthropic");
+		assert.ok(noKey, "pi's registry knows built-in models without credentials");
+		const cases = [...MODEL_CASES, modelCase("a model without credentials", { provider: noKey.provider, id: noKey.id }, 400, "provider", `No credentials for provider ${noKey.provider}`)];
+		await group(cases, "PUT model");
+	});
+
+	test("PUT thinking: wrong types and unknown levels → 400 naming level; the level stays", async () => {
+		await group(THINKING_CASES, "PUT thinking");
+	});
+
+	test("POST compact: non-string or too long instructions, bad wait → 400 naming the field; no compaction runs", async () => {
+		await group(COMPACT_CASES, "POST compact");
+		for (const target of tg()) {
+			const entries = gw.sessions.get(target.key).sessionManager.getEntries();
+			assert.ok(!entries.some((e) => e.type === "compaction"), `${target.label}: no compaction entry`);
+		}
+	});
+
+	test("GET history: limit 0/-1/1001/abc/1e3, before unknown/empty/%ZZ, format=xml → 400 naming the parameter; nothing is created", async () => {
+		const sessionsBefore = gw.runtime.listSessions().length;
+		await group(HISTORY_CASES, "GET history");
+		// On a key that does not exist: the bad query is refused (a `before` that only the session could
+		// know is a 404: there is no session to look in), the good one is a 404; no session is made.
+		const wrong = [];
+		const notFound = { status: 404, field: "Session not found", error: "Session not found: np-no-such-session" };
+		for (const c of HISTORY_CASES) {
+			const problem = await tryCase("np-no-such-session", c.needsSession ? { ...c, ...notFound } : c);
+			if (problem) wrong.push(problem);
+		}
+		assert.deepEqual(wrong, []);
+		const missing = await httpRequest(gw.port, "GET", "/sessions/np-no-such-session/messages?limit=5");
+		assert.equal(missing.status, 404, missing.text);
+		assert.equal(gw.runtime.listSessions().length, sessionsBefore, "no session was created");
+		// The boundaries are accepted, and the history still matches pi's session.
+		for (const target of tg()) {
+			const first = await getHistory(gw.port, target.key, { limit: 1 });
+			assert.equal(first.messages.length, 1);
+			const all = await getHistory(gw.port, target.key, { limit: 1000, format: "pi" });
+			assert.equal(all.messages.length, gw.sessions.get(target.key).messages.length);
+			const page = await getHistory(gw.port, target.key, { limit: 2, before: all.messages.at(-1).id, format: "pi" });
+			assert.deepEqual(page.messages, all.messages.slice(-3, -1));
+		}
+	});
+
+	test("DELETE ?purge=maybe (and other non-booleans) → 400 naming purge; nothing is deleted", async () => {
+		await group(DELETE_CASES, "DELETE purge");
+		assert.deepEqual(gw.deleted, [], "deleteSession was never called");
+		for (const target of tg()) assert.notEqual(gw.runtime.getSession(target.key), undefined, `${target.label} is still in memory`);
+	});
+
+	/**
+	 * Every bad request of this block to every target at once, `times` over (one wave after the
+	 * other: a wave stays below limits.maxConnections, whose excess is answered 503 by design).
+	 */
+	async function storm(times) {
+		const wrong = [];
+		for (let i = 0; i < times; i++) {
+			const sent = [];
+			for (const target of tg()) for (const c of ALL_14) sent.push(tryCase(target.key, c));
+			assert.ok(sent.length < 1024 - 64, `a wave of ${sent.length} requests stays below the connection limit`);
+			wrong.push(...(await withinMs(Promise.all(sent), 60_000, `${sent.length} bad requests to be answered`)).filter(Boolean));
+		}
+		return wrong;
+	}
+
+	test("a storm of every bad request in parallel on idle sessions: each refused naming its field; nothing changed; every session answers", async () => {
+		const before = new Map();
+		for (const target of tg()) before.set(target.key, await stateOf(target.key));
+		const wrong = await storm(3);
+		for (const target of tg()) {
+			assertUnchanged(target.key, before.get(target.key), await stateOf(target.key), "the storm");
+			await answersAfter(target, "the storm");
+		}
+		assert.deepEqual(wrong, [], "every bad request of the storm is a 4xx naming its field");
+	});
+
+	test("a storm of every bad request while each session streams a run: the runs finish untouched; nothing else changed; every session answers", async () => {
+		const before = new Map();
+		const slow = [];
+		for (const target of tg()) {
+			before.set(target.key, await stateOf(target.key));
+			const answer = httpRequest(gw.port, "POST", `/sessions/${encKey(target.key)}/messages`, { body: { text: `/slow ${SLOW_WORDS}` }, timeoutMs: 60_000 });
+			answer.catch(() => {});
+			const running = await pollFor(() => gw.runtime.listRuns(target.key).find((r) => r.status === "running"), `a running run on ${target.label}`);
+			slow.push({ target, answer, runId: running.runId });
+		}
+		const wrong = await storm(1);
+		// (/slow streams for ~10 s: the storm hit running runs.)
+		for (const { target, runId } of slow) assert.equal(gw.runtime.getRun(target.key, runId)?.status, "running", `${target.label}: still running after the storm`);
+		for (const { target, answer, runId } of slow) {
+			const r = await withinMs(answer, 60_000, `the slow run of ${target.label}`);
+			assert.equal(r.status, 200, r.text.slice(0, 300));
+			assert.deepEqual(r.json, { ok: true, response: fauxLongText(SLOW_WORDS), sessionKey: target.key, runId }, `${target.label}: the running run finished untouched`);
+			const b = before.get(target.key);
+			const now = await stateOf(target.key);
+			assertUnchanged(target.key, { ...b, messages: b.messages + 2, runs: b.runs + 1 }, { ...now, entries: b.entries }, "the storm while busy");
+			await answersAfter(target, "the storm while busy");
+		}
+		assert.deepEqual(wrong, [], "every bad request of the storm is a 4xx naming its field");
+	});
+
+	test("every bad request to a key that does not exist is refused alike (404 where only the session could tell) and creates no session", async () => {
+		const key = "np-ghost";
+		const sessionsBefore = gw.runtime.listSessions().length;
+		const notFound = { status: 404, field: "Session not found", error: `Session not found: ${key}`, prefix: undefined };
+		const wrong = [];
+		for (const c of ALL_14) {
+			const problem = await tryCase(key, c.needsSession || c.status === 404 ? { ...c, ...notFound } : c);
+			if (problem) wrong.push(problem);
+		}
+		assert.deepEqual(wrong, [], "every bad request to an unknown key gets its answer");
+		assert.equal(gw.runtime.getSession(key), undefined, "no session was created");
+		assert.equal(gw.sessions.has(key), false, "createSession was not called");
+		assert.equal(gw.runtime.listSessions().length, sessionsBefore);
+	});
+
+	test("no panic was logged", () => {
+		const panics = gw.logs.filter((line) => /panic/i.test(line));
+		assert.deepEqual(panics, []);
+	});
+});
