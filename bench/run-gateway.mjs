@@ -9,6 +9,7 @@
 //        [--no-new-session] [--fail-create REGEX] [--exit-on-stdin-close]
 //        [--max-connections N] [--buffer-events N] [--max-body-bytes N]
 //        [--replay-events N] [--replay-bytes N] [--big-sessions]
+//        [--faux | --faux-memory] [--max-sessions N]
 //
 // The flags from --max-connections on have no seed counterpart (the seed has no such limits);
 // unset, pi-gateway's defaults apply (limits.maxConnections 1024, sse.bufferEvents 4096,
@@ -16,6 +17,10 @@
 // --big-sessions: a session key `big-<count>-<size>[-<tag>]` gets a session (BigStreamSession of
 // __test__/support) whose every prompt streams <count> tokens of <size> bytes each, about one a
 // millisecond — to fill the event log to its byte bound (bench/run.mjs, "log-rss").
+// --faux / --faux-memory: real pi sessions on the offline faux model instead of the scripted ones
+// (bench/faux-sessions.mjs: createFauxPiAgent, session files in a temporary dir / in memory), with
+// sessionExists/deleteSession as the CLI passes them; --scenario and --big-sessions are then ignored.
+// --max-sessions: session.maxSessions (default 1000; the primary counts).
 //
 // Prints one line to stdout once listening: {"ready":true,"port":<port>,"pid":<pid>}.
 // SIGTERM/SIGINT: runtime.stop() with a 2 s deadline, then exit 0.
@@ -46,6 +51,9 @@ function parseCli(argv) {
 			"replay-events": { type: "string" },
 			"replay-bytes": { type: "string" },
 			"big-sessions": { type: "boolean", default: false },
+			faux: { type: "boolean", default: false },
+			"faux-memory": { type: "boolean", default: false },
+			"max-sessions": { type: "string" },
 		},
 	});
 	return values;
@@ -62,7 +70,11 @@ async function main() {
 		bind: args.bind,
 		port: Number(args.port),
 		...(args.token ? { bearerToken: args.token } : {}),
-		session: { idleMinutes: Number(args["idle-minutes"]), maxQueuePerSession: Number(args["max-queue"]) },
+		session: {
+			idleMinutes: Number(args["idle-minutes"]),
+			maxQueuePerSession: Number(args["max-queue"]),
+			...(args["max-sessions"] ? { maxSessions: Number(args["max-sessions"]) } : {}),
+		},
 		webhook: {
 			enabled: args.webhook,
 			basePath: args["webhook-path"],
@@ -89,11 +101,24 @@ async function main() {
 				return m ? new BigStreamSession({ count: Number(m[1]), size: Number(m[2]), intervalMs: 0 }) : scripted(key);
 			}
 		: scripted;
+	// Imported only when asked for: it loads pi-coding-agent (and, through lib/faux-agent.js, index.js),
+	// which the scripted cases do not need.
+	const faux =
+		args.faux || args["faux-memory"]
+			? await (await import("./faux-sessions.mjs")).startFauxSessions(args["faux-memory"] ? "memory" : "disk")
+			: null;
+	if (faux) process.stderr.write(`[gateway] faux agent: ${faux.storage}\n`);
 	const runtime = new GatewayRuntime({
 		config,
 		primarySessionKey: "main",
-		primarySession: createScriptedSession("main", scenario, sessionOptions),
-		createSession,
+		...(faux
+			? {
+					primarySession: faux.primarySession,
+					createSession: faux.createSession,
+					sessionExists: faux.sessionExists,
+					deleteSession: faux.deleteSession,
+				}
+			: { primarySession: createScriptedSession("main", scenario, sessionOptions), createSession }),
 		log: (message) => process.stderr.write(`[gateway] ${message}\n`),
 	});
 	setActiveGatewayRuntime(runtime);
@@ -107,7 +132,10 @@ async function main() {
 		if (stopping) return;
 		stopping = true;
 		const deadline = new Promise((r) => setTimeout(r, 2000).unref());
-		await Promise.race([runtime.stop().catch(() => {}), deadline]);
+		await Promise.race([(async () => {
+			await runtime.stop().catch(() => {});
+			await faux?.close().catch(() => {});
+		})(), deadline]);
 		process.exit(0);
 	};
 	process.on("SIGTERM", shutdown);

@@ -5,7 +5,8 @@
 //
 //   --only a,b,...  run only these cases (names below; groups: http = health,get-session,messages;
 //                   sse / per-event = fanout,burst,long,unpaced; memory = rss-session,rss-stream;
-//                   log = replay,log-rss; rss = rss-session,rss-stream,log-rss), e.g.
+//                   log = replay,log-rss; rss = rss-session,rss-stream,log-rss,sessions-rss;
+//                   faux = history,sessions-rss), e.g.
 //                   `npm run bench -- --only replay,rss,per-event`. Default: all.
 //
 // Each gateway runs in its own process (bench/seed/run-seed.mjs under tsx, bench/run-gateway.mjs)
@@ -45,6 +46,21 @@
 //   log-rss: (gateway only) RSS growth of the gateway process when one session's log fills to its
 //       bound: ~4,200 small tokens (the 4,096-event bound) and 3,000 tokens of 2 KiB (the 4 MiB
 //       bound), each on two sessions one after the other
+//   history, sessions-rss: on REAL pi sessions (createFauxPiAgent of lib/faux-agent.js, the agent
+//       the CLI runs without --model; launcher flag --faux, bench/faux-sessions.mjs), not the
+//       scripted ones:
+//     history: GET /sessions/:key/messages?limit=1000, format ui and pi, of a session built with
+//       500 `/echo` runs (1,000 messages in both formats) and of one built with 500 tool-calling
+//       runs (thinking + pi's real `read` tool + text: 1,000 ui messages, 2,000 pi messages of
+//       which the last 1,000 are served); also the default page (ui, limit=100) of each, to show
+//       what a page costs in a long session; 20 warm-up, 200 sequential and 200 at 8 connections,
+//       each timed to its last byte (bench/http-latency.mjs); p50/p99, bytes, gateway CPU. The
+//       seed has no history route (no ratio): for scale, its nearest route, GET /sessions/:key
+//       (a snapshot with messageCount, no messages) of the same 1,000-message session, both gateways
+//     sessions-rss: RSS per real session: 1,000 sessions created with one `/echo hi` each (16
+//       connections), RSS after a full GC before and after, seed and pi-gateway (session.maxSessions
+//       2,000 so that none is evicted); twice, on fresh processes with MEMORY_NODE_OPTIONS: session
+//       files in a temporary dir (as the CLI: --ephemeral / --data-dir), and in memory
 //
 // It stops by itself: a watchdog kills everything after a deadline; any failure kills the
 // children and exits 1.
@@ -76,7 +92,7 @@ if (cli["load-tool"] && !["wrk", "autocannon"].includes(cli["load-tool"])) {
 	process.exit(2);
 }
 // --only: which cases run.
-const CASES = ["health", "get-session", "messages", "fanout", "burst", "long", "unpaced", "rss-session", "rss-stream", "replay", "log-rss"];
+const CASES = ["health", "get-session", "messages", "fanout", "burst", "long", "unpaced", "rss-session", "rss-stream", "replay", "log-rss", "history", "sessions-rss"];
 const GROUPS = {
 	all: CASES,
 	http: ["health", "get-session", "messages"],
@@ -84,7 +100,8 @@ const GROUPS = {
 	"per-event": ["fanout", "burst", "long", "unpaced"],
 	memory: ["rss-session", "rss-stream"],
 	log: ["replay", "log-rss"],
-	rss: ["rss-session", "rss-stream", "log-rss"],
+	rss: ["rss-session", "rss-stream", "log-rss", "sessions-rss"],
+	faux: ["history", "sessions-rss"],
 };
 const SELECTED = new Set();
 for (const name of (cli.only ?? "all").split(",").map((x) => x.trim()).filter(Boolean)) {
@@ -125,7 +142,10 @@ const P = QUICK
 			logSmallTokens: 4200,
 			logBig: { count: 3000, size: 2048 },
 			logSessions: 1,
-			watchdogMs: 180_000,
+			historyRuns: 500,
+			historyRequests: { warmup: 10, sequential: 100, concurrent: 100, connections: 8 },
+			fauxSessions: 1000,
+			watchdogMs: 240_000,
 		}
 	: {
 			rounds: 3,
@@ -148,7 +168,10 @@ const P = QUICK
 			logSmallTokens: 4200,
 			logBig: { count: 3000, size: 2048 },
 			logSessions: 2,
-			watchdogMs: 480_000,
+			historyRuns: 500,
+			historyRequests: { warmup: 20, sequential: 200, concurrent: 200, connections: 8 },
+			fauxSessions: 1000,
+			watchdogMs: 600_000,
 		};
 const LOAD_CONNECTIONS = 50;
 // pi-gateway closes connections past limits.maxConnections (default 1024); the seed has no cap.
@@ -309,6 +332,28 @@ function runHttpLoad(spec) {
 				resolveRun(JSON.parse(out.trim().split("\n").pop()));
 			} catch (error) {
 				reject(new Error(`load-http printed no result: ${out}`));
+			}
+		});
+	});
+}
+
+/** One bounded latency run (bench/http-latency.mjs) in its own process; resolves with its JSON line. */
+function runLatency(spec) {
+	return new Promise((resolveRun, reject) => {
+		const [cmd, args] = loadCommand([join(here, "http-latency.mjs"), JSON.stringify(spec)]);
+		const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "inherit"], cwd: repoRoot });
+		const entry = { name: "http-latency", kill: () => child.kill("SIGKILL") };
+		children.add(entry);
+		let out = "";
+		child.stdout.setEncoding("utf8").on("data", (d) => (out += d));
+		child.on("error", reject);
+		child.on("exit", (code, signal) => {
+			children.delete(entry);
+			if (code !== 0) return reject(new Error(`http-latency exited with ${code ?? signal} for ${spec.label ?? spec.path}`));
+			try {
+				resolveRun(JSON.parse(out.trim().split("\n").pop()));
+			} catch {
+				reject(new Error(`http-latency printed no result: ${out}`));
 			}
 		});
 	});
@@ -785,6 +830,145 @@ async function logPhase() {
 	}
 }
 
+// ---------------------------------------------------------------- real pi sessions (faux model)
+
+// The sessions of the history case: each built with P.historyRuns runs, one after the other.
+const HISTORY_SESSIONS = [
+	{
+		id: "echo",
+		key: "hist-echo",
+		label: "/echo runs",
+		text: (i) => `/echo message number ${i} of the history benchmark`,
+		// 2 messages a run in both formats (user, assistant)
+		total: (runs) => 2 * runs,
+		seedToo: true,
+	},
+	{
+		id: "tools",
+		key: "hist-tools",
+		label: "tool-calling runs (thinking + read tool + text)",
+		text: (i) => `what does the workspace file say? (question ${i})`,
+		// ui: user + one assistant a run; pi: user, assistant (thinking, tool call), tool result, assistant
+		total: (runs, format) => (format === "ui" ? 2 : 4) * runs,
+		seedToo: false,
+	},
+];
+// What is asked of each: the whole 1,000 messages in both formats, and the default page (100) of
+// the same session, which shows whether a page costs what it holds or what the session holds.
+const HISTORY_QUERIES = [
+	{ id: "ui", format: "ui", limit: 1000 },
+	{ id: "pi", format: "pi", limit: 1000 },
+	{ id: "ui100", format: "ui", limit: 100 },
+];
+
+/**
+ * history: GET /sessions/:key/messages?limit=1000 (ui and pi) of 1,000-message real sessions on
+ * pi-gateway; the seed's nearest route (GET /sessions/:key) of the same session on both, for scale.
+ */
+async function historyPhase() {
+	log("History (real pi sessions on the faux model)");
+	const pair = await startPair("history", { seed: ["--faux"], gateway: ["--faux"] });
+	const R = P.historyRequests;
+	const latencySpec = (server, path, label) => ({
+		url: server.url,
+		path,
+		label,
+		warmup: R.warmup,
+		sequential: R.sequential,
+		concurrent: { connections: R.connections, requests: R.concurrent },
+		pid: server.pid,
+		probe: server.probe,
+	});
+	try {
+		const out = { label: "History: GET /sessions/:key/messages", kind: "history", runs: P.historyRuns, requests: R, sessions: [] };
+		for (const hs of HISTORY_SESSIONS) {
+			const built = {};
+			for (const impl of hs.seedToo ? IMPLS : IMPLS.filter((i) => i.id === "gateway")) {
+				log(`· ${impl.name}: ${P.historyRuns} ${hs.label} on ${hs.key}`);
+				const server = pair[impl.id];
+				const t0 = performance.now();
+				for (let i = 0; i < P.historyRuns; i++) {
+					const reply = await postJson(server, `/sessions/${hs.key}/messages`, { text: hs.text(i) });
+					if (!reply.ok) throw new Error(`${server.name}: run ${i} on ${hs.key}: ${JSON.stringify(reply)}`);
+				}
+				const snapshot = await (await fetch(`${server.url}/sessions/${hs.key}`)).json();
+				built[impl.id] = { ms: performance.now() - t0, messageCount: snapshot.session?.messageCount };
+			}
+			const formats = {};
+			for (const q of HISTORY_QUERIES) {
+				log(`· pi-gateway: history of ${hs.key}, format=${q.format}&limit=${q.limit}`);
+				const g = pair.gateway;
+				const r = await runLatency(latencySpec(g, `/sessions/${hs.key}/messages?format=${q.format}&limit=${q.limit}`, `history ${hs.id} ${q.id}`));
+				const total = hs.total(P.historyRuns, q.format);
+				const expected = { messages: Math.min(q.limit, total), hasMore: total > q.limit };
+				const intact = r.summary?.messages === expected.messages && r.summary?.hasMore === expected.hasMore && r.summary?.format === q.format;
+				formats[q.id] = { ...r, query: q, total, expected, intact };
+			}
+			out.sessions.push({ id: hs.id, key: hs.key, label: hs.label, built, formats });
+		}
+		// The seed's nearest route, for scale: the snapshot of the same 1,000-message session.
+		const near = HISTORY_SESSIONS.find((x) => x.seedToo);
+		out.nearest = { key: near.key };
+		for (const impl of IMPLS) {
+			log(`· ${impl.name}: GET /sessions/${near.key} (snapshot), for scale`);
+			out.nearest[impl.id] = await runLatency(latencySpec(pair[impl.id], `/sessions/${near.key}`, `snapshot ${near.key}`));
+		}
+		results.cases.history = out;
+	} finally {
+		await stopPair(pair);
+	}
+}
+
+// sessions-rss: the storage variants, each on a fresh pair of processes.
+const FAUX_STORAGE = [
+	{ id: "disk", flag: "--faux", label: "session files in a temp dir, as the CLI" },
+	{ id: "memory", flag: "--faux-memory", label: "in memory (SessionManager.inMemory)" },
+];
+
+/** sessions-rss: RSS per real pi session (one `/echo hi` each), seed and pi-gateway. */
+async function sessionsRssPhase() {
+	log("RSS of real pi sessions (faux model)");
+	const N = P.fauxSessions;
+	const out = { label: `RSS per real pi session (${fmt(N)} sessions, 1 /echo each)`, kind: "fauxRss", sessions: N, variants: [] };
+	for (const variant of FAUX_STORAGE) {
+		// maxSessions: the primary counts, so the default 1000 would evict one of these.
+		const pair = await startPair(
+			`faux-rss-${variant.id}`,
+			{ seed: [variant.flag], gateway: [variant.flag, "--max-sessions", String(2 * N)] },
+			MEMORY_NODE_OPTIONS,
+		);
+		try {
+			const v = { id: variant.id, label: variant.label };
+			for (const impl of IMPLS) {
+				const s = pair[impl.id];
+				log(`· ${impl.name}: ${fmt(N)} real sessions, ${variant.label}`);
+				const before = await settledMemory(s);
+				const t0 = performance.now();
+				const load = await runHttpLoad({
+					url: s.url,
+					path: `/sessions/faux${variant.id}{n}/messages`,
+					method: "POST",
+					body: { text: "/echo hi" },
+					mode: "unique",
+					amount: N,
+					connections: 16,
+					label: `create ${N} real sessions`,
+				});
+				const createMs = performance.now() - t0;
+				if (load.ok !== N) throw new Error(`${s.name}: creating ${N} real sessions: ${JSON.stringify(load)}`);
+				await sleep(200);
+				const after = await settledMemory(s);
+				const ready = await (await fetch(`${s.url}/ready`)).json();
+				v[impl.id] = { before, after, sessions: ready.sessions, createMs, per: perUnit(before, after, N), bytesPer: (after.rss - before.rss) / N };
+			}
+			out.variants.push(v);
+		} finally {
+			await stopPair(pair);
+		}
+	}
+	results.cases.sessionsRss = out;
+}
+
 // ---------------------------------------------------------------- report
 
 const fmt = (n, digits = 0) =>
@@ -836,6 +1020,17 @@ function extraNotes() {
 	if (c.logRss) {
 		out.push(
 			"Log RSS: the gateway process's RSS after a full GC, before and after one session's answer fills its log to the bound (events.replayEvents 4096 / replayBytes 4 MiB, the defaults); small tokens from the scripted session, 2 KiB tokens from BigStreamSession. The growth includes the session's own transcript (JS) and allocator slack; the seed keeps no log.",
+		);
+	}
+	if (c.history) {
+		const R = c.history.requests;
+		out.push(
+			`History: real pi sessions (createFauxPiAgent, session files in a temp dir) built with ${fmt(c.history.runs)} runs each, one after the other; ?limit=1000 in both formats, and the default page (ui, limit=100); per query ${fmt(R.warmup)} warm-up requests, then ${fmt(R.sequential)} sequential on one keep-alive connection and ${fmt(R.concurrent)} over ${fmt(R.connections)} connections (bench/http-latency.mjs, on the load core), each timed from the request to its body's last byte; gateway CPU (all threads) per response over the phase. The seed has no history route: no ratio; its nearest route, GET /sessions/:key (a snapshot: messageCount, no messages), of the same session is shown for scale.`,
+		);
+	}
+	if (c.sessionsRss) {
+		out.push(
+			`Real-session RSS: ${fmt(c.sessionsRss.sessions)} sessions created with one "/echo hi" each (autocannon, 16 connections) on real pi sessions (createFauxPiAgent) in a fresh pair of processes per storage variant, NODE_OPTIONS=${MEMORY_NODE_OPTIONS}; RSS and V8 heap after a full GC before and after; pi-gateway with session.maxSessions ${fmt(2 * c.sessionsRss.sessions)} (default 1000; the primary counts), the seed has no cap. Both launchers load lib/faux-agent.js, which imports pi-gateway's index.js (the addon), also into the seed: a constant, not per session.`,
 		);
 	}
 	return out;
@@ -928,6 +1123,45 @@ function buildTable() {
 			add("", "bytes read; throughput", NA, `${fmt(r0.bytes / 1024)} KiB; ${fmt(r0.bytes / 1048.576 / v.ms, 0)} MiB/s`);
 			const q = v.query;
 			add("", "same with ?after= (1 run): ms; CPU ms", NA, `${fmt(q.ms, 2)}; ${fmt(q.cpuNs / 1e6, 2)}`);
+		} else if (v.kind === "history") {
+			const NA = "n/a (no such route)";
+			const R = v.requests;
+			const lat = (x) => `${fmt(x.latencyMs.p50, 2)} / ${fmt(x.latencyMs.p99, 2)}`;
+			for (const hs of v.sessions) {
+				const b = hs.built;
+				add(
+					`${v.label}: ${fmt(v.runs)} ${hs.label}`,
+					`setup: ${fmt(v.runs)} runs, s (snapshot messageCount)`,
+					b.seed ? `${fmt(b.seed.ms / 1000, 1)} (${fmt(b.seed.messageCount)})` : "not built",
+					`${fmt(b.gateway.ms / 1000, 1)} (${fmt(b.gateway.messageCount)})`,
+				);
+				for (const q of HISTORY_QUERIES) {
+					const x = hs.formats[q.id];
+					const conc = x.concurrent;
+					add(`  ?format=${q.format}&limit=${q.limit} (of ${fmt(x.total)})`, `sequential p50 / p99 ms (${fmt(x.sequential.requests)} requests)`, NA, lat(x.sequential), "n/a");
+					add("", `c=${fmt(conc.connections)}: p50 / p99 ms; req/s (${fmt(conc.requests)} requests)`, NA, `${lat(conc)}; ${fmt(conc.rps)}`);
+					add("", "KiB per response; messages (hasMore)", NA, `${kib(x.bytes.max)}${x.bytes.min !== x.bytes.max ? ` (min ${kib(x.bytes.min)})` : ""}; ${fmt(x.summary?.messages)} (${x.summary?.hasMore})${x.intact ? "" : ` — EXPECTED ${fmt(x.expected.messages)} (${x.expected.hasMore})`}`);
+					add("", `gateway CPU ms per response: sequential | c=${fmt(conc.connections)}; ELU (sequential)`, NA, `${fmt(x.sequential.cpuUsPerRequest / 1000, 2)} | ${fmt(conc.cpuUsPerRequest / 1000, 2)}; ${fmt(x.sequential.elu, 3)}`);
+				}
+			}
+			const s = v.nearest.seed;
+			const g = v.nearest.gateway;
+			add(`  for scale: GET /sessions/${v.nearest.key} (the seed's nearest route: snapshot, no messages)`, `sequential p50 / p99 ms (${fmt(s.sequential.requests)} requests)`, lat(s.sequential), lat(g.sequential));
+			add("", `c=${fmt(R.connections)}: p50 / p99 ms; req/s`, `${lat(s.concurrent)}; ${fmt(s.concurrent.rps)}`, `${lat(g.concurrent)}; ${fmt(g.concurrent.rps)}`);
+			add("", "bytes per response; messageCount", `${fmt(s.bytes.max)}; ${fmt(s.summary?.messageCount)}`, `${fmt(g.bytes.max)}; ${fmt(g.summary?.messageCount)}`);
+			add("", "server CPU µs per response (sequential)", fmt(s.sequential.cpuUsPerRequest, 1), fmt(g.sequential.cpuUsPerRequest, 1));
+		} else if (v.kind === "fauxRss") {
+			let first = true;
+			for (const variant of v.variants) {
+				const s = variant.seed;
+				const g = variant.gateway;
+				add(first ? `${v.label}: ${variant.label}` : `  ${variant.label}`, "KiB per session: RSS growth", kib(s.per.rss), kib(g.per.rss), fmtRatio(ratio(g.per.rss, s.per.rss)));
+				add("", "  without V8 heap sizing (ΔRSS − ΔV8 committed + ΔV8 used)", kib(s.per.steady), kib(g.per.steady), fmtRatio(ratio(g.per.steady, s.per.steady)));
+				add("", "  of it V8 heap used", kib(s.per.heapUsed), kib(g.per.heapUsed));
+				add("", "RSS MiB: before → after", `${mib(s.before.rss)} → ${mib(s.after.rss)}`, `${mib(g.before.rss)} → ${mib(g.after.rss)}`);
+				add("", "sessions held after (/ready, primary included); creation s", `${fmt(s.sessions)}; ${fmt(s.createMs / 1000, 1)}`, `${fmt(g.sessions)}; ${fmt(g.createMs / 1000, 1)}`);
+				first = false;
+			}
 		} else if (v.kind === "logRss") {
 			const NA = "n/a (no log)";
 			let first = true;
@@ -1023,6 +1257,22 @@ function evaluateTargets() {
 			within,
 		);
 	}
+	if (c.history) {
+		const all = c.history.sessions.flatMap((hs) => HISTORY_QUERIES.map((q) => hs.formats[q.id]));
+		add(
+			"history: every response 200 with the messages and hasMore expected (gateway)",
+			all.map((x) => `${x.summary?.format}/${fmt(x.query.limit)}: ${fmt(x.summary?.messages)} (${x.summary?.hasMore})`).join(", "),
+			all.every((x) => x.intact && Object.keys(x.statuses).join() === "200"),
+		);
+	}
+	if (c.sessionsRss) {
+		const held = c.sessionsRss.variants.flatMap((v) => IMPLS.map((i) => v[i.id].sessions));
+		add(
+			`sessions-rss: all ${fmt(c.sessionsRss.sessions)} sessions (+ the primary) held, none evicted`,
+			held.map((n) => fmt(n)).join(", "),
+			held.every((n) => n === c.sessionsRss.sessions + 1),
+		);
+	}
 	if (c.health) {
 		add("main-thread ELU ≤ 0.05 during GET /health (gateway)", fmt(c.health.gateway.elu, 3), c.health.gateway.elu <= 0.05);
 	}
@@ -1055,6 +1305,8 @@ async function main() {
 	if (want(...GROUPS.sse)) await ssePhase();
 	if (want(...GROUPS.memory)) await memoryPhase();
 	if (want(...GROUPS.log)) await logPhase();
+	if (want("history")) await historyPhase();
+	if (want("sessions-rss")) await sessionsRssPhase();
 
 	results.env.loadavgAfter = loadavg();
 	results.env.seconds = (Date.now() - started) / 1000;

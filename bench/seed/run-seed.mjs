@@ -6,9 +6,14 @@
 //        [--max-queue 100] [--idle-minutes 30]
 //        [--scenario instant | stream:N[:intervalMs[:batch]] | thinking | tool | error]
 //        [--no-new-session] [--fail-create REGEX] [--exit-on-stdin-close]
+//        [--faux | --faux-memory]
 //
 // --no-new-session: sessions without newSession() (as pi 0.73's AgentSession; the seed's reset of
 // the primary then fails). --fail-create: createSession rejects for keys matching REGEX.
+// --faux / --faux-memory: real pi sessions on the offline faux model (bench/faux-sessions.mjs, the
+// same ones bench/run-gateway.mjs takes with the same flags; session files in a temporary dir / in
+// memory) instead of the scripted ones; --scenario is then ignored. The seed has no
+// sessionExists/deleteSession options and no session cap.
 //
 // The seed is read from $PI_GATEWAY_SEED, else <repo>/../shared/seed/gateway-runtime.ts. It is
 // copied into a fresh temp dir beside the modules it imports (./vercel-ai-stream.js: our stand-in;
@@ -70,6 +75,8 @@ function parseCli(argv) {
 			"no-new-session": { type: "boolean", default: false },
 			"fail-create": { type: "string" },
 			"exit-on-stdin-close": { type: "boolean", default: false },
+			faux: { type: "boolean", default: false },
+			"faux-memory": { type: "boolean", default: false },
 		},
 	});
 	return values;
@@ -94,14 +101,23 @@ async function main() {
 			...(args["webhook-secret"] ? { secret: args["webhook-secret"] } : {}),
 		},
 	};
+	// Imported only when asked for: it loads pi-coding-agent (and, through lib/faux-agent.js, index.js),
+	// which the scripted cases do not need.
+	const faux =
+		args.faux || args["faux-memory"]
+			? await (await import("../faux-sessions.mjs")).startFauxSessions(args["faux-memory"] ? "memory" : "disk")
+			: null;
+	if (faux) process.stderr.write(`[seed] faux agent: ${faux.storage}\n`);
 	const runtime = new seed.GatewayRuntime({
 		config,
 		primarySessionKey: "main",
-		primarySession: createScriptedSession("main", scenario, sessionOptions),
-		createSession: createScriptedFactory(scenario, {
-			...sessionOptions,
-			...(args["fail-create"] ? { failKey: new RegExp(args["fail-create"]) } : {}),
-		}),
+		primarySession: faux ? faux.primarySession : createScriptedSession("main", scenario, sessionOptions),
+		createSession: faux
+			? faux.createSession
+			: createScriptedFactory(scenario, {
+					...sessionOptions,
+					...(args["fail-create"] ? { failKey: new RegExp(args["fail-create"]) } : {}),
+				}),
 		log: (message) => process.stderr.write(`[seed] ${message}\n`),
 	});
 	seed.setActiveGatewayRuntime(runtime);
@@ -116,7 +132,10 @@ async function main() {
 		if (stopping) return;
 		stopping = true;
 		const deadline = new Promise((r) => setTimeout(r, 2000).unref());
-		await Promise.race([runtime.stop().catch(() => {}), deadline]);
+		await Promise.race([(async () => {
+			await runtime.stop().catch(() => {});
+			await faux?.close().catch(() => {});
+		})(), deadline]);
 		process.exit(0);
 	};
 	process.on("SIGTERM", shutdown);
