@@ -27,6 +27,14 @@ export interface GatewayConfig {
 		createTimeoutMs?: number;
 		/** What a message without `mode` does while its session is busy. Default "queue". */
 		defaultMode?: GatewayMessageMode;
+		/**
+		 * Sessions held in memory at once, the primary included: 1 to 1000000, default 1000. A new
+		 * session past it first evicts the least recently active idle non-primary session (nothing
+		 * running or queued, no event subscriber); with none idle, the request is refused: HTTP 503
+		 * "Too many sessions" with `Retry-After: 5`, `enqueueMessage` resolves `ok: false` with that
+		 * error, `submitMessage` rejects with it.
+		 */
+		maxSessions?: number;
 	};
 	webhook: {
 		enabled: boolean;
@@ -144,8 +152,55 @@ export interface GatewayAgentSession {
 	followUp?(text: string, images?: GatewayImageContent[]): Promise<unknown>;
 	/** Optional: pi's agent, reset on a primary reset. */
 	readonly agent?: { reset(): void; sessionId?: string; waitForIdle?(): Promise<void> };
-	/** Optional: roots `getGatewaySessionDir()`; `newSession()` starts a new session file on a primary reset. */
-	readonly sessionManager?: { getSessionDir(): string; newSession?(...args: any[]): unknown; getSessionId?(): string };
+	/**
+	 * Optional: pi's SessionManager. `getSessionDir()` roots `getGatewaySessionDir()`; `newSession()`
+	 * starts a new session file on a reset. The history route reads `getBranch()` (without it, the
+	 * session's `messages`), and `appendCustomEntry()` marks where each run begins
+	 * (`pi-gateway.run {runId}`), so an answer keeps its run id in the history.
+	 */
+	readonly sessionManager?: {
+		getSessionDir(): string;
+		newSession?(...args: any[]): unknown;
+		getSessionId?(): string;
+		getBranch?(): readonly unknown[];
+		appendCustomEntry?(customType: string, data?: unknown): unknown;
+		isPersisted?(): boolean;
+		getSessionFile?(): string | undefined;
+		getHeader?(): unknown;
+	};
+	// The management routes call these when the session has them; without one, its route answers
+	// 501 "Not supported by this session: <method>()". pi's AgentSession has them all.
+	/** Optional: `POST /sessions/:key/compact`; its result's `summary` is the run's response. */
+	compact?(customInstructions?: string): Promise<unknown>;
+	/** Optional: `GET /sessions/:key/stats` (without `sessionFile`). */
+	getSessionStats?(): unknown;
+	/** Optional: `PATCH /sessions/:key {name}`. */
+	setSessionName?(name: string): void;
+	/** The session's name, shown in its snapshot. */
+	readonly sessionName?: string;
+	/** Optional: `PUT /sessions/:key/thinking {level}`. */
+	setThinkingLevel?(level: GatewayThinkingLevel): void;
+	/** The session's thinking level, shown in its snapshot. */
+	readonly thinkingLevel?: string;
+	/** Optional, with `modelRegistry`: `PUT /sessions/:key/model {provider, id}`. */
+	setModel?(model: any): Promise<unknown>;
+	/** The session's model, shown in its snapshot as `{provider, id}`. */
+	readonly model?: { provider: string; id: string };
+	/**
+	 * Optional: pi's ModelRegistry. `find()` resolves `PUT …/model` (404 when it finds nothing),
+	 * `hasConfiguredAuth()` refuses a model without credentials (400), `getAvailable()` lists
+	 * `GET /models` (asked of the primary session).
+	 */
+	readonly modelRegistry?: {
+		find?(provider: string, id: string): any;
+		hasConfiguredAuth?(model: any): boolean;
+		getAvailable?(): readonly any[];
+	};
+	/**
+	 * Optional: a chat `trigger: "regenerate-message"` first moves the session's tree to before the
+	 * previous answer, so that answer leaves the context (without it, the message is simply run again).
+	 */
+	navigateTree?(targetId: string, options?: { summarize?: boolean }): Promise<unknown>;
 }
 
 export type GatewaySessionFactory = (sessionKey: string) => Promise<GatewayAgentSession>;
@@ -243,6 +298,12 @@ export interface GatewaySessionSnapshot {
 	processing: boolean;
 	lastActiveAt: number;
 	createdAt: number;
+	/** pi's session name, once one is set (`PATCH /sessions/:key {name}`). */
+	name?: string;
+	/** The session's model, when the session has one. */
+	model?: GatewayModelRef;
+	/** The session's thinking level, when the session has one. */
+	thinkingLevel?: GatewayThinkingLevel;
 }
 
 export interface GatewayRuntimeOptions {
@@ -251,6 +312,232 @@ export interface GatewayRuntimeOptions {
 	primarySession: GatewayAgentSession;
 	createSession: GatewaySessionFactory;
 	log?: (message: string) => void;
+	/**
+	 * Whether a conversation is stored for `sessionKey`. A session route (`GET /sessions/:key`,
+	 * `…/messages`, `…/stats`, `PATCH`, `DELETE`, `…/model`, `…/thinking`, `…/compact`) on a key
+	 * that is not in memory loads it with `createSession(key)` when this answers true, and answers
+	 * 404 otherwise (always 404 without this option).
+	 */
+	sessionExists?(sessionKey: string): boolean | Promise<boolean>;
+	/**
+	 * Deletes what is stored for `sessionKey`: called by `DELETE /sessions/:key?purge=true` after the
+	 * session is disposed. Without it, `purge=true` is refused (501) and nothing is deleted.
+	 */
+	deleteSession?(sessionKey: string): void | Promise<void>;
+}
+
+/** A model as the gateway names it. */
+export interface GatewayModelRef {
+	provider: string;
+	id: string;
+}
+
+/** pi's thinking levels (`PUT /sessions/:key/thinking`). */
+export type GatewayThinkingLevel = "off" | "minimal" | "low" | "medium" | "high" | "xhigh";
+
+/** Why a model call stopped (pi-ai's `StopReason`). */
+export type GatewayStopReason = "stop" | "length" | "toolUse" | "error" | "aborted";
+
+/** pi-ai's token usage: of one assistant message, or summed over a run's assistant messages. */
+export interface GatewayUsage {
+	input: number;
+	output: number;
+	cacheRead: number;
+	cacheWrite: number;
+	totalTokens: number;
+	/** In the model's currency units (dollars for pi's built-in models). */
+	cost: { input: number; output: number; cacheRead: number; cacheWrite: number; total: number };
+}
+
+/** `messageMetadata` of a chat stream's `start` chunk. */
+export interface GatewayChatStartMetadata {
+	sessionKey: string;
+	/** The run's id, also the assistant message's id (`messageId`). */
+	runId: string;
+}
+
+/** `messageMetadata` of a chat stream's `finish` chunk (present once an assistant message completed). */
+export interface GatewayChatFinishMetadata {
+	/** Summed over the run's assistant messages. */
+	usage: GatewayUsage;
+	/** The model of the run's last assistant message. */
+	model?: GatewayModelRef;
+	/** The stop reason of the run's last assistant message. */
+	stopReason?: GatewayStopReason;
+}
+
+/** `metadata` of an assistant message in the history (`ui` format). */
+export interface GatewayHistoryMetadata extends GatewayChatFinishMetadata {
+	/** The run that wrote it, when the gateway ran it. */
+	runId?: string;
+}
+
+/**
+ * The metadata a `useChat` message of the gateway carries: the history's, or the chat stream's
+ * `start` and `finish` metadata merged (each part once it has arrived). For `UIMessage<GatewayUIMessageMetadata>`.
+ */
+export type GatewayUIMessageMetadata = Partial<GatewayChatStartMetadata & GatewayChatFinishMetadata>;
+
+export interface GatewayUITextPart {
+	type: "text";
+	text: string;
+	/** `"done"` in assistant messages; absent in user messages. */
+	state?: "done";
+}
+
+export interface GatewayUIReasoningPart {
+	type: "reasoning";
+	text: string;
+	state: "done";
+}
+
+/** An image of a user message, as a data URL (`data:<mediaType>;base64,<data>`). */
+export interface GatewayUIFilePart {
+	type: "file";
+	mediaType: string;
+	url: string;
+}
+
+/** Where a model call of the run began. */
+export interface GatewayUIStepStartPart {
+	type: "step-start";
+}
+
+/** What a pi tool answered: its content blocks and, when it gave them, its details. */
+export interface GatewayToolOutput {
+	content: Array<{ type: "text"; text: string } | { type: "image"; data: string; mimeType: string }>;
+	details?: unknown;
+}
+
+/** A tool call (pi's tools are not declared to the client: `dynamic-tool` parts). */
+export type GatewayUIDynamicToolPart = {
+	type: "dynamic-tool";
+	toolName: string;
+	toolCallId: string;
+	input: unknown;
+} & (
+	| { state: "output-available"; output: GatewayToolOutput }
+	| { state: "output-error"; errorText: string }
+	/** A call without a result (its run was aborted before the tool answered). */
+	| { state: "input-available" }
+);
+
+export interface GatewayUIUserMessage {
+	/** pi's entry id. */
+	id: string;
+	role: "user";
+	parts: Array<GatewayUITextPart | GatewayUIFilePart>;
+}
+
+/**
+ * The answer of one run: its model calls (each after a `step-start`), reasoning, tool calls and
+ * text. A user message steered into the run splits it: the part after it is another assistant
+ * message with the id `<runId>-<n>`.
+ */
+export interface GatewayUIAssistantMessage {
+	/** The run id when the gateway ran it (the chat stream's `messageId`), else pi's entry id. */
+	id: string;
+	role: "assistant";
+	metadata: GatewayHistoryMetadata;
+	parts: Array<GatewayUITextPart | GatewayUIReasoningPart | GatewayUIStepStartPart | GatewayUIDynamicToolPart>;
+}
+
+/** An AI SDK (v5 and later) `UIMessage`, as `GET /sessions/:key/messages` serves it: `useChat({ messages })` takes them. */
+export type GatewayUIMessage = GatewayUIUserMessage | GatewayUIAssistantMessage;
+
+/** One of pi's message entries on the session's current branch (`format=pi`). */
+export interface GatewayPiHistoryEntry {
+	/** pi's entry id. */
+	id: string;
+	/** pi's parent entry id (it may name an entry the history does not list, such as a run marker); null for the first. */
+	parentId: string | null;
+	/** When pi wrote the entry (ISO 8601). */
+	timestamp: string;
+	/** pi's message, as pi stores it (`role`: `user`, `assistant`, `toolResult`, …). */
+	message: { role: string; [field: string]: unknown };
+}
+
+export type GatewayHistoryFormat = "ui" | "pi";
+
+export interface GatewayHistoryPageBase {
+	sessionKey: string;
+	/** Older messages exist: the next page is `before=<messages[0].id>`. */
+	hasMore: boolean;
+}
+/** `GET /sessions/:key/messages` (default format). Oldest first. */
+export interface GatewayUIHistoryPage extends GatewayHistoryPageBase {
+	format: "ui";
+	messages: GatewayUIMessage[];
+}
+/** `GET /sessions/:key/messages?format=pi`. Oldest first. */
+export interface GatewayPiHistoryPage extends GatewayHistoryPageBase {
+	format: "pi";
+	messages: GatewayPiHistoryEntry[];
+}
+/** `GET /sessions/:key/messages?format=ui|pi&limit=N&before=<id>`. */
+export type GatewayHistoryPage = GatewayUIHistoryPage | GatewayPiHistoryPage;
+
+/** `GET /sessions/:key/stats`: pi's `getSessionStats()` without `sessionFile`. */
+export interface GatewaySessionStats {
+	sessionKey: string;
+	sessionId: string;
+	userMessages: number;
+	assistantMessages: number;
+	toolCalls: number;
+	toolResults: number;
+	totalMessages: number;
+	tokens: { input: number; output: number; cacheRead: number; cacheWrite: number; total: number };
+	/** Total cost. */
+	cost: number;
+	contextUsage?: { tokens: number | null; contextWindow: number; percent: number | null };
+}
+
+/** A model a session may switch to. */
+export interface GatewayModelInfo extends GatewayModelRef {
+	name: string;
+	reasoning: boolean;
+	input: Array<"text" | "image">;
+	contextWindow: number | null;
+	maxTokens: number | null;
+}
+
+/** `GET /models`: the models with credentials, and the primary session's model. */
+export interface GatewayModels {
+	models: GatewayModelInfo[];
+	current: GatewayModelRef | null;
+}
+
+/** `DELETE /sessions/:key[?purge=true]`. */
+export interface GatewayDeleteSessionResult {
+	ok: true;
+	sessionKey: string;
+	/** Whether what was stored was deleted too (`options.deleteSession`). */
+	purged: boolean;
+}
+
+/** `PATCH /sessions/:key {name}`. */
+export interface GatewayRenameResult {
+	ok: true;
+	sessionKey: string;
+	/** The name, trimmed. */
+	name: string;
+}
+
+/** `PUT /sessions/:key/model {provider, id}`. */
+export interface GatewaySetModelResult {
+	ok: true;
+	sessionKey: string;
+	model: GatewayModelRef;
+	/** The thinking level after the switch (pi clamps it to what the model supports). */
+	thinkingLevel: GatewayThinkingLevel | null;
+}
+
+/** `PUT /sessions/:key/thinking {level}`. */
+export interface GatewaySetThinkingResult {
+	ok: true;
+	sessionKey: string;
+	/** The level pi applied (clamped to the model: `off` on a model without reasoning). */
+	thinkingLevel: GatewayThinkingLevel;
 }
 
 /**
@@ -293,7 +580,47 @@ export type GatewayEvent =
 			isError: boolean;
 			runId?: string;
 	  }
-	| { type: "message_complete"; sessionKey: string; text: string; runId?: string }
+	| {
+			type: "message_complete";
+			sessionKey: string;
+			text: string;
+			/** pi's usage of this assistant message (null when it had none). */
+			usage: GatewayUsage | null;
+			stopReason?: GatewayStopReason;
+			/** The model that wrote it (null when unknown). */
+			model: GatewayModelRef | null;
+			runId?: string;
+	  }
+	/** pi's agent loop started / ended (once per prompt; a handed-over message may start another). */
+	| { type: "agent_start"; sessionKey: string; runId?: string }
+	| { type: "agent_end"; sessionKey: string; runId?: string }
+	| { type: "compaction_start"; sessionKey: string; reason: "manual" | "threshold" | "overflow"; runId?: string }
+	| {
+			type: "compaction_end";
+			sessionKey: string;
+			reason: "manual" | "threshold" | "overflow";
+			aborted: boolean;
+			willRetry: boolean;
+			errorMessage?: string;
+			/** Context tokens before the compaction (when it produced a result). */
+			tokensBefore?: number;
+			runId?: string;
+	  }
+	| {
+			type: "auto_retry_start";
+			sessionKey: string;
+			attempt: number;
+			maxAttempts: number;
+			delayMs: number;
+			errorMessage: string;
+			runId?: string;
+	  }
+	| { type: "auto_retry_end"; sessionKey: string; success: boolean; attempt: number; finalError?: string; runId?: string }
+	| { type: "thinking_level_changed"; sessionKey: string; level: GatewayThinkingLevel; runId?: string }
+	/** The session's name changed (absent when it was cleared). */
+	| { type: "session_info_changed"; sessionKey: string; name?: string; runId?: string }
+	/** `PUT /sessions/:key/model` switched the session's model. */
+	| { type: "model_changed"; sessionKey: string; model: GatewayModelRef; runId?: string }
 	| { type: "error"; sessionKey: string; error: string; runId?: string }
 	| { type: "aborted"; sessionKey: string; runId?: string }
 	/** pi's own queue of handed-over messages changed (`steer` / `followUp`). */
@@ -379,8 +706,21 @@ export declare class GatewayRuntime {
 export declare function setActiveGatewayRuntime(runtime: GatewayRuntime | null): void;
 export declare function getActiveGatewayRuntime(): GatewayRuntime | null;
 export declare function sanitizeSessionKey(sessionKey: string): string;
-/** `SessionManager.create(cwd, join(root, sanitizeSessionKey(key)))`; needs `@mariozechner/pi-coding-agent`. */
+/**
+ * `SessionManager.create(cwd, join(root, sanitizeSessionKey(key)))`: always a new conversation
+ * (the seed's); needs `@mariozechner/pi-coding-agent`.
+ */
 export declare function createGatewaySessionManager(
+	cwd: string,
+	sessionKey: string,
+	sessionDirRoot: string,
+): SessionManager;
+/**
+ * `SessionManager.continueRecent(cwd, join(root, sanitizeSessionKey(key)))`: continues the most
+ * recent conversation stored in the key's directory, or starts one, so a key's conversation
+ * survives idle eviction and restarts. Needs `@mariozechner/pi-coding-agent`.
+ */
+export declare function openGatewaySessionManager(
 	cwd: string,
 	sessionKey: string,
 	sessionDirRoot: string,
