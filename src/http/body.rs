@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
@@ -44,7 +44,7 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
 #[derive(Debug)]
 pub enum BodyError {
     TooLarge(usize),
-    /// Refused by its declared length: the connection closes after the answer.
+    /// Refused by its declared length, before any of it was read.
     TooLargeDeclared(usize),
     Invalid,
     /// The client went away or the stream broke mid-upload.
@@ -60,15 +60,10 @@ impl BodyError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("Request body too large (limit {limit} bytes)"),
             ),
-            BodyError::TooLargeDeclared(limit) => {
-                let mut res = error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("Request body too large (limit {limit} bytes)"),
-                );
-                res.headers_mut()
-                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-                res
-            }
+            BodyError::TooLargeDeclared(limit) => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("Request body too large (limit {limit} bytes)"),
+            ),
             BodyError::Invalid => error(StatusCode::BAD_REQUEST, "Invalid JSON body"),
             BodyError::Broken => error(StatusCode::BAD_REQUEST, "Request body could not be read"),
             BodyError::TimedOut(limit) => {
@@ -109,28 +104,45 @@ pub async fn read_bytes(
         .and_then(|v| v.trim().parse::<u64>().ok())
     {
         if len > limit as u64 {
-            // Read (and drop) what the client is already sending, within bounds, so the 413
-            // reaches it instead of a reset from closing a socket with unread data.
-            discard(req.into_body()).await;
+            // What the client is already sending is read and dropped (within bounds) beside the
+            // answer, so the 413 reaches it instead of a reset from a socket closed with unread
+            // data.
+            tokio::spawn(discard(req.into_body(), timeout));
             return Err(BodyError::TooLargeDeclared(limit));
         }
     }
-    let collect = Limited::new(req.into_body(), limit).collect();
-    match tokio::time::timeout(timeout, collect).await {
+    let mut body = req.into_body();
+    let read = async {
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(BodyError::Broken);
+            };
+            if let Some(data) = frame.data_ref() {
+                if buf.len() + data.len() > limit {
+                    return Err(BodyError::TooLarge(limit));
+                }
+                buf.extend_from_slice(data);
+            }
+        }
+        Ok(buf.freeze())
+    };
+    match tokio::time::timeout(timeout, read).await {
         Err(_) => Err(BodyError::TimedOut(timeout)),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+        Ok(Err(BodyError::TooLarge(limit))) => {
+            // As for a declared length: the rest is drained so the 413 is read, not reset.
+            tokio::spawn(discard(body, timeout));
             Err(BodyError::TooLarge(limit))
         }
-        Ok(Err(_)) => Err(BodyError::Broken),
+        Ok(result) => result,
     }
 }
 
-/// Bytes and time spent draining a refused body before the connection is closed anyway.
+/// Bytes drained of a refused body before the connection is closed anyway; the time is the
+/// body's own (`limits.bodyTimeoutMs`), which the client had to send it in the first place.
 const DISCARD_MAX_BYTES: usize = 16 * 1024 * 1024;
-const DISCARD_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
-async fn discard(mut body: Incoming) {
+async fn discard(mut body: Incoming, timeout: std::time::Duration) {
     let drain = async {
         let mut seen = 0usize;
         while let Some(Ok(frame)) = body.frame().await {
@@ -142,7 +154,7 @@ async fn discard(mut body: Incoming) {
             }
         }
     };
-    let _ = tokio::time::timeout(DISCARD_MAX_TIME, drain).await;
+    let _ = tokio::time::timeout(timeout, drain).await;
 }
 
 /// The pure half of [`read_json_object`].
