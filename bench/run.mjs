@@ -315,49 +315,34 @@ async function stopPair(pair) {
 
 // ---------------------------------------------------------------- load processes
 
-/** One load run (wrk or autocannon) in its own process (bench/load-http.mjs); resolves with its JSON line. */
-function runHttpLoad(spec) {
+/** Runs `script` (a file of bench/) on the load core with `spec`; resolves with the JSON line it prints last. */
+function runLoadProcess(script, spec) {
 	return new Promise((resolveRun, reject) => {
-		const [cmd, args] = loadCommand([join(here, "load-http.mjs"), JSON.stringify(spec)]);
+		const name = script.replace(/\.mjs$/, "");
+		const [cmd, args] = loadCommand([join(here, script), JSON.stringify(spec)]);
 		const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "inherit"], cwd: repoRoot });
-		const entry = { name: "load-http", kill: () => child.kill("SIGKILL") };
+		const entry = { name, kill: () => child.kill("SIGKILL") };
 		children.add(entry);
 		let out = "";
 		child.stdout.setEncoding("utf8").on("data", (d) => (out += d));
 		child.on("error", reject);
 		child.on("exit", (code, signal) => {
 			children.delete(entry);
-			if (code !== 0) return reject(new Error(`load-http exited with ${code ?? signal} for ${spec.label ?? spec.path}`));
+			if (code !== 0) return reject(new Error(`${name} exited with ${code ?? signal} for ${spec.label ?? spec.path}`));
 			try {
 				resolveRun(JSON.parse(out.trim().split("\n").pop()));
-			} catch (error) {
-				reject(new Error(`load-http printed no result: ${out}`));
+			} catch {
+				reject(new Error(`${name} printed no result: ${out}`));
 			}
 		});
 	});
 }
 
-/** One bounded latency run (bench/http-latency.mjs) in its own process; resolves with its JSON line. */
-function runLatency(spec) {
-	return new Promise((resolveRun, reject) => {
-		const [cmd, args] = loadCommand([join(here, "http-latency.mjs"), JSON.stringify(spec)]);
-		const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "inherit"], cwd: repoRoot });
-		const entry = { name: "http-latency", kill: () => child.kill("SIGKILL") };
-		children.add(entry);
-		let out = "";
-		child.stdout.setEncoding("utf8").on("data", (d) => (out += d));
-		child.on("error", reject);
-		child.on("exit", (code, signal) => {
-			children.delete(entry);
-			if (code !== 0) return reject(new Error(`http-latency exited with ${code ?? signal} for ${spec.label ?? spec.path}`));
-			try {
-				resolveRun(JSON.parse(out.trim().split("\n").pop()));
-			} catch {
-				reject(new Error(`http-latency printed no result: ${out}`));
-			}
-		});
-	});
-}
+/** One load run (wrk or autocannon) in its own process (bench/load-http.mjs). */
+const runHttpLoad = (spec) => runLoadProcess("load-http.mjs", spec);
+
+/** One bounded latency run (bench/http-latency.mjs) in its own process. */
+const runLatency = (spec) => runLoadProcess("http-latency.mjs", spec);
 
 /** The SSE load process (bench/sse-load.mjs), driven over IPC. */
 function startSseLoad() {

@@ -110,24 +110,35 @@ async fn object(ctx: &Ctx, req: Request<Incoming>) -> Result<Map<String, Value>,
     read_body(ctx, req).await.map_err(|e| e.response())
 }
 
-/// `PATCH /sessions/:key {name}`.
-pub async fn rename(ctx: &Ctx, req: Request<Incoming>, key: &str) -> Response<Body> {
+/// A management call whose arguments come from a JSON body: `args` checks the body (its `Err`
+/// is the `400`), the session answers, and its answer goes out with `ok` and `sessionKey`.
+async fn op_route(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    key: &str,
+    op: Op,
+    args: impl FnOnce(&Map<String, Value>) -> Result<Value, String>,
+) -> Response<Body> {
     let body = match object(ctx, req).await {
         Ok(b) => b,
         Err(res) => return res,
     };
-    let name = match validate::name(body.get("name")) {
-        Ok(n) => n,
+    let args = match args(&body) {
+        Ok(a) => a,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
-    match ctx
-        .gateway
-        .session_op(key, Op::SetName, json!({ "name": name }))
-        .await
-    {
+    match ctx.gateway.session_op(key, op, args).await {
         Ok(text) => answer(key, &text),
         Err(e) => core_error(&e),
     }
+}
+
+/// `PATCH /sessions/:key {name}`.
+pub async fn rename(ctx: &Ctx, req: Request<Incoming>, key: &str) -> Response<Body> {
+    op_route(ctx, req, key, Op::SetName, |body| {
+        Ok(json!({ "name": validate::name(body.get("name"))? }))
+    })
+    .await
 }
 
 /// `GET /sessions/:key/stats`.
@@ -147,42 +158,19 @@ pub async fn stats(ctx: &Ctx, key: &str) -> Response<Body> {
 
 /// `PUT /sessions/:key/model {provider, id}`.
 pub async fn set_model(ctx: &Ctx, req: Request<Incoming>, key: &str) -> Response<Body> {
-    let body = match object(ctx, req).await {
-        Ok(b) => b,
-        Err(res) => return res,
-    };
-    let (provider, id) = match validate::model_ref(&body) {
-        Ok(m) => m,
-        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
-    };
-    match ctx
-        .gateway
-        .session_op(key, Op::SetModel, json!({"provider": provider, "id": id}))
-        .await
-    {
-        Ok(text) => answer(key, &text),
-        Err(e) => core_error(&e),
-    }
+    op_route(ctx, req, key, Op::SetModel, |body| {
+        let (provider, id) = validate::model_ref(body)?;
+        Ok(json!({"provider": provider, "id": id}))
+    })
+    .await
 }
 
 /// `PUT /sessions/:key/thinking {level}`.
 pub async fn set_thinking(ctx: &Ctx, req: Request<Incoming>, key: &str) -> Response<Body> {
-    let body = match object(ctx, req).await {
-        Ok(b) => b,
-        Err(res) => return res,
-    };
-    let level = match validate::thinking_level(body.get("level")) {
-        Ok(l) => l,
-        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
-    };
-    match ctx
-        .gateway
-        .session_op(key, Op::SetThinking, json!({ "level": level }))
-        .await
-    {
-        Ok(text) => answer(key, &text),
-        Err(e) => core_error(&e),
-    }
+    op_route(ctx, req, key, Op::SetThinking, |body| {
+        Ok(json!({ "level": validate::thinking_level(body.get("level"))? }))
+    })
+    .await
 }
 
 /// `GET /models`.
