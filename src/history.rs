@@ -170,8 +170,12 @@ pub fn ui_messages(entries: Vec<Entry>) -> Vec<Value> {
     for entry in entries {
         if let Some(run_id) = entry.run_marker() {
             out.extend(current.take().map(Assistant::into_value));
-            run = Some(run_id.to_string());
-            segment = 0;
+            // A run prompts again for a message handed to it after its prompt ended: the same
+            // run goes on, and its next assistant message is a further part of it.
+            if run.as_deref() != Some(run_id) {
+                run = Some(run_id.to_string());
+                segment = 0;
+            }
             continue;
         }
         let Some(message) = entry.message.as_ref().filter(|_| entry.kind == "message") else {
@@ -446,6 +450,17 @@ mod tests {
             {"id": "m", "type": "custom", "customType": RUN_MARKER, "data": {"runId": "r"}},
             {"id": "u1", "type": "message", "message": {"role": "user", "content": "a"}},
             {"id": "a1", "type": "message", "message": {"role": "assistant", "content": [{"type": "text", "text": "x"}]}},
+            {"id": "u2", "type": "message", "message": {"role": "user", "content": "b"}},
+            {"id": "a2", "type": "message", "message": {"role": "assistant", "content": [{"type": "text", "text": "y"}]}}
+        ])));
+        let ids: Vec<&str> = ui.iter().map(|m| m["id"].as_str().expect("id")).collect();
+        assert_eq!(ids, ["u1", "r", "u2", "r-1"]);
+        // The same, when the run prompted again for the steered message (a second marker).
+        let ui = ui_messages(entries(json!([
+            {"id": "m", "type": "custom", "customType": RUN_MARKER, "data": {"runId": "r"}},
+            {"id": "u1", "type": "message", "message": {"role": "user", "content": "a"}},
+            {"id": "a1", "type": "message", "message": {"role": "assistant", "content": [{"type": "text", "text": "x"}]}},
+            {"id": "m2", "type": "custom", "customType": RUN_MARKER, "data": {"runId": "r"}},
             {"id": "u2", "type": "message", "message": {"role": "user", "content": "b"}},
             {"id": "a2", "type": "message", "message": {"role": "assistant", "content": [{"type": "text", "text": "y"}]}}
         ])));
