@@ -940,21 +940,35 @@ export class GatewayRuntime {
 			this.#settle(req, true, "");
 			return;
 		}
-		const failures = [];
-		try {
-			entry.unsubscribe();
-		} catch (error) {
-			failures.push(`unsubscribe failed: ${errorMessage(error)}`);
-		}
-		if (dispose && entry.session !== this.#primarySession) {
-			try {
-				entry.session.dispose();
-			} catch (error) {
-				failures.push(`dispose failed: ${errorMessage(error)}`);
+		(async () => {
+			const failures = [];
+			const session = entry.session;
+			const disposing = dispose && session !== this.#primarySession;
+			// A prompt that reached JS after the gateway's abort (it had not begun then, so pi
+			// ignored it) is stopped now: pi's dispose() does not stop a running prompt, and the
+			// key's next session must not run beside it.
+			if (disposing && (entry.prompting || session.isStreaming)) {
+				try {
+					await session.abort();
+				} catch (error) {
+					failures.push(`abort failed: ${errorMessage(error)}`);
+				}
 			}
-		}
-		if (failures.length) this.#settle(req, false, failures.join("; "));
-		else this.#settle(req, true, "");
+			try {
+				entry.unsubscribe();
+			} catch (error) {
+				failures.push(`unsubscribe failed: ${errorMessage(error)}`);
+			}
+			if (disposing) {
+				try {
+					session.dispose();
+				} catch (error) {
+					failures.push(`dispose failed: ${errorMessage(error)}`);
+				}
+			}
+			if (failures.length) this.#settle(req, false, failures.join("; "));
+			else this.#settle(req, true, "");
+		})();
 	}
 
 	#onRenew(req, handle) {

@@ -279,14 +279,46 @@ impl Gateway {
                 return Err(GatewayError::SessionNotFound(key.to_string()));
             };
             let session = session.clone();
-            reg.by_key.remove(key);
+            self.reserve(&mut reg, key);
             reg.by_handle.remove(&session.handle);
             lock(&session.state).removed = true;
             self.retire_log(&mut reg, key, true);
             session
         };
         self.retire(&session, SESSION_RESET, Retire::Fresh).await;
+        self.release_reservation(key);
         Ok(())
+    }
+
+    /// Holds `key` while its session is being retired: messages sent meanwhile wait, as they do
+    /// while a session is created, so the key's next session never runs beside the old one
+    /// (which may still be stopping its prompt, and would write to the same stored conversation).
+    pub(super) fn reserve(&self, reg: &mut super::registry::Registry, key: &str) {
+        reg.by_key.insert(
+            key.to_string(),
+            Slot::Creating {
+                waiters: Vec::new(),
+                pending: Vec::new(),
+            },
+        );
+    }
+
+    /// Ends the hold of [`Gateway::reserve`] once the old session is released: the key is
+    /// forgotten, or, when messages came meanwhile, its next session is created for them.
+    pub(super) fn release_reservation(&self, key: &str) {
+        let mut reg = lock(&self.inner.registry);
+        match reg.by_key.get(key) {
+            Some(Slot::Creating { waiters, pending })
+                if waiters.is_empty() && pending.is_empty() =>
+            {
+                reg.by_key.remove(key);
+            }
+            Some(Slot::Creating { .. }) => {
+                drop(reg);
+                self.spawn_create(key.to_string());
+            }
+            _ => {}
+        }
     }
 
     /// Ends a session that is already out of the registry: answers what it owed, ends its
@@ -320,8 +352,20 @@ impl Gateway {
                 }
             }
         }
-        if let Err(e) = self.inner.agent.release(session.handle, dispose).await {
-            self.log(&format!("releasing session {} failed: {e}", session.key));
+        // Bounded: a key held for this retirement must not be held by a JS call that never ends.
+        match tokio::time::timeout(
+            CANCEL_WAIT,
+            self.inner.agent.release(session.handle, dispose),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.log(&format!("releasing session {} failed: {e}", session.key)),
+            Err(_) => self.log(&format!(
+                "releasing session {} did not finish within {} s",
+                session.key,
+                CANCEL_WAIT.as_secs()
+            )),
         }
     }
 

@@ -185,7 +185,7 @@ impl Gateway {
             match reg.by_key.get(key) {
                 Some(Slot::Ready(session)) => {
                     let session = session.clone();
-                    reg.by_key.remove(key);
+                    self.reserve(&mut reg, key);
                     reg.by_handle.remove(&session.handle);
                     lock(&session.state).removed = true;
                     self.retire_log(&mut reg, key, false);
@@ -202,12 +202,22 @@ impl Gateway {
             // Not in memory: a stored conversation is all there is of it.
             None => self.stored(key).await?,
         };
-        if !found {
-            return Err(GatewayError::SessionNotFound(key.to_string()));
+        let purged = if !found {
+            Err(GatewayError::SessionNotFound(key.to_string()))
+        } else if purge {
+            self.inner
+                .agent
+                .op(Op::Purge, 0, key, "{}".into())
+                .await
+                .map(|_| true)
+                .map_err(GatewayError::from)
+        } else {
+            Ok(false)
+        };
+        // Messages sent meanwhile get a session now (after the purge: a fresh conversation).
+        if removed.is_some() {
+            self.release_reservation(key);
         }
-        if purge {
-            self.inner.agent.op(Op::Purge, 0, key, "{}".into()).await?;
-        }
-        Ok(purge)
+        purged
     }
 }

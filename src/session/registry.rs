@@ -209,7 +209,7 @@ impl Gateway {
         })
     }
 
-    fn spawn_create(&self, key: String) {
+    pub(super) fn spawn_create(&self, key: String) {
         let this = self.clone();
         self.inner.rt.spawn(async move { this.create(key).await });
     }
@@ -329,6 +329,9 @@ impl Gateway {
                 } else {
                     pending.push(queued);
                 }
+                // A key held while its deleted session is retired has no log yet: the run is
+                // read from the one it will be logged in.
+                self.log_in(&mut reg, key);
             }
             None => {
                 self.make_room(&mut reg)?;
