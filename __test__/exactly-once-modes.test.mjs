@@ -4,7 +4,9 @@
 // waiting, enqueueMessage, POST /messages wait:false then polling the run, submitMessage then
 // waitForRun, POST /chat), some with an Idempotency-Key and repeated, some by a client that
 // disconnects and retries with its key; while the chaos deletes and cancels runs, stops chats,
-// aborts, clears (rt.clearQueue and DELETE …/queue), resets, and reads GET …/queue.
+// aborts, clears (rt.clearQueue and DELETE …/queue), resets, deletes sessions (DELETE
+// /sessions/:key, SPEC §12; now and then on the primary, which must answer 409 and change
+// nothing), and reads GET …/queue.
 //
 // Two variants:
 // - real pi AgentSessions on the faux model (steer and followUp really go through pi's
@@ -33,10 +35,19 @@
 //   once per run in the log;
 // - nothing reaches the model twice; a succeeded run's messages all reached it (a handed-over
 //   one may be missing only when a clear the test issued while it could be in pi's queue took
-//   it out), inside the run's lifetime (after the end only for a run a reset cancelled, while
-//   nothing else runs: its old session winding down), and the run answered the last of them;
-//   a failed run failed on one of its " f" messages; a run cancelled before it started reached
-//   nothing;
+//   it out), inside the run's lifetime (after the end only for a run a reset or a deletion
+//   cancelled, while nothing else runs: its old session winding down), and the run answered the
+//   last of them; a failed run failed on one of its " f" messages; a run cancelled before it
+//   started reached nothing; a run cancelled after it started was cancelled by a reset in
+//   flight while it ran, or by a deletion of its session;
+// - session deletions (SPEC §12): a run ends `cancelled` with {ok:false, error:"Session deleted"}
+//   only inside a DELETE of its session that answered 200, and every run of the session queued
+//   or running when that DELETE arrived ends inside it (the message's callers get that result
+//   once: HTTP, enqueueMessage, waitForRun, and a chat stream ending with exactly
+//   {type:"error", errorText:"Session deleted"}); an /events reader open across it is closed;
+//   the primary answers 409 and keeps its session and subscribers; a deleted session's log is
+//   forgotten: the log read at the end holds no run that ended before the key's last deletion,
+//   and every run created after it wholly;
 // - reject accepted (not 409) ⇒ no other run of the session was queued or running when its run
 //   was created; interrupt ⇒ the run that was running when it arrived ends aborted (or cancelled
 //   by a reset) — or, when it ended as it would have, its session was at least asked to abort
@@ -44,7 +55,7 @@
 //   non-interrupt run queued then starts after it (createdAt comparisons allow
 //   PLACEMENT_SLACK_MS: a run is stamped when its request is read, placed just after);
 // - DELETE …/queue and GET …/queue answer in the contract's shape, naming only our texts;
-// - afterwards each session answers a good message, and GET …/queue is
+// - afterwards each session (a deleted one anew) answers a good message, and GET …/queue is
 //   {running:null, queued:[], steering:[], followUp:[]}.
 //
 // The seed (PI_GW_SEED to choose another) fixes the plan and the chaos; interleavings are not
@@ -386,7 +397,9 @@ async function chaosRun(t, variantName) {
 		m.sends.push({ kind: "left", sentAt, answeredAt: Date.now(), left: r.left, status: r.status });
 	}
 
+	let delivering = 0; // how many messages of the plan the clients have taken
 	async function deliver(m) {
+		delivering++;
 		if (m.leave) {
 			await sendAndLeave(m);
 			if (m.repeatGapMs) await sleep(m.repeatGapMs);
@@ -397,10 +410,25 @@ async function chaosRun(t, variantName) {
 
 	// ---- the chaos, also from the seed
 	const queueReads = []; // {key, json}
-	const chaosLog = { delete: 0, cancelRun: 0, stop: 0, staleStop: 0, abort: 0, abortHttp: 0, clear: 0, deleteQueue: 0, reset: 0, getQueue: 0 };
-	const chaos = exactlyOnce.chaosActions({ port, rt, rand: chaosRand, log: chaosLog, problem, chatsInFlight });
-	// resets: {key, sentAt, answeredAt}; clears: {key, sentAt, answeredAt, how, json?}; aborts: {key, at, how, ok}
-	const { deletes, cancels, stops, resets, clears, aborts } = chaos;
+	const chaosLog = {
+		delete: 0,
+		cancelRun: 0,
+		stop: 0,
+		staleStop: 0,
+		abort: 0,
+		abortHttp: 0,
+		clear: 0,
+		deleteQueue: 0,
+		reset: 0,
+		deleteSession: 0,
+		deletePrimary: 0,
+		forcedDeletes: 0,
+		getQueue: 0,
+	};
+	const chaos = exactlyOnce.chaosActions({ port, rt, rand: chaosRand, log: chaosLog, problem, chatsInFlight, primary: V.keys[0], keys: V.keys });
+	// resets: {key, sentAt, answeredAt}; clears: {key, sentAt, answeredAt, how, json?}; aborts: {key, at, how, ok};
+	// sessionDeletes: {key, sentAt, answeredAt, status}
+	const { deletes, cancels, stops, resets, clears, aborts, sessionDeletes } = chaos;
 	/** GET or DELETE …/queue of `key`: a 404 must be the contract's; the answer, or undefined after a 404. */
 	const queueRequest = async (method, key) => {
 		const what = `${method} queue ${key}`;
@@ -445,9 +473,15 @@ async function chaosRun(t, variantName) {
 				},
 			],
 			[0.41, chaos.reset],
+			[0.445, chaos.deleteSession],
 			[
-				0.5,
+				0.535,
 				async (key) => {
+					// Once half the plan is out, no session deleted yet: this one (not the primary) is.
+					if (delivering > plan.length / 2 && !sessionDeletes.some((d) => d.status === 200)) {
+						chaosLog.forcedDeletes++;
+						return chaos.deleteSession(key === V.keys[0] ? V.keys[1] : key);
+					}
 					chaosLog.getQueue++;
 					const res = await queueRequest("GET", key);
 					if (res?.status === 200) queueReads.push({ key, json: res.json });
@@ -483,10 +517,13 @@ async function chaosRun(t, variantName) {
 		counts.busy += busy.length;
 		counts.full += m.sends.filter((s) => s.kind === "full").length;
 		counts.left += m.sends.filter((s) => s.kind === "left").length;
-		// When it was first sent, and first answered (sends are listed as they completed).
+		// When it was first sent, and first answered (sends are listed as they completed). A client
+		// that left was not answered: its request may still be read after it left, so only a
+		// whole answer counts as one.
 		const tried = m.sends.filter((s) => s.kind === "accepted" || s.kind === "left");
+		const answered = tried.filter((s) => s.kind === "accepted" || !s.left);
 		m.first = tried.length
-			? { sentAt: Math.min(...tried.map((s) => s.sentAt)), answeredAt: Math.min(...tried.map((s) => s.answeredAt)) }
+			? { sentAt: Math.min(...tried.map((s) => s.sentAt)), answeredAt: Math.min(...answered.map((s) => s.answeredAt)) }
 			: m.sends[0];
 		if (accepted.length === 0) {
 			if (reached.has(m.text)) problem(`m${m.id}: never accepted, yet it reached the model`);
@@ -525,6 +562,7 @@ async function chaosRun(t, variantName) {
 			...aborts.filter((a) => a.key === key && inside(a.at)).map((a) => `${a.how}@${a.at}(${a.ok})`),
 			...clears.filter((c) => c.key === key && inside(c.sentAt, c.answeredAt)).map((c) => `${c.how}@${c.sentAt}…${c.answeredAt}`),
 			...resets.filter((r) => r.key === key && inside(r.sentAt, r.answeredAt)).map((r) => `reset@${r.sentAt}…${r.answeredAt}`),
+			...sessionDeletes.filter((d) => d.key === key && inside(d.sentAt, d.answeredAt)).map((d) => `DELETE session@${d.sentAt}…${d.answeredAt}→${d.status}`),
 			...deletes.filter((d) => d.key === key && records.get(d.runId) && inside(records.get(d.runId).endedAt ?? 0)).map((d) => `DELETE ${d.runId}→${d.status}`),
 			...[...records.values()].filter((r) => r.sessionKey === key && r.mode === "interrupt" && inside(r.createdAt)).map((r) => `interrupt ${r.runId}@${r.createdAt}`),
 		];
@@ -570,6 +608,9 @@ async function chaosRun(t, variantName) {
 	const deliveredCount = { steer: 0, followUp: 0 };
 	const ownModes = {};
 	const chatStartOf = (s) => s.chunks?.find((c) => c?.type === "start");
+	/** Whether `rec` was cancelled by the end of its session: a reset or a deletion. */
+	const endedWithSession = (rec) => [exactlyOnce.SESSION_RESET, exactlyOnce.SESSION_DELETED].includes(rec.result?.error);
+	const deletedRuns = { queued: 0, running: 0, chats: 0, forgotten: 0 }; // runs a deletion cancelled, by where they were; their chat streams; runs whose log a deletion forgot
 	for (const [runId, members] of groups) {
 		const rec = records.get(runId);
 		const names = members.map((m) => `m${m.id}(${m.mode},${m.via})`).join(" ");
@@ -624,7 +665,8 @@ async function chaosRun(t, variantName) {
 		for (const m of members) {
 			for (const s of m.accepted) {
 				if (m.via === "chat") {
-					exactlyOnce.checkChatEnding(m, s.chunks ?? [], rec.status, problem);
+					exactlyOnce.checkChatEnding(m, s.chunks ?? [], rec.status, problem, rec.result);
+					if (rec.result?.error === exactlyOnce.SESSION_DELETED) deletedRuns.chats++;
 					const start = chatStartOf(s);
 					if (s.replayed === undefined && start) {
 						if (m.role === "owner" && start.messageId !== runId) problem(`m${m.id}: owner's chat starts ${JSON.stringify(start)} for run ${runId}`);
@@ -646,7 +688,10 @@ async function chaosRun(t, variantName) {
 			deliveredCount[m.mode]++;
 			const first = m.first;
 			if (rec.startedAt === undefined) problem(`m${m.id} (${m.mode}) was delivered into run ${runId}, which never started`);
-			else if (rec.startedAt > first.answeredAt + SLACK_MS) problem(`m${m.id} (${m.mode}) answered before its run ${runId} started`);
+			else if (rec.startedAt > first.answeredAt + SLACK_MS) {
+				const sends = m.sends.map((s) => `${s.kind}${s.left !== undefined ? `(left ${s.left}, ${s.status})` : ""}@${s.sentAt}…${s.answeredAt}`).join(", ");
+				problem(`m${m.id} (${m.mode}) answered before its run ${describe(rec)} started; its sends: ${sends}${around(m.key, first.sentAt, rec.startedAt)}`);
+			}
 			if (rec.endedAt !== undefined && rec.endedAt + SLACK_MS < first.sentAt) problem(`m${m.id} (${m.mode}) was delivered into run ${runId}, which had ended before it was sent`);
 		}
 
@@ -654,8 +699,8 @@ async function chaosRun(t, variantName) {
 		const inLifetime = (e) => rec.startedAt !== undefined && e.at >= rec.startedAt - SLACK_MS && e.at <= rec.endedAt + SLACK_MS;
 		for (const m of members) {
 			for (const e of reached.get(m.text) ?? []) {
-				// A run a reset cancelled ends at once; its old pi session may still be winding down.
-				const windingDown = rec.status === "cancelled" && rec.result?.error === "Session reset" && e.at > rec.endedAt && runningAt(m.key, e.at).length === 0;
+				// A run a reset or a deletion cancelled ends at once; its old pi session may still be winding down.
+				const windingDown = rec.status === "cancelled" && endedWithSession(rec) && e.at > rec.endedAt && runningAt(m.key, e.at).length === 0;
 				if (!inLifetime(e) && !windingDown) {
 					problem(
 						`m${m.id} (${m.role}) reached the model at ${e.at}, outside its run ${describe(rec)}; running then: ${runningAt(m.key, e.at).map(describe).join(" | ") || "none"}${around(m.key, rec.startedAt ?? rec.createdAt, e.at)}`,
@@ -670,11 +715,17 @@ async function chaosRun(t, variantName) {
 			.at(-1);
 		switch (rec.status) {
 			case "succeeded": {
+				// With no owner known, any of the candidates left may own the run: one that never
+				// reached the model is handed-over (so excusable by a clear) when another that
+				// reached it once could be the owner.
+				const reachedOnce = (m) => (reached.get(m.text)?.length ?? 0) === 1;
+				const maybeHandedOver = (m) =>
+					nonOwners.includes(m) || (!ownerKnown && m.role === "unknown" && members.some((o) => o !== m && o.role === "unknown" && reachedOnce(o)));
 				for (const m of members) {
 					const n = reached.get(m.text)?.length ?? 0;
-					const excused = n === 0 && nonOwners.includes(m) && clearedDuring(m);
+					const excused = n === 0 && maybeHandedOver(m) && clearedDuring(m);
 					if (n !== 1 && !excused) {
-						const why = n === 0 && nonOwners.includes(m) ? `; ${lostToClear(m, rec)}` : "";
+						const why = n === 0 && maybeHandedOver(m) ? `; ${lostToClear(m, rec)}` : "";
 						problem(`m${m.id} (${m.role}) of succeeded run ${describe(rec)} reached the model ${n} times${why}${around(m.key, rec.startedAt, rec.endedAt)}`);
 					}
 				}
@@ -698,9 +749,18 @@ async function chaosRun(t, variantName) {
 				if (rec.startedAt === undefined) {
 					if (members.length !== 1) problem(`run ${runId} cancelled before it started, yet ${names} joined it`);
 					for (const m of members) if (reached.has(m.text)) problem(`m${m.id}: its run ${runId} never started, yet it reached the model`);
-				} else {
-					if (rec.result.error !== "Session reset") problem(`run ${runId} (${names}) cancelled after it started, but not by a reset: ${rec.result.error}`);
-					if (!exactlyOnce.resetWhileRunning(resets, rec)) problem(`run ${runId}: cancelled by a reset while running, but no reset of ${rec.sessionKey} was in flight`);
+				} else if (!endedWithSession(rec)) {
+					problem(`run ${runId} (${names}) cancelled after it started, but not by a reset or a deletion: ${rec.result.error}`);
+				} else if (rec.result.error === exactlyOnce.SESSION_RESET && !exactlyOnce.resetWhileRunning(resets, rec)) {
+					problem(`run ${runId}: cancelled by a reset while running, but no reset of ${rec.sessionKey} was in flight`);
+				}
+				// A deletion ends its session's runs inside the DELETE that answered 200 (the
+				// primary's is refused: nothing of it may end so).
+				if (rec.result.error === exactlyOnce.SESSION_DELETED) {
+					deletedRuns[rec.startedAt === undefined ? "queued" : "running"]++;
+					if (!exactlyOnce.deletionThatEnded(sessionDeletes, rec, SLACK_MS)) {
+						problem(`run ${describe(rec)} ended "Session deleted", but no DELETE of ${rec.sessionKey} that answered 200 was in flight then${around(rec.sessionKey, rec.createdAt, rec.endedAt)}`);
+					}
 				}
 				break;
 			default:
@@ -723,7 +783,9 @@ async function chaosRun(t, variantName) {
 		if (rec.mode === "reject") {
 			rejectsAccepted++;
 			const busyWith = others.filter((r) => r.createdAt < rec.createdAt && (r.endedAt ?? Number.POSITIVE_INFINITY) > rec.createdAt + PLACEMENT_SLACK_MS);
-			if (busyWith.length) problem(`reject run ${describe(rec)} was accepted while ${busyWith.map(describe).join(", ")} was queued or running`);
+			if (busyWith.length) {
+				problem(`reject run ${describe(rec)} was accepted while ${busyWith.map(describe).join(", ")} was queued or running${around(rec.sessionKey, Math.min(...busyWith.map((r) => r.createdAt)), rec.endedAt)}`);
+			}
 		}
 		if (rec.mode === "interrupt") {
 			for (const r of others) {
@@ -748,9 +810,23 @@ async function chaosRun(t, variantName) {
 		}
 	}
 
+	// A DELETE of a session that answered 200 ended every run of it that was queued or running
+	// when the DELETE arrived (runs created before it was sent, placed by then).
+	for (const d of sessionDeletes.filter((x) => x.status === 200)) {
+		for (const r of runsOf(d.key)) {
+			if (r.createdAt + PLACEMENT_SLACK_MS < d.sentAt && r.endedAt > d.answeredAt + SLACK_MS) {
+				problem(`run ${describe(r)} outlived the deletion of its session (DELETE sent ${d.sentAt}, answered ${d.answeredAt})${around(d.key, d.sentAt, r.endedAt)}`);
+			}
+		}
+	}
+
 	// The log: one run_end per run with the record's status; one run_start for a run that started;
-	// queue_update evidence for delivered messages.
+	// queue_update evidence for delivered messages. A deletion forgets the session's log: the log
+	// read now began with the key's last deletion (answered 200), so it holds no run that ended
+	// before that DELETE was sent and every run created after it was answered; a run in between
+	// is wholly there or not at all.
 	const queueUpdates = new Map(); // runId -> [{steering, followUp}]
+	const inReadLog = new Set(); // the runs whose events the logs read now hold (not forgotten by a deletion)
 	for (const key of V.keys) {
 		let log;
 		try {
@@ -767,10 +843,21 @@ async function chaosRun(t, variantName) {
 			if (e.runId !== undefined) queueUpdates.set(e.runId, [...(queueUpdates.get(e.runId) ?? []), e]);
 		});
 		for (const id of [...starts.keys(), ...ends.keys()]) if (!groups.has(id)) problem(`${key}: the log has a run ${id} that no caller was answered for`);
+		const lastDeletion = sessionDeletes.filter((d) => d.key === key && d.status === 200).at(-1);
 		for (const [runId, members] of groups) {
 			if (members[0].key !== key) continue;
 			const rec = records.get(runId);
 			if (!rec) continue;
+			const inLog = starts.has(runId) || ends.has(runId);
+			if (lastDeletion && rec.createdAt <= lastDeletion.answeredAt + SLACK_MS) {
+				if (rec.endedAt < lastDeletion.sentAt - SLACK_MS) {
+					if (inLog) problem(`run ${describe(rec)}: in ${key}'s log, though it ended before the session was deleted (DELETE sent ${lastDeletion.sentAt})`);
+					deletedRuns.forgotten++;
+					continue;
+				}
+				if (!inLog) continue;
+			}
+			inReadLog.add(runId);
 			const e = ends.get(runId) ?? [];
 			if (e.length !== 1) problem(`run ${runId}: ${e.length} run_end events`);
 			else if (e[0].status !== rec.status) problem(`run ${runId}: run_end ${e[0].status} but record ${rec.status}`);
@@ -782,12 +869,16 @@ async function chaosRun(t, variantName) {
 	for (const [runId, members] of groups) {
 		const rec = records.get(runId);
 		if (!rec || (rec.status !== "succeeded" && rec.status !== "failed")) continue;
+		// The evidence of a run whose log a deletion forgot is gone with it.
+		if (!inReadLog.has(runId)) continue;
 		const ownerKnown = members.filter((m) => m.role === "owner").length === 1;
 		for (const m of members.filter((x) => x.role === "delivered" || (x.role === "unknown" && ownerKnown))) {
 			const list = m.mode === "steer" ? "steering" : "followUp";
 			const handed = (queueUpdates.get(runId) ?? []).some((e) => e[list].includes(m.text));
 			if (!handed && !reached.has(m.text) && lostToClear(m, rec) !== null) {
-				problem(`m${m.id} (${m.mode}) joined run ${runId}, but pi never had it in that run (no queue_update of the run lists it, it never reached the model)`);
+				problem(
+					`m${m.id} (${m.mode}) joined run ${describe(rec)}, but pi never had it in that run (no queue_update of the run lists it, it never reached the model)${around(rec.sessionKey, m.first.sentAt, rec.endedAt)}`,
+				);
 			}
 		}
 	}
@@ -843,10 +934,13 @@ async function chaosRun(t, variantName) {
 	}
 
 	const elapsed = Date.now() - started;
+	const sessionDeleteKinds = {};
+	for (const d of sessionDeletes) sessionDeleteKinds[d.status] = (sessionDeleteKinds[d.status] ?? 0) + 1;
 	t.diagnostic(
 		`${variantName} seed ${seed}; statuses ${JSON.stringify(statuses)}; run modes ${JSON.stringify(ownModes)}; delivered ${JSON.stringify(deliveredCount)}; ` +
 			`sends ${JSON.stringify(counts)}; accepted rejects ${rejectsAccepted}; interrupts that aborted ${interruptsThatAborted} (late: ${interruptRaces}); cleared texts ${clearedTexts}; ` +
-			`deletes ${JSON.stringify(deleteKinds)}; chat stops ok ${stopsOk}; chaos ${JSON.stringify(chaosLog)}; sends ${sendMs} ms; total ${elapsed} ms`,
+			`deletes ${JSON.stringify(deleteKinds)}; chat stops ok ${stopsOk}; session deletes ${JSON.stringify(sessionDeleteKinds)}; runs a deletion cancelled ${JSON.stringify(deletedRuns)}; ` +
+			`chaos ${JSON.stringify(chaosLog)}; sends ${sendMs} ms; total ${elapsed} ms`,
 	);
 	assert.deepEqual(problems, [], `${variantName}, seed ${seed} (PI_GW_SEED=${SEED}):\n${problems.slice(0, 30).join("\n")}`);
 
@@ -857,6 +951,7 @@ async function chaosRun(t, variantName) {
 	assert.ok(interruptsThatAborted > 0, "some interrupt aborted a running run");
 	assert.ok(counts.joinedRepeats > 0, "some idempotent repeats joined a run");
 	assert.ok(counts.left > 0, "some clients left and retried");
+	assert.ok((sessionDeleteKinds[200] ?? 0) > 0, `some session was deleted: ${JSON.stringify(sessionDeleteKinds)}`);
 	if (variantName === "pi") {
 		assert.ok(deliveredCount.steer > 0, `some steer messages went into a running run: ${JSON.stringify(deliveredCount)}`);
 		assert.ok(deliveredCount.followUp > 0, `some followUp messages went into a running run: ${JSON.stringify(deliveredCount)}`);

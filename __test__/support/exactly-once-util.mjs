@@ -1,22 +1,28 @@
 // Shared by the randomized, seeded exactly-once suites with runs (exactly-once-runs,
 // exactly-once-modes): the seeded randomness, the clients that send the plan, the chaos that
-// deletes and cancels runs, stops chats, aborts, clears and resets while they send (each suite
-// with its own odds), and the accounting both do afterwards — the final run records, the
-// run_start/run_end tally of a session's log, a chat stream's ending, and whether the chaos' own
-// answers agree with the records.
+// deletes and cancels runs, stops chats, aborts, clears, resets and deletes sessions while they
+// send (each suite with its own odds), and the accounting both do afterwards — the final run
+// records, the run_start/run_end tally of a session's log, a chat stream's ending, and whether
+// the chaos' own answers agree with the records.
 //
 // Every helper takes `problem(text)`, the suite's collector of problems: the suites report all
 // that went wrong at once, with the seed to repeat it.
 
 import assert from "node:assert/strict";
+import { isDeepStrictEqual } from "node:util";
 
 import { request } from "./http.mjs";
 import { mulberry32 } from "./rel-util.mjs";
 import { ENDED, listRuns, runPath, UNKNOWN_RUN_ID, UUID_V7 } from "./runs.mjs";
+import { openSse } from "./sse.mjs";
 import { sleep, within } from "./wait.mjs";
 
 /** How long one chaos request may take. */
 const CHAOS_REQUEST_MS = 12_000;
+
+/** The result of a run its session's deletion ended (SPEC §12), and of one a reset ended. */
+export const SESSION_DELETED = "Session deleted";
+export const SESSION_RESET = "Session reset";
 
 /**
  * The randomness of a seed: `rand` for the plan, `chaosRand` (another stream of the same seed)
@@ -72,11 +78,19 @@ export async function pollUntilEnded(port, key, runId, timeoutMs) {
  *   whose chat is), one in five with a stale runId (`stops`: {m, stale, status, json});
  * - `abort(key)`: rt.abortSession (`aborts`: {key, at, how, ok});
  * - `clear(key)`: rt.clearQueue (`clears`: {key, sentAt, answeredAt, how});
- * - `reset(key)`: POST …/reset (`resets`: {key, sentAt, answeredAt} of each that was answered 200).
+ * - `reset(key)`: POST …/reset (`resets`: {key, sentAt, answeredAt} of each that was answered 200);
+ * - `deleteSession(key)`: DELETE /sessions/:key (`sessionDeletes`: {key, sentAt, answeredAt,
+ *   status} of each; log `deleteSession`, or `deletePrimary` on the primary). Given `keys`, a pick
+ *   of the primary stays on it only 30 % of the time (else another of `keys`): there it must be
+ *   answered 409 and change nothing (the session keeps its id and its subscribers). Elsewhere
+ *   200 `{ok:true, sessionKey, purged:false}`, or the contract's 404 when the session is not in
+ *   memory. Half the time a reader of the session's `/events` is open across the DELETE: then
+ *   the session existed (404 is wrong) and the reader must be closed by the gateway (counted in
+ *   log `readersClosed`).
  * The run a delete or cancel picks is a live one (85 %, while there is one) or any.
- * @param {{ port: number, rt: any, rand: () => number, log: Record<string, number>, problem: (text: string) => void, chatsInFlight: Set<any> }} options
+ * @param {{ port: number, rt: any, rand: () => number, log: Record<string, number>, problem: (text: string) => void, chatsInFlight: Set<any>, primary?: string, keys?: string[] }} options
  */
-export function chaosActions({ port, rt, rand, log, problem, chatsInFlight }) {
+export function chaosActions({ port, rt, rand, log, problem, chatsInFlight, primary = "main", keys = [] }) {
 	const enc = encodeURIComponent;
 	const pick = (arr) => arr[Math.floor(rand() * arr.length)];
 	const pickRun = (runs) => {
@@ -84,7 +98,8 @@ export function chaosActions({ port, rt, rand, log, problem, chatsInFlight }) {
 		const pool = live.length > 0 && rand() < 0.85 ? live : runs;
 		return pool.length ? pick(pool) : undefined;
 	};
-	const seen = { deletes: [], cancels: [], stops: [], aborts: [], clears: [], resets: [] };
+	const seen = { deletes: [], cancels: [], stops: [], aborts: [], clears: [], resets: [], sessionDeletes: [] };
+	const others = keys.filter((k) => k !== primary);
 	return {
 		...seen,
 		async deleteRun(key) {
@@ -130,6 +145,54 @@ export function chaosActions({ port, rt, rand, log, problem, chatsInFlight }) {
 			const res = await within(request(port, "POST", `/sessions/${enc(key)}/reset`), CHAOS_REQUEST_MS, `reset ${key}`);
 			if (![200, 404].includes(res.status)) problem(`reset ${key}: ${res.status} ${res.text}`);
 			if (res.status === 200) seen.resets.push({ key, sentAt, answeredAt: Date.now() });
+		},
+		async deleteSession(picked) {
+			const key = picked === primary && others.length > 0 && rand() >= 0.3 ? pick(others) : picked;
+			const onPrimary = key === primary;
+			log[onPrimary ? "deletePrimary" : "deleteSession"] = (log[onPrimary ? "deletePrimary" : "deleteSession"] ?? 0) + 1;
+			const what = `DELETE /sessions/${key}`;
+			let reader;
+			try {
+				if (rand() < 0.5) {
+					reader = await within(openSse(port, `/sessions/${enc(key)}/events`), CHAOS_REQUEST_MS, `the events of ${key}`);
+					if (reader.status !== 200) problem(`${what}: GET events first answered ${reader.status}`);
+					else await reader.waitFor((f) => f.data?.type === "hello", CHAOS_REQUEST_MS, `hello of ${key}`);
+				}
+				const before = onPrimary ? rt.getSession(key) : undefined;
+				const sentAt = Date.now();
+				const res = await within(request(port, "DELETE", `/sessions/${enc(key)}`), CHAOS_REQUEST_MS, what);
+				const answeredAt = Date.now();
+				seen.sessionDeletes.push({ key, sentAt, answeredAt, status: res.status });
+				const is = (want) => isDeepStrictEqual(res.json, want);
+				if (onPrimary) {
+					if (res.status !== 409 || !is({ error: "The primary session cannot be deleted" })) problem(`${what} (the primary): ${res.status} ${res.text}`);
+					const after = rt.getSession(key);
+					if (after?.sessionId !== before?.sessionId || after?.createdAt !== before?.createdAt) {
+						problem(`${what} (the primary) changed it: ${JSON.stringify(before)} → ${JSON.stringify(after)}`);
+					}
+					if (reader?.status === 200) {
+						await sleep(50);
+						if (reader.isEnded) problem(`${what} (the primary, answered ${res.status}) ended a reader of its events`);
+					}
+				} else if (res.status === 200) {
+					if (!is({ ok: true, sessionKey: key, purged: false })) problem(`${what}: 200 ${res.text}`);
+					if (reader?.status === 200) {
+						try {
+							await within(reader.ended, CHAOS_REQUEST_MS, `a reader of ${key}'s events to be closed after ${what}`);
+							log.readersClosed = (log.readersClosed ?? 0) + 1;
+						} catch (e) {
+							problem(`${what}: ${e?.message ?? e} (frames: ${reader.events().slice(-3).map((f) => f.data?.type).join(", ")})`);
+						}
+					}
+				} else if (res.status === 404) {
+					if (!is({ error: `Session not found: ${key}` })) problem(`${what}: 404 ${res.text}`);
+					if (reader?.status === 200) problem(`${what}: 404, though a reader of its events was open (so the session was in memory)`);
+				} else {
+					problem(`${what}: ${res.status} ${res.text}`);
+				}
+			} finally {
+				reader?.close();
+			}
 		},
 	};
 }
@@ -209,10 +272,20 @@ export function oneRunId(m, accepted, how, problem) {
 /** The chunk types a chat stream may end with (before `[DONE]`), by the status of its run. */
 const CHAT_ENDINGS = { succeeded: ["finish"], aborted: ["abort"], failed: ["error"], cancelled: ["abort", "error"] };
 
-/** Message `m`'s chat stream (`chunks`) must end as a run of `status` does, then `[DONE]`. */
-export function checkChatEnding(m, chunks, status, problem) {
+/**
+ * Message `m`'s chat stream (`chunks`) must end as a run of `status` does, then `[DONE]`. Given
+ * the run's `result`: a run its session's deletion cancelled ends with exactly
+ * `{type:"error", errorText:"Session deleted"}`.
+ */
+export function checkChatEnding(m, chunks, status, problem, result = undefined) {
 	const last = chunks.at(-1) === "[DONE]" ? chunks.at(-2)?.type : `no [DONE] (${JSON.stringify(chunks.slice(-2))})`;
 	if (!CHAT_ENDINGS[status]?.includes(last)) problem(`m${m.id}: chat ended with ${last} for a ${status} run`);
+	else if (status === "cancelled" && result?.error === SESSION_DELETED) {
+		const want = { type: "error", errorText: SESSION_DELETED };
+		if (!isDeepStrictEqual(chunks.at(-2), want)) {
+			problem(`m${m.id}: chat of a run its session's deletion cancelled ended with ${JSON.stringify(chunks.at(-2))}, not ${JSON.stringify(want)}`);
+		}
+	}
 }
 
 /**
@@ -234,6 +307,15 @@ export function tallyRunEvents(frames, each) {
 /** Whether a reset of `rec`'s session (of `resets`: {key, sentAt, answeredAt}) was in flight while `rec` ran. */
 export function resetWhileRunning(resets, rec) {
 	return resets.some((r) => r.key === rec.sessionKey && r.sentAt <= rec.endedAt && rec.startedAt <= r.answeredAt);
+}
+
+/**
+ * The deletion (of `sessionDeletes`: {key, sentAt, answeredAt, status}) that answered 200 and
+ * was in flight when `rec` ended (`slackMs` either side), or undefined: a run a deletion ended
+ * ends inside the DELETE.
+ */
+export function deletionThatEnded(sessionDeletes, rec, slackMs) {
+	return sessionDeletes.find((d) => d.status === 200 && d.key === rec.sessionKey && d.sentAt - slackMs <= rec.endedAt && rec.endedAt <= d.answeredAt + slackMs);
 }
 
 /**
