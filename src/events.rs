@@ -143,6 +143,27 @@ impl InfoKind {
     }
 }
 
+/// A pi event passed through, borrowing its fields for the one encoding.
+pub struct InfoEvent<'a> {
+    pub kind: InfoKind,
+    pub session_key: &'a str,
+    /// Its own fields (`type`, `sessionKey` and `runId` already removed).
+    pub fields: &'a Map<String, Value>,
+}
+
+impl Serialize for InfoEvent<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.fields.len() + 2))?;
+        map.serialize_entry("type", self.kind.as_str())?;
+        map.serialize_entry("sessionKey", self.session_key)?;
+        for (name, value) in self.fields {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
 /// `GatewaySessionSnapshot`, as served.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -262,48 +283,6 @@ pub enum GatewayEvent<'a> {
         #[serde(rename = "sessionKey")]
         session_key: &'a str,
     },
-    CompactionStart {
-        #[serde(rename = "sessionKey")]
-        session_key: &'a str,
-        #[serde(flatten)]
-        fields: &'a Map<String, Value>,
-    },
-    CompactionEnd {
-        #[serde(rename = "sessionKey")]
-        session_key: &'a str,
-        #[serde(flatten)]
-        fields: &'a Map<String, Value>,
-    },
-    AutoRetryStart {
-        #[serde(rename = "sessionKey")]
-        session_key: &'a str,
-        #[serde(flatten)]
-        fields: &'a Map<String, Value>,
-    },
-    AutoRetryEnd {
-        #[serde(rename = "sessionKey")]
-        session_key: &'a str,
-        #[serde(flatten)]
-        fields: &'a Map<String, Value>,
-    },
-    ThinkingLevelChanged {
-        #[serde(rename = "sessionKey")]
-        session_key: &'a str,
-        #[serde(flatten)]
-        fields: &'a Map<String, Value>,
-    },
-    SessionInfoChanged {
-        #[serde(rename = "sessionKey")]
-        session_key: &'a str,
-        #[serde(flatten)]
-        fields: &'a Map<String, Value>,
-    },
-    ModelChanged {
-        #[serde(rename = "sessionKey")]
-        session_key: &'a str,
-        #[serde(flatten)]
-        fields: &'a Map<String, Value>,
-    },
     Error {
         #[serde(rename = "sessionKey")]
         session_key: &'a str,
@@ -331,6 +310,9 @@ pub enum GatewayEvent<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<&'a str>,
     },
+    /// A pi event passed through ([`InfoKind`]): `{type, sessionKey, ...its fields}`.
+    #[serde(untagged)]
+    Info(InfoEvent<'a>),
 }
 
 impl AgentEvent {
@@ -388,36 +370,11 @@ impl AgentEvent {
             },
             AgentEvent::AgentStart => GatewayEvent::AgentStart { session_key },
             AgentEvent::AgentEnd => GatewayEvent::AgentEnd { session_key },
-            AgentEvent::Info { kind, fields } => match kind {
-                InfoKind::CompactionStart => GatewayEvent::CompactionStart {
-                    session_key,
-                    fields,
-                },
-                InfoKind::CompactionEnd => GatewayEvent::CompactionEnd {
-                    session_key,
-                    fields,
-                },
-                InfoKind::AutoRetryStart => GatewayEvent::AutoRetryStart {
-                    session_key,
-                    fields,
-                },
-                InfoKind::AutoRetryEnd => GatewayEvent::AutoRetryEnd {
-                    session_key,
-                    fields,
-                },
-                InfoKind::ThinkingLevelChanged => GatewayEvent::ThinkingLevelChanged {
-                    session_key,
-                    fields,
-                },
-                InfoKind::SessionInfoChanged => GatewayEvent::SessionInfoChanged {
-                    session_key,
-                    fields,
-                },
-                InfoKind::ModelChanged => GatewayEvent::ModelChanged {
-                    session_key,
-                    fields,
-                },
-            },
+            AgentEvent::Info { kind, fields } => GatewayEvent::Info(InfoEvent {
+                kind: *kind,
+                session_key,
+                fields,
+            }),
             AgentEvent::QueueUpdate {
                 steering,
                 follow_up,
@@ -551,6 +508,21 @@ mod tests {
         assert!(sse.starts_with(b"id: 7\ndata: {\"type\":\"token\""));
         assert!(sse.ends_with(b",\"runId\":\"r-1\"}\n\n"));
         assert_eq!(v["runId"], "r-1");
+    }
+
+    #[test]
+    fn a_passed_through_event_is_its_type_key_and_fields() {
+        let mut fields = Map::new();
+        fields.insert("reason".into(), "manual".into());
+        let ev = AgentEvent::Info {
+            kind: InfoKind::CompactionStart,
+            fields,
+        };
+        let f = Frame::encode(3, &ev.public("k").expect("public"), Some("r-1"));
+        assert_eq!(
+            &f.json()[..],
+            br#"{"type":"compaction_start","sessionKey":"k","reason":"manual","runId":"r-1"}"#
+        );
     }
 
     #[test]

@@ -8,66 +8,21 @@
 
 import assert from "node:assert/strict";
 import { deflateSync } from "node:zlib";
-import { GatewayRuntime } from "../../index.js";
-import { baseConfig } from "./gateway.mjs";
+import { startHistoryGateway } from "./history-util.mjs";
 import { UI_TIMEOUT_MS } from "./browser-chromium.mjs";
-import { SOON_MS, within } from "./wait.mjs";
+import { SOON_MS } from "./wait.mjs";
 
 /**
- * Starts a faux pi agent (lib/faux-agent.js) and a GatewayRuntime in front of it on 127.0.0.1:0,
- * with the agent's `sessionExists` and `deleteSession` (sessions kept in its session directory,
- * so a session that left the gateway's memory loads again on the next request for its key).
- * `config` is merged over the tests' minimal config (e.g. `{ bearerToken, cors }`).
- * Returns `{ runtime, agent, port, base, sessions (key → latest AgentSession), close() }`.
+ * A faux pi agent (lib/faux-agent.js) and a GatewayRuntime in front of it on 127.0.0.1:0, with
+ * the agent's `sessionExists` and `deleteSession` (sessions kept in its session directory, so a
+ * session that left the gateway's memory loads again on the next request for its key): the
+ * history suite's gateway. `config` is merged over the tests' minimal config (e.g.
+ * `{ bearerToken, cors }`). Returns `{ runtime, agent, port, base, sessions (key → latest
+ * AgentSession), close() }` (and what startHistoryGateway adds).
  * @param {{ config?: object, faux?: object }} [options]
  */
-export async function startPersistentChatGateway({ config = {}, faux = {} } = {}) {
-	const { createFauxPiAgent } = await import("../../lib/faux-agent.js");
-	const agent = await createFauxPiAgent(faux);
-	assert.equal(typeof agent.sessionExists, "function", "createFauxPiAgent() returns sessionExists(key)");
-	assert.equal(typeof agent.deleteSession, "function", "createFauxPiAgent() returns deleteSession(key)");
-	/** @type {Map<string, import("@mariozechner/pi-coding-agent").AgentSession>} */
-	const sessions = new Map();
-	sessions.set("main", agent.primarySession);
-	let runtime;
-	try {
-		runtime = new GatewayRuntime({
-			config: baseConfig({ ...config, session: { idleMinutes: 10, maxQueuePerSession: 16, ...config.session } }),
-			primarySessionKey: "main",
-			primarySession: agent.primarySession,
-			createSession: async (key) => {
-				const session = await agent.createSession(key);
-				sessions.set(key, session);
-				return session;
-			},
-			sessionExists: (key) => agent.sessionExists(key),
-			deleteSession: (key) => agent.deleteSession(key),
-			log: () => {},
-		});
-		await runtime.start();
-	} catch (error) {
-		await agent.close();
-		throw error;
-	}
-	const port = runtime.getAddress().port;
-	let closing;
-	return {
-		runtime,
-		agent,
-		port,
-		base: `http://127.0.0.1:${port}`,
-		sessions,
-		close() {
-			closing ??= (async () => {
-				try {
-					await within(runtime.stop(), SOON_MS, "the gateway to stop");
-				} finally {
-					await agent.close();
-				}
-			})();
-			return closing;
-		},
-	};
+export function startPersistentChatGateway({ config = {}, faux = {} } = {}) {
+	return startHistoryGateway({ config, faux });
 }
 
 /** CRC-32 (PNG chunks). */

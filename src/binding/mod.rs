@@ -205,25 +205,26 @@ impl NativeGateway {
 }
 
 /// `usage` and `model` of a completed assistant message, from `{usage, model}` JSON; `null`
-/// for what is missing or malformed (a model must be `{provider, id}`).
+/// for what is missing or malformed (`usage` must be an object, `model` `{provider, id}`).
 fn completion_extra(text: Option<String>) -> (crate::events::Json, crate::events::Json) {
+    use crate::events::{null_json, Json, ModelRef};
     #[derive(serde::Deserialize)]
     struct Extra {
-        usage: Option<serde_json::Value>,
-        model: Option<crate::events::ModelRef>,
+        usage: Option<Json>,
+        model: Option<ModelRef>,
     }
-    let extra: Option<Extra> = text.and_then(|t| serde_json::from_str(&t).ok());
-    let raw = |v: Option<serde_json::Value>| {
-        v.and_then(|v| serde_json::value::to_raw_value(&v).ok())
-            .unwrap_or_else(crate::events::null_json)
+    let Some(extra) = text.and_then(|t| serde_json::from_str::<Extra>(&t).ok()) else {
+        return (null_json(), null_json());
     };
-    match extra {
-        Some(e) => (
-            raw(e.usage.filter(serde_json::Value::is_object)),
-            raw(e.model.and_then(|m| serde_json::to_value(m).ok())),
-        ),
-        None => (raw(None), raw(None)),
-    }
+    let usage = extra
+        .usage
+        .filter(|u| u.get().starts_with('{'))
+        .unwrap_or_else(null_json);
+    let model = extra
+        .model
+        .and_then(|m| serde_json::value::to_raw_value(&m).ok())
+        .unwrap_or_else(null_json);
+    (usage, model)
 }
 
 /// A JSON list of strings from JS, checked; `[]` for anything else.

@@ -273,18 +273,9 @@ impl Gateway {
             return Ok(());
         }
 
-        let session = {
-            let mut reg = lock(&self.inner.registry);
-            let Some(Slot::Ready(session)) = reg.by_key.get(key) else {
-                return Err(GatewayError::SessionNotFound(key.to_string()));
-            };
-            let session = session.clone();
-            self.reserve(&mut reg, key);
-            reg.by_handle.remove(&session.handle);
-            lock(&session.state).removed = true;
-            self.retire_log(&mut reg, key, true);
-            session
-        };
+        let session = self
+            .withdraw(&mut lock(&self.inner.registry), key, true, true)
+            .ok_or_else(|| GatewayError::SessionNotFound(key.to_string()))?;
         self.retire(&session, SESSION_RESET, Retire::Fresh).await;
         self.release_reservation(key);
         Ok(())
@@ -385,16 +376,9 @@ impl Gateway {
                     _ => None,
                 })
                 .collect();
-            let mut out = Vec::with_capacity(keys.len());
-            for key in keys {
-                if let Some(Slot::Ready(session)) = reg.by_key.remove(&key) {
-                    reg.by_handle.remove(&session.handle);
-                    lock(&session.state).removed = true;
-                    self.retire_log(&mut reg, &key, false);
-                    out.push(session);
-                }
-            }
-            out
+            keys.iter()
+                .filter_map(|key| self.withdraw(&mut reg, key, false, false))
+                .collect()
         };
         // Disposed all at once: one slow dispose must not hold up the others.
         let tasks: Vec<_> = evicted
@@ -402,11 +386,7 @@ impl Gateway {
             .map(|session| {
                 let this = self.clone();
                 self.inner.rt.spawn(async move {
-                    if let Err(e) = this.inner.agent.release(session.handle, true).await {
-                        this.log(&format!("disposing session {} failed: {e}", session.key));
-                    }
-                    this.log(&format!("evicted idle session {}", session.key));
-                    this.inner.hooks.session_evicted(&session.key);
+                    this.dispose_evicted(&session, true).await;
                     session.key.clone()
                 })
             })

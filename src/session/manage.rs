@@ -11,7 +11,6 @@ use crate::history::{self, Entry, Format, Page};
 use crate::util::lock;
 
 use super::lifecycle::Retire;
-use super::registry::Slot;
 use super::{Gateway, Session, SESSION_DELETED};
 
 /// Entries read per UI message asked for, to begin with (a run with a tool call: its marker, the
@@ -180,20 +179,7 @@ impl Gateway {
             // Still being created: let it finish, then delete it.
             let _ = self.ensure_session(key).await;
         }
-        let removed = {
-            let mut reg = lock(&self.inner.registry);
-            match reg.by_key.get(key) {
-                Some(Slot::Ready(session)) => {
-                    let session = session.clone();
-                    self.reserve(&mut reg, key);
-                    reg.by_handle.remove(&session.handle);
-                    lock(&session.state).removed = true;
-                    self.retire_log(&mut reg, key, false);
-                    Some(session)
-                }
-                _ => None,
-            }
-        };
+        let removed = self.withdraw(&mut lock(&self.inner.registry), key, true, false);
         let found = match &removed {
             Some(session) => {
                 self.retire(session, SESSION_DELETED, Retire::Dispose).await;

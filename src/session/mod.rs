@@ -322,17 +322,18 @@ impl Session {
         );
     }
 
-    fn last_active_at(&self) -> u64 {
-        lock(&self.state).last_active_at
+    /// When it was last active, if it is idle now: nothing running or queued, nobody subscribed.
+    fn idle_since(&self) -> Option<u64> {
+        let st = lock(&self.state);
+        let idle = st.active.is_none()
+            && !st.draining
+            && st.queue.is_empty()
+            && self.log.subscriber_count() == 0;
+        idle.then_some(st.last_active_at)
     }
 
     fn is_idle_since(&self, cutoff: u64) -> bool {
-        let st = lock(&self.state);
-        st.active.is_none()
-            && !st.draining
-            && st.queue.is_empty()
-            && self.log.subscriber_count() == 0
-            && st.last_active_at <= cutoff
+        self.idle_since().is_some_and(|at| at <= cutoff)
     }
 }
 

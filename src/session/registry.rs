@@ -362,33 +362,61 @@ impl Gateway {
             .by_key
             .iter()
             .filter_map(|(key, slot)| match slot {
-                Slot::Ready(s) if *key != self.inner.primary_key && s.is_idle_since(u64::MAX) => {
-                    Some((s.last_active_at(), key.clone()))
-                }
+                Slot::Ready(s) if *key != self.inner.primary_key => Some((s.idle_since()?, key)),
                 _ => None,
             })
-            .min();
-        let Some((_, key)) = oldest else {
-            return Err(GatewayError::TooManySessions);
+            .min()
+            .map(|(_, key)| key.clone());
+        let session = oldest
+            .and_then(|key| self.withdraw(reg, &key, false, false))
+            .ok_or(GatewayError::TooManySessions)?;
+        let this = self.clone();
+        self.inner
+            .rt
+            .spawn(async move { this.dispose_evicted(&session, false).await });
+        Ok(())
+    }
+
+    /// Takes the ready session of `key` out of the registry: marked `removed`, its handle
+    /// forgotten, its log retired (`keep_frames`: kept for a reconnect, as after a reset). With
+    /// `hold`, the key stays held ([`Gateway::reserve`]) until the caller releases it.
+    pub(super) fn withdraw(
+        &self,
+        reg: &mut Registry,
+        key: &str,
+        hold: bool,
+        keep_frames: bool,
+    ) -> Option<Arc<Session>> {
+        let Some(Slot::Ready(session)) = reg.by_key.get(key) else {
+            return None;
         };
-        let Some(Slot::Ready(session)) = reg.by_key.remove(&key) else {
-            return Err(GatewayError::TooManySessions);
-        };
+        let session = session.clone();
+        if hold {
+            self.reserve(reg, key);
+        } else {
+            reg.by_key.remove(key);
+        }
         reg.by_handle.remove(&session.handle);
         lock(&session.state).removed = true;
-        self.retire_log(reg, &key, false);
-        let this = self.clone();
-        self.inner.rt.spawn(async move {
-            if let Err(e) = this.inner.agent.release(session.handle, true).await {
-                this.log(&format!("disposing session {} failed: {e}", session.key));
-            }
-            this.log(&format!(
+        self.retire_log(reg, key, keep_frames);
+        Some(session)
+    }
+
+    /// Disposes an evicted session and says so in the log: evicted by the idle sweep, or
+    /// (`idle` false) to make room under `session.maxSessions`.
+    pub(super) async fn dispose_evicted(&self, session: &Session, idle: bool) {
+        if let Err(e) = self.inner.agent.release(session.handle, true).await {
+            self.log(&format!("disposing session {} failed: {e}", session.key));
+        }
+        if idle {
+            self.log(&format!("evicted idle session {}", session.key));
+        } else {
+            self.log(&format!(
                 "evicted session {} (session.maxSessions reached)",
                 session.key
             ));
-            this.inner.hooks.session_evicted(&session.key);
-        });
-        Ok(())
+        }
+        self.inner.hooks.session_evicted(&session.key);
     }
 
     /// Whether a session for `key` is in memory or being created.
