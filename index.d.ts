@@ -104,6 +104,26 @@ export interface GatewayConfig {
 		 * Default false: the run goes on and stays resumable at `GET /sessions/:key/chat/:chatId/stream`.
 		 */
 		abortOnDisconnect?: boolean;
+		/**
+		 * The major version of the `ai` package your chat clients use: 5, 6 or 7. Default 6. From 6 on,
+		 * a tool call waiting for approval is a `tool-approval-request` chunk and the stream pauses
+		 * (the SDK's own approval flow); with 5, it is a `data-approval-request` part and the stream
+		 * stays open while a person decides through the REST route.
+		 */
+		protocol?: 5 | 6 | 7;
+	};
+	/**
+	 * Approvals (a person decides before the agent runs a tool). Default: no policy, every tool runs.
+	 */
+	approval?: {
+		/**
+		 * Per tool name (`bash`, `write`, `edit`, ...; `"*"` is every tool not named): `allow` runs it,
+		 * `ask` holds the call until a client decides (or the timeout denies it), `deny` blocks it at
+		 * once (the model is told "Denied by policy"). A tool not named, with no `"*"`: `allow`.
+		 */
+		policy?: Record<string, GatewayApprovalPolicy>;
+		/** How long a call waits for a decision before it is denied. Default 120000 (2 min); at most one day. */
+		timeoutMs?: number;
 	};
 	cors?: {
 		/** Origins allowed to call from a browser: exact origins (`http(s)://host[:port]`, no path or trailing slash), or "*". Unset: no CORS headers, and every request with a foreign `Origin` is refused (403). */
@@ -624,7 +644,74 @@ export type GatewayEvent =
 	| { type: "error"; sessionKey: string; error: string; runId?: string }
 	| { type: "aborted"; sessionKey: string; runId?: string }
 	/** pi's own queue of handed-over messages changed (`steer` / `followUp`). */
-	| { type: "queue_update"; sessionKey: string; steering: string[]; followUp: string[]; runId?: string };
+	| { type: "queue_update"; sessionKey: string; steering: string[]; followUp: string[]; runId?: string }
+	/** A tool call waits for a decision (`approval.policy` says `ask`). */
+	| {
+			type: "approval_request";
+			sessionKey: string;
+			approvalId: string;
+			toolCallId: string;
+			toolName: string;
+			args: unknown;
+			/** Epoch ms: when the timeout denies it. */
+			expiresAt: number;
+			runId?: string;
+	  }
+	/** A pending approval was decided. `reason`: the client's, or the gateway's for a timeout or an abort. */
+	| {
+			type: "approval_resolved";
+			sessionKey: string;
+			approvalId: string;
+			toolCallId: string;
+			approved: boolean;
+			reason?: string;
+			by: GatewayApprovalDecidedBy;
+			runId?: string;
+	  };
+
+export type GatewayApprovalPolicy = "allow" | "ask" | "deny";
+
+/** Who decided an approval: a client (REST, JS or a chat continuation), its timeout, or an abort. */
+export type GatewayApprovalDecidedBy = "client" | "timeout" | "abort";
+
+/** A tool call waiting for a decision (`GET /sessions/:key/approvals`, `listApprovals`). */
+export interface GatewayApproval {
+	approvalId: string;
+	sessionKey: string;
+	/** The run the call belongs to (absent for a prompt the gateway did not start). */
+	runId?: string;
+	toolCallId: string;
+	toolName: string;
+	/** The tool call's arguments (for `bash`: `{ command, timeout? }`). */
+	args: unknown;
+	/** Epoch ms. */
+	requestedAt: number;
+	/** Epoch ms: when the timeout denies it. */
+	expiresAt: number;
+}
+
+/** A decision for `resolveApproval` (the body of `POST /sessions/:key/approvals/:approvalId`). */
+export interface GatewayApprovalDecision {
+	approved: boolean;
+	/** Told to the model with a denial (at most 2000 characters). */
+	reason?: string;
+}
+
+/** What `resolveApproval` (and the REST route) answer with. */
+export interface GatewayApprovalResolved {
+	ok: true;
+	approvalId: string;
+	approved: boolean;
+	reason?: string;
+	by: GatewayApprovalDecidedBy;
+}
+
+/** `resolveApproval` refused: `status` 404 (unknown approval), 409 (already decided) or 400 (bad decision). */
+export declare class GatewayApprovalError extends Error {
+	readonly status: 400 | 404 | 409;
+	/** For a 409: the decision that stands. */
+	readonly decided?: { approved: boolean; by: GatewayApprovalDecidedBy; reason?: string };
+}
 
 /** Counters of what crossed from the agent into the native core. */
 export interface GatewayStats {
@@ -699,6 +786,13 @@ export declare class GatewayRuntime {
 	listSessions(): GatewaySessionSnapshot[];
 	getSession(sessionKey: string): GatewaySessionSnapshot | undefined;
 	getGatewaySessionDir(sessionKey: string): string;
+	/** The session's tool calls waiting for a decision, oldest first. `[]` for a key not in memory. */
+	listApprovals(sessionKey: string): GatewayApproval[];
+	/**
+	 * Decides a pending approval: approved, the tool runs; denied, the model is told "Denied by the
+	 * user[: reason]". Throws a GatewayApprovalError (404 unknown, 409 already decided, 400 bad decision).
+	 */
+	resolveApproval(sessionKey: string, approvalId: string, decision: GatewayApprovalDecision): GatewayApprovalResolved;
 	/** Diagnostics for tests and benchmarks (not in the seed). */
 	stats(): GatewayStats;
 }

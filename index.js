@@ -272,6 +272,17 @@ async function finishHandedOver(session) {
 	}
 }
 
+/** A decision `resolveApproval` refused: `status` is the HTTP status the route answers with. */
+export class GatewayApprovalError extends Error {
+	constructor(status, message, decided) {
+		super(message);
+		this.name = "GatewayApprovalError";
+		this.status = status;
+		/** For a 409: the decision that stands (`{approved, by, reason?}`). */
+		if (decided) this.decided = decided;
+	}
+}
+
 let activeGatewayRuntime = null;
 
 export function setActiveGatewayRuntime(runtime) {
@@ -528,6 +539,24 @@ export class GatewayRuntime {
 		return join(this.#sessionDirRoot, sanitizeSessionKey(sessionKey));
 	}
 
+	/** The session's tool calls waiting for a decision, oldest first (SPEC section 13). */
+	listApprovals(sessionKey) {
+		return JSON.parse(this.#native.listApprovals(String(sessionKey)));
+	}
+
+	/**
+	 * Decides a pending approval, as `POST /sessions/:key/approvals/:approvalId` does. Throws a
+	 * GatewayApprovalError (`status` 404 unknown, 409 already decided, 400 a bad decision).
+	 */
+	resolveApproval(sessionKey, approvalId, decision) {
+		const answer = JSON.parse(this.#native.resolveApproval(String(sessionKey), String(approvalId), toJson(decision ?? {})));
+		if (answer.status !== undefined) {
+			const { status, error, ...decided } = answer;
+			throw new GatewayApprovalError(status, error, Object.keys(decided).length ? decided : undefined);
+		}
+		return answer;
+	}
+
 	/** Counters of what crossed from the agent into Rust: `{ events, eventBytes }`. */
 	stats() {
 		return this.#native.stats();
@@ -565,14 +594,16 @@ export class GatewayRuntime {
 			const session = key === this.#primaryKey ? this.#primarySession : await this.#createSession(key);
 			made = session;
 			checkSession(session, `createSession(${JSON.stringify(key)}) returned a value that`);
-			const entry = { key, session, unsubscribe: () => {} };
+			const entry = { key, session, unsubscribe: () => {}, unhook: () => {} };
 			entry.unsubscribe = this.#listen(handle, entry);
+			if (this.#native.approvalsActive()) entry.unhook = this.#hookToolCalls(handle, entry);
 			this.#sessions.set(handle, entry);
 			const info = sessionInfo(session);
 			if (!this.#settle(req, true, info)) {
 				// Nobody waits any more (timed out, or the gateway stopped): do not leak it.
 				this.#sessions.delete(handle);
 				entry.unsubscribe();
+				entry.unhook();
 				if (session !== this.#primarySession) session.dispose();
 			}
 		})().catch((error) => {
@@ -586,6 +617,58 @@ export class GatewayRuntime {
 			}
 			this.#settle(req, false, this.#publicError("createSession failed: ", error, `createSession(${JSON.stringify(key)}) failed`));
 		});
+	}
+
+	/**
+	 * Chains the gateway's approval check onto the session's `agent.beforeToolCall` (SPEC section
+	 * 13): the hook the session already has runs first (pi's extensions may block a call
+	 * themselves), then Rust answers from `approval.policy` — at once for `allow` and `deny`, after
+	 * a person's decision, the timeout or an abort for `ask`. The calls of one assistant message are
+	 * asked for together. Returns the function that puts the session's own hook back.
+	 */
+	#hookToolCalls(handle, entry) {
+		const agent = entry.session.agent;
+		if (!agent || typeof agent !== "object") {
+			this.#safeLog(`warning: session ${JSON.stringify(entry.key)} has no agent: approval.policy cannot apply to it`);
+			return () => {};
+		}
+		const previous = agent.beforeToolCall;
+		const n = this.#native;
+		const hook = async (context, signal) => {
+			if (typeof previous === "function") {
+				const earlier = await previous.call(agent, context, signal);
+				if (earlier?.block) return earlier;
+			}
+			const call = context?.toolCall ?? {};
+			const content = Array.isArray(context?.assistantMessage?.content) ? context.assistantMessage.content : [];
+			const siblings = content
+				.filter((part) => part?.type === "toolCall")
+				.map((part) => ({ toolCallId: String(part.id), toolName: String(part.name), args: part.id === call.id ? context.args : part.arguments }));
+			// pi does not look at its abort signal while this hook waits: an abort from outside the
+			// gateway (the host calling session.abort()) denies what is pending, so the run can end.
+			const onAbort = () => n.abortApprovals(handle);
+			signal?.addEventListener?.("abort", onAbort, { once: true });
+			try {
+				if (signal?.aborted) onAbort();
+				const verdict = JSON.parse(
+					await n.approveToolCall(
+						handle,
+						toJson({ toolCallId: String(call.id), toolName: String(call.name), args: context?.args ?? call.arguments ?? null }),
+						toJson(siblings),
+					),
+				);
+				return verdict.approved ? undefined : { block: true, reason: String(verdict.reason ?? "Denied") };
+			} catch (error) {
+				// Fail closed: a call nobody could approve does not run.
+				return { block: true, reason: `Denied: the approval could not be asked for (${errorMessage(error)})` };
+			} finally {
+				signal?.removeEventListener?.("abort", onAbort);
+			}
+		};
+		agent.beforeToolCall = hook;
+		return () => {
+			if (agent.beforeToolCall === hook) agent.beforeToolCall = previous;
+		};
 	}
 
 	#listen(handle, entry) {
@@ -956,6 +1039,7 @@ export class GatewayRuntime {
 			}
 			try {
 				entry.unsubscribe();
+				entry.unhook();
 			} catch (error) {
 				failures.push(`unsubscribe failed: ${errorMessage(error)}`);
 			}

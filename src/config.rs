@@ -54,6 +54,56 @@ pub const DEFAULT_MAX_SESSIONS: u64 = 1000;
 pub const MAX_MAX_SESSIONS: u64 = 1_000_000;
 /// Default `webhook.sessionKeyPrefix`.
 pub const DEFAULT_WEBHOOK_KEY_PREFIX: &str = "webhook:";
+/// Default `approval.timeoutMs`: a pending approval is denied after 120 s.
+pub const DEFAULT_APPROVAL_TIMEOUT_MS: u64 = 120_000;
+/// Largest `approval.timeoutMs`: one day.
+pub const MAX_APPROVAL_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+/// Longest tool name a policy may name.
+pub const MAX_TOOL_NAME_BYTES: usize = 128;
+/// Default `chat.protocol`: the `ai` major whose UI message stream the chat route speaks.
+pub const DEFAULT_CHAT_PROTOCOL: u8 = 6;
+
+/// What happens when the agent calls a tool (`approval.policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Allow,
+    Ask,
+    Deny,
+}
+
+impl Policy {
+    fn parse(text: &str) -> Option<Policy> {
+        Some(match text {
+            "allow" => Policy::Allow,
+            "ask" => Policy::Ask,
+            "deny" => Policy::Deny,
+            _ => return None,
+        })
+    }
+}
+
+/// `approval`: which tool calls a person decides on, and how long they have.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalConfig {
+    /// Tool name → policy; `"*"` is every tool not named.
+    pub policy: std::collections::HashMap<String, Policy>,
+    pub timeout: Duration,
+}
+
+impl ApprovalConfig {
+    /// Whether any tool call can be held or blocked (JS installs its hook only then).
+    pub fn is_active(&self) -> bool {
+        self.policy.values().any(|p| *p != Policy::Allow)
+    }
+
+    pub fn policy_for(&self, tool: &str) -> Policy {
+        self.policy
+            .get(tool)
+            .or_else(|| self.policy.get("*"))
+            .copied()
+            .unwrap_or(Policy::Allow)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
@@ -110,6 +160,10 @@ pub struct Config {
     pub idempotency_max_keys: usize,
     /// A chat client that disconnects aborts (or cancels) its run.
     pub chat_abort_on_disconnect: bool,
+    /// `chat.protocol`: 5, 6 or 7 (the `ai` major of the clients). From 6 on, approvals use the
+    /// SDK's own approval chunks; with 5, a `data-approval-request` part.
+    pub chat_protocol: u8,
+    pub approval: ApprovalConfig,
 }
 
 impl Config {
@@ -157,6 +211,11 @@ impl Config {
             idempotency_ttl_ms: DEFAULT_IDEMPOTENCY_TTL_MS,
             idempotency_max_keys: DEFAULT_IDEMPOTENCY_MAX_KEYS,
             chat_abort_on_disconnect: false,
+            chat_protocol: DEFAULT_CHAT_PROTOCOL,
+            approval: ApprovalConfig {
+                policy: Default::default(),
+                timeout: Duration::from_millis(DEFAULT_APPROVAL_TIMEOUT_MS),
+            },
         }
     }
 
@@ -186,6 +245,7 @@ impl Config {
                 "runs",
                 "idempotency",
                 "chat",
+                "approval",
             ],
         )?;
         let bind_text = req_str(root, "bind", "config.bind")?;
@@ -440,7 +500,19 @@ impl Config {
         let idempotency = opt_obj(root, "idempotency", "config.idempotency")?.unwrap_or(&empty);
         known(idempotency, "config.idempotency", &["ttlMs", "maxKeys"])?;
         let chat = opt_obj(root, "chat", "config.chat")?.unwrap_or(&empty);
-        known(chat, "config.chat", &["abortOnDisconnect"])?;
+        known(chat, "config.chat", &["abortOnDisconnect", "protocol"])?;
+        let chat_protocol = match chat.get("protocol") {
+            None | Some(Value::Null) => DEFAULT_CHAT_PROTOCOL,
+            Some(Value::Number(n)) if matches!(n.as_u64(), Some(5..=7)) => {
+                n.as_u64().unwrap_or(6) as u8
+            }
+            Some(other) => {
+                return Err(format!(
+                    "Invalid config.chat.protocol: expected 5, 6 or 7, got {other}"
+                ))
+            }
+        };
+        let approval = parse_approval(root.get("approval"))?;
         let replay_events = positive_int(
             events,
             "replayEvents",
@@ -517,6 +589,8 @@ impl Config {
             idempotency_ttl_ms,
             idempotency_max_keys: idempotency_max_keys as usize,
             chat_abort_on_disconnect,
+            chat_protocol,
+            approval,
         })
     }
 
@@ -524,6 +598,60 @@ impl Config {
     pub fn is_loopback(&self) -> bool {
         self.bind.is_loopback()
     }
+}
+
+/// `approval: {policy: {tool: "allow" | "ask" | "deny"}, timeoutMs}`.
+fn parse_approval(value: Option<&Value>) -> Result<ApprovalConfig, String> {
+    let empty = Map::new();
+    let obj = match value {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(obj)) => obj,
+        Some(other) => {
+            return Err(format!(
+                "Invalid config.approval: expected an object, got {other}"
+            ))
+        }
+    };
+    known(obj, "config.approval", &["policy", "timeoutMs"])?;
+    let mut policy = std::collections::HashMap::new();
+    match obj.get("policy") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(rules)) => {
+            for (tool, rule) in rules {
+                if tool.is_empty() || tool.len() > MAX_TOOL_NAME_BYTES {
+                    return Err(format!(
+                        "Invalid config.approval.policy: a tool name must be 1 to {MAX_TOOL_NAME_BYTES} bytes, got {tool:?}"
+                    ));
+                }
+                let parsed = rule.as_str().and_then(Policy::parse).ok_or_else(|| {
+                    format!(
+                        "Invalid config.approval.policy.{tool}: expected \"allow\", \"ask\" or \"deny\", got {rule}"
+                    )
+                })?;
+                policy.insert(tool.clone(), parsed);
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "Invalid config.approval.policy: expected an object of tool names, got {other}"
+            ))
+        }
+    }
+    let timeout_ms = positive_int(
+        obj,
+        "timeoutMs",
+        "config.approval.timeoutMs",
+        Some(DEFAULT_APPROVAL_TIMEOUT_MS),
+    )?;
+    if timeout_ms > MAX_APPROVAL_TIMEOUT_MS {
+        return Err(format!(
+            "Invalid config.approval.timeoutMs: expected at most {MAX_APPROVAL_TIMEOUT_MS} (one day), got {timeout_ms}"
+        ));
+    }
+    Ok(ApprovalConfig {
+        policy,
+        timeout: Duration::from_millis(timeout_ms),
+    })
 }
 
 fn parse_bind(text: &str) -> Result<IpAddr, String> {

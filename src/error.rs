@@ -27,6 +27,10 @@ pub enum GatewayError {
     PrimaryDelete,
     /// A management call failed with this status (404 unknown model, 501 no such method, ...).
     Op(u16, String),
+    /// No pending or recently decided approval has this id.
+    ApprovalNotFound(String),
+    /// The approval was decided already.
+    ApprovalDecided(String),
 }
 
 impl From<crate::agent::OpError> for GatewayError {
@@ -50,6 +54,8 @@ impl GatewayError {
             GatewayError::SessionBusy(_) => "session_busy",
             GatewayError::TooManySessions => "too_many_sessions",
             GatewayError::PrimaryDelete => "primary_session",
+            GatewayError::ApprovalNotFound(_) => "approval_not_found",
+            GatewayError::ApprovalDecided(_) => "approval_decided",
             GatewayError::Op(400, _) => "invalid_request",
             GatewayError::Op(404, _) => "not_found",
             GatewayError::Op(501, _) => "not_supported",
@@ -61,8 +67,11 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::Invalid(_) => 400,
-            GatewayError::SessionNotFound(_) | GatewayError::RunNotFound(_) => 404,
-            GatewayError::RunEnded(_)
+            GatewayError::SessionNotFound(_)
+            | GatewayError::RunNotFound(_)
+            | GatewayError::ApprovalNotFound(_) => 404,
+            GatewayError::ApprovalDecided(_)
+            | GatewayError::RunEnded(_)
             | GatewayError::SessionBusy(_)
             | GatewayError::PrimaryDelete => 409,
             GatewayError::TooManySessions => 503,
@@ -91,6 +100,8 @@ impl fmt::Display for GatewayError {
             GatewayError::TooManySessions => f.write_str("Too many sessions"),
             GatewayError::PrimaryDelete => f.write_str("The primary session cannot be deleted"),
             GatewayError::Op(_, message) => f.write_str(message),
+            GatewayError::ApprovalNotFound(id) => write!(f, "Approval not found: {id}"),
+            GatewayError::ApprovalDecided(id) => write!(f, "Approval already decided: {id}"),
         }
     }
 }

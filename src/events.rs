@@ -310,6 +310,33 @@ pub enum GatewayEvent<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<&'a str>,
     },
+    /// A tool call waits for a person's decision (SPEC section 13).
+    ApprovalRequest {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        #[serde(rename = "approvalId")]
+        approval_id: &'a str,
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+        #[serde(rename = "toolName")]
+        tool_name: &'a str,
+        args: &'a RawValue,
+        #[serde(rename = "expiresAt")]
+        expires_at: u64,
+    },
+    /// A pending approval was decided: by a client, by its timeout, or by an abort.
+    ApprovalResolved {
+        #[serde(rename = "sessionKey")]
+        session_key: &'a str,
+        #[serde(rename = "approvalId")]
+        approval_id: &'a str,
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+        approved: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+        by: &'a str,
+    },
     /// A pi event passed through ([`InfoKind`]): `{type, sessionKey, ...its fields}`.
     #[serde(untagged)]
     Info(InfoEvent<'a>),

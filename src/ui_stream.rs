@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::events::AgentEvent;
+use crate::session::approval::{Approval, Decision};
 use crate::session::{MessageResult, Outcome};
 
 #[derive(Serialize)]
@@ -91,6 +92,23 @@ pub enum Chunk<'a> {
     /// A message handed to this run while it ran (`steer` / `followUp`).
     DataSteering {
         data: Steering<'a>,
+    },
+    /// A tool call waits for a decision (protocol 6 and 7).
+    ToolApprovalRequest {
+        #[serde(rename = "approvalId")]
+        approval_id: &'a str,
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+    },
+    /// A tool call was denied (protocol 6 and 7).
+    ToolOutputDenied {
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+    },
+    /// A tool call's approval, pending or decided (protocol 5): one part, updated in place.
+    DataApprovalRequest {
+        id: &'a str,
+        data: ApprovalData<'a>,
     },
     Abort,
     Error {
@@ -190,6 +208,26 @@ impl FinishMetadata {
     }
 }
 
+/// `data` of a `data-approval-request` part.
+#[derive(Serialize)]
+pub struct ApprovalData<'a> {
+    #[serde(rename = "approvalId")]
+    pub approval_id: &'a str,
+    #[serde(rename = "toolCallId")]
+    pub tool_call_id: &'a str,
+    #[serde(rename = "toolName")]
+    pub tool_name: &'a str,
+    pub args: &'a RawValue,
+    /// `pending`, `approved` or `denied`.
+    pub status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<&'a str>,
+    #[serde(rename = "expiresAt")]
+    pub expires_at: u64,
+}
+
 #[derive(Serialize)]
 pub struct Steering<'a> {
     pub text: &'a str,
@@ -215,6 +253,8 @@ pub struct Translator {
     text_count: u32,
     reasoning_count: u32,
     tools_started: HashMap<String, String>,
+    /// Tool calls told `tool-output-denied`: their tool error is not sent after it.
+    denied: std::collections::HashSet<String>,
     /// What the `finish` chunk's metadata says, once an assistant message completed.
     metadata: Option<FinishMetadata>,
 }
@@ -242,6 +282,44 @@ impl Translator {
                 data: Steering { text, mode },
             },
         );
+    }
+
+    /// A tool call waits for `approval`: `tool-approval-request` (protocol 6 and 7), or a
+    /// pending `data-approval-request` part (5).
+    pub fn approval_request(&mut self, protocol: u8, approval: &Approval, out: &mut BytesMut) {
+        if protocol >= 6 {
+            push_chunk(
+                out,
+                &Chunk::ToolApprovalRequest {
+                    approval_id: &approval.id,
+                    tool_call_id: &approval.tool_call_id,
+                },
+            );
+        } else {
+            push_chunk(out, &approval_part(approval, None));
+        }
+    }
+
+    /// `approval` was decided: a denial is `tool-output-denied` (protocol 6 and 7); with 5,
+    /// its `data-approval-request` part is sent again with the decision.
+    pub fn approval_resolved(
+        &mut self,
+        protocol: u8,
+        approval: &Approval,
+        decision: &Decision,
+        out: &mut BytesMut,
+    ) {
+        if protocol < 6 {
+            push_chunk(out, &approval_part(approval, Some(decision)));
+        } else if !decision.approved && self.tools_started.contains_key(&approval.tool_call_id) {
+            self.denied.insert(approval.tool_call_id.clone());
+            push_chunk(
+                out,
+                &Chunk::ToolOutputDenied {
+                    tool_call_id: &approval.tool_call_id,
+                },
+            );
+        }
     }
 
     pub fn event(&mut self, event: &AgentEvent, out: &mut BytesMut) {
@@ -333,7 +411,7 @@ impl Translator {
                 is_error,
                 ..
             } => {
-                if !self.tools_started.contains_key(id) {
+                if !self.tools_started.contains_key(id) || self.denied.contains(id) {
                     return;
                 }
                 if *is_error {
@@ -419,6 +497,44 @@ impl Translator {
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
+}
+
+/// The `data-approval-request` part of `approval`, pending or decided.
+fn approval_part<'a>(approval: &'a Approval, decision: Option<&'a Decision>) -> Chunk<'a> {
+    Chunk::DataApprovalRequest {
+        id: &approval.id,
+        data: ApprovalData {
+            approval_id: &approval.id,
+            tool_call_id: &approval.tool_call_id,
+            tool_name: &approval.tool_name,
+            args: &approval.args,
+            status: match decision {
+                None => "pending",
+                Some(d) if d.approved => "approved",
+                Some(_) => "denied",
+            },
+            reason: decision.and_then(|d| d.reason.as_deref()),
+            by: decision.map(|d| d.by.as_str()),
+            expires_at: approval.expires_at,
+        },
+    }
+}
+
+/// The chunks that end a chat stream where its run waits for approvals: the step, and the
+/// message for now (`finish` with `tool-calls`), then `[DONE]`. The client's next chat POST,
+/// carrying the decisions, continues it.
+pub fn pause(out: &mut BytesMut, step_open: bool) {
+    if step_open {
+        push_chunk(out, &Chunk::FinishStep);
+    }
+    push_chunk(
+        out,
+        &Chunk::Finish {
+            finish_reason: "tool-calls",
+            message_metadata: None,
+        },
+    );
+    out.extend_from_slice(b"data: [DONE]\n\n");
 }
 
 /// A whole UI message stream for a run whose chunks are no longer in the log: `start`, its

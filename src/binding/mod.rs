@@ -742,6 +742,81 @@ impl NativeGateway {
         self.gateway.push_event(handle, message_count, event, bytes);
     }
 
+    /// Whether `approval.policy` can hold or block a tool call: `index.js` hooks each
+    /// session's `beforeToolCall` only then.
+    #[napi(catch_unwind)]
+    pub fn approvals_active(&self) -> bool {
+        self.gateway.approvals_active()
+    }
+
+    /// pi's `beforeToolCall` for the session `handle`: resolves with `{approved, reason?}`
+    /// (`reason`: what the model is told) once the policy, a person, a timeout or an abort
+    /// has decided. `call_json` is `{toolCallId, toolName, args}`; `siblings_json` the list of
+    /// every tool call of the same assistant message (asked for together).
+    #[napi(catch_unwind)]
+    pub fn approve_tool_call<'env>(
+        &self,
+        env: &'env Env,
+        handle: u32,
+        call_json: String,
+        siblings_json: String,
+    ) -> Result<PromiseRaw<'env, String>> {
+        use crate::session::approval::ToolCall;
+        let call: ToolCall = serde_json::from_str(&call_json)
+            .map_err(|e| err(format!("pi-gateway: invalid tool call: {e}")))?;
+        // A list that does not parse only loses the batching: the call is asked for alone.
+        let siblings: Vec<ToolCall> = serde_json::from_str(&siblings_json).unwrap_or_default();
+        let verdict = self.gateway.approve_tool_call(handle, call, siblings);
+        self.spawn_promise(env, "beforeToolCall", async move {
+            let verdict = verdict.await;
+            serde_json::to_string(&verdict).map_err(|e| e.to_string())
+        })
+    }
+
+    /// pi aborted the session `handle` itself: its pending approvals are denied.
+    #[napi(catch_unwind)]
+    pub fn abort_approvals(&self, handle: u32) {
+        self.gateway.abort_approvals(handle);
+    }
+
+    /// The session's pending approvals as a JSON array (`GET /sessions/:key/approvals`).
+    #[napi(catch_unwind)]
+    pub fn list_approvals(&self, session_key: String) -> String {
+        let approvals = self.gateway.approvals(&session_key);
+        let views: Vec<_> = approvals.iter().map(|a| a.view()).collect();
+        serde_json::to_string(&views).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// Decides an approval as `POST /sessions/:key/approvals/:id` does: `{ok: true, ...}`, or
+    /// `{status, error}` (404, 409 with the earlier decision, 400 naming the bad field).
+    #[napi(catch_unwind)]
+    pub fn resolve_approval(
+        &self,
+        session_key: String,
+        approval_id: String,
+        decision_json: String,
+    ) -> String {
+        use crate::session::approval::check_decision;
+        let fields: serde_json::Map<String, serde_json::Value> =
+            match serde_json::from_str(&decision_json) {
+                Ok(serde_json::Value::Object(map)) => map,
+                _ => serde_json::Map::new(),
+            };
+        let decision = match check_decision(fields.get("approved"), fields.get("reason")) {
+            Ok(d) => d,
+            Err(message) => {
+                return serde_json::json!({"status": 400, "error": message}).to_string()
+            }
+        };
+        let (status, mut answer) = self
+            .gateway
+            .decide_answer(&session_key, &approval_id, decision);
+        if status != 200 {
+            answer["status"] = status.into();
+        }
+        answer.to_string()
+    }
+
     /// Counters for tests and benchmarks: `{ events, eventBytes }` crossed from JS so far.
     #[napi(catch_unwind)]
     pub fn stats(&self) -> Stats {

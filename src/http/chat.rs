@@ -16,6 +16,7 @@ use hyper::Response;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::session::approval::{check_decision, Decision};
 use crate::session::{Cursor, End, Gateway, Run, Step};
 use crate::ui_stream;
 
@@ -85,10 +86,84 @@ pub fn parse_chat_body(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> {
                 None => Vec::new(),
             };
             out.insert("messages".into(), Value::Array(kept));
+            // The last message, when it is the assistant's: it may carry approval decisions.
+            if let Some((i, last)) = list.iter().enumerate().next_back() {
+                let role = serde_json::from_str::<Role>(last.get())
+                    .ok()
+                    .and_then(|r| r.role);
+                if role.is_some_and(|r| r == "assistant") {
+                    out.insert(LAST_ASSISTANT.into(), value(last)?);
+                    out.insert(LAST_ASSISTANT_INDEX.into(), Value::from(i));
+                }
+            }
         }
     }
     Ok(out)
 }
+
+/// Where [`parse_chat_body`] keeps the request's last message when it is the assistant's.
+const LAST_ASSISTANT: &str = "\u{0}lastAssistant";
+const LAST_ASSISTANT_INDEX: &str = "\u{0}lastAssistantIndex";
+
+/// The decisions a chat POST carries: the `approval-responded` tool parts of its last message,
+/// when that is the assistant's (what `addToolApprovalResponse` leaves for the next request).
+pub struct Continuation {
+    /// The assistant message's id (the one the continuation's `start` names).
+    pub message_id: Option<String>,
+    /// `(approval id, decision)`, in the message's order.
+    pub decisions: Vec<(String, Decision)>,
+}
+
+/// The chat POST's approval decisions, if it carries any; `Err` names the bad field.
+pub fn continuation(body: &Map<String, Value>) -> Result<Option<Continuation>, String> {
+    let Some(message) = body.get(LAST_ASSISTANT) else {
+        return Ok(None);
+    };
+    let index = body
+        .get(LAST_ASSISTANT_INDEX)
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let Some(parts) = message.get("parts").and_then(Value::as_array) else {
+        return Ok(None);
+    };
+    let mut decisions = Vec::new();
+    for (j, part) in parts.iter().enumerate() {
+        if part.get("state").and_then(Value::as_str) != Some("approval-responded") {
+            continue;
+        }
+        let field = format!("messages[{index}].parts[{j}].approval");
+        let approval = part
+            .get("approval")
+            .and_then(Value::as_object)
+            .ok_or_else(|| format!("Invalid {field}: expected an object"))?;
+        let id = match approval.get("id") {
+            Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_APPROVAL_ID_BYTES => {
+                id.clone()
+            }
+            _ => return Err(format!(
+                "Invalid {field}.id: expected an approval id of 1 to {MAX_APPROVAL_ID_BYTES} bytes"
+            )),
+        };
+        let decision = check_decision(approval.get("approved"), approval.get("reason"))
+            .map_err(|e| e.replacen("Invalid ", &format!("Invalid {field}."), 1))?;
+        decisions.push((id, decision));
+    }
+    if decisions.is_empty() {
+        return Ok(None);
+    }
+    let message_id = message
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty() && id.len() <= MAX_APPROVAL_ID_BYTES)
+        .map(str::to_owned);
+    Ok(Some(Continuation {
+        message_id,
+        decisions,
+    }))
+}
+
+/// Longest approval (or message) id a continuation may name.
+const MAX_APPROVAL_ID_BYTES: usize = 256;
 
 /// The key under which [`parse_chat_body`] notes the index of the last user message in the
 /// request's `messages` (not a field a client can send: it starts with a NUL).
@@ -194,6 +269,36 @@ impl ChatBody {
         }
     }
 
+    /// A chat stream's continuation after its run's approvals were decided (the client's
+    /// next chat POST): `start` for the client's message (`message_id`), a new step, then the
+    /// run's chunks after the pause (`cursor`).
+    pub fn continuation(
+        cursor: Cursor,
+        message_id: &str,
+        run: &Run,
+        cancel_on_drop: Option<(Gateway, Arc<Run>)>,
+    ) -> ChatBody {
+        let mut start = BytesMut::new();
+        ui_stream::push_chunk(
+            &mut start,
+            &ui_stream::Chunk::Start {
+                message_id,
+                message_metadata: Some(ui_stream::StartMetadata {
+                    session_key: &run.session_key,
+                    run_id: &run.id,
+                }),
+            },
+        );
+        ui_stream::push_chunk(&mut start, &ui_stream::Chunk::StartStep);
+        ChatBody {
+            cursor,
+            cancel_on_drop,
+            done: false,
+            prefix: Some(start.freeze()),
+            skipping: false,
+        }
+    }
+
     /// What of `data` a stream joining midway sends: from the first step on; once the run
     /// has ended without another step, its closing chunk.
     fn skip_to_step(&mut self, data: Option<Bytes>) -> Option<Bytes> {
@@ -244,9 +349,10 @@ impl Body for ChatBody {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(polled) => polled,
         };
+        let paused = step == Step::Done(End::Paused);
         let data = match step {
             Step::More => data,
-            Step::Done(End::RunEnded) => {
+            Step::Done(End::RunEnded | End::Paused) => {
                 this.done = true;
                 data
             }
@@ -261,7 +367,16 @@ impl Body for ChatBody {
                 Some(out.freeze())
             }
         };
-        let data = this.skip_to_step(data);
+        let mut data = this.skip_to_step(data);
+        if paused {
+            // The run waits for approvals: this message ends here for now (see `pause`).
+            let mut out = BytesMut::new();
+            if let Some(data) = data.take() {
+                out.extend_from_slice(&data);
+            }
+            ui_stream::pause(&mut out, !this.skipping);
+            data = Some(out.freeze());
+        }
         match data {
             Some(data) => Poll::Ready(Some(Ok(BodyFrame::data(data)))),
             None if this.done => Poll::Ready(None),

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use crate::agent::PromptKind;
 use crate::config::CorsOrigins;
 use crate::error::GatewayError;
+use crate::session::approval::check_decision;
 use crate::session::idempotency;
 use crate::session::{
     Gateway, MessageRequest, MessageResult, Mode, Outcome, Run, Submit, Submitted,
@@ -320,6 +321,7 @@ pub fn session_path(path: &str) -> SessionPath<'_> {
                     | "compact"
                     | "model"
                     | "thinking"
+                    | "approvals"
             ) =>
         {
             SessionPath::Action(key, action)
@@ -335,6 +337,12 @@ pub fn session_path(path: &str) -> SessionPath<'_> {
             action: "runs",
             id,
             tail: Some("events"),
+        },
+        (Some("approvals"), Some(id), None, _) if !id.is_empty() => SessionPath::Item {
+            key,
+            action: "approvals",
+            id,
+            tail: None,
         },
         (Some("chat"), Some(id), Some(tail @ ("stream" | "stop")), None) if !id.is_empty() => {
             SessionPath::Item {
@@ -453,14 +461,15 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         let Some(id) =
             decode_segment(raw_id).filter(|id| !id.is_empty() && id.len() <= MAX_KEY_BYTES)
         else {
-            let what = if action == Some("chat") {
-                "chat id"
-            } else {
-                "run id"
+            let what = match action {
+                Some("chat") => "chat id",
+                Some("approvals") => "approval id",
+                _ => "run id",
             };
             return error(StatusCode::BAD_REQUEST, &format!("Invalid {what}"));
         };
         return match (action, tail) {
+            (Some("approvals"), _) => decide_approval(ctx, req, &key, &id).await,
             (Some("runs"), None) => run_route(ctx, &req, &key, &id).await,
             (Some("runs"), Some(_)) => run_events(ctx, &req, &key, &id),
             (Some(_), Some("stream")) => chat_resume(ctx, &req, &key, &id),
@@ -506,6 +515,12 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             json(StatusCode::OK, &Runs { runs })
         }
         (Some("runs"), _) => method_not_allowed("GET, HEAD"),
+        (Some("approvals"), m) if is_get(m) => {
+            let approvals = gateway.approvals(&key);
+            let views: Vec<_> = approvals.iter().map(|a| a.view()).collect();
+            json(StatusCode::OK, &json!({ "approvals": views }))
+        }
+        (Some("approvals"), _) => method_not_allowed("GET, HEAD"),
         (Some("queue"), m) if is_get(m) => match gateway.queue(&key) {
             Some(view) => json(StatusCode::OK, &view),
             None => core_error(&GatewayError::SessionNotFound(key)),
@@ -950,6 +965,11 @@ async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<
         Ok(b) => b,
         Err(e) => return e.response(),
     };
+    match chat::continuation(&body) {
+        Ok(Some(go_on)) => return chat_continuation(ctx, &key, go_on),
+        Ok(None) => {}
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    }
     let config = ctx.gateway.config();
     let images_json = match chat::last_user_message(&body) {
         Some((message, index)) => match validate::chat_files(message, index, config) {
@@ -1026,6 +1046,66 @@ async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<
     };
     run_headers(&mut res, &run, joined);
     res
+}
+
+/// A chat POST carrying approval decisions: they are applied (those already decided, by a
+/// timeout or another client, stay as they were), and the run they belong to streams on from
+/// where its chat stream paused for them.
+fn chat_continuation(ctx: &Ctx, key: &str, go_on: chat::Continuation) -> Response<Body> {
+    let gateway = &ctx.gateway;
+    let approvals: Vec<_> = go_on
+        .decisions
+        .iter()
+        .filter_map(|(id, _)| gateway.approval(key, id))
+        .collect();
+    let Some(first) = approvals.first() else {
+        let id = go_on.decisions.first().map_or("", |(id, _)| id.as_str());
+        return core_error(&GatewayError::ApprovalNotFound(id.to_string()));
+    };
+    let run = first.run_id.as_deref().and_then(|id| gateway.run(key, id));
+    let Some(run) = run else {
+        let id = first.run_id.clone().unwrap_or_default();
+        return core_error(&GatewayError::RunNotFound(id));
+    };
+    for (id, decision) in go_on.decisions {
+        // Decided meanwhile (its timeout, another client): what happened is in the stream.
+        let _ = gateway.decide(key, &id, decision);
+    }
+    let after = approvals.iter().map(|a| a.pause_seq()).max().unwrap_or(0);
+    let (cursor, missed) = gateway.run_cursor(&run, Some(after), true);
+    let body = if missed || after == 0 {
+        chat::whole_body(run.clone())
+    } else {
+        let cancel = gateway
+            .config()
+            .chat_abort_on_disconnect
+            .then(|| (gateway.clone(), run.clone()));
+        let message_id = go_on.message_id.unwrap_or_else(|| run.id.clone());
+        ChatBody::continuation(cursor, &message_id, &run, cancel).boxed_unsync()
+    };
+    let mut res = chat::response(body);
+    run_headers(&mut res, &run, false);
+    res
+}
+
+/// `POST /sessions/:key/approvals/:approvalId` `{approved, reason?}`.
+async fn decide_approval(ctx: &Ctx, req: Request<Incoming>, key: &str, id: &str) -> Response<Body> {
+    if req.method() != Method::POST {
+        return method_not_allowed("POST");
+    }
+    let body = match read_body(ctx, req).await {
+        Ok(b) => b,
+        Err(e) => return e.response(),
+    };
+    let decision = match check_decision(body.get("approved"), body.get("reason")) {
+        Ok(d) => d,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    let (status, answer) = ctx.gateway.decide_answer(key, id, decision);
+    json(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &answer,
+    )
 }
 
 /// The session a webhook reaches: `<prefix><route>:<sender>`, or the body's `sessionKey` when

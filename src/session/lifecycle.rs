@@ -41,6 +41,9 @@ impl Gateway {
             return Ok(false);
         };
         active.abort_requested = true;
+        // A call waiting for a decision is denied: pi does not look at its abort signal while
+        // its hook waits.
+        self.deny_approvals(&session, &mut st);
         drop(st);
         self.spawn_abort(&session);
         Ok(true)
@@ -115,11 +118,16 @@ impl Gateway {
                     session.emit_state(&mut st);
                     return Ok(run.status());
                 }
-                st.active
+                let running = st
+                    .active
                     .as_mut()
                     .filter(|a| Arc::ptr_eq(&a.run, run))
                     .map(|a| a.abort_requested = true)
-                    .is_some()
+                    .is_some();
+                if running {
+                    self.deny_approvals(&session, &mut st);
+                }
+                running
             };
             if running {
                 self.spawn_abort(&session);
@@ -218,6 +226,8 @@ impl Gateway {
 
     /// Ends every run still owed a result (queued and running) with `reason`.
     fn drop_pending(&self, session: &Session, st: &mut State, reason: &str) {
+        // Decided (denied) before the runs end, so their `approval_resolved` precede `run_end`.
+        self.deny_approvals(session, st);
         for queued in st.queue.drain(..).collect::<Vec<_>>() {
             self.end_run(
                 &session.log,

@@ -14,6 +14,7 @@
 //! the registry), so they increase strictly and never repeat for a key within the process.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -38,6 +39,9 @@ pub struct Entry {
     pub chat: Option<Bytes>,
     /// The last entry of its run (`run_end`, and the chat stream's closing chunks).
     pub run_end: bool,
+    /// Non-zero: the last approval request of a batch (its number in the run). A chat stream
+    /// that reads it while those approvals are still pending ends there (see [`Cursor::pause_on`]).
+    pub pause: u32,
 }
 
 impl Entry {
@@ -68,6 +72,8 @@ pub enum End {
     Closed,
     /// The run it follows ended.
     RunEnded,
+    /// The run it follows waits for approvals (a chat stream's pause).
+    Paused,
 }
 
 /// What a poll of a cursor produced (entries were handed to the visitor first).
@@ -349,6 +355,7 @@ impl EventLog {
             id,
             pos,
             filter,
+            pause: None,
         }
     }
 }
@@ -359,11 +366,21 @@ pub struct Cursor {
     id: u64,
     pos: u64,
     filter: Filter,
+    /// The run's open pause (see [`Cursor::pause_on`]).
+    pause: Option<Arc<AtomicU32>>,
 }
 
 impl Cursor {
     pub fn log(&self) -> &Arc<EventLog> {
         &self.log
+    }
+
+    /// Makes this cursor stop (`End::Paused`) after an entry whose `pause` equals what
+    /// `open` holds when the entry is read: the number of the run's batch of approvals that
+    /// are still pending (0 when none is).
+    pub fn pause_on(mut self, open: Arc<AtomicU32>) -> Cursor {
+        self.pause = Some(open);
+        self
     }
 
     /// Hands `visit` the next entries this cursor wants, up to about `budget` bytes of them.
@@ -398,6 +415,7 @@ impl Cursor {
         let mut used = 0usize;
         let mut visited = false;
         let mut finished = false;
+        let mut paused = false;
         while self.pos < stop_at && used < budget {
             let Some(entry) = st.entries.get((self.pos - base) as usize) else {
                 break;
@@ -418,6 +436,15 @@ impl Cursor {
                 finished = true;
                 break;
             }
+            if entry.pause != 0
+                && self
+                    .pause
+                    .as_ref()
+                    .is_some_and(|open| open.load(Ordering::Acquire) == entry.pause)
+            {
+                paused = true;
+                break;
+            }
         }
         let pos = self.pos;
         if let Some(r) = st.readers.get_mut(&self.id) {
@@ -428,6 +455,9 @@ impl Cursor {
         }
         if finished {
             return Poll::Ready(Step::Done(End::RunEnded));
+        }
+        if paused {
+            return Poll::Ready(Step::Done(End::Paused));
         }
         if let Some((reason, at)) = end {
             if self.pos >= at {
@@ -524,6 +554,7 @@ mod tests {
             )),
             chat: None,
             run_end: end,
+            pause: 0,
         })
     }
 

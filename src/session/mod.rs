@@ -32,6 +32,7 @@
 //! - A removed session (evicted, reset, stopped) is marked `removed` under its lock while the
 //!   registry lock is held; a message that raced with the removal goes to a fresh session.
 
+pub mod approval;
 pub mod hooks;
 pub mod idempotency;
 mod lifecycle;
@@ -236,6 +237,8 @@ struct State {
     name: Option<String>,
     model: Option<ModelRef>,
     thinking_level: Option<String>,
+    /// Tool calls waiting for a decision, and the ones decided lately.
+    approvals: approval::Approvals,
 }
 
 pub struct Session {
@@ -278,6 +281,7 @@ impl Session {
                 name: info.name,
                 model: info.model,
                 thinking_level: info.thinking_level,
+                approvals: Default::default(),
             }),
         }
     }
@@ -345,12 +349,25 @@ fn append(
     chat: Option<Bytes>,
     run_end: bool,
 ) -> u64 {
+    append_entry(log, run, event, chat, run_end, 0)
+}
+
+/// [`append`], for an entry that may be a chat stream's pause ([`Entry::pause`]).
+fn append_entry(
+    log: &EventLog,
+    run: Option<&Run>,
+    event: Option<&GatewayEvent<'_>>,
+    chat: Option<Bytes>,
+    run_end: bool,
+    pause: u32,
+) -> u64 {
     log.append(|seq| Entry {
         seq,
         run: run.map_or(0, |r| r.no),
         frame: event.map(|e| Frame::encode(seq, e, run.map(|r| r.id.as_str()))),
         chat,
         run_end,
+        pause,
     })
 }
 
@@ -576,6 +593,9 @@ impl Gateway {
             }
             _ => {}
         }
+        if let AgentEvent::ToolEnd { id, .. } = &event {
+            self.tool_call_ended(&session, &mut st, id);
+        }
         let Some(active) = st.active.as_mut() else {
             if let Some(public) = event.public(&session.key) {
                 session.emit(&mut st, &public);
@@ -676,7 +696,14 @@ impl Gateway {
                 Err(head) => (head, first != 0),
             },
         };
-        (log.cursor(pos, filter, usize::MAX, false), missed)
+        let cursor = log.cursor(pos, filter, usize::MAX, false);
+        // A chat stream ends where its run waits for approvals (`Entry::pause`).
+        let cursor = if chat {
+            cursor.pause_on(run.open_pause.clone())
+        } else {
+            cursor
+        };
+        (cursor, missed)
     }
 
     /// The `hello` a run stream starts with when its log no longer reaches back.

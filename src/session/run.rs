@@ -3,7 +3,7 @@
 //! session's queue one run at a time.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -129,6 +129,9 @@ pub struct Run {
     first_seq: AtomicU64,
     state: Mutex<RunState>,
     done: watch::Sender<bool>,
+    /// The number of its batch of approvals still pending, that its chat stream pauses at
+    /// (0: none). See [`super::approval`].
+    pub(super) open_pause: Arc<AtomicU32>,
 }
 
 /// `GET …/runs/:runId`'s `run`.
@@ -178,6 +181,7 @@ impl Run {
                 result: None,
             }),
             done: watch::channel(false).0,
+            open_pause: Arc::new(AtomicU32::new(0)),
         }
     }
 
@@ -494,6 +498,7 @@ impl Gateway {
         if mode == Mode::Interrupt {
             if let Some(active) = st.active.as_mut().filter(|a| !a.run.status().is_ended()) {
                 active.abort_requested = true;
+                self.deny_approvals(session, st);
                 self.spawn_abort(session);
             }
         }
@@ -523,6 +528,7 @@ impl Gateway {
             session
                 .log
                 .cursor(session.log.head(), Filter::Chat(run.no), usize::MAX, false)
+                .pause_on(run.open_pause.clone())
         });
         if let Some(t) = active.translator.as_mut() {
             let mut out = BytesMut::new();
@@ -701,6 +707,8 @@ impl Gateway {
                 ),
                 _ => 0,
             };
+            // Approvals its calls never asked for (pi refused them first) end with it.
+            self.deny_approvals_of(&session, &mut st, &run);
             let translator = st.active.take().and_then(|a| a.translator);
             self.end_run(&session.log, &run, result, translator);
             st.last_active_at = now_ms();

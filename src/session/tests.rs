@@ -1095,3 +1095,228 @@ async fn the_history_of_a_running_run_ends_at_its_user_message() {
         Some(GatewayError::SessionNotFound("nobody".into()))
     );
 }
+
+/// A config whose `bash` calls need a decision.
+fn asking(timeout_ms: u64) -> Config {
+    let mut config = Config::for_tests();
+    config
+        .approval
+        .policy
+        .insert("bash".into(), crate::config::Policy::Ask);
+    config
+        .approval
+        .policy
+        .insert("rm".into(), crate::config::Policy::Deny);
+    config.approval.timeout = Duration::from_millis(timeout_ms);
+    config
+}
+
+fn tool_call(id: &str, name: &str) -> approval::ToolCall {
+    approval::ToolCall {
+        id: id.into(),
+        name: name.into(),
+        args: crate::events::json_or_null(Some(format!(r#"{{"command":"{id}"}}"#))),
+    }
+}
+
+fn handle_of(gw: &Gateway, key: &str) -> SessionHandle {
+    gw.find(key).expect("session").handle
+}
+
+#[tokio::test]
+async fn a_message_s_calls_are_asked_together_and_each_decided_once() {
+    let (_agent, gate, gw, running) = running_at_the_gate(asking(60_000)).await;
+    let mut events = gw
+        .subscribe("a", None, usize::MAX)
+        .await
+        .expect("sub")
+        .cursor;
+    let h = handle_of(&gw, "a");
+    let calls = || {
+        vec![
+            tool_call("c1", "bash"),
+            tool_call("c2", "bash"),
+            tool_call("c3", "read"),
+        ]
+    };
+    let first = tokio::spawn(gw.approve_tool_call(h, tool_call("c1", "bash"), calls()));
+    let pending = gw.approvals("a");
+    assert_eq!(
+        pending
+            .iter()
+            .map(|a| a.tool_call_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["c1", "c2"],
+        "both asked calls of the message are pending at once; read is allowed"
+    );
+    assert!(pending
+        .iter()
+        .all(|a| a.run_id.as_deref() == Some(running.id.as_str())));
+    // pi reaches the second call only later: it finds its approval, and no new one is made.
+    let second = tokio::spawn(gw.approve_tool_call(h, tool_call("c2", "bash"), calls()));
+    tokio::task::yield_now().await;
+    assert_eq!(gw.approvals("a").len(), 2);
+    let (a1, a2) = (pending[0].id.clone(), pending[1].id.clone());
+    let answer = gw
+        .decide("a", &a1, approval::Decision::client(true, None))
+        .expect("decided");
+    assert!(answer.ok && answer.approved);
+    assert_eq!(
+        gw.decide("a", &a1, approval::Decision::client(false, None))
+            .err(),
+        Some(GatewayError::ApprovalDecided(a1.clone())),
+        "a decision stands"
+    );
+    assert_eq!(
+        gw.decide("a", "nope", approval::Decision::client(true, None))
+            .err(),
+        Some(GatewayError::ApprovalNotFound("nope".into()))
+    );
+    assert!(first.await.expect("task").approved);
+    gw.decide(
+        "a",
+        &a2,
+        approval::Decision::client(false, Some("no".into())),
+    )
+    .expect("decided");
+    let denied = second.await.expect("task");
+    assert_eq!(
+        (denied.approved, denied.reason.as_deref()),
+        (false, Some("Denied by the user: no"))
+    );
+    assert!(gw.approvals("a").is_empty());
+    let read_allowed = gw
+        .approve_tool_call(h, tool_call("c3", "read"), vec![])
+        .await;
+    assert!(read_allowed.approved);
+    let by_policy = gw.approve_tool_call(h, tool_call("c4", "rm"), vec![]).await;
+    assert_eq!(by_policy.reason.as_deref(), Some("Denied by policy"));
+    let frames = frames_now(&mut events);
+    let kinds: Vec<String> = frames
+        .iter()
+        .filter_map(|f| serde_json::from_str::<serde_json::Value>(f).ok())
+        .filter_map(|v| v["type"].as_str().map(str::to_owned))
+        .filter(|t| t.starts_with("approval"))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "approval_request",
+            "approval_request",
+            "approval_resolved",
+            "approval_resolved"
+        ]
+    );
+    gate.notify_one();
+    assert!(running.wait().await.ok);
+}
+
+#[tokio::test]
+async fn an_abort_denies_what_is_pending_so_the_run_can_end() {
+    let mut config = asking(60_000);
+    config.approval.timeout = Duration::from_secs(60);
+    let (_agent, gate, gw, running) = running_at_the_gate(config).await;
+    let h = handle_of(&gw, "a");
+    let waiting = tokio::spawn(gw.approve_tool_call(h, tool_call("c1", "bash"), vec![]));
+    tokio::task::yield_now().await;
+    assert_eq!(gw.approvals("a").len(), 1);
+    assert!(gw.abort("a").expect("known"));
+    let verdict = waiting.await.expect("task");
+    assert_eq!(
+        verdict.reason.as_deref(),
+        Some("Denied: the run was aborted")
+    );
+    assert!(gw.approvals("a").is_empty());
+    gate.notify_one();
+    running.wait().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_nobody_decides_is_denied_at_its_timeout() {
+    let (_agent, gate, gw, running) = running_at_the_gate(asking(300)).await;
+    let h = handle_of(&gw, "a");
+    let verdict = gw
+        .approve_tool_call(h, tool_call("c1", "bash"), vec![])
+        .await;
+    assert_eq!(
+        verdict.reason.as_deref(),
+        Some("Denied: no decision within 0.3 s")
+    );
+    let id = {
+        let session = gw.find("a").expect("session");
+        let st = lock(&session.state);
+        st.approvals.decided_ids()
+    };
+    let decided = gw
+        .approval("a", &id[0])
+        .and_then(|a| a.decision())
+        .expect("decided");
+    assert_eq!(decided.by, approval::DecidedBy::Timeout);
+    gate.notify_one();
+    running.wait().await;
+}
+
+#[tokio::test]
+async fn a_chat_stream_pauses_while_its_run_waits_and_reads_through_once_decided() {
+    let (_agent, gate) = gated_agent();
+    let gw = gateway(_agent.clone(), asking(60_000));
+    let run = gw
+        .submit(Submit {
+            request: message("a", "chat"),
+            chat_id: Some("chat-1".into()),
+            ..Default::default()
+        })
+        .expect("accepted")
+        .run()
+        .clone();
+    until_processing(&gw, "a").await;
+    let h = handle_of(&gw, "a");
+    gw.push_event(h, 1, AgentEvent::TurnStart, 0);
+    gw.push_event(
+        h,
+        1,
+        AgentEvent::ToolCallEnd {
+            index: 0,
+            id: "c1".into(),
+            name: "bash".into(),
+            input: crate::events::json_or_null(Some("{}".into())),
+        },
+        0,
+    );
+    let waiting = tokio::spawn(gw.approve_tool_call(h, tool_call("c1", "bash"), vec![]));
+    tokio::task::yield_now().await;
+    let chat_text = |c: &mut Cursor| {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut text = String::new();
+        let mut end = None;
+        loop {
+            match c.poll_next(&mut cx, usize::MAX, |e| {
+                if let Some(chat) = &e.chat {
+                    text.push_str(&String::from_utf8_lossy(chat));
+                }
+            }) {
+                std::task::Poll::Ready(Step::More) => continue,
+                std::task::Poll::Ready(Step::Done(why)) => {
+                    end = Some(why);
+                    break;
+                }
+                std::task::Poll::Pending => break,
+            }
+        }
+        (text, end)
+    };
+    let (mut paused, _) = gw.run_cursor(&run, None, true);
+    let (text, end) = chat_text(&mut paused);
+    assert_eq!(end, Some(End::Paused), "{text}");
+    assert!(text.ends_with("\"toolCallId\":\"c1\"}\n\n"), "{text}");
+    let id = gw.approvals("a")[0].id.clone();
+    gw.decide("a", &id, approval::Decision::client(false, None))
+        .expect("decided");
+    assert!(!waiting.await.expect("task").approved);
+    let (mut through, _) = gw.run_cursor(&run, None, true);
+    let (text, end) = chat_text(&mut through);
+    assert_eq!(end, None, "a decided batch is no pause: {text}");
+    assert!(text.contains("tool-output-denied"), "{text}");
+    gate.notify_one();
+    run.wait().await;
+}
