@@ -657,7 +657,12 @@ export class GatewayRuntime {
 						toJson(siblings),
 					),
 				);
-				return verdict.approved ? undefined : { block: true, reason: String(verdict.reason ?? "Denied") };
+				if (verdict.approved) return undefined;
+				// Denied by the gateway's abort (abort, cancel, interrupt, reset, stop): pi's run is
+				// aborted now, before its loop goes on to the next step, rather than when the abort
+				// Rust sent beside this answer reaches it.
+				if (verdict.aborted && typeof agent.abort === "function") agent.abort();
+				return { block: true, reason: String(verdict.reason ?? "Denied") };
 			} catch (error) {
 				// Fail closed: a call nobody could approve does not run.
 				return { block: true, reason: `Denied: the approval could not be asked for (${errorMessage(error)})` };

@@ -14,6 +14,7 @@ import {
 	FAUX_MODEL_2_ID,
 	FAUX_MODEL_ID,
 	FAUX_PROVIDER,
+	fauxBashCommands,
 	gatewaySessionStore,
 	fauxLongText,
 	HELLO_CONTENT,
@@ -290,6 +291,51 @@ describe("createFauxPiAgent", () => {
 		assert.match(textOf(last), /^The read tool failed: ENOENT/);
 	});
 
+	it("/bash: pi's real bash tool runs the command in the faux cwd (no approval anywhere), its output reaches the answer", async () => {
+		const session = await agent.createSession("bash");
+		const marker = join(agent.cwd, "bash-marker.txt");
+		assert.equal(existsSync(marker), false);
+		const events = await run(session, "/bash echo hi-from-bash && echo made > bash-marker.txt");
+		const toolStart = events.find((e) => e.type === "tool_execution_start");
+		assert.equal(toolStart.toolName, "bash");
+		assert.deepEqual(toolStart.args, { command: "echo hi-from-bash && echo made > bash-marker.txt" });
+		const toolEnd = events.find((e) => e.type === "tool_execution_end");
+		assert.equal(toolEnd.isError, false);
+		assert.equal(await readFile(marker, "utf8"), "made\n", "the command really ran, in the faux cwd");
+		assert.deepEqual(
+			session.messages.map((m) => m.role),
+			["user", "assistant", "toolResult", "assistant"],
+		);
+		const last = session.messages.at(-1);
+		assert.equal(last.stopReason, "stop");
+		assert.equal(textOf(last), "bash said: hi-from-bash");
+		await rm(marker, { force: true });
+	});
+
+	it("/bash a ;; b: one assistant message with two bash calls, one answer line per call (a failing one says so)", async () => {
+		const session = await agent.createSession("bash-two");
+		const events = await run(session, "/bash echo first ;; echo second >&2; exit 3");
+		const calls = session.messages[1].content.filter((c) => c.type === "toolCall");
+		assert.deepEqual(
+			calls.map((c) => [c.name, c.arguments]),
+			[
+				["bash", { command: "echo first" }],
+				["bash", { command: "echo second >&2; exit 3" }],
+			],
+		);
+		assert.equal(events.filter((e) => e.type === "tool_execution_end").length, 2);
+		assert.deepEqual(
+			session.messages.map((m) => m.role),
+			["user", "assistant", "toolResult", "toolResult", "assistant"],
+		);
+		assert.equal(session.messages[2].isError, false);
+		assert.equal(session.messages[3].isError, true);
+		const lines = textOf(session.messages.at(-1)).split("\n");
+		assert.equal(lines.length, 2, textOf(session.messages.at(-1)));
+		assert.equal(lines[0], "bash said: first");
+		assert.equal(lines[1], "bash failed: second Command exited with code 3", "a multi-line result is put on one line");
+	});
+
 	it("concurrent sessions each get the answer their own last message asks for", async () => {
 		const sessions = await Promise.all(["c1", "c2", "c3", "c4"].map((k) => agent.createSession(k)));
 		const texts = ["/slow 5", "/echo two", "plain question", "/long 50"];
@@ -382,6 +428,10 @@ describe("parseFauxCommand", () => {
 		assert.deepEqual(parseFauxCommand("/long 12"), { name: "long", arg: "12" });
 		assert.deepEqual(parseFauxCommand("/error"), { name: "error", arg: "" });
 		assert.deepEqual(parseFauxCommand("/history"), { name: "history", arg: "" });
+		assert.deepEqual(parseFauxCommand("/bash echo a ;; echo b"), { name: "bash", arg: "echo a ;; echo b" });
+		assert.deepEqual(fauxBashCommands("echo a ;; echo b"), ["echo a", "echo b"]);
+		assert.deepEqual(fauxBashCommands("echo a;;b"), ["echo a;;b"], "only ' ;; ' with spaces separates");
+		assert.equal(parseFauxCommand("/bashful").name, "default");
 		assert.equal(parseFauxCommand("/historyx").name, "default");
 		assert.equal(parseFauxCommand("/echoes x").name, "default");
 		assert.equal(parseFauxCommand("please /echo x").name, "default");

@@ -47,8 +47,10 @@ export interface FauxPiAgent {
 
 /**
  * Builds the offline agent. The model is scripted by the last user message: `/echo <text>`,
- * `/long <N>`, `/slow <N>`, `/error`, `/toolfail`, `/history`; anything else reads hello.txt
- * with pi's real `read` tool and answers `hello.txt says: ...`. pi's summarization requests
+ * `/long <N>`, `/slow <N>`, `/error`, `/toolfail`, `/history`, `/bash <command>` (several with
+ * ` ;; ` between them: one `bash` tool call each, run by pi's real `bash` tool in `cwd`, then one
+ * answer line per call, `bash said: <output>` or `bash failed: <error>`); anything else reads
+ * hello.txt with pi's real `read` tool and answers `hello.txt says: ...`. Active tools: `read`, `bash`. pi's summarization requests
  * (`compact()`) are answered `Summary of N messages.`. Two models: `faux/faux-1` (default) and
  * `faux/faux-2` (`reasoning: true`).
  */
@@ -77,10 +79,16 @@ export const HELLO_FILE: "hello.txt";
 export const HELLO_CONTENT: string;
 export const MISSING_FILE: string;
 export const FAUX_ERROR_MESSAGE: string;
+/** `" ;; "`: separates the commands of one `/bash` message. */
+export const BASH_SEPARATOR: " ;; ";
+/** The tools every faux session has active: `["read", "bash"]`. */
+export const FAUX_TOOLS: readonly string[];
+/** The commands of a `/bash` argument (split on BASH_SEPARATOR, trimmed, empty ones dropped; at least one). */
+export function fauxBashCommands(arg: string): string[];
 export const DEFAULT_SLOW_TOKENS_PER_SECOND: number;
 export function fauxLongText(n: number): string;
 export function parseFauxCommand(text: string): {
-	name: "default" | "echo" | "long" | "slow" | "error" | "toolfail" | "history";
+	name: "default" | "echo" | "long" | "slow" | "error" | "toolfail" | "history" | "bash";
 	arg: string;
 };
 export function trackSession<S extends { dispose(): void }>(sessions: Set<S>, session: S): S;

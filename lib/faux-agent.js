@@ -31,6 +31,7 @@
  * | `/slow <N>`        | the same text as `/long <N>`, streamed at `slowTokensPerSecond` (default 20, i.e. ~50 ms per `text_delta`), so a test can abort it mid-stream |
  * | `/error`           | the model fails: an assistant message with `stopReason: "error"`, `errorMessage: "faux model failure"` and no content |
  * | `/toolfail`        | a `read` tool call of a file that does not exist (the tool really fails), then a text answer `The read tool failed: <error text>` |
+ * | `/bash <command>`   | a `bash` tool call `{ command }` (pi's real bash tool runs it in the faux cwd); with ` ;; ` between commands (`/bash echo a ;; echo b`), one assistant message with one `bash` call per command, in order. On the next call, with the tool results in context, one text answer with one line per call, in order: `bash said: <output>` or, for a failed call (`isError`), `bash failed: <error text>` (the tool result's text, trimmed, line breaks made spaces so each call keeps one line). A gateway approval that denies the call makes it fail with the denial text |
  * | `/history`         | one text answer `You said N things before: "<text 1>", "<text 2>", ...` (`You said 0 things before.` when N is 0): N = the user messages in the context before this one (compaction and branch summaries not counted), each text quoted as JSON and cut to 60 characters, at most the first 20 |
  *
  * pi's own summarization requests (`session.compact()`, branch summaries) are recognized by
@@ -80,6 +81,10 @@ export const HELLO_FILE = "hello.txt";
 export const HELLO_CONTENT = "Hello from the pi-gateway workspace.";
 /** The file `/toolfail` tries to read (it never exists). */
 export const MISSING_FILE = "missing-file-for-toolfail.txt";
+/** What separates several commands in one `/bash` message (one `bash` tool call each). */
+export const BASH_SEPARATOR = " ;; ";
+/** The tools every faux session has active. */
+export const FAUX_TOOLS = ["read", "bash"];
 /** `errorMessage` of the assistant message produced by `/error`. */
 export const FAUX_ERROR_MESSAGE = "faux model failure";
 /** Provider name and model id of the faux model. */
@@ -120,7 +125,7 @@ const MAX_WORDS = 1_000_000;
 /** How many copies of the response factory we keep queued in each faux registration. */
 const QUEUE_FILL = 256;
 const SYSTEM_PROMPT =
-	"You are the offline faux model of pi-gateway. Commands: /echo <text>, /long <N>, /slow <N>, /error, /toolfail, /history.";
+	"You are the offline faux model of pi-gateway. Commands: /echo <text>, /long <N>, /slow <N>, /error, /toolfail, /history, /bash <command> [;; <command>...].";
 /** How pi's summarization requests (compaction, branch summaries) begin their system prompt. */
 const SUMMARIZATION_PROMPT_START = "You are a context summarization assistant.";
 /** How pi wraps the conversation it asks to summarize. */
@@ -169,12 +174,31 @@ export function fauxLongText(n) {
 /**
  * Parses the command at the start of a user text.
  * @param {string} text
- * @returns {{ name: "default" | "echo" | "long" | "slow" | "error" | "toolfail" | "history", arg: string }}
+ * @returns {{ name: "default" | "echo" | "long" | "slow" | "error" | "toolfail" | "history" | "bash", arg: string }}
  */
 export function parseFauxCommand(text) {
-	const match = /^\s*\/(echo|long|slow|error|toolfail|history)(?=\s|$)\s?([\s\S]*)$/.exec(text);
+	const match = /^\s*\/(echo|long|slow|error|toolfail|history|bash)(?=\s|$)\s?([\s\S]*)$/.exec(text);
 	if (!match) return { name: "default", arg: text };
 	return { name: /** @type {any} */ (match[1]), arg: match[2] };
+}
+
+/**
+ * The commands of a `/bash` argument: split on {@link BASH_SEPARATOR}, each trimmed, empty ones
+ * dropped (at least one: an empty argument gives one empty command, which bash runs as nothing).
+ * @param {string} arg
+ * @returns {string[]}
+ */
+export function fauxBashCommands(arg) {
+	const commands = arg
+		.split(BASH_SEPARATOR)
+		.map((command) => command.trim())
+		.filter((command) => command.length > 0);
+	return commands.length > 0 ? commands : [arg.trim()];
+}
+
+/** A tool result's text on one line: trimmed, every run of white space holding a line break made one space. */
+function oneLine(text) {
+	return text.trim().replace(/\s*\n\s*/g, " ");
 }
 
 /** Word count for /long and /slow: a positive integer, 1 when missing or invalid. */
@@ -287,6 +311,19 @@ function scriptedResponse(context) {
 				return fauxAssistantMessage(`The read tool failed: ${contentText(lastResult.content)}`);
 			}
 			return fauxAssistantMessage(fauxToolCall("read", { path: MISSING_FILE }), { stopReason: "toolUse" });
+		case "bash":
+			// Second call of the turn: one line per tool result, in the order of the calls.
+			if (lastResult) {
+				return fauxAssistantMessage(
+					toolResults
+						.map((result) => `bash ${result.isError ? "failed" : "said"}: ${oneLine(contentText(result.content))}`)
+						.join("\n"),
+				);
+			}
+			return fauxAssistantMessage(
+				fauxBashCommands(command.arg).map((bashCommand) => fauxToolCall("bash", { command: bashCommand })),
+				{ stopReason: "toolUse" },
+			);
 		default: {
 			// Second call of the turn: the read result is in context, answer with it.
 			if (lastResult) {
@@ -407,8 +444,8 @@ export function gatewaySessionStore(root) {
  * `<sessionDir>/gateway-sessions/<sanitized key>` (the directory the gateway derives from the
  * primary session's dir). Each continues the most recent session file of its directory (pi's
  * `SessionManager.continueRecent`, through pi-gateway's `openGatewaySessionManager`), or starts
- * one; a continued session keeps the model and thinking level it had. Only the `read` tool is
- * active.
+ * one; a continued session keeps the model and thinking level it had. The `read` and `bash`
+ * tools are active ({@link FAUX_TOOLS}; pi's real tools, run in `cwd`).
  *
  * @param {{ cwd?: string, agentDir?: string, sessionDir?: string, ephemeral?: boolean, tokensPerSecond?: number, slowTokensPerSecond?: number }} [options]
  *   `cwd`: the workspace the tools run in (default: a new temporary directory).
@@ -521,7 +558,7 @@ export async function createFauxPiAgent(options = {}) {
 			settingsManager,
 			resourceLoader,
 			sessionManager,
-			tools: ["read"],
+			tools: [...FAUX_TOOLS],
 		});
 		// Hand `/slow` requests to the throttled registration (its model of the same id);
 		// everything else to the main one. `cacheRetention: "none"`: pi-ai's faux provider

@@ -93,6 +93,10 @@ pub struct Verdict {
     pub approved: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Denied by an abort: the hook aborts pi's run before it answers, so pi does not go on
+    /// to its next step before the gateway's abort reaches it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub aborted: bool,
 }
 
 impl Verdict {
@@ -100,6 +104,7 @@ impl Verdict {
         Verdict {
             approved: true,
             reason: None,
+            aborted: false,
         }
     }
 
@@ -107,6 +112,7 @@ impl Verdict {
         Verdict {
             approved: false,
             reason: Some(reason.into()),
+            aborted: false,
         }
     }
 }
@@ -226,6 +232,9 @@ pub(super) struct Approvals {
     decided: VecDeque<Arc<Approval>>,
     /// Batches numbered so far (a pause's number).
     batches: u32,
+    /// `(run, tool call)` of calls refused for want of room (at most [`DECIDED_KEPT`]): they
+    /// stay refused when pi reaches them, even if room was made meanwhile.
+    refused: VecDeque<(u64, String)>,
 }
 
 impl Approvals {
@@ -314,7 +323,10 @@ impl Gateway {
             let verdict = match rx.wait_for(Option::is_some).await {
                 Ok(d) => match d.as_ref() {
                     Some(d) if d.approved => Verdict::allow(),
-                    Some(d) => Verdict::deny(denial_text(d, timeout)),
+                    Some(d) => Verdict {
+                        aborted: d.by == DecidedBy::Abort,
+                        ..Verdict::deny(denial_text(d, timeout))
+                    },
                     None => Verdict::deny(DENIED_ABORTED),
                 },
                 // Dropped without a decision (its session went away).
@@ -343,6 +355,15 @@ impl Gateway {
         if let Some(found) = st.approvals.find_call(run_no, &call.id) {
             return Some(found.clone());
         }
+        let refused = |st: &State, id: &str| {
+            st.approvals
+                .refused
+                .iter()
+                .any(|(no, call)| *no == run_no && call == id)
+        };
+        if refused(st, &call.id) {
+            return None;
+        }
         let config = &self.inner.config;
         let mut batch: Vec<ToolCall> = siblings
             .into_iter()
@@ -350,12 +371,20 @@ impl Gateway {
                 c.id != call.id
                     && config.approval.policy_for(&c.name) == Policy::Ask
                     && st.approvals.find_call(run_no, &c.id).is_none()
+                    && !refused(st, &c.id)
             })
             .collect();
         // In the message's order: the call pi reached first is the first of its batch.
         batch.insert(0, call.clone());
         let room = MAX_PENDING_APPROVALS.saturating_sub(st.approvals.pending.len());
-        batch.truncate(room);
+        if batch.len() > room {
+            for c in batch.drain(room..) {
+                st.approvals.refused.push_back((run_no, c.id));
+            }
+            while st.approvals.refused.len() > DECIDED_KEPT {
+                st.approvals.refused.pop_front();
+            }
+        }
         if batch.is_empty() {
             return None;
         }
