@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { once } from "node:events";
-import { readdir } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, readdir } from "node:fs/promises";
 import { createServer as createNetServer } from "node:net";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -26,7 +27,7 @@ import {
 import { openSse } from "./support/sse.mjs";
 import { waitFor, within } from "./support/wait.mjs";
 import { assertNoRunId, withRunId } from "./support/runs.mjs";
-import { OPTIONS } from "../lib/cli.js";
+import { gatewayConfig, OPTIONS, parseCli, UsageError } from "../lib/cli.js";
 
 const CURL = "/usr/bin/curl";
 /** The faux model's answer to the default prompt (lib/faux-agent.js: `hello.txt says: <HELLO_CONTENT>`). */
@@ -212,6 +213,9 @@ describe("pi-gateway CLI", () => {
 			"--data-dir": "PI_GATEWAY_DATA_DIR",
 			"--ephemeral": "PI_GATEWAY_EPHEMERAL",
 			"--cwd": "PI_GATEWAY_CWD",
+			"--approve": "PI_GATEWAY_APPROVE",
+			"--deny": "PI_GATEWAY_DENY",
+			"--approval-timeout": "PI_GATEWAY_APPROVAL_TIMEOUT",
 		};
 		for (const [flag, env] of Object.entries(flags)) {
 			assert.match(stdout, new RegExp(`${flag}(\\s|$)`, "m"), `help mentions ${flag}`);
@@ -247,6 +251,13 @@ describe("pi-gateway CLI", () => {
 			{ args: ["--port", "0"], env: { PI_GATEWAY_EPHEMERAL: "1", PI_GATEWAY_DATA_DIR: "/tmp/x" }, says: "PI_GATEWAY_EPHEMERAL and PI_GATEWAY_DATA_DIR exclude each other" },
 			{ args: ["--port", "0"], env: { PI_GATEWAY_EPHEMERAL: "maybe" }, says: "PI_GATEWAY_EPHEMERAL" },
 			{ args: ["--port", "0", "--data-dir", " "], env: {}, says: "--data-dir" },
+			{ args: ["--port", "0", "--approve", "bash", "--deny", "write,bash"], env: {}, says: '"bash" is in both --approve and --deny' },
+			{ args: ["--port", "0"], env: { PI_GATEWAY_APPROVE: "*", PI_GATEWAY_DENY: "*" }, says: '"*" is in both PI_GATEWAY_APPROVE and PI_GATEWAY_DENY' },
+			{ args: ["--port", "0", "--approve", " , "], env: {}, says: "--approve" },
+			{ args: ["--port", "0", "--deny", "rm -rf"], env: {}, says: "--deny" },
+			{ args: ["--port", "0", "--approve", "bash", "--approval-timeout", "0"], env: {}, says: "--approval-timeout" },
+			{ args: ["--port", "0", "--approve", "bash"], env: { PI_GATEWAY_APPROVAL_TIMEOUT: "86401" }, says: "PI_GATEWAY_APPROVAL_TIMEOUT" },
+			{ args: ["--port", "0", "--approve", "bash", "--approval-timeout", "soon"], env: {}, says: "--approval-timeout" },
 		];
 		await Promise.all(
 			cases.map(async ({ args, env, says }) => {
@@ -413,5 +424,118 @@ describe("pi-gateway CLI", () => {
 		assert.ok(stderr.includes(`127.0.0.1:${port}`), stderr);
 		assert.doesNotMatch(stdout, READY_LINE);
 		assert.deepEqual(await leftovers(box.tmp), [], "the temporary dirs are removed");
+	});
+	it("--approve, --deny and --approval-timeout (or PI_GATEWAY_APPROVE, _DENY, _APPROVAL_TIMEOUT) become config.approval", () => {
+		const approval = (argv, env = {}) => gatewayConfig(parseCli(argv, env).options).approval;
+		assert.equal(approval([]), undefined, "no flag: no approval config, every tool runs as before");
+		assert.deepEqual(approval(["--approve", "bash,write"]), { policy: { bash: "ask", write: "ask" } });
+		assert.deepEqual(approval(["--approve", " bash , write,bash ,"]), { policy: { bash: "ask", write: "ask" } }, "trimmed, each once");
+		assert.deepEqual(approval(["--approve", "bash", "--deny", "*"]), { policy: { bash: "ask", "*": "deny" } });
+		assert.deepEqual(approval(["--deny", "write,edit"]), { policy: { write: "deny", edit: "deny" } });
+		assert.deepEqual(
+			approval([], { PI_GATEWAY_APPROVE: "read", PI_GATEWAY_DENY: "write", PI_GATEWAY_APPROVAL_TIMEOUT: "2.5" }),
+			{ policy: { read: "ask", write: "deny" }, timeoutMs: 2500 },
+		);
+		assert.deepEqual(approval(["--approve", "bash"], { PI_GATEWAY_APPROVE: "read" }), { policy: { bash: "ask" } }, "the flag wins over the variable");
+		assert.deepEqual(approval(["--approve", "bash", "--approval-timeout", "86400"]), { policy: { bash: "ask" }, timeoutMs: 86_400_000 });
+		assert.deepEqual(approval(["--approve", "bash", "--approval-timeout", "0.001"]), { policy: { bash: "ask" }, timeoutMs: 1 });
+		assert.deepEqual(approval(["--approval-timeout", "30"]), { timeoutMs: 30_000 }, "a timeout alone is passed on (and warned about)");
+		for (const [argv, env, says] of [
+			[["--approve", "bash", "--deny", "bash"], {}, '"bash" is in both --approve and --deny'],
+			[["--approve", "bash"], { PI_GATEWAY_DENY: "write,bash" }, '"bash" is in both --approve and PI_GATEWAY_DENY'],
+			[["--approve", ","], {}, "Invalid --approve"],
+			[["--deny", "a\tb"], {}, "Invalid --deny"],
+			[["--approve", "x".repeat(129)], {}, "at most 128 bytes"],
+			[["--approval-timeout=-1"], {}, "Invalid --approval-timeout"],
+			[["--approval-timeout", "0.0004"], {}, "Invalid --approval-timeout"],
+			[["--approval-timeout", "Infinity"], {}, "Invalid --approval-timeout"],
+			[[], { PI_GATEWAY_APPROVAL_TIMEOUT: "2m" }, "Invalid PI_GATEWAY_APPROVAL_TIMEOUT"],
+		]) {
+			assert.throws(
+				() => parseCli(argv, env),
+				(error) => error instanceof UsageError && error.message.includes(says),
+				`${JSON.stringify(argv)} ${JSON.stringify(env)} is a usage error naming ${says}`,
+			);
+		}
+		assert.doesNotThrow(() => parseCli(["--approve", "x".repeat(128), "--deny", "mcp.server:tool-1"], {}));
+	});
+
+	it("--approve bash: a bash call waits until it is approved over HTTP, then runs; --deny read refuses read at once", async (t) => {
+		const box = await sandbox(t);
+		const workspace = join(box.root, "workspace");
+		await mkdir(workspace);
+		const gw = await startCliGateway(
+			t,
+			["--port", "0", "--ephemeral", "--cwd", workspace, "--approve", "bash", "--deny", "read", "--approval-timeout", "60"],
+			childEnv(box),
+		);
+		assert.equal(bannerLine(gw.out.stdout, "approvals"), "approvals  ask: bash  deny: read  timeout: 60 s");
+		const approvalsUrl = `${gw.base}/sessions/demo/approvals`;
+		const getJson = async (url) => {
+			const answer = await curl([url]);
+			assert.equal(answer.status, 200, `GET ${url}: ${answer.body}`);
+			return JSON.parse(answer.body);
+		};
+
+		// The command writes a file, so whether it ran shows on disk.
+		const ranFile = join(workspace, "ran.txt");
+		const accepted = await curlPost(`${gw.base}/sessions/demo/messages`, JSON.stringify({ text: "/bash echo hi | tee ran.txt", wait: false }));
+		assert.equal(accepted.status, 202, accepted.body);
+		const { runId } = JSON.parse(accepted.body);
+		const { approvals } = await waitFor(
+			async () => {
+				const body = await getJson(approvalsUrl);
+				return body.approvals.length > 0 ? body : undefined;
+			},
+			"the bash call to wait for a decision",
+			20_000,
+			50,
+		);
+		assert.equal(approvals.length, 1, JSON.stringify(approvals));
+		const [pending] = approvals;
+		assert.equal(pending.sessionKey, "demo");
+		assert.equal(pending.runId, runId);
+		assert.equal(pending.toolName, "bash");
+		assert.deepEqual(pending.args, { command: "echo hi | tee ran.txt" });
+		assert.equal(typeof pending.approvalId, "string");
+		assert.equal(typeof pending.toolCallId, "string");
+		assert.equal(pending.expiresAt - pending.requestedAt, 60_000, "--approval-timeout 60 is 60 s");
+
+		// It waits: the run is still running, the command has not run.
+		await new Promise((resolve) => setTimeout(resolve, 300));
+		assert.equal(JSON.parse((await curl([`${gw.base}/sessions/demo/runs/${runId}`])).body).run.status, "running");
+		assert.equal(existsSync(ranFile), false, "the command did not run before the decision");
+		assert.deepEqual((await getJson(approvalsUrl)).approvals, approvals, "still pending");
+
+		const decide = (id, body) => curlPost(`${approvalsUrl}/${id}`, JSON.stringify(body));
+		const approved = await decide(pending.approvalId, { approved: true });
+		assert.equal(approved.status, 200, approved.body);
+		assert.deepEqual(JSON.parse(approved.body), { ok: true, approvalId: pending.approvalId, approved: true, by: "client" });
+
+		const run = await waitFor(
+			async () => {
+				const body = JSON.parse((await curl([`${gw.base}/sessions/demo/runs/${runId}`])).body);
+				return body.run?.status !== "running" && body.run?.status !== "queued" ? body.run : undefined;
+			},
+			"the approved run to end",
+			20_000,
+			50,
+		);
+		assert.equal(run.status, "succeeded", JSON.stringify(run));
+		assert.equal(run.result.response, "bash said: hi");
+		assert.equal(existsSync(ranFile), true, "the approved command ran");
+		assert.deepEqual((await getJson(approvalsUrl)).approvals, []);
+		const again = await decide(pending.approvalId, { approved: false });
+		assert.equal(again.status, 409, again.body);
+		assert.equal(JSON.parse(again.body).approved, true, "the decision stands");
+		assert.equal((await decide("no-such-approval", { approved: true })).status, 404);
+
+		// --deny read: the default question's read call is refused at once; nothing waits.
+		const denied = await curlPost(`${gw.base}/sessions/demo/messages`, JSON.stringify({ text: "What is in hello.txt?" }));
+		assert.equal(denied.status, 200, denied.body);
+		assert.equal(JSON.parse(denied.body).response, "hello.txt says: Denied by policy");
+		assert.deepEqual((await getJson(approvalsUrl)).approvals, []);
+
+		assert.deepEqual(await stopWith(gw, "SIGINT"), { code: 0, signal: null });
 	});
 });

@@ -20,6 +20,10 @@
 // dir: --data-dir; else <agent-dir>/sessions with --agent-dir (where they were before); else
 // $XDG_DATA_HOME/pi-gateway, or ~/.local/share/pi-gateway. --ephemeral: a temporary dir removed
 // on exit instead (nothing survives a restart).
+//
+// Approvals: --approve TOOLS holds each call of those tools until a person decides (the gateway's
+// approval.policy "ask"), --deny TOOLS refuses them at once ("deny"), --approval-timeout SECONDS
+// is how long a call waits (approval.timeoutMs). Printed at start when set.
 
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
@@ -45,6 +49,12 @@ const MODES = ["queue", "steer", "followUp", "interrupt", "reject"];
 const MAX_IDLE_MINUTES = 10_000_000;
 /** Bounds of `session.maxSessions`. */
 const MAX_SESSIONS = 1_000_000;
+/** The gateway's default `approval.timeoutMs` (printed in the banner when no --approval-timeout is given). */
+const DEFAULT_APPROVAL_TIMEOUT_MS = 120_000;
+/** Largest `--approval-timeout` in seconds (the gateway's `approval.timeoutMs` bound: one day). */
+const MAX_APPROVAL_TIMEOUT_S = 86_400;
+/** Longest tool name a policy may name (the gateway's bound, in UTF-8 bytes). */
+const MAX_TOOL_NAME_BYTES = 128;
 /** The optional peer dependency that holds pi's AgentSession. */
 export const PEER_PACKAGE = "@mariozechner/pi-coding-agent";
 /** How long after a clean stop we wait for Node to exit on its own before forcing it. */
@@ -73,6 +83,9 @@ export const OPTIONS = [
 	{ name: "data-dir", type: "string", env: "PI_GATEWAY_DATA_DIR", def: undefined, arg: "DIR", help: "where conversations are kept (DIR/primary, DIR/gateway-sessions/<key>), so they continue after idle eviction and restarts; default: <agent-dir>/sessions with --agent-dir, else $XDG_DATA_HOME/pi-gateway or ~/.local/share/pi-gateway (printed at start)" },
 	{ name: "ephemeral", type: "boolean", env: "PI_GATEWAY_EPHEMERAL", def: false, help: "keep conversations in a temporary dir removed on exit instead: nothing survives a restart" },
 	{ name: "cwd", type: "string", env: "PI_GATEWAY_CWD", def: undefined, arg: "DIR", help: "workspace the agent's tools run in; default: the current dir with --model, a temporary dir holding hello.txt for the faux model" },
+	{ name: "approve", type: "string", env: "PI_GATEWAY_APPROVE", def: undefined, arg: "TOOLS", help: "comma-separated tools (e.g. bash,write; '*' for every tool not named elsewhere) whose calls wait for a person's decision (GET/POST /sessions/:key/approvals, or the chat stream's approval request); off by default" },
+	{ name: "deny", type: "string", env: "PI_GATEWAY_DENY", def: undefined, arg: "TOOLS", help: "comma-separated tools ('*': every tool not named elsewhere) whose calls are refused at once (the model is told \"Denied by policy\")" },
+	{ name: "approval-timeout", type: "string", env: "PI_GATEWAY_APPROVAL_TIMEOUT", def: undefined, arg: "SECONDS", help: `how long a tool call waits for a decision before it is denied, 0.001 to ${MAX_APPROVAL_TIMEOUT_S} (fractions allowed; the gateway's default: 120)` },
 	{ name: "help", short: "h", type: "boolean", help: "print this help and exit" },
 	{ name: "version", type: "boolean", help: "print the version and exit" },
 ];
@@ -121,6 +134,7 @@ export function helpText() {
 		"  PI_GATEWAY_TOKEN=s3cret pi-gateway --bind 0.0.0.0 --model openai/gpt-4o-mini",
 		"  pi-gateway --agent-dir ~/.pi/agent --model anthropic/claude-sonnet-4-5   # reuse pi's logins and models",
 		"  pi-gateway --data-dir ./conversations   # or --ephemeral: forget everything on exit",
+		"  pi-gateway --approve bash,write,edit --approval-timeout 300   # these tools' calls wait for a decision (5 minutes at most)",
 		"",
 		"Exit codes: 0 stopped cleanly, 1 could not start, 2 usage error; Ctrl-C twice forces the exit.",
 	);
@@ -321,6 +335,23 @@ export function parseCli(argv, env = process.env) {
 		}
 	}
 
+	// Approvals: --approve (ask) and --deny (deny) name tools; a tool in both is a usage error.
+	const approve = toolList(raw.approve);
+	const deny = toolList(raw.deny);
+	const both = approve?.find((tool) => deny?.includes(tool));
+	if (both !== undefined) {
+		throw new UsageError(`${JSON.stringify(both)} is in both ${raw.approve.where} and ${raw.deny.where}: a tool is either asked about or denied`);
+	}
+	let approvalTimeoutMs;
+	if (raw["approval-timeout"].value !== undefined) {
+		const secondsText = String(raw["approval-timeout"].value).trim();
+		const seconds = Number(secondsText);
+		approvalTimeoutMs = Math.round(seconds * 1000);
+		if (secondsText === "" || !Number.isFinite(seconds) || approvalTimeoutMs < 1 || seconds > MAX_APPROVAL_TIMEOUT_S) {
+			throw bad("approval-timeout", `a number of seconds from 0.001 to ${MAX_APPROVAL_TIMEOUT_S}`);
+		}
+	}
+
 	return {
 		options: {
 			bind,
@@ -344,8 +375,52 @@ export function parseCli(argv, env = process.env) {
 			ephemeral,
 			dataDir,
 			dataDirSource,
+			approve,
+			deny,
+			approvalTimeoutMs,
 		},
 	};
+}
+
+/**
+ * The tool names of `--approve` / `--deny` (comma-separated, trimmed, each once), or undefined
+ * when the option is not set. A name: 1 to 128 bytes without spaces or control characters, or
+ * `*` (every tool not named elsewhere).
+ * @param {{ value: any, where: string }} entry
+ * @returns {string[] | undefined}
+ */
+function toolList(entry) {
+	if (entry.value === undefined) return undefined;
+	const names = String(entry.value)
+		.split(",")
+		.map((name) => name.trim())
+		.filter(Boolean);
+	const expected = "comma-separated tool names such as bash,write (or '*': every tool not named elsewhere)";
+	if (names.length === 0) throw new UsageError(`Invalid ${entry.where} ${JSON.stringify(String(entry.value))}: expected ${expected}`);
+	for (const name of names) {
+		// eslint-disable-next-line no-control-regex
+		if (/[\s\u0000-\u001f\u007f]/.test(name) || Buffer.byteLength(name) > MAX_TOOL_NAME_BYTES) {
+			throw new UsageError(
+				`Invalid ${entry.where} ${JSON.stringify(String(entry.value))}: expected ${expected}; ${JSON.stringify(name)} is not a tool name (no spaces, at most ${MAX_TOOL_NAME_BYTES} bytes)`,
+			);
+		}
+	}
+	return [...new Set(names)];
+}
+
+/**
+ * `approval.policy` for parsed options: `ask` for the `--approve` tools, `deny` for the `--deny`
+ * ones; undefined when neither names a tool.
+ * @param {{ approve?: string[], deny?: string[] }} options
+ * @returns {Record<string, "ask" | "deny"> | undefined}
+ */
+export function approvalPolicy(options) {
+	if (!options.approve?.length && !options.deny?.length) return undefined;
+	/** @type {Record<string, "ask" | "deny">} */
+	const policy = {};
+	for (const tool of options.approve ?? []) policy[tool] = "ask";
+	for (const tool of options.deny ?? []) policy[tool] = "deny";
+	return policy;
 }
 
 /**
@@ -397,6 +472,12 @@ export function gatewayConfig(options) {
 	if (options.maxSessions !== undefined) config.session.maxSessions = options.maxSessions;
 	if (options.cors !== undefined) config.cors = { origins: options.cors };
 	if (options.allowedHosts !== undefined) config.allowedHosts = options.allowedHosts;
+	const policy = approvalPolicy(options);
+	if (policy !== undefined || options.approvalTimeoutMs !== undefined) {
+		config.approval = {};
+		if (policy !== undefined) config.approval.policy = policy;
+		if (options.approvalTimeoutMs !== undefined) config.approval.timeoutMs = options.approvalTimeoutMs;
+	}
 	return config;
 }
 
@@ -571,6 +652,11 @@ export async function checkModelAuth(modelRegistry, model) {
 // ---------------------------------------------------------------------------------------------
 // The banner.
 
+/** `120 s`, `1.5 s`: milliseconds as seconds. */
+function formatSeconds(ms) {
+	return `${Number((ms / 1000).toFixed(3))} s`;
+}
+
 /** Quotes a word for a POSIX shell. */
 export function shellQuote(word) {
 	return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
@@ -628,6 +714,17 @@ export function banner({ options, port, agent, agentDirIsTemp, sessionDirIsTemp 
 	}
 	if (options.allowedHosts !== undefined) lines.push(`  hosts      ${options.allowedHosts.join(", ")} (besides loopback names)`);
 	if (options.cors !== undefined) lines.push(`  cors       ${options.cors === "*" ? "*" : options.cors.join(", ")}`);
+	const policy = approvalPolicy(options);
+	if (policy !== undefined) {
+		const pieces = [];
+		if (options.approve?.length) pieces.push(`ask: ${options.approve.join(",")}`);
+		if (options.deny?.length) pieces.push(`deny: ${options.deny.join(",")}`);
+		pieces.push(`timeout: ${formatSeconds(options.approvalTimeoutMs ?? DEFAULT_APPROVAL_TIMEOUT_MS)}`);
+		lines.push(`  approvals  ${pieces.join("  ")}`);
+		if (options.approve?.length) {
+			lines.push(`             GET /sessions/<key>/approvals lists the waiting calls; POST /sessions/<key>/approvals/<approvalId> {"approved":true} decides`);
+		}
+	}
 	lines.push(
 		"",
 		"Send a message and wait for the answer:",
@@ -686,6 +783,9 @@ export async function main(argv, io = {}) {
 	}
 	if (!options.webhook && options.webhookSessionKeys) {
 		say("warning: --webhook-session-keys has no effect while webhooks are off (add --webhook)");
+	}
+	if (options.approvalTimeoutMs !== undefined && !options.approve?.length) {
+		say("warning: --approval-timeout has no effect without --approve (no tool call waits for a decision)");
 	}
 	if (options.webhook && options.webhookSecret === undefined) {
 		// A webhook reaches an agent that runs tools: never without a secret. The banner prints it.

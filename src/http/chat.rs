@@ -140,9 +140,11 @@ pub fn continuation(body: &Map<String, Value>) -> Result<Option<Continuation>, S
             Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_APPROVAL_ID_BYTES => {
                 id.clone()
             }
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "Invalid {field}.id: expected an approval id of 1 to {MAX_APPROVAL_ID_BYTES} bytes"
-            )),
+            ))
+            }
         };
         let decision = check_decision(approval.get("approved"), approval.get("reason"))
             .map_err(|e| e.replacen("Invalid ", &format!("Invalid {field}."), 1))?;

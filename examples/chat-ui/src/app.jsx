@@ -34,6 +34,13 @@
 // gateway's queued runs and pi's pending steering / follow-up texts (`GET /sessions/:key/queue`),
 // with a Clear button (`DELETE /sessions/:key/queue`). See README.md, "Sending while it answers".
 //
+// Tool approvals (a gateway with `approval.policy`, e.g. `pi-gateway --approve bash`): a tool call
+// the gateway holds arrives as a tool part in state `approval-requested`; the page shows what it
+// would run with Approve and Deny (and an optional reason), answers with useChat's
+// `addToolApprovalResponse`, and `sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses`
+// sends the decisions once every held call of the answer has one. The same answer then goes on:
+// the tool's output, or the call shown as denied. See README.md, "Tool approvals".
+//
 // Configuration comes from the query string, so one build works against any gateway:
 //   ?gateway=http://127.0.0.1:3000   where the gateway listens (default shown)
 //   &session=web                     the session key (default "web")
@@ -42,10 +49,12 @@
 //   &limit=50                        how many messages of history to load at once (1..1000)
 
 import { useChat } from "@ai-sdk/react";
-import { DefaultChatTransport, generateId } from "ai";
+import { DefaultChatTransport, generateId, lastAssistantMessageIsCompleteWithApprovalResponses } from "ai";
 import { StrictMode, useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
 import {
+	approvalLabel,
+	awaitedApprovals,
 	clearQueue,
 	completeFromRun,
 	createSessionOnGateway,
@@ -55,6 +64,7 @@ import {
 	historyIsCut,
 	IMAGE_TYPES,
 	imageFilePart,
+	isToolPart,
 	lastAssistantRunId,
 	lastUserMessageOnly,
 	loadConversation,
@@ -80,6 +90,7 @@ import {
 	stableChatId,
 	steeringLabel,
 	THINKING_LEVELS,
+	toolNameOf,
 	usageSummary,
 	withQueuedUserMessage,
 } from "./gateway.js";
@@ -183,22 +194,83 @@ function toolResultText(output) {
 	return typeof output === "string" ? output : JSON.stringify(output, null, 2);
 }
 
-function ToolPart({ part }) {
-	// Static tools arrive as `tool-<name>` parts, dynamic ones as `dynamic-tool` with `toolName`.
-	const toolName = part.type === "dynamic-tool" ? part.toolName : part.type.slice("tool-".length);
+/** What the agent wants to run, for a person deciding on it: a bash command as is, else the input's JSON. */
+function toolInputText(input) {
+	if (input && typeof input === "object" && typeof input.command === "string" && Object.keys(input).length <= 2) return input.command;
+	return JSON.stringify(input, null, 2);
+}
+
+/**
+ * A tool call the gateway holds for a decision (`approval-requested`): what it would run, Approve,
+ * and Deny with an optional reason (the model is told it). `onDecide({ id, approved, reason })`
+ * is useChat's `addToolApprovalResponse`.
+ */
+function ApprovalRequest({ part, toolName, onDecide }) {
+	const [reason, setReason] = useState("");
+	const [sent, setSent] = useState(false);
+	const decide = (approved) => {
+		if (sent || !onDecide) return;
+		setSent(true);
+		const text = reason.trim();
+		onDecide({ id: part.approval.id, approved, ...(text && !approved ? { reason: text } : {}) });
+	};
 	return (
-		<div className="part-tool" data-part="tool" data-tool-name={toolName} data-state={part.state}>
+		<div className="approval" data-testid="approval" data-approval-id={part.approval.id} data-tool-call-id={part.toolCallId}>
+			<div className="approval-question">
+				The agent wants to run <b data-field="approval-tool">{toolName}</b>:
+			</div>
+			<pre className="approval-input" data-field="approval-input">
+				{toolInputText(part.input)}
+			</pre>
+			<div className="approval-actions">
+				<button type="button" data-testid="approve" onClick={() => decide(true)} disabled={sent || !onDecide}>
+					Approve
+				</button>
+				<button type="button" data-testid="deny" className="deny" onClick={() => decide(false)} disabled={sent || !onDecide}>
+					Deny
+				</button>
+				<input
+					data-testid="deny-reason"
+					value={reason}
+					onChange={(event) => setReason(event.target.value)}
+					onKeyDown={(event) => {
+						if (event.key === "Enter") {
+							event.preventDefault();
+							decide(false);
+						}
+					}}
+					placeholder="reason for denying (optional)"
+					maxLength={2000}
+					disabled={sent || !onDecide}
+				/>
+			</div>
+		</div>
+	);
+}
+
+function ToolPart({ part, onDecide }) {
+	// Static tools arrive as `tool-<name>` parts, dynamic ones as `dynamic-tool` with `toolName`.
+	const toolName = toolNameOf(part);
+	const approval = approvalLabel(part);
+	return (
+		<div className="part-tool" data-part="tool" data-tool-name={toolName} data-state={part.state} data-approval={approval?.kind ?? ""}>
 			<div className="tool-head">
 				tool <span data-field="tool-name">{toolName}</span> <small>({part.state})</small>
 			</div>
 			{part.input !== undefined && <pre data-field="tool-input">{JSON.stringify(part.input)}</pre>}
+			{part.state === "approval-requested" && part.approval?.id && <ApprovalRequest part={part} toolName={toolName} onDecide={onDecide} />}
+			{approval && approval.kind !== "requested" && (
+				<div className={`approval-decision approval-${approval.kind}`} data-field="approval-decision" data-decision={approval.kind}>
+					{approval.text}
+				</div>
+			)}
 			{part.state === "output-available" && <pre data-field="tool-output">{toolResultText(part.output)}</pre>}
 			{part.state === "output-error" && <pre data-field="tool-error">{part.errorText}</pre>}
 		</div>
 	);
 }
 
-function Part({ part, index }) {
+function Part({ part, index, onDecide }) {
 	if (part.type === "text") {
 		return (
 			<p className="part-text" data-part="text">
@@ -235,7 +307,7 @@ function Part({ part, index }) {
 	}
 	// A new agent turn (after a tool call): a thin divider, except before the first one.
 	if (part.type === "step-start") return index > 0 ? <hr className="step-divider" /> : null;
-	if (part.type === "dynamic-tool" || part.type.startsWith("tool-")) return <ToolPart part={part} />;
+	if (isToolPart(part)) return <ToolPart part={part} onDecide={onDecide} />;
 	// A message sent with Steer (or followUp) that the gateway handed to this answer.
 	if (part.type === "data-steering") {
 		return (
@@ -537,12 +609,15 @@ function ChatPage({ config, routes, auth, chatId, restored, start }) {
 			}),
 		[routes, auth],
 	);
-	const { messages, setMessages, sendMessage, resumeStream, status, error, stop } = useChat({
+	const { messages, setMessages, sendMessage, resumeStream, status, error, stop, addToolApprovalResponse } = useChat({
 		id: chatId,
 		// The history ends at the question of a running answer; `resume` brings the answer.
 		messages: start.source === "unavailable" ? restored.messages : start.messages,
 		resume: true,
 		transport,
+		// Tool approvals: once every call the gateway holds in the last answer has a decision
+		// (addToolApprovalResponse), send them; the gateway answers with the run's continuation.
+		sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses,
 	});
 	setMessagesRef.current = setMessages;
 	const [input, setInput] = useState("");
@@ -551,6 +626,9 @@ function ChatPage({ config, routes, auth, chatId, restored, start }) {
 	const [draining, setDraining] = useState(false);
 	const streaming = status === "submitted" || status === "streaming";
 	const busy = streaming || resuming || draining;
+	// Tool calls of the last answer that wait for a decision: the run waits too, so nothing else is
+	// sent until they are decided (a message sent now would only queue behind the waiting run).
+	const awaiting = !busy && awaitedApprovals(messages).length > 0;
 	const now = useRef({ messages, busy });
 	now.current = { messages, busy };
 
@@ -894,7 +972,7 @@ function ChatPage({ config, routes, auth, chatId, restored, start }) {
 		event.preventDefault();
 		const text = input.trim();
 		const files = attachments;
-		if ((!text && files.length === 0) || resuming) return;
+		if ((!text && files.length === 0) || resuming || awaiting) return;
 		setInput("");
 		setAttachments([]);
 		setAttachError(undefined);
@@ -909,10 +987,12 @@ function ChatPage({ config, routes, auth, chatId, restored, start }) {
 		sendMessage(files.length === 0 ? { text } : text ? { text, files } : { files });
 	}
 
-	const canSend = (input.trim() !== "" || attachments.length > 0) && !resuming;
+	const canSend = (input.trim() !== "" || attachments.length > 0) && !resuming && !awaiting;
+	const lastId = messages.at(-1)?.id;
+	const decide = useCallback((decision) => addToolApprovalResponse(decision), [addToolApprovalResponse]);
 	return (
 		<main>
-			<Header config={config} status={resuming ? "resuming" : status} />
+			<Header config={config} status={resuming ? "resuming" : awaiting ? "awaiting approval" : status} />
 			<SettingsBar models={models} settings={settings} disabled={busy || changing} onModel={onModel} onThinking={onThinking} />
 			<Notice error={settingsError} gateway={config.gateway} what="settings" />
 			<section className="messages" data-testid="messages">
@@ -926,7 +1006,7 @@ function ChatPage({ config, routes, auth, chatId, restored, start }) {
 					<article className="message" key={message.id} data-role={message.role} data-id={message.id}>
 						<div className="role">{message.role}</div>
 						{shownParts(message).map(({ part, index }) => (
-							<Part key={index} part={part} index={index} />
+							<Part key={index} part={part} index={index} onDecide={message.id === lastId && !busy ? decide : undefined} />
 						))}
 						{message.role === "assistant" && <UsageLine metadata={message.metadata} />}
 					</article>
@@ -952,7 +1032,9 @@ function ChatPage({ config, routes, auth, chatId, restored, start }) {
 							? mode === "steer"
 								? "Steer the current answer…"
 								: "Queue a message for after this answer…"
-							: "Ask the agent… (try: What is in hello.txt?)"
+							: awaiting
+								? "Approve or deny the tool call above first"
+								: "Ask the agent… (try: What is in hello.txt?)"
 					}
 					autoFocus
 				/>

@@ -1,5 +1,6 @@
 // The gateway-specific pieces of the page, in plain JavaScript (no React, so they can be tested on
-// their own): the routes (`gatewayRoutes`), what the transport sends (`lastUserMessageOnly`), how
+// their own): the routes (`gatewayRoutes`), what the transport sends (`lastUserMessageOnly`), tool
+// approvals (`approvalResponseMessage`, `awaitedApprovals`, `approvalLabel`), how
 // the conversation survives a reload (`stableChatId`, `loadConversation`, `saveConversation`,
 // `completeFromRun`), messages sent while an answer streams (`sendDuringAnswer`, `readQueue`,
 // `settlePending`, `showEndedRun`, `steeringLabel`), and how errors are shown (`describeChatError`).
@@ -16,13 +17,88 @@
 //     (the agent's own error).
 
 /**
- * `prepareSendMessagesRequest` for `DefaultChatTransport`: the body is `{ id, messages: [the last
- * user message], trigger, messageId }` instead of the whole conversation. pi-gateway reads only
- * the last user message's text parts; the agent remembers the rest itself.
+ * `prepareSendMessagesRequest` for `DefaultChatTransport`: the body is `{ id, messages: [the new
+ * message], trigger, messageId }` instead of the whole conversation. pi-gateway reads only the last
+ * message; the agent remembers the rest itself. The new message is the last user message — or,
+ * when the request answers tool approvals (`addToolApprovalResponse` with `sendAutomaticallyWhen:
+ * lastAssistantMessageIsCompleteWithApprovalResponses`), the assistant message that holds the
+ * decisions ({@link approvalResponseMessage}).
  */
 export function lastUserMessageOnly({ id, messages, body, trigger, messageId }) {
-	const last = messages.findLast((message) => message.role === "user");
+	const answered = approvalResponseMessage(messages);
+	const last = answered ?? messages.findLast((message) => message.role === "user");
 	return { body: { ...body, id, messages: last ? [last] : [], trigger, messageId } };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tool approvals (a gateway with `approval.policy`, chat protocol 6 or 7).
+//
+// A tool call the gateway holds for a decision arrives as a `tool-approval-request` chunk: useChat
+// puts its tool part in state `approval-requested` (`part.approval.id` is the gateway's approval
+// id), and the stream ends there while the run waits. `addToolApprovalResponse({ id, approved,
+// reason })` moves the part to `approval-responded`; once every requested call of the message has
+// its answer, `sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses` sends
+// the chat request again, and `lastUserMessageOnly` puts that assistant message (not the last user
+// message) in the body. The gateway resolves the approvals from it and answers with the same run's
+// continuation (its `start` has the same message id, so useChat goes on in the same message): the
+// approved calls' outputs (`output-available`), the denied ones as `output-denied`, then the rest
+// of the answer.
+
+/** Whether `part` is a tool part (`tool-<name>` or `dynamic-tool`). */
+export function isToolPart(part) {
+	return Boolean(part && typeof part.type === "string" && (part.type === "dynamic-tool" || part.type.startsWith("tool-")));
+}
+
+/** The tool name of a tool part. */
+export function toolNameOf(part) {
+	return part.type === "dynamic-tool" ? part.toolName : part.type.slice("tool-".length);
+}
+
+/**
+ * The assistant message a chat request answering tool approvals sends: the last message of
+ * `messages` when it is an assistant message with a tool part in state `approval-responded`, else
+ * undefined. Only its `step-start` and tool parts are sent (the gateway reads the decisions; the
+ * text it streamed need not go back).
+ * @param {any[]} messages
+ */
+export function approvalResponseMessage(messages) {
+	const last = messages.at(-1);
+	if (!last || last.role !== "assistant" || !Array.isArray(last.parts)) return undefined;
+	if (!last.parts.some((part) => isToolPart(part) && part.state === "approval-responded")) return undefined;
+	return { ...last, parts: last.parts.filter((part) => part.type === "step-start" || isToolPart(part)) };
+}
+
+/**
+ * The tool calls of the last assistant message of `messages` that wait for this page's decision
+ * (state `approval-requested`).
+ * @param {any[]} messages
+ */
+export function awaitedApprovals(messages) {
+	const last = messages.at(-1);
+	if (!last || last.role !== "assistant" || !Array.isArray(last.parts)) return [];
+	return last.parts.filter((part) => isToolPart(part) && part.state === "approval-requested" && part.approval?.id);
+}
+
+/**
+ * What a tool part says about its approval, for the page: `{ kind, text }` with `kind`
+ * "requested" (waiting for a decision), "approved" / "denied" (decided, the answer goes on), or
+ * undefined when the call was not held.
+ * @param {any} part
+ */
+export function approvalLabel(part) {
+	const reason = typeof part?.approval?.reason === "string" && part.approval.reason ? `: ${part.approval.reason}` : "";
+	switch (part?.state) {
+		case "approval-requested":
+			return { kind: "requested", text: "waiting for your approval" };
+		case "approval-responded":
+			return part.approval?.approved
+				? { kind: "approved", text: `approved${reason} — running…` }
+				: { kind: "denied", text: `denied${reason}` };
+		case "output-denied":
+			return { kind: "denied", text: `denied${reason} — not run` };
+		default:
+			return part?.approval?.approved === true ? { kind: "approved", text: `approved${reason}` } : undefined;
+	}
 }
 
 /**
