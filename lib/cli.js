@@ -398,10 +398,10 @@ function toolList(entry) {
 	const expected = "comma-separated tool names such as bash,write (or '*': every tool not named elsewhere)";
 	if (names.length === 0) throw new UsageError(`Invalid ${entry.where} ${JSON.stringify(String(entry.value))}: expected ${expected}`);
 	for (const name of names) {
-		// eslint-disable-next-line no-control-regex
 		if (/[\s\u0000-\u001f\u007f]/.test(name) || Buffer.byteLength(name) > MAX_TOOL_NAME_BYTES) {
+			const shown = name.length > 40 ? `${name.slice(0, 37)}...` : name;
 			throw new UsageError(
-				`Invalid ${entry.where} ${JSON.stringify(String(entry.value))}: expected ${expected}; ${JSON.stringify(name)} is not a tool name (no spaces, at most ${MAX_TOOL_NAME_BYTES} bytes)`,
+				`Invalid ${entry.where}: ${JSON.stringify(shown)} is not a tool name (no spaces or control characters, at most ${MAX_TOOL_NAME_BYTES} bytes); expected ${expected}`,
 			);
 		}
 	}

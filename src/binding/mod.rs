@@ -808,9 +808,10 @@ impl NativeGateway {
                 return serde_json::json!({"status": 400, "error": message}).to_string()
             }
         };
-        let (status, mut answer) = self
+        let (status, answer) = self
             .gateway
             .decide_answer(&session_key, &approval_id, decision);
+        let mut answer = serde_json::to_value(answer).unwrap_or_default();
         if status != 200 {
             answer["status"] = status.into();
         }

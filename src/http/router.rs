@@ -516,9 +516,13 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         }
         (Some("runs"), _) => method_not_allowed("GET, HEAD"),
         (Some("approvals"), m) if is_get(m) => {
+            #[derive(serde::Serialize)]
+            struct Approvals<'a> {
+                approvals: Vec<crate::session::approval::ApprovalView<'a>>,
+            }
             let approvals = gateway.approvals(&key);
-            let views: Vec<_> = approvals.iter().map(|a| a.view()).collect();
-            json(StatusCode::OK, &json!({ "approvals": views }))
+            let approvals = approvals.iter().map(|a| a.view()).collect();
+            json(StatusCode::OK, &Approvals { approvals })
         }
         (Some("approvals"), _) => method_not_allowed("GET, HEAD"),
         (Some("queue"), m) if is_get(m) => match gateway.queue(&key) {
@@ -1059,8 +1063,14 @@ fn chat_continuation(ctx: &Ctx, key: &str, go_on: chat::Continuation) -> Respons
         .filter_map(|(id, _)| gateway.approval(key, id))
         .collect();
     let Some(first) = approvals.first() else {
-        let id = go_on.decisions.first().map_or("", |(id, _)| id.as_str());
-        return core_error(&GatewayError::ApprovalNotFound(id.to_string()));
+        // None of its approvals is known (the gateway restarted, or forgot them): neither is
+        // the run the message belongs to, whose id is the message's.
+        let id = go_on
+            .message_id
+            .clone()
+            .or_else(|| go_on.decisions.first().map(|(id, _)| id.clone()))
+            .unwrap_or_default();
+        return core_error(&GatewayError::RunNotFound(id));
     };
     let run = first.run_id.as_deref().and_then(|id| gateway.run(key, id));
     let Some(run) = run else {

@@ -189,6 +189,26 @@ pub struct Decided {
     pub by: DecidedBy,
 }
 
+/// What a decision is answered with.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Decided(Decided),
+    Refused(Refusal),
+}
+
+/// A refused decision: `{error}`, and for a `409` the decision that stands.
+#[derive(Debug, Serialize)]
+pub struct Refusal {
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approved: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<DecidedBy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 impl Approval {
     pub fn view(&self) -> ApprovalView<'_> {
         ApprovalView {
@@ -522,27 +542,22 @@ impl Gateway {
     /// [`Gateway::decide`] as the REST route and the JS API answer it: `200` and
     /// `{ok, approvalId, approved, reason?, by}`, or the error's status and `{error}` — for a
     /// `409`, with the decision that stands.
-    pub fn decide_answer(
-        &self,
-        key: &str,
-        id: &str,
-        decision: Decision,
-    ) -> (u16, serde_json::Value) {
+    pub fn decide_answer(&self, key: &str, id: &str, decision: Decision) -> (u16, Answer) {
         let e = match self.decide(key, id, decision) {
-            Ok(decided) => return (200, serde_json::to_value(decided).unwrap_or_default()),
+            Ok(decided) => return (200, Answer::Decided(decided)),
             Err(e) => e,
         };
-        let mut answer = serde_json::json!({ "error": e.to_string() });
-        if let GatewayError::ApprovalDecided(_) = e {
-            if let Some(d) = self.approval(key, id).and_then(|a| a.decision()) {
-                answer["approved"] = d.approved.into();
-                answer["by"] = d.by.as_str().into();
-                if let Some(reason) = d.reason {
-                    answer["reason"] = reason.into();
-                }
-            }
-        }
-        (e.status(), answer)
+        let standing = match e {
+            GatewayError::ApprovalDecided(_) => self.approval(key, id).and_then(|a| a.decision()),
+            _ => None,
+        };
+        let refusal = Refusal {
+            error: e.to_string(),
+            approved: standing.as_ref().map(|d| d.approved),
+            by: standing.as_ref().map(|d| d.by),
+            reason: standing.and_then(|d| d.reason),
+        };
+        (e.status(), Answer::Refused(refusal))
     }
 
     /// Logs `approval`'s decision and hands it to the waiting hook.
