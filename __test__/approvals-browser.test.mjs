@@ -13,6 +13,11 @@
 //   Approve then goes on as without the reload.
 // - Two held calls in one answer: nothing is sent until both are decided; then one request carries
 //   both decisions, and only the approved command runs.
+// - A held bash call and an allowed read in one answer (`/bash … ;; @read hello.txt`): the read's
+//   part waits `input-available` (pi runs the answer's calls only after the decision); Approve
+//   sends the decision at once (the page's `decisionsComplete`, where the SDK's
+//   `lastAssistantMessageIsCompleteWithApprovalResponses` would wait for the read forever), and
+//   both outputs and both answer lines appear.
 // - A decision after the timeout (approval.timeoutMs 2000, a gateway of its own): not an error; the
 //   continuation shows the call denied and the model's `bash failed: Denied: no decision within 2 s`.
 // Screenshot: artifacts/chat-ui-approval.png.
@@ -30,6 +35,7 @@ import { openChatUi, readChat, recordExchanges, waitUntilReady } from "./support
 import { UI_TIMEOUT_MS } from "./support/browser-chromium.mjs";
 import { unexpectedProblems } from "./support/browser-queue.mjs";
 import { startChatGateway } from "./support/gateway.mjs";
+import { HELLO_CONTENT, HELLO_FILE } from "../lib/faux-agent.js";
 import { sleep, waitFor } from "./support/wait.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -331,6 +337,62 @@ describe("the chat example decides on tool calls (approvals), in headless chromi
 		await waitFor(() => ui.gw.runtime.getRun(session, first.runId)?.status === "succeeded", "the run to succeed");
 		assert.equal(existsSync(fileOf(yes)), true, "the approved command ran");
 		assert.equal(existsSync(fileOf(no)), false, "the denied one did not");
+		noProblems();
+	});
+
+	it("a held bash call and an allowed read in one answer: the read waits input-available; Approve sends the decision at once and both outputs appear", async () => {
+		const session = "mixed";
+		const text = marker("mixed");
+		const command = teeCommand(text);
+		await openPage(session);
+
+		const tools = await sendAndWaitForApprovals(`/bash ${command} ;; @read ${HELLO_FILE}`, 1);
+		assert.deepEqual(
+			tools.map((t) => [t.toolName, t.state, JSON.parse(t.input), t.request?.command]),
+			[
+				["bash", "approval-requested", { command }, command],
+				["read", "input-available", { path: HELLO_FILE }, undefined],
+			],
+			"the bash call asks; the read waits to run, with no buttons",
+		);
+		const [pending] = await pendingOnGateway(session, 1);
+		assert.equal(pending.toolName, "bash");
+		const [first] = chatPosts(session);
+		assert.equal(existsSync(fileOf(text)), false);
+
+		await request(0).getByTestId("approve").click();
+		const answer = ui.tab.locator(`article[data-role="assistant"][data-id="${first.runId}"]`);
+		await answer.locator('[data-part="text"]').filter({ hasText: `read said: ${HELLO_CONTENT}` }).waitFor({ timeout: UI_TIMEOUT_MS });
+		await waitUntilReady(ui.tab, { timeout: UI_TIMEOUT_MS });
+
+		const posts = chatPosts(session);
+		assert.equal(posts.length, 2, "the question, then the decision: sent by itself, though the read had no output");
+		assert.equal(posts[1].status, 200);
+		assert.deepEqual(decisionsIn(posts[1].body), [[pending.toolCallId, pending.approvalId, true, undefined]]);
+		assert.deepEqual(
+			posts[1].body.messages[0].parts.filter((p) => p.type !== "step-start").map((p) => [p.toolName, p.state]),
+			[
+				["bash", "approval-responded"],
+				["read", "input-available"],
+			],
+		);
+		assert.deepEqual(
+			(await readToolParts(ui.tab)).map((t) => [t.toolName, t.state, t.output?.trim(), t.request]),
+			[
+				["bash", "output-available", text, undefined],
+				["read", "output-available", HELLO_CONTENT, undefined],
+			],
+		);
+		const shown = await readChat(ui.tab);
+		assert.deepEqual(shown.messages.map((m) => m.role), ["user", "assistant"]);
+		assert.deepEqual(
+			shown.messages[1].parts.filter((p) => p.kind === "text").map((p) => p.text),
+			[`bash said: ${text}\nread said: ${HELLO_CONTENT}`],
+		);
+		assert.deepEqual(shown.errors, []);
+		await waitFor(() => ui.gw.runtime.getRun(session, first.runId)?.status === "succeeded", "the run to succeed");
+		assert.equal(readFileSync(fileOf(text), "utf8").trim(), text, "the approved command ran");
+		assert.deepEqual(ui.gw.runtime.listApprovals(session), []);
 		noProblems();
 	});
 });

@@ -9,6 +9,12 @@
 //   the continuation by itself, the gateway answers the same run on (`start` with the assistant
 //   message's id, `start-step`, `tool-output-available` | `tool-output-denied`, …, `finish`);
 // - two calls in one message: both asked at once, the continuation only once both are answered;
+// - one message mixing a held call (bash) with an allowed one (read, faux `@read <path>`): the
+//   read's part is still `input-available` at the pause (pi runs a message's calls only after
+//   every decision), so the SDK's `lastAssistantMessageIsCompleteWithApprovalResponses` never
+//   fires (shown: nothing goes out by itself, a manual `sendMessage()` continues); the chat
+//   example's own predicate `decisionsComplete` (imported from examples/chat-ui/src/gateway.js)
+//   sends the decision by itself and the same message ends with both outputs;
 // - the same over plain HTTP: the paused stream, the resume route while paused and after the
 //   end, the continuation body, a continuation after a timeout, an unknown continuation;
 // - protocol 5 with the ai@5 Chat (no approval API): one open stream, a `data-approval-request`
@@ -25,6 +31,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fauxAssistantMessage, fauxText, fauxToolCall } from "@mariozechner/pi-ai";
+import { decisionsComplete } from "../examples/chat-ui/src/gateway.js";
+import { HELLO_CONTENT, HELLO_FILE } from "../lib/faux-agent.js";
 import { ChatState, lastUserText, registerFauxScript, removeDir } from "./support/chat-fixture.mjs";
 import { startChatGateway } from "./support/gateway.mjs";
 import { request } from "./support/http.mjs";
@@ -66,10 +74,11 @@ const dump = (chunks) => chunks.map((c) => JSON.stringify(c)).join("\n");
 /**
  * A real `AbstractChat` of this SDK version (what useChat wraps) with a plain in-memory state and
  * a `DefaultChatTransport` whose fetch records every response body (`chat.fetch.responses`);
- * with `approvals`, `sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses`
- * of the same package. Errors reported to `onError` are in `chat.reportedErrors`.
+ * with `approvals`, `sendAutomaticallyWhen` = `sendWhen`, by default the same package's
+ * `lastAssistantMessageIsCompleteWithApprovalResponses`. Errors reported to `onError` are in
+ * `chat.reportedErrors`.
  */
-function createChat(sdk, { id, api, approvals = true }) {
+function createChat(sdk, { id, api, approvals = true, sendWhen = sdk.ai.lastAssistantMessageIsCompleteWithApprovalResponses }) {
 	const errors = [];
 	const fetch = recordingFetch();
 	class NodeChat extends sdk.ai.AbstractChat {
@@ -79,7 +88,7 @@ function createChat(sdk, { id, api, approvals = true }) {
 				state: new ChatState(),
 				transport: new sdk.ai.DefaultChatTransport({ api, fetch }),
 				onError: (error) => errors.push(error),
-				...(approvals ? { sendAutomaticallyWhen: sdk.ai.lastAssistantMessageIsCompleteWithApprovalResponses } : {}),
+				...(approvals ? { sendAutomaticallyWhen: sendWhen } : {}),
 			});
 		}
 	}
@@ -392,6 +401,179 @@ describe("tool approvals with the ai Chat (protocol 6): addToolApprovalResponse 
 		assert.equal(existsSync(b.path), false, "the denied command did not run");
 		assert.deepEqual(await pendingApprovals(gw.port, key), []);
 	});
+
+	// One assistant message with a held bash call and a read call the policy allows. pi prepares
+	// every call of the message before it runs any, so at the pause the read has not run: its part
+	// is `input-available`, and it runs (with the bash call) only after the decision.
+	const MIXED_READ = `@read ${HELLO_FILE}`;
+	const READ_LINE = `read said: ${HELLO_CONTENT}`;
+
+	/**
+	 * Sends `/bash <m.command> ;; @read hello.txt` with `chat`; checks the pause: one bash part
+	 * `approval-requested`, one read part `input-available` (no approval), the first stream valid
+	 * and paused, one approval pending on the gateway, nothing ran. Returns what the rest needs.
+	 */
+	async function askMixed(sdk, chat, key, m) {
+		await within(chat.sendMessage({ text: `/bash ${m.command} ;; ${MIXED_READ}` }), STREAM_MS, "the first request");
+		assert.equal(chat.status, "ready", `status after the paused stream: ${chat.status} ${chat.error?.message}`);
+		assert.deepEqual(chat.reportedErrors.map((e) => e.message), []);
+		assert.equal(chat.fetch.responses.length, 1, "one request so far");
+		const asked = chat.messages[1];
+		assert.equal(asked?.role, "assistant");
+		const parts = toolParts(asked);
+		assert.deepEqual(
+			parts.map((p) => [toolNameOf(p), p.state, p.input]),
+			[
+				["bash", "approval-requested", { command: m.command }],
+				["read", "input-available", { path: HELLO_FILE }],
+			],
+			JSON.stringify(asked.parts),
+		);
+		const [bash, read] = parts;
+		assert.equal(typeof bash.approval?.id, "string", JSON.stringify(bash));
+		assert.equal(read.approval, undefined, `the allowed read is not asked: ${JSON.stringify(read)}`);
+
+		const first = await streamOf(sdk, chat, 0, "the first stream");
+		const runId = chat.fetch.responses[0].headers.get("x-run-id");
+		assert.match(String(runId), UUID_V7);
+		assert.equal(asked.id, runId);
+		assert.deepEqual(
+			first.filter((c) => c.type === "tool-input-available").map((c) => [c.toolName, c.toolCallId]),
+			[
+				["bash", bash.toolCallId],
+				["read", read.toolCallId],
+			],
+			dump(first),
+		);
+		assert.deepEqual(first.filter((c) => c.type === "tool-approval-request"), [{ type: "tool-approval-request", approvalId: bash.approval.id, toolCallId: bash.toolCallId }], dump(first));
+		assert.deepEqual(types(first).slice(-3), ["tool-approval-request", "finish-step", "finish"], dump(first));
+		assert.equal(first.at(-1).finishReason, "tool-calls");
+		assert.equal(first.filter((c) => /^tool-output-/.test(c.type)).length, 0, `no call ran before the decision: ${dump(first)}`);
+
+		const pending = await pendingApprovals(gw.port, key);
+		assert.equal(pending.length, 1, JSON.stringify(pending));
+		assertPending(pending[0], { approvalId: bash.approval.id, toolCallId: bash.toolCallId, command: m.command, key });
+		assert.equal((await getRun(gw.port, key, runId)).status, "running");
+		assert.equal(existsSync(m.path), false, "the bash command did not run before the decision");
+		return { asked, bash, read, first, runId };
+	}
+
+	/** After the continuation: the request sent, its stream, the final message (both outputs), the run's end. */
+	async function assertMixedContinued(sdk, chat, key, m, { bash, read, first, runId }) {
+		const sentParts = toolParts(chat.fetch.responses[1].requestBody.messages.at(-1));
+		assert.deepEqual(
+			sentParts.map((p) => [toolNameOf(p), p.state, p.approval?.id, p.approval?.approved]),
+			[
+				["bash", "approval-responded", bash.approval.id, true],
+				["read", "input-available", undefined, undefined],
+			],
+			"the continuation carries the decision; the read is still a call to run",
+		);
+		const cont = await streamOf(sdk, chat, 1, "the continuation", { before: first });
+		assertStartChunk(cont[0], runId, "the continuation's start", key);
+		assert.equal(cont[1].type, "start-step");
+		// pi runs the message's calls together: either output may come first.
+		const outputs = cont.filter((c) => /^tool-output-/.test(c.type));
+		assert.deepEqual(
+			outputs.map((c) => [c.type, c.toolCallId]).sort(),
+			[
+				["tool-output-available", bash.toolCallId],
+				["tool-output-available", read.toolCallId],
+			].sort(),
+			dump(cont),
+		);
+		assert.equal(cont.at(-1).type, "finish");
+		assert.equal(cont.at(-1).finishReason, "stop");
+		const answer = `bash said: ${m.output}\n${READ_LINE}`;
+		assert.equal(chunkText(cont), answer, dump(cont));
+
+		assert.equal(chat.messages.length, 2, JSON.stringify(chat.messages.map((x) => x.id)));
+		const final = chat.messages[1];
+		assert.equal(final.id, runId, "the same message goes on");
+		const done = toolParts(final);
+		assert.deepEqual(
+			done.map((p) => [toolNameOf(p), p.toolCallId, p.state]),
+			[
+				["bash", bash.toolCallId, "output-available"],
+				["read", read.toolCallId, "output-available"],
+			],
+			JSON.stringify(final.parts),
+		);
+		assert.equal(done[0].approval?.approved, true);
+		assert.ok(JSON.stringify(done[0].output).includes(m.output), JSON.stringify(done[0].output));
+		assert.ok(JSON.stringify(done[1].output).includes(HELLO_CONTENT), JSON.stringify(done[1].output));
+		const lines = textOf(final).split("\n");
+		assert.ok(lines.includes(`bash said: ${m.output}`), textOf(final));
+		assert.ok(lines.includes(READ_LINE), textOf(final));
+		assert.equal(existsSync(m.path), true, "the approved command ran");
+		assert.deepEqual(await pendingApprovals(gw.port, key), []);
+		const { record } = await pollRunEnded(gw.port, key, runId);
+		assert.equal(record.status, "succeeded");
+		assert.equal(record.result.response, answer);
+		const resolved = (await readLog(gw.port, key)).frames.map((f) => f.data).filter((e) => e.type === "approval_resolved");
+		assert.deepEqual(
+			resolved.map((e) => [e.approvalId, e.approved, e.by]),
+			[[bash.approval.id, true, "client"]],
+		);
+	}
+
+	it("decisionsComplete (examples/chat-ui/src/gateway.js): a decision and no question left in the last step; input-available calls do not hold it back", () => {
+		const assistant = (...parts) => ({ messages: [{ id: "u", role: "user", parts: [] }, { id: "a", role: "assistant", parts }] });
+		const tool = (state, extra = {}) => ({ type: "dynamic-tool", toolName: "bash", toolCallId: `t-${state}`, input: {}, state, ...extra });
+		const responded = tool("approval-responded", { approval: { id: "x", approved: true } });
+		const requested = tool("approval-requested", { approval: { id: "y" } });
+		const read = { type: "tool-read", toolCallId: "r", input: {}, state: "input-available" };
+		assert.equal(decisionsComplete(assistant({ type: "step-start" }, responded, read)), true, "mixed: held + allowed");
+		assert.equal(decisionsComplete(assistant({ type: "step-start" }, responded)), true);
+		assert.equal(decisionsComplete(assistant({ type: "step-start" }, responded, requested)), false, "a question left");
+		assert.equal(decisionsComplete(assistant({ type: "step-start" }, requested, read)), false);
+		assert.equal(decisionsComplete(assistant({ type: "step-start" }, read)), false, "no decision");
+		assert.equal(decisionsComplete(assistant({ type: "step-start" }, tool("output-available"), { type: "text", text: "done" })), false, "an ended answer");
+		assert.equal(decisionsComplete(assistant(responded, { type: "step-start" }, read)), false, "only the last step counts");
+		assert.equal(decisionsComplete({ messages: [{ id: "u", role: "user", parts: [] }] }), false);
+		assert.equal(decisionsComplete({ messages: [] }), false);
+		// The SDK's own predicate refuses the mixed case (that is why the example has its own).
+		for (const sdk of [AI7, AI6]) {
+			assert.equal(sdk.ai.lastAssistantMessageIsCompleteWithApprovalResponses(assistant({ type: "step-start" }, responded, read)), false, sdk.label);
+			assert.equal(sdk.ai.lastAssistantMessageIsCompleteWithApprovalResponses(assistant({ type: "step-start" }, responded)), true, sdk.label);
+		}
+	});
+
+	for (const sdk of [AI7, AI6]) {
+		it(`${sdk.label}: one message with a held bash call and an allowed read: with decisionsComplete the Chat sends the decision by itself, and the same message ends with both outputs`, async () => {
+			const key = freshKey(`${sdk.major}-mixed`);
+			const m = marker(dir, `mixed-${sdk.major}`);
+			const chat = createChat(sdk, { id: `c-${key}`, api: api(key), sendWhen: decisionsComplete });
+			const asked = await askMixed(sdk, chat, key, m);
+			assert.equal(decisionsComplete({ messages: chat.messages }), false, "nothing to send before the decision");
+
+			await chat.addToolApprovalResponse({ id: asked.bash.approval.id, approved: true });
+			await chatSettled(chat, 2, "the continuation");
+			await assertMixedContinued(sdk, chat, key, m, asked);
+		});
+
+		it(`${sdk.label}: the same with the SDK's lastAssistantMessageIsCompleteWithApprovalResponses: nothing goes out by itself (the read part is input-available); sendMessage() sends the decision`, async () => {
+			const key = freshKey(`${sdk.major}-mixed-sdk`);
+			const m = marker(dir, `mixed-sdk-${sdk.major}`);
+			const chat = createChat(sdk, { id: `c-${key}`, api: api(key) });
+			const asked = await askMixed(sdk, chat, key, m);
+
+			await chat.addToolApprovalResponse({ id: asked.bash.approval.id, approved: true });
+			await sleep(1000);
+			assert.equal(chat.fetch.responses.length, 1, "the SDK's predicate does not send: the allowed read has no output yet");
+			assert.equal(chat.status, "ready");
+			assert.deepEqual(toolParts(chat.messages[1]).map((p) => p.state), ["approval-responded", "input-available"]);
+			assert.equal(sdk.ai.lastAssistantMessageIsCompleteWithApprovalResponses({ messages: chat.messages }), false);
+			assert.equal(decisionsComplete({ messages: chat.messages }), true, "the example's predicate would send now");
+			assert.equal((await pendingApprovals(gw.port, key)).length, 1, "the gateway still waits for the decision");
+			assert.equal(existsSync(m.path), false);
+
+			// Sent by hand: sendMessage() with no message sends the answered assistant message.
+			await within(chat.sendMessage(), STREAM_MS, "the manual continuation");
+			await chatSettled(chat, 2, "the manual continuation");
+			await assertMixedContinued(sdk, chat, key, m, asked);
+		});
+	}
 
 	it(`${AI7.label}: text before the pause and after it: part ids stay unique within the message, and the Chat holds both texts`, async () => {
 		const key = freshKey("talk");

@@ -15,6 +15,7 @@ import {
 	FAUX_MODEL_ID,
 	FAUX_PROVIDER,
 	fauxBashCommands,
+	fauxBashToolCalls,
 	gatewaySessionStore,
 	fauxLongText,
 	HELLO_CONTENT,
@@ -336,6 +337,39 @@ describe("createFauxPiAgent", () => {
 		assert.equal(lines[1], "bash failed: second Command exited with code 3", "a multi-line result is put on one line");
 	});
 
+	it("/bash a ;; @read <path>: a bash call and a read call in one assistant message, answered `bash said:` / `read said:` (and `read failed:`) in order", async () => {
+		const session = await agent.createSession("bash-read");
+		const events = await run(session, `/bash echo mixed ;; @read ${HELLO_FILE} ;; @read  ${MISSING_FILE} `);
+		const calls = session.messages[1].content.filter((c) => c.type === "toolCall");
+		assert.deepEqual(
+			calls.map((c) => [c.name, c.arguments]),
+			[
+				["bash", { command: "echo mixed" }],
+				["read", { path: HELLO_FILE }],
+				["read", { path: MISSING_FILE }],
+			],
+		);
+		assert.deepEqual(
+			events.filter((e) => e.type === "tool_execution_end").map((e) => [e.toolName, e.isError]).sort(),
+			[
+				["bash", false],
+				["read", false],
+				["read", true],
+			].sort(),
+			"pi's real tools ran: the read of the missing file failed",
+		);
+		assert.deepEqual(
+			session.messages.map((m) => m.role),
+			["user", "assistant", "toolResult", "toolResult", "toolResult", "assistant"],
+		);
+		const lines = textOf(session.messages.at(-1)).split("\n");
+		assert.equal(lines.length, 3, textOf(session.messages.at(-1)));
+		assert.equal(lines[0], "bash said: mixed");
+		assert.equal(lines[1], `read said: ${HELLO_CONTENT}`);
+		assert.match(lines[2], /^read failed: ENOENT\S*/);
+		assert.ok(!lines[2].includes("\n"));
+	});
+
 	it("concurrent sessions each get the answer their own last message asks for", async () => {
 		const sessions = await Promise.all(["c1", "c2", "c3", "c4"].map((k) => agent.createSession(k)));
 		const texts = ["/slow 5", "/echo two", "plain question", "/long 50"];
@@ -431,6 +465,16 @@ describe("parseFauxCommand", () => {
 		assert.deepEqual(parseFauxCommand("/bash echo a ;; echo b"), { name: "bash", arg: "echo a ;; echo b" });
 		assert.deepEqual(fauxBashCommands("echo a ;; echo b"), ["echo a", "echo b"]);
 		assert.deepEqual(fauxBashCommands("echo a;;b"), ["echo a;;b"], "only ' ;; ' with spaces separates");
+		assert.deepEqual(fauxBashToolCalls("echo a ;; @read hello.txt ;;  @read  dir/x.txt "), [
+			{ name: "bash", arguments: { command: "echo a" } },
+			{ name: "read", arguments: { path: "hello.txt" } },
+			{ name: "read", arguments: { path: "dir/x.txt" } },
+		]);
+		assert.deepEqual(fauxBashToolCalls("@read hello.txt"), [{ name: "read", arguments: { path: "hello.txt" } }], "a read alone");
+		assert.deepEqual(fauxBashToolCalls("@readme ;; echo @read x"), [
+			{ name: "bash", arguments: { command: "@readme" } },
+			{ name: "bash", arguments: { command: "echo @read x" } },
+		], "only a command starting with '@read ' is a read");
 		assert.equal(parseFauxCommand("/bashful").name, "default");
 		assert.equal(parseFauxCommand("/historyx").name, "default");
 		assert.equal(parseFauxCommand("/echoes x").name, "default");

@@ -48,8 +48,9 @@ export interface FauxPiAgent {
 /**
  * Builds the offline agent. The model is scripted by the last user message: `/echo <text>`,
  * `/long <N>`, `/slow <N>`, `/error`, `/toolfail`, `/history`, `/bash <command>` (several with
- * ` ;; ` between them: one `bash` tool call each, run by pi's real `bash` tool in `cwd`, then one
- * answer line per call, `bash said: <output>` or `bash failed: <error>`); anything else reads
+ * ` ;; ` between them: one `bash` tool call each, run by pi's real `bash` tool in `cwd`; a command
+ * `@read <path>` is a `read` tool call of that path instead; then one answer line per call,
+ * `bash said: <output>` / `read said: <text>` or `bash failed: <error>` / `read failed: <error>`); anything else reads
  * hello.txt with pi's real `read` tool and answers `hello.txt says: ...`. Active tools: `read`, `bash`. pi's summarization requests
  * (`compact()`) are answered `Summary of N messages.`. Two models: `faux/faux-1` (default) and
  * `faux/faux-2` (`reasoning: true`).
@@ -85,6 +86,15 @@ export const BASH_SEPARATOR: " ;; ";
 export const FAUX_TOOLS: readonly string[];
 /** The commands of a `/bash` argument (split on BASH_SEPARATOR, trimmed, empty ones dropped; at least one). */
 export function fauxBashCommands(arg: string): string[];
+/** `"@read "`: a `/bash` command that starts with it is a `read` tool call of the path after it. */
+export const READ_PREFIX: "@read ";
+/**
+ * The tool calls of a `/bash` argument, one per command of `fauxBashCommands`, in order: `read`
+ * `{ path }` for a command starting with READ_PREFIX (the rest, trimmed), else `bash` `{ command }`.
+ */
+export function fauxBashToolCalls(
+	arg: string,
+): ({ name: "bash"; arguments: { command: string } } | { name: "read"; arguments: { path: string } })[];
 export const DEFAULT_SLOW_TOKENS_PER_SECOND: number;
 export function fauxLongText(n: number): string;
 export function parseFauxCommand(text: string): {

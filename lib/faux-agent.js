@@ -31,7 +31,7 @@
  * | `/slow <N>`        | the same text as `/long <N>`, streamed at `slowTokensPerSecond` (default 20, i.e. ~50 ms per `text_delta`), so a test can abort it mid-stream |
  * | `/error`           | the model fails: an assistant message with `stopReason: "error"`, `errorMessage: "faux model failure"` and no content |
  * | `/toolfail`        | a `read` tool call of a file that does not exist (the tool really fails), then a text answer `The read tool failed: <error text>` |
- * | `/bash <command>`   | a `bash` tool call `{ command }` (pi's real bash tool runs it in the faux cwd); with ` ;; ` between commands (`/bash echo a ;; echo b`), one assistant message with one `bash` call per command, in order. On the next call, with the tool results in context, one text answer with one line per call, in order: `bash said: <output>` or, for a failed call (`isError`), `bash failed: <error text>` (the tool result's text, trimmed, line breaks made spaces so each call keeps one line). A gateway approval that denies the call makes it fail with the denial text |
+ * | `/bash <command>`   | a `bash` tool call `{ command }` (pi's real bash tool runs it in the faux cwd); with ` ;; ` between commands (`/bash echo a ;; echo b`), one assistant message with one `bash` call per command, in order. A command that starts with `@read ` is a `read` tool call of the path after it instead (`/bash echo a ;; @read hello.txt`: a `bash` and a `read` call in one message). On the next call, with the tool results in context, one text answer with one line per call, in order: `bash said: <output>` / `read said: <text>` or, for a failed call (`isError`), `bash failed: <error text>` / `read failed: <error text>` (the tool result's text, trimmed, line breaks made spaces so each call keeps one line). A gateway approval that denies the call makes it fail with the denial text |
  * | `/history`         | one text answer `You said N things before: "<text 1>", "<text 2>", ...` (`You said 0 things before.` when N is 0): N = the user messages in the context before this one (compaction and branch summaries not counted), each text quoted as JSON and cut to 60 characters, at most the first 20 |
  *
  * pi's own summarization requests (`session.compact()`, branch summaries) are recognized by
@@ -83,6 +83,8 @@ export const HELLO_CONTENT = "Hello from the pi-gateway workspace.";
 export const MISSING_FILE = "missing-file-for-toolfail.txt";
 /** What separates several commands in one `/bash` message (one `bash` tool call each). */
 export const BASH_SEPARATOR = " ;; ";
+/** A `/bash` command that starts with this is a `read` tool call of the path after it (`@read hello.txt`). */
+export const READ_PREFIX = "@read ";
 /** The tools every faux session has active. */
 export const FAUX_TOOLS = ["read", "bash"];
 /** `errorMessage` of the assistant message produced by `/error`. */
@@ -194,6 +196,21 @@ export function fauxBashCommands(arg) {
 		.map((command) => command.trim())
 		.filter((command) => command.length > 0);
 	return commands.length > 0 ? commands : [arg.trim()];
+}
+
+/**
+ * The tool calls of a `/bash` argument, in order: one per command of {@link fauxBashCommands};
+ * a command that starts with {@link READ_PREFIX} is a `read` call `{ path }` (the rest, trimmed),
+ * any other a `bash` call `{ command }`.
+ * @param {string} arg
+ * @returns {{ name: "bash" | "read", arguments: { command: string } | { path: string } }[]}
+ */
+export function fauxBashToolCalls(arg) {
+	return fauxBashCommands(arg).map((command) =>
+		command.startsWith(READ_PREFIX)
+			? { name: "read", arguments: { path: command.slice(READ_PREFIX.length).trim() } }
+			: { name: "bash", arguments: { command } },
+	);
 }
 
 /** A tool result's text on one line: trimmed, every run of white space holding a line break made one space. */
@@ -312,16 +329,16 @@ function scriptedResponse(context) {
 			}
 			return fauxAssistantMessage(fauxToolCall("read", { path: MISSING_FILE }), { stopReason: "toolUse" });
 		case "bash":
-			// Second call of the turn: one line per tool result, in the order of the calls.
+			// Second call of the turn: one line per tool result, in the order of the calls, named by its tool.
 			if (lastResult) {
 				return fauxAssistantMessage(
 					toolResults
-						.map((result) => `bash ${result.isError ? "failed" : "said"}: ${oneLine(contentText(result.content))}`)
+						.map((result) => `${result.toolName} ${result.isError ? "failed" : "said"}: ${oneLine(contentText(result.content))}`)
 						.join("\n"),
 				);
 			}
 			return fauxAssistantMessage(
-				fauxBashCommands(command.arg).map((bashCommand) => fauxToolCall("bash", { command: bashCommand })),
+				fauxBashToolCalls(command.arg).map((call) => fauxToolCall(call.name, call.arguments)),
 				{ stopReason: "toolUse" },
 			);
 		default: {

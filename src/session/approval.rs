@@ -352,6 +352,7 @@ impl Gateway {
                 // Dropped without a decision (its session went away).
                 Err(_) => Verdict::deny(DENIED_GONE),
             };
+            // (Bound first: the borrow of the channel's value ends with this statement.)
             verdict
         }
     }

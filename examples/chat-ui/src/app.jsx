@@ -37,9 +37,11 @@
 // Tool approvals (a gateway with `approval.policy`, e.g. `pi-gateway --approve bash`): a tool call
 // the gateway holds arrives as a tool part in state `approval-requested`; the page shows what it
 // would run with Approve and Deny (and an optional reason), answers with useChat's
-// `addToolApprovalResponse`, and `sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses`
-// sends the decisions once every held call of the answer has one. The same answer then goes on:
-// the tool's output, or the call shown as denied. See README.md, "Tool approvals".
+// `addToolApprovalResponse`, and `sendAutomaticallyWhen: decisionsComplete` (src/gateway.js) sends
+// the decisions once every held call of the answer has one — also when the answer mixes a held call
+// with one that runs without asking, which the AI SDK's own
+// `lastAssistantMessageIsCompleteWithApprovalResponses` would wait for forever. The same answer
+// then goes on: the tools' output, or the call shown as denied. See README.md, "Tool approvals".
 //
 // Configuration comes from the query string, so one build works against any gateway:
 //   ?gateway=http://127.0.0.1:3000   where the gateway listens (default shown)
@@ -49,7 +51,7 @@
 //   &limit=50                        how many messages of history to load at once (1..1000)
 
 import { useChat } from "@ai-sdk/react";
-import { DefaultChatTransport, generateId, lastAssistantMessageIsCompleteWithApprovalResponses } from "ai";
+import { DefaultChatTransport, generateId } from "ai";
 import { StrictMode, useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
 import {
@@ -58,6 +60,7 @@ import {
 	clearQueue,
 	completeFromRun,
 	createSessionOnGateway,
+	decisionsComplete,
 	describeChatError,
 	gatewayRoutes,
 	HISTORY_PAGE,
@@ -617,7 +620,7 @@ function ChatPage({ config, routes, auth, chatId, restored, start }) {
 		transport,
 		// Tool approvals: once every call the gateway holds in the last answer has a decision
 		// (addToolApprovalResponse), send them; the gateway answers with the run's continuation.
-		sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses,
+		sendAutomaticallyWhen: decisionsComplete,
 	});
 	setMessagesRef.current = setMessages;
 	const [input, setInput] = useState("");

@@ -1,6 +1,6 @@
 // The gateway-specific pieces of the page, in plain JavaScript (no React, so they can be tested on
 // their own): the routes (`gatewayRoutes`), what the transport sends (`lastUserMessageOnly`), tool
-// approvals (`approvalResponseMessage`, `awaitedApprovals`, `approvalLabel`), how
+// approvals (`decisionsComplete`, `approvalResponseMessage`, `awaitedApprovals`, `approvalLabel`), how
 // the conversation survives a reload (`stableChatId`, `loadConversation`, `saveConversation`,
 // `completeFromRun`), messages sent while an answer streams (`sendDuringAnswer`, `readQueue`,
 // `settlePending`, `showEndedRun`, `steeringLabel`), and how errors are shown (`describeChatError`).
@@ -21,8 +21,7 @@
  * message], trigger, messageId }` instead of the whole conversation. pi-gateway reads only the last
  * message; the agent remembers the rest itself. The new message is the last user message — or,
  * when the request answers tool approvals (`addToolApprovalResponse` with `sendAutomaticallyWhen:
- * lastAssistantMessageIsCompleteWithApprovalResponses`), the assistant message that holds the
- * decisions ({@link approvalResponseMessage}).
+ * decisionsComplete`), the assistant message that holds the decisions ({@link approvalResponseMessage}).
  */
 export function lastUserMessageOnly({ id, messages, body, trigger, messageId }) {
 	const answered = approvalResponseMessage(messages);
@@ -37,12 +36,37 @@ export function lastUserMessageOnly({ id, messages, body, trigger, messageId }) 
 // puts its tool part in state `approval-requested` (`part.approval.id` is the gateway's approval
 // id), and the stream ends there while the run waits. `addToolApprovalResponse({ id, approved,
 // reason })` moves the part to `approval-responded`; once every requested call of the message has
-// its answer, `sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses` sends
-// the chat request again, and `lastUserMessageOnly` puts that assistant message (not the last user
-// message) in the body. The gateway resolves the approvals from it and answers with the same run's
-// continuation (its `start` has the same message id, so useChat goes on in the same message): the
-// approved calls' outputs (`output-available`), the denied ones as `output-denied`, then the rest
-// of the answer.
+// its answer, `sendAutomaticallyWhen: decisionsComplete` sends the chat request again, and
+// `lastUserMessageOnly` puts that assistant message (not the last user message) in the body. The
+// gateway resolves the approvals from it and answers with the same run's continuation (its `start`
+// has the same message id, so useChat goes on in the same message): the calls' outputs
+// (`output-available`, also for calls that were never held), the denied ones as `output-denied`,
+// then the rest of the answer.
+
+/**
+ * `sendAutomaticallyWhen` for useChat with pi-gateway's tool approvals: true when the last message
+ * is an assistant message whose last step has at least one tool part in state `approval-responded`
+ * and none still in `approval-requested` — every held call has its decision.
+ *
+ * Why not the AI SDK's `lastAssistantMessageIsCompleteWithApprovalResponses`: it also wants every
+ * other tool part of the step finished (`output-*`). pi prepares all tool calls of one assistant
+ * message before it runs any, so when a message mixes a held call (e.g. `bash`, policy `ask`) with
+ * one that is allowed (e.g. `read`), the allowed call has not run when the stream pauses: its part
+ * is still `input-available`, and stays so until the gateway runs it after the decisions. With the
+ * SDK's predicate the decisions would never be sent (the chat would wait until the approval times
+ * out). Here an `input-available` part is simply a call the gateway will run once the request goes
+ * out. (pi-gateway runs every tool on its side; a page with client-side tools, answered with
+ * `addToolOutput`, would need to wait for those too.)
+ * @param {{ messages: any[] }} options
+ * @returns {boolean}
+ */
+export function decisionsComplete({ messages }) {
+	const last = messages.at(-1);
+	if (!last || last.role !== "assistant" || !Array.isArray(last.parts)) return false;
+	const stepStart = last.parts.findLastIndex((part) => part.type === "step-start");
+	const tools = last.parts.slice(stepStart + 1).filter(isToolPart);
+	return tools.some((part) => part.state === "approval-responded") && !tools.some((part) => part.state === "approval-requested");
+}
 
 /** Whether `part` is a tool part (`tool-<name>` or `dynamic-tool`). */
 export function isToolPart(part) {
