@@ -33,10 +33,10 @@ import { after, before, describe, it } from "node:test";
 import { fauxAssistantMessage, fauxText, fauxToolCall } from "@mariozechner/pi-ai";
 import { decisionsComplete } from "../examples/chat-ui/src/gateway.js";
 import { HELLO_CONTENT, HELLO_FILE } from "../lib/faux-agent.js";
-import { ChatState, lastUserText, registerFauxScript, removeDir } from "./support/chat-fixture.mjs";
+import { lastUserText, registerFauxScript, removeDir } from "./support/chat-fixture.mjs";
 import { startChatGateway } from "./support/gateway.mjs";
 import { request } from "./support/http.mjs";
-import { recordingFetch, uiStreamChunks } from "./support/modes-util.mjs";
+import { createChat as createRecordingChat, uiStreamChunks } from "./support/modes-util.mjs";
 import { assertStartChunk, getRun, pollRunEnded, readLog, UUID_V7 } from "./support/runs.mjs";
 import { SDKS, validateChunks, wellFormed } from "./support/ui-chunks.mjs";
 import { sleep, waitFor, within } from "./support/wait.mjs";
@@ -79,23 +79,7 @@ const dump = (chunks) => chunks.map((c) => JSON.stringify(c)).join("\n");
  * `chat.reportedErrors`.
  */
 function createChat(sdk, { id, api, approvals = true, sendWhen = sdk.ai.lastAssistantMessageIsCompleteWithApprovalResponses }) {
-	const errors = [];
-	const fetch = recordingFetch();
-	class NodeChat extends sdk.ai.AbstractChat {
-		constructor() {
-			super({
-				id,
-				state: new ChatState(),
-				transport: new sdk.ai.DefaultChatTransport({ api, fetch }),
-				onError: (error) => errors.push(error),
-				...(approvals ? { sendAutomaticallyWhen: sendWhen } : {}),
-			});
-		}
-	}
-	const chat = new NodeChat();
-	chat.reportedErrors = errors;
-	chat.fetch = fetch;
-	return chat;
+	return createRecordingChat(sdk, { id, api, sendWhen: approvals ? sendWhen : undefined });
 }
 
 /**
@@ -116,6 +100,25 @@ async function streamOf(sdk, chat, i, what, { before } = {}) {
 }
 
 /** GET /sessions/:key/approvals → the pending list. */
+/** The assistant message `addToolApprovalResponse` leaves for a continuation: `asking`'s bash call approved. */
+function approvedBashMessage(id, asking, command) {
+	return {
+		id,
+		role: "assistant",
+		parts: [
+			{ type: "step-start" },
+			{
+				type: "dynamic-tool",
+				toolName: "bash",
+				toolCallId: asking.toolCallId,
+				state: "approval-responded",
+				input: { command },
+				approval: { id: asking.approvalId, approved: true },
+			},
+		],
+	};
+}
+
 async function pendingApprovals(port, key) {
 	const res = await request(port, "GET", `/sessions/${enc(key)}/approvals`);
 	assert.equal(res.status, 200, `GET approvals of ${key}: ${res.status} ${res.text}`);
@@ -638,21 +641,7 @@ describe("tool approvals with the ai Chat (protocol 6): addToolApprovalResponse 
 			assert.equal(existsSync(m.path), false);
 
 			// The continuation, as addToolApprovalResponse + sendAutomaticallyWhen send it.
-			const assistant = {
-				id: runId,
-				role: "assistant",
-				parts: [
-					{ type: "step-start" },
-					{
-						type: "dynamic-tool",
-						toolName: "bash",
-						toolCallId: asking.toolCallId,
-						state: "approval-responded",
-						input: { command: m.command },
-						approval: { id: asking.approvalId, approved: true },
-					},
-				],
-			};
+			const assistant = approvedBashMessage(runId, asking, m.command);
 			const contAnswer = await postChat(
 				gw.base,
 				key,
@@ -752,21 +741,7 @@ describe("a continuation after the approval timed out (protocol 6, approval.time
 		assert.equal(resolved[0].by, "timeout");
 
 		// The Chat's late approval: not an error, the continuation shows what happened.
-		const assistant = {
-			id: runId,
-			role: "assistant",
-			parts: [
-				{ type: "step-start" },
-				{
-					type: "dynamic-tool",
-					toolName: "bash",
-					toolCallId: asking.toolCallId,
-					state: "approval-responded",
-					input: { command: m.command },
-					approval: { id: asking.approvalId, approved: true },
-				},
-			],
-		};
+		const assistant = approvedBashMessage(runId, asking, m.command);
 		const contAnswer = await postChat(
 			gw.base,
 			key,

@@ -88,9 +88,10 @@ export function recordingFetch() {
 /**
  * A real `AbstractChat` of this SDK version (what useChat wraps) with a plain in-memory state and
  * a `DefaultChatTransport` to `api` that records its responses (`chat.fetch.responses`). Errors
- * reported to `onError` are in `chat.reportedErrors`.
+ * reported to `onError` are in `chat.reportedErrors`. `sendWhen`, when given, is its
+ * `sendAutomaticallyWhen`.
  */
-export function createChat(sdk, { id, api, headers }) {
+export function createChat(sdk, { id, api, headers, sendWhen }) {
 	const errors = [];
 	const fetch = recordingFetch();
 	class NodeChat extends sdk.ai.AbstractChat {
@@ -100,6 +101,7 @@ export function createChat(sdk, { id, api, headers }) {
 				state: new ChatState(),
 				transport: new sdk.ai.DefaultChatTransport({ api, headers, fetch }),
 				onError: (error) => errors.push(error),
+				...(sendWhen ? { sendAutomaticallyWhen: sendWhen } : {}),
 			});
 		}
 	}

@@ -250,23 +250,12 @@ impl ChatBody {
     /// `start` (`message_id`), then the run's chunks from its next step on — no part is open
     /// there — and the run's end. `cursor` is where the message was handed over.
     pub fn from_next_step(cursor: Cursor, message_id: &str, run: &Run) -> ChatBody {
-        let mut start = BytesMut::new();
-        ui_stream::push_chunk(
-            &mut start,
-            &ui_stream::Chunk::Start {
-                message_id,
-                // The run that answers it: the one it was handed to.
-                message_metadata: Some(ui_stream::StartMetadata {
-                    session_key: &run.session_key,
-                    run_id: &run.id,
-                }),
-            },
-        );
         ChatBody {
             cursor,
             cancel_on_drop: None,
             done: false,
-            prefix: Some(start.freeze()),
+            // The run that answers it: the one it was handed to.
+            prefix: Some(start_of(message_id, run).freeze()),
             skipping: true,
         }
     }
@@ -280,17 +269,7 @@ impl ChatBody {
         run: &Run,
         cancel_on_drop: Option<(Gateway, Arc<Run>)>,
     ) -> ChatBody {
-        let mut start = BytesMut::new();
-        ui_stream::push_chunk(
-            &mut start,
-            &ui_stream::Chunk::Start {
-                message_id,
-                message_metadata: Some(ui_stream::StartMetadata {
-                    session_key: &run.session_key,
-                    run_id: &run.id,
-                }),
-            },
-        );
+        let mut start = start_of(message_id, run);
         ui_stream::push_chunk(&mut start, &ui_stream::Chunk::StartStep);
         ChatBody {
             cursor,
@@ -317,6 +296,22 @@ impl ChatBody {
         }
         None
     }
+}
+
+/// The `start` chunk of message `message_id`, which run `run` answers.
+fn start_of(message_id: &str, run: &Run) -> BytesMut {
+    let mut start = BytesMut::new();
+    ui_stream::push_chunk(
+        &mut start,
+        &ui_stream::Chunk::Start {
+            message_id,
+            message_metadata: Some(ui_stream::StartMetadata {
+                session_key: &run.session_key,
+                run_id: &run.id,
+            }),
+        },
+    );
+    start
 }
 
 impl Drop for ChatBody {
