@@ -170,8 +170,18 @@ export interface GatewayAgentSession {
 	steer?(text: string, images?: GatewayImageContent[]): Promise<unknown>;
 	/** Optional, with `steer`: lets `followUp` messages reach a running prompt (else they are queued). */
 	followUp?(text: string, images?: GatewayImageContent[]): Promise<unknown>;
-	/** Optional: pi's agent, reset on a primary reset. */
-	readonly agent?: { reset(): void; sessionId?: string; waitForIdle?(): Promise<void> };
+	/**
+	 * Optional: pi's agent, reset on a primary reset. With `approval.policy`, the gateway chains its
+	 * check onto `beforeToolCall` (the session's own hook runs first) and calls `abort()` when an
+	 * abort denies a waiting call; a session without an agent cannot have its tool calls held.
+	 */
+	readonly agent?: {
+		reset(): void;
+		sessionId?: string;
+		waitForIdle?(): Promise<void>;
+		abort?(): void;
+		beforeToolCall?: (context: any, signal?: AbortSignal) => Promise<{ block?: boolean; reason?: string } | undefined>;
+	};
 	/**
 	 * Optional: pi's SessionManager. `getSessionDir()` roots `getGatewaySessionDir()`; `newSession()`
 	 * starts a new session file on a reset. The history route reads `getBranch()` (without it, the
