@@ -14,7 +14,7 @@
 //! the registry), so they increase strictly and never repeat for a key within the process.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -111,6 +111,10 @@ pub struct EventLog {
     key: String,
     /// Ids up to here came before this log (other logs of the key, since forgotten).
     floor: u64,
+    /// Where ids come from: the last one issued. Shared with the key's previous log while
+    /// that one is still alive (a deleted session winding down still logs its last events),
+    /// so the two never issue the same id.
+    ids: Arc<AtomicU64>,
     max_entries: usize,
     max_bytes: usize,
     hooks: Arc<dyn Hooks>,
@@ -136,9 +140,46 @@ impl EventLog {
         floor: u64,
         hooks: Arc<dyn Hooks>,
     ) -> EventLog {
+        EventLog::with_ids(
+            key,
+            max_entries,
+            max_bytes,
+            floor,
+            Arc::new(AtomicU64::new(floor)),
+            hooks,
+        )
+    }
+
+    /// A log for `key` that takes its ids from `ids`, the source of the key's previous log
+    /// ([`EventLog::id_source`]): the two never issue the same id, whichever logs last.
+    pub fn succeeding(
+        key: String,
+        ids: Arc<AtomicU64>,
+        max_entries: usize,
+        max_bytes: usize,
+        hooks: Arc<dyn Hooks>,
+    ) -> EventLog {
+        let floor = ids.load(Ordering::Acquire);
+        EventLog::with_ids(key, max_entries, max_bytes, floor, ids, hooks)
+    }
+
+    /// Where this log's ids come from, for the key's next log.
+    pub fn id_source(&self) -> Arc<AtomicU64> {
+        self.ids.clone()
+    }
+
+    fn with_ids(
+        key: String,
+        max_entries: usize,
+        max_bytes: usize,
+        floor: u64,
+        ids: Arc<AtomicU64>,
+        hooks: Arc<dyn Hooks>,
+    ) -> EventLog {
         EventLog {
             key,
             floor,
+            ids,
             max_entries: max_entries.max(1),
             max_bytes,
             hooks,
@@ -165,7 +206,8 @@ impl EventLog {
         let mut wake = Vec::new();
         let seq = {
             let mut st = lock(&self.state);
-            let seq = st.last_seq + 1;
+            // Under this log's lock, so its entries keep the order of their ids.
+            let seq = self.ids.fetch_add(1, Ordering::AcqRel) + 1;
             let entry = make(seq);
             st.bytes += entry.cost();
             st.last_seq = seq;
@@ -230,6 +272,11 @@ impl EventLog {
         st.bytes = 0;
         st.dropped_upto = st.last_seq;
         freed
+    }
+
+    /// The last id issued for this log's key by it or a log it shares its ids with.
+    pub fn issued(&self) -> u64 {
+        self.ids.load(Ordering::Acquire)
     }
 
     /// The newest id logged: what `hello` carries as its `id:`.

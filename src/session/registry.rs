@@ -9,9 +9,12 @@
 //! [`RETIRED_LOG_BYTES`] in all (the oldest emptied first) and [`MAX_RETIRED_LOGS`] of them (the
 //! oldest forgotten first). A log made for a key after its last one was forgotten starts its ids
 //! above every id a forgotten log reached, so ids still never repeat for a key: the gateway keeps
-//! one number for that, not one per key.
+//! one number for that, not one per key — except while a forgotten log may still be logging (a
+//! deleted session answers its runs after it left the registry): the key's next log then takes
+//! its ids from the same source.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
@@ -53,6 +56,24 @@ pub(super) struct Registry {
     retired_full: VecDeque<Arc<EventLog>>,
     /// Every id a forgotten log reached is at most this.
     forgotten_floor: u64,
+    /// The id sources of forgotten logs that may still be logging (a deleted session winding
+    /// down): the key's next log takes its ids from the same source. One no log uses any more
+    /// is folded into `forgotten_floor` ([`Registry::fold_forgotten`]).
+    forgotten: HashMap<String, Arc<AtomicU64>>,
+}
+
+impl Registry {
+    /// Folds the id sources no log uses any more into `forgotten_floor`.
+    fn fold_forgotten(&mut self) {
+        let floor = &mut self.forgotten_floor;
+        self.forgotten.retain(|_, ids| {
+            let alive = Arc::strong_count(ids) > 1;
+            if !alive {
+                *floor = (*floor).max(ids.load(Ordering::Acquire));
+            }
+            alive
+        });
+    }
 }
 
 impl Gateway {
@@ -100,13 +121,24 @@ impl Gateway {
             return log.clone();
         }
         let config = &self.inner.config;
-        let log = Arc::new(EventLog::new(
-            key.to_string(),
-            config.replay_events,
-            config.replay_bytes,
-            reg.forgotten_floor,
-            self.inner.hooks.clone(),
-        ));
+        let hooks = self.inner.hooks.clone();
+        reg.fold_forgotten();
+        let log = Arc::new(match reg.forgotten.remove(key) {
+            Some(ids) => EventLog::succeeding(
+                key.to_string(),
+                ids,
+                config.replay_events,
+                config.replay_bytes,
+                hooks,
+            ),
+            None => EventLog::new(
+                key.to_string(),
+                config.replay_events,
+                config.replay_bytes,
+                reg.forgotten_floor,
+                hooks,
+            ),
+        });
         reg.logs.insert(key.to_string(), log.clone());
         log
     }
@@ -115,8 +147,10 @@ impl Gateway {
     /// within the bounds above, or forgotten (an eviction).
     pub(super) fn retire_log(&self, reg: &mut Registry, key: &str, keep_frames: bool) {
         if !keep_frames {
+            reg.fold_forgotten();
             if let Some(log) = reg.logs.remove(key) {
-                reg.forgotten_floor = reg.forgotten_floor.max(log.last_seq());
+                reg.forgotten_floor = reg.forgotten_floor.max(log.issued());
+                reg.forgotten.insert(key.to_string(), log.id_source());
             }
             return;
         }
@@ -131,7 +165,7 @@ impl Gateway {
             let current = reg.logs.get(&old).is_some_and(|l| Arc::ptr_eq(l, &log));
             if current && !reg.by_key.contains_key(&old) {
                 reg.logs.remove(&old);
-                reg.forgotten_floor = reg.forgotten_floor.max(log.last_seq());
+                reg.forgotten_floor = reg.forgotten_floor.max(log.issued());
             }
         }
         // Empty the oldest kept frames past the byte bound.

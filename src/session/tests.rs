@@ -1320,3 +1320,38 @@ async fn a_chat_stream_pauses_while_its_run_waits_and_reads_through_once_decided
     gate.notify_one();
     run.wait().await;
 }
+
+#[tokio::test]
+async fn a_key_s_next_log_never_reissues_an_id_its_forgotten_log_still_logs() {
+    let gw = gateway(Arc::new(FakeAgent::default()), Config::for_tests());
+    let event = GatewayEvent::TurnStart { session_key: "k" };
+    let log = |l: &EventLog| append(l, None, Some(&event), None, false);
+    let old = gw.log_for("k");
+    assert_eq!((log(&old), log(&old)), (1, 2));
+    // Deleted: its log is forgotten, but the session winding down still logs its last events.
+    gw.retire_log(&mut lock(&gw.inner.registry), "k", false);
+    let next = gw.log_for("k");
+    assert!(!Arc::ptr_eq(&old, &next));
+    let late = log(&old);
+    let first = log(&next);
+    assert_eq!(
+        (late, first),
+        (3, 4),
+        "one id source for the key while both live"
+    );
+    drop(old);
+    gw.retire_log(&mut lock(&gw.inner.registry), "k", false);
+    drop(next);
+    let third = gw.log_for("k");
+    assert_eq!(
+        log(&third),
+        5,
+        "a forgotten log's ids stay below the next one's"
+    );
+    // Forgotten, logging its last event, then gone before the key's next log is made.
+    gw.retire_log(&mut lock(&gw.inner.registry), "k", false);
+    assert_eq!(log(&third), 6);
+    drop(third);
+    let fourth = gw.log_for("k");
+    assert_eq!(log(&fourth), 7);
+}
