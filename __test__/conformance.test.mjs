@@ -24,6 +24,7 @@ import { request } from "./support/http.mjs";
 import { openSse } from "./support/sse.mjs";
 import { waitUntil } from "./support/wait.mjs";
 import { UUID_V7 } from "./support/runs.mjs";
+import { EMPTY_USAGE } from "./support/sessions.mjs";
 
 const TOKEN = "conformance-token";
 const SECRET = "conformance-secret";
@@ -192,14 +193,7 @@ const EXCEPTIONS = {
 						metadata: {
 							model: { provider: "scripted", id: "scripted-1" },
 							stopReason: "stop",
-							usage: {
-								input: 0,
-								output: 0,
-								cacheRead: 0,
-								cacheWrite: 0,
-								totalTokens: 0,
-								cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 },
-							},
+							usage: EMPTY_USAGE,
 						},
 						parts: [{ type: "step-start" }, { type: "text", text: "ok", state: "done" }],
 					},

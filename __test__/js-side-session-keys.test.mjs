@@ -17,6 +17,7 @@ import { createGatewaySessionManager, GatewayRuntime, sanitizeSessionKey } from 
 import { createFauxPiAgent } from "../lib/faux-agent.js";
 import { SOON_MS, within } from "./support/wait.mjs";
 import { withRunId } from "./support/runs.mjs";
+import { EMPTY_USAGE } from "./support/sessions.mjs";
 
 /** The most bytes a file name may have on Linux file systems (ext4, xfs, tmpfs: NAME_MAX). */
 const NAME_MAX = 255;
@@ -157,7 +158,7 @@ describe("getGatewaySessionDir and pi session files for long keys", () => {
 				api: "faux",
 				provider: "faux",
 				model: "faux-1",
-				usage: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, totalTokens: 0, cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 } },
+				usage: EMPTY_USAGE,
 				stopReason: "stop",
 				timestamp: Date.now(),
 			});

@@ -17,6 +17,7 @@ import { baseConfig } from "./gateway.mjs";
 import { request } from "./http.mjs";
 import { png as pngBase64 } from "./safe-util.mjs";
 import { openSse } from "./sse.mjs";
+import { EMPTY_USAGE } from "./sessions.mjs";
 import { SDKS } from "./ui-chunks.mjs";
 import { SOON_MS, within } from "./wait.mjs";
 
@@ -308,14 +309,7 @@ export function userContentText(message) {
 		.join("");
 }
 
-const ZERO_USAGE = () => ({
-	input: 0,
-	output: 0,
-	cacheRead: 0,
-	cacheWrite: 0,
-	totalTokens: 0,
-	cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 },
-});
+const ZERO_USAGE = () => structuredClone(EMPTY_USAGE);
 
 /** pi usages summed (the contract's run usage): `{input, output, cacheRead, cacheWrite, totalTokens, cost:{…}}`. */
 export function sumUsage(usages) {

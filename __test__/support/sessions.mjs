@@ -574,7 +574,7 @@ export function recordingSession(key, behavior = {}) {
 				api: "test",
 				provider: "test",
 				model: "recording-1",
-				usage: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, totalTokens: 0, cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 } },
+				usage: EMPTY_USAGE,
 			});
 			emit({ type: "message_end", message: msg });
 			emit({ type: "turn_end", message: msg, toolResults: [] });
