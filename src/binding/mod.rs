@@ -235,6 +235,48 @@ fn string_list(text: Option<String>) -> crate::events::Json {
     serde_json::value::to_raw_value(&list).unwrap_or_else(|_| crate::events::empty_list_json())
 }
 
+type Resolver = Box<dyn FnOnce(Env) -> Result<String>>;
+
+/// An `enqueue` Promise waiting for its run's result. Settled once; if it is dropped unsettled
+/// (a run dropped without a result, which is a bug), it still settles, so the caller is
+/// answered and the Promise's threadsafe function does not keep Node alive.
+struct ResultPromise {
+    deferred: Option<napi::JsDeferred<String, Resolver>>,
+    session_key: String,
+}
+
+impl ResultPromise {
+    fn new(deferred: napi::JsDeferred<String, Resolver>, session_key: &str) -> ResultPromise {
+        ResultPromise {
+            deferred: Some(deferred),
+            session_key: session_key.to_string(),
+        }
+    }
+
+    fn settle(mut self, outcome: std::result::Result<String, String>) {
+        if let Some(deferred) = self.deferred.take() {
+            match outcome {
+                Ok(json) => deferred.resolve(Box::new(move |_| Ok(json))),
+                Err(message) => deferred.reject(err(message)),
+            }
+        }
+    }
+}
+
+impl Drop for ResultPromise {
+    fn drop(&mut self) {
+        if let Some(deferred) = self.deferred.take() {
+            let result = MessageResult::failure(
+                &self.session_key,
+                "The message was dropped without a result",
+                crate::session::Outcome::Failed,
+            );
+            let json = result_json(&result);
+            deferred.resolve(Box::new(move |_| Ok(json)));
+        }
+    }
+}
+
 fn result_json(result: &MessageResult) -> String {
     serde_json::to_string(result).unwrap_or_else(|_| "{}".into())
 }
@@ -398,8 +440,11 @@ impl NativeGateway {
 
     /// Queues a message; resolves with the `GatewayMessageResult` as JSON. `fields_json` is
     /// `{images?, source?, metadata?}`, checked here as the HTTP routes check them. Queued
-    /// here, on the JS thread, so messages keep the order of the calls.
-    #[napi(catch_unwind)]
+    /// here, on the JS thread, so messages keep the order of the calls; and settled from the
+    /// thread that ends the run, before that session's next run starts, so the promises of
+    /// one session settle in the order its runs end (a task woken at the run's end could be
+    /// scheduled after the next run had already answered).
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
     pub fn enqueue<'env>(
         &self,
         env: &'env Env,
@@ -407,20 +452,23 @@ impl NativeGateway {
         text: String,
         fields_json: Option<String>,
         idempotency_key: Option<String>,
-    ) -> Result<PromiseRaw<'env, String>> {
+    ) -> Result<Object<'env>> {
         let key = session_key.clone();
         let submitted = self.submit_from_js(session_key, text, fields_json, idempotency_key)?;
-        self.spawn_promise(env, "enqueueMessage", async move {
-            match submitted {
-                Ok(s) => Ok(result_json(&s.run().wait().await)),
-                // The seed answers a full queue with a result, not a rejection; so is `reject`
-                // on a busy session answered (the bodies of HTTP's 429 and 409).
-                Err(e) => match MessageResult::refusal(&key, &e) {
-                    Some(result) => Ok(result_json(&result)),
-                    None => Err(e.to_string()),
-                },
-            }
-        })
+        let (deferred, promise) = env.create_deferred::<String, Resolver>()?;
+        let answer = ResultPromise::new(deferred, &key);
+        match submitted {
+            Ok(s) => s
+                .run()
+                .on_finish(move |result| answer.settle(Ok(result_json(result)))),
+            // The seed answers a full queue with a result, not a rejection; so is `reject`
+            // on a busy session answered (the bodies of HTTP's 429 and 409).
+            Err(e) => answer.settle(match MessageResult::refusal(&key, &e) {
+                Some(result) => Ok(result_json(&result)),
+                None => Err(e.to_string()),
+            }),
+        }
+        Ok(promise)
     }
 
     /// Queues a message without waiting for it: the run's record as JSON. Throws when the

@@ -107,7 +107,12 @@ struct RunState {
     started_at: Option<u64>,
     ended_at: Option<u64>,
     result: Option<MessageResult>,
+    /// Called with the result by `finish`, in the thread that ends the run.
+    listeners: Vec<Listener>,
 }
+
+/// What [`Run::on_finish`] takes.
+type Listener = Box<dyn FnOnce(&MessageResult) + Send>;
 
 /// One accepted message.
 pub struct Run {
@@ -179,6 +184,7 @@ impl Run {
                 started_at: None,
                 ended_at: None,
                 result: None,
+                listeners: Vec::new(),
             }),
             done: watch::channel(false).0,
             open_pause: Arc::new(AtomicU32::new(0)),
@@ -225,6 +231,21 @@ impl Run {
         })
     }
 
+    /// Calls `listener` with its result, synchronously in the thread that ends the run
+    /// (before that thread goes on to the session's next run), or at once if it has ended.
+    /// What keeps results of one session in the order its runs ended, where `wait`'s wake-up
+    /// may be scheduled late.
+    pub fn on_finish(&self, listener: impl FnOnce(&MessageResult) + Send + 'static) {
+        let mut st = lock(&self.state);
+        match st.result.clone() {
+            Some(result) => {
+                drop(st);
+                listener(&result);
+            }
+            None => st.listeners.push(Box::new(listener)),
+        }
+    }
+
     /// Queued → running. False when it is no longer queued.
     pub(super) fn mark_running(&self) -> bool {
         let mut st = lock(&self.state);
@@ -238,7 +259,7 @@ impl Run {
 
     /// Sets the result, once: false when the run had already ended. Every waiter wakes.
     pub(super) fn finish(&self, mut result: MessageResult) -> bool {
-        {
+        let (listeners, result) = {
             let mut st = lock(&self.state);
             if st.status.is_ended() {
                 return false;
@@ -246,7 +267,16 @@ impl Run {
             result.run_id = Some(self.id.clone());
             st.status = RunStatus::of(result.outcome);
             st.ended_at = Some(now_ms());
+            let listeners = std::mem::take(&mut st.listeners);
+            // A copy only for the listeners, outside the lock.
+            let copy = (!listeners.is_empty()).then(|| result.clone());
             st.result = Some(result);
+            (listeners, copy)
+        };
+        if let Some(result) = result {
+            for listener in listeners {
+                listener(&result);
+            }
         }
         self.done.send_replace(true);
         true
@@ -729,6 +759,23 @@ mod tests {
     }
 
     #[test]
+    fn finish_calls_its_listeners_before_it_returns_in_the_order_they_came() {
+        let run = Run::new("k".into(), None, false);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        for n in 0..3 {
+            let seen = seen.clone();
+            run.on_finish(move |r| lock(&seen).push((n, r.error.clone())));
+        }
+        assert!(lock(&seen).is_empty());
+        assert!(run.finish(MessageResult::failure("k", "done", Outcome::Failed)));
+        let done = Some("done".to_string());
+        assert_eq!(
+            *lock(&seen),
+            vec![(0, done.clone()), (1, done.clone()), (2, done)]
+        );
+    }
+
+    #[test]
     fn a_run_ends_once_and_keeps_its_first_result() {
         let run = Run::new("k".into(), None, false);
         assert_eq!(run.status(), RunStatus::Queued);
@@ -741,6 +788,13 @@ mod tests {
         )));
         assert!(!run.finish(MessageResult::failure("k", "late", Outcome::Failed)));
         assert_eq!(run.status(), RunStatus::Aborted);
+        // A listener added after the end is called at once, with the first result.
+        let (tx, rx) = std::sync::mpsc::channel();
+        run.on_finish(move |r| tx.send(r.error.clone()).unwrap_or(()));
+        assert_eq!(
+            rx.try_recv().ok().flatten().as_deref(),
+            Some("Request was aborted")
+        );
         let result = run.result().expect("result");
         assert_eq!(result.run_id.as_deref(), Some(run.id.as_str()));
         assert_eq!(result.error.as_deref(), Some("Request was aborted"));
