@@ -19,6 +19,9 @@ const native = require("./native.cjs");
 // (src/binding/mod.rs, `EventKind`).
 const K = native.EventKind;
 
+/** Log levels, least first (`options.logLevel`). */
+const LOG_LEVELS = ["debug", "info", "warn", "error"];
+
 function errorMessage(error) {
 	if (error instanceof Error) return error.message;
 	if (typeof error === "string") return error;
@@ -359,6 +362,12 @@ export class GatewayRuntime {
 	#sessionExists;
 	#deleteSession;
 	#log;
+	/** "text" (each line as its message) or "json" (one JSON object a line). */
+	#logFormat = "text";
+	/** The least level logged: LOG_LEVELS index. */
+	#logLevel = 1;
+	/** Whether a user's `log` receives the lines (else only warnings and errors reach the console). */
+	#userLog = false;
 	#sessionDirRoot;
 	/** handle -> { key, session, unsubscribe }. Run state (running, started, an abort asked
 	 * for before the run was under way) is kept in Rust, with the run. */
@@ -369,7 +378,8 @@ export class GatewayRuntime {
 
 	constructor(options) {
 		if (!options || typeof options !== "object") throw new TypeError("GatewayRuntime: options are required");
-		const { config, primarySessionKey, primarySession, createSession, log, sessionExists, deleteSession } = options;
+		const { config, primarySessionKey, primarySession, createSession, log, sessionExists, deleteSession, logFormat, logLevel } =
+			options;
 		if (!config || typeof config !== "object") throw new TypeError("GatewayRuntime: options.config is required");
 		if (typeof primarySessionKey !== "string" || primarySessionKey === "") {
 			throw new TypeError("GatewayRuntime: options.primarySessionKey must be a non-empty string");
@@ -377,6 +387,17 @@ export class GatewayRuntime {
 		checkSession(primarySession, "GatewayRuntime: options.primarySession");
 		requireFunction(createSession, "options.createSession");
 		if (log !== undefined) requireFunction(log, "options.log");
+		if (logFormat !== undefined && logFormat !== "text" && logFormat !== "json") {
+			throw new TypeError(`GatewayRuntime: options.logFormat must be "text" or "json", got ${JSON.stringify(logFormat)}`);
+		}
+		if (logLevel !== undefined && !LOG_LEVELS.includes(logLevel)) {
+			throw new TypeError(
+				`GatewayRuntime: options.logLevel must be one of ${LOG_LEVELS.map((l) => JSON.stringify(l)).join(", ")}, got ${JSON.stringify(logLevel)}`,
+			);
+		}
+		this.#logFormat = logFormat ?? "text";
+		this.#logLevel = LOG_LEVELS.indexOf(logLevel ?? "info");
+		this.#userLog = log !== undefined;
 		if (sessionExists !== undefined) requireFunction(sessionExists, "options.sessionExists");
 		if (deleteSession !== undefined) requireFunction(deleteSession, "options.deleteSession");
 		this.#sessionExists = sessionExists;
@@ -385,7 +406,7 @@ export class GatewayRuntime {
 		this.#primaryKey = primarySessionKey;
 		this.#primarySession = primarySession;
 		this.#createSession = createSession;
-		this.#log = log ?? ((message) => (message.startsWith("warning:") ? console.warn(`pi-gateway ${message}`) : undefined));
+		this.#log = log ?? ((line) => console.warn(this.#logFormat === "json" ? line : `pi-gateway ${line}`));
 		const dir = primarySession.sessionManager?.getSessionDir?.();
 		this.#sessionDirRoot =
 			typeof dir === "string" ? join(dir, "..", "gateway-sessions") : join(process.cwd(), ".pi", "gateway-sessions");
@@ -406,9 +427,10 @@ export class GatewayRuntime {
 			handOver: (req, handle, runId, how, text, imagesJson) => this.#onHandOver(req, handle, runId, how, text, imagesJson),
 			clearPending: (req, handle) => this.#onClearPending(req, handle),
 			op: (req, name, handle, key, argsJson) => this.#onOp(req, name, handle, key, argsJson),
-			log: (message) => this.#safeLog(message),
+			log: (json) => this.#onNativeLog(json),
 			deliver: (id, json, eventId) => this.#onDeliver(id, json, eventId),
 		});
+		this.#native.setLogLevel(LOG_LEVELS[this.#logLevel]);
 	}
 
 	async start() {
@@ -564,9 +586,36 @@ export class GatewayRuntime {
 
 	// ---- callbacks from Rust: each answers once through settle(), never throws ----
 
+	/** A line of the gateway's own: `warning: ...` is a warning, anything else information. */
 	#safeLog(message) {
+		this.#emitLog({ level: message.startsWith("warning:") ? "warn" : "info", message });
+	}
+
+	/** A line from Rust: `{level, message, sessionKey?, runId?}` as JSON. */
+	#onNativeLog(json) {
+		let record;
 		try {
-			this.#log(message);
+			record = JSON.parse(json);
+		} catch {
+			record = { level: "info", message: String(json) };
+		}
+		this.#emitLog(record);
+	}
+
+	#emitLog(record) {
+		const level = LOG_LEVELS.indexOf(record.level);
+		if (level < this.#logLevel) return;
+		// Without a `log` of the user's, only warnings and errors are worth the console.
+		if (!this.#userLog && level < LOG_LEVELS.indexOf("warn")) return;
+		let line = record.message;
+		if (this.#logFormat === "json") {
+			const entry = { time: new Date().toISOString(), level: record.level, message: record.message.replace(/^warning: /, "") };
+			if (record.sessionKey !== undefined) entry.sessionKey = record.sessionKey;
+			if (record.runId !== undefined) entry.runId = record.runId;
+			line = JSON.stringify(entry);
+		}
+		try {
+			this.#log(line);
 		} catch {
 			// A throwing logger must not take the gateway down.
 		}

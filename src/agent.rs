@@ -157,6 +157,78 @@ pub struct PromptOutcome {
     pub message_count: u32,
 }
 
+/// How much a log line matters; a gateway logs from a level up (`--log-level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug = 0,
+    Info = 1,
+    Warn = 2,
+    Error = 3,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LogLevel> {
+        Some(match text {
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            _ => return None,
+        })
+    }
+
+    pub fn from_u8(n: u8) -> LogLevel {
+        match n {
+            0 => LogLevel::Debug,
+            1 => LogLevel::Info,
+            2 => LogLevel::Warn,
+            _ => LogLevel::Error,
+        }
+    }
+}
+
+/// One log line, with the session and run it is about where there is one.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLine<'a> {
+    #[serde(serialize_with = "level_name")]
+    pub level: LogLevel,
+    pub message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<&'a str>,
+}
+
+fn level_name<S: serde::Serializer>(level: &LogLevel, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(level.as_str())
+}
+
+impl<'a> LogLine<'a> {
+    /// A line of its own: `warning: ...` is a warning, anything else information.
+    pub fn plain(message: &'a str) -> LogLine<'a> {
+        LogLine {
+            level: if message.starts_with("warning:") {
+                LogLevel::Warn
+            } else {
+                LogLevel::Info
+            },
+            message,
+            session_key: None,
+            run_id: None,
+        }
+    }
+}
+
 /// A failed call into the agent, with the callback's name in the message.
 pub type AgentResult<T> = Result<T, String>;
 
@@ -214,5 +286,5 @@ pub trait Agent: Send + Sync + 'static {
         };
         Box::pin(async move { Err(error) })
     }
-    fn log(&self, message: &str);
+    fn log(&self, line: &LogLine<'_>);
 }

@@ -164,6 +164,10 @@ pub struct Config {
     /// SDK's own approval chunks; with 5, a `data-approval-request` part.
     pub chat_protocol: u8,
     pub approval: ApprovalConfig,
+    /// `metrics.public`: `GET /metrics` answers without the bearer token.
+    pub metrics_public: bool,
+    /// `webhooks`: outbound webhooks and per-request callbacks.
+    pub webhooks: crate::outbound::config::OutboundConfig,
 }
 
 impl Config {
@@ -216,6 +220,8 @@ impl Config {
                 policy: Default::default(),
                 timeout: Duration::from_millis(DEFAULT_APPROVAL_TIMEOUT_MS),
             },
+            metrics_public: false,
+            webhooks: Default::default(),
         }
     }
 
@@ -246,6 +252,8 @@ impl Config {
                 "idempotency",
                 "chat",
                 "approval",
+                "metrics",
+                "webhooks",
             ],
         )?;
         let bind_text = req_str(root, "bind", "config.bind")?;
@@ -513,6 +521,10 @@ impl Config {
             }
         };
         let approval = parse_approval(root.get("approval"))?;
+        let metrics = opt_obj(root, "metrics", "config.metrics")?.unwrap_or(&empty);
+        known(metrics, "config.metrics", &["public"])?;
+        let metrics_public = opt_bool(metrics, "public", "config.metrics.public")?;
+        let webhooks = crate::outbound::config::parse(root.get("webhooks"))?;
         let replay_events = positive_int(
             events,
             "replayEvents",
@@ -591,6 +603,8 @@ impl Config {
             chat_abort_on_disconnect,
             chat_protocol,
             approval,
+            metrics_public,
+            webhooks,
         })
     }
 

@@ -342,6 +342,35 @@ pub enum GatewayEvent<'a> {
     Info(InfoEvent<'a>),
 }
 
+impl GatewayEvent<'_> {
+    /// Its `type`, as subscribers read it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            GatewayEvent::Hello { .. } => "hello",
+            GatewayEvent::SessionState { .. } => "session_state",
+            GatewayEvent::TurnStart { .. } => "turn_start",
+            GatewayEvent::TurnEnd { .. } => "turn_end",
+            GatewayEvent::MessageStart { .. } => "message_start",
+            GatewayEvent::Token { .. } => "token",
+            GatewayEvent::Thinking { .. } => "thinking",
+            GatewayEvent::ToolStart { .. } => "tool_start",
+            GatewayEvent::ToolUpdate { .. } => "tool_update",
+            GatewayEvent::ToolComplete { .. } => "tool_complete",
+            GatewayEvent::MessageComplete { .. } => "message_complete",
+            GatewayEvent::AgentStart { .. } => "agent_start",
+            GatewayEvent::AgentEnd { .. } => "agent_end",
+            GatewayEvent::Error { .. } => "error",
+            GatewayEvent::Aborted { .. } => "aborted",
+            GatewayEvent::RunStart { .. } => "run_start",
+            GatewayEvent::QueueUpdate { .. } => "queue_update",
+            GatewayEvent::RunEnd { .. } => "run_end",
+            GatewayEvent::ApprovalRequest { .. } => "approval_request",
+            GatewayEvent::ApprovalResolved { .. } => "approval_resolved",
+            GatewayEvent::Info(info) => info.kind.as_str(),
+        }
+    }
+}
+
 impl AgentEvent {
     /// The public event this agent event becomes, if any (chat-only detail has none).
     pub fn public<'a>(&'a self, session_key: &'a str) -> Option<GatewayEvent<'a>> {

@@ -18,6 +18,7 @@
 //!   replayable event log and its cursors, reset, eviction and stop. The heart of the crate.
 //! - [`ui_stream`] — agent events into Vercel AI SDK UI message chunks.
 //! - [`http`]     — hyper server: routing, auth, bodies, SSE, chat stream, webhooks.
+//! - [`metrics`]  — `GET /metrics`: the registry the engine's hooks feed.
 //! - [`binding`]  — the only napi module: the `NativeGateway` class and the JS callbacks.
 //!
 //! The hand-written `index.js` next to `Cargo.toml` holds the `AgentSession` objects
@@ -29,6 +30,8 @@ pub mod error;
 pub mod events;
 pub mod history;
 pub mod http;
+pub mod metrics;
+pub mod outbound;
 pub mod session;
 pub mod ui_stream;
 pub mod util;

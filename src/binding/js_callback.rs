@@ -18,8 +18,8 @@ use napi::Status;
 use tokio::sync::oneshot;
 
 use crate::agent::{
-    Agent, AgentResult, BoxFuture, Delivery, Op, OpError, Pending, PromptOutcome, PromptRequest,
-    SessionHandle, SessionInfo,
+    Agent, AgentResult, BoxFuture, Delivery, LogLine, Op, OpError, Pending, PromptOutcome,
+    PromptRequest, SessionHandle, SessionInfo,
 };
 use crate::events::empty_list_json;
 use crate::util::lock;
@@ -356,7 +356,10 @@ impl Agent for JsAgent {
         })
     }
 
-    fn log(&self, message: &str) {
-        let _ = self.cb.log.call(message.to_string(), MODE);
+    /// Hands JS the line as JSON: `{level, message, sessionKey?, runId?}`.
+    fn log(&self, line: &LogLine<'_>) {
+        if let Ok(json) = serde_json::to_string(line) {
+            let _ = self.cb.log.call(json, MODE);
+        }
     }
 }

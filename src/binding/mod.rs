@@ -198,6 +198,7 @@ impl NativeGateway {
             },
             chat_id: None,
             cancel_if_abandoned: false,
+            callback: None,
             idempotency,
             mode: fields.mode,
         }))
@@ -343,6 +344,18 @@ impl NativeGateway {
         })
     }
 
+    /// Logs from `level` up: `debug`, `info` (the default), `warn` or `error`.
+    #[napi(catch_unwind)]
+    pub fn set_log_level(&self, level: String) -> Result<()> {
+        let level = crate::agent::LogLevel::parse(&level).ok_or_else(|| {
+            err(format!(
+                "Invalid logLevel: expected \"debug\", \"info\", \"warn\" or \"error\", got {level:?}"
+            ))
+        })?;
+        self.gateway.set_log_level(level);
+        Ok(())
+    }
+
     /// Creates the primary session and starts listening; resolves with the bound port.
     /// `keepAlive` is held (keeping Node alive) until `stop` or a failed start.
     #[napi(catch_unwind)]
@@ -359,10 +372,10 @@ impl NativeGateway {
             )));
         }
         if config.webhook.enabled && config.webhook.secret.is_none() {
-            self.agent.log("warning: webhooks are enabled without webhook.secret (accepted because the gateway only listens on loopback)");
+            self.gateway.log("warning: webhooks are enabled without webhook.secret (accepted because the gateway only listens on loopback)");
         }
         if config.bearer_token.is_none() && !config.is_loopback() {
-            self.agent.log(&format!(
+            self.gateway.log(&format!(
                 "warning: no bearerToken set and the gateway listens on {}, which is not loopback: every session is open to anyone who can reach it",
                 config.bind_text
             ));

@@ -224,6 +224,7 @@ pub async fn compact(
         },
         chat_id: None,
         cancel_if_abandoned: wait,
+        callback: None,
         idempotency: None,
         // A compaction is never handed to a running prompt: it waits its turn.
         mode: Some(Mode::Queue),

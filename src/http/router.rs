@@ -177,14 +177,100 @@ pub fn guard(
     Ok(())
 }
 
-/// One request, start to finish. A panic anywhere below becomes a 500; the connection and
-/// the process carry on.
+/// The route template a path falls under, as metrics label it (`other` for what no route
+/// answers).
+pub fn route_label(config: &crate::config::Config, path: &str) -> &'static str {
+    match path {
+        "/health" => return "/health",
+        "/ready" => return "/ready",
+        "/metrics" => return "/metrics",
+        "/openapi.json" => return "/openapi.json",
+        "/sessions" => return "/sessions",
+        "/models" => return "/models",
+        _ => {}
+    }
+    if config.webhook.enabled && webhook_route(&config.webhook.base_path, path).is_some() {
+        return "webhook";
+    }
+    match session_path(path) {
+        SessionPath::Session(_) => "/sessions/:key",
+        SessionPath::Action(_, action) => match action {
+            "events" => "/sessions/:key/events",
+            "messages" => "/sessions/:key/messages",
+            "abort" => "/sessions/:key/abort",
+            "reset" => "/sessions/:key/reset",
+            "chat" => "/sessions/:key/chat",
+            "runs" => "/sessions/:key/runs",
+            "queue" => "/sessions/:key/queue",
+            "stats" => "/sessions/:key/stats",
+            "compact" => "/sessions/:key/compact",
+            "model" => "/sessions/:key/model",
+            "thinking" => "/sessions/:key/thinking",
+            "approvals" => "/sessions/:key/approvals",
+            _ => "other",
+        },
+        SessionPath::Item { action, tail, .. } => match (action, tail) {
+            ("runs", None) => "/sessions/:key/runs/:runId",
+            ("runs", Some(_)) => "/sessions/:key/runs/:runId/events",
+            ("approvals", _) => "/sessions/:key/approvals/:approvalId",
+            ("chat", Some("stream")) => "/sessions/:key/chat/:chatId/stream",
+            ("chat", _) => "/sessions/:key/chat/:chatId/stop",
+            _ => "other",
+        },
+        SessionPath::Other => "other",
+    }
+}
+
+/// A method as metrics label it.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// One request, start to finish: answered, then counted (and logged at debug level).
 pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let route = route_label(ctx.gateway.config(), req.uri().path());
+    let method = method_label(req.method());
+    let access = ctx
+        .gateway
+        .logs_at(crate::agent::LogLevel::Debug)
+        .then(|| (req.method().clone(), req.uri().path().to_string()));
+    let res = answer(&ctx, req).await;
+    let elapsed = started.elapsed();
+    let status = res.status().as_u16();
+    ctx.gateway
+        .hooks()
+        .http_request(route, method, status, elapsed);
+    if let Some((method, path)) = access {
+        ctx.gateway.log_line(&crate::agent::LogLine {
+            level: crate::agent::LogLevel::Debug,
+            message: &format!(
+                "{method} {path} {status} {:.1}ms",
+                elapsed.as_secs_f64() * 1000.0
+            ),
+            session_key: None,
+            run_id: None,
+        });
+    }
+    res
+}
+
+/// A panic anywhere below becomes a 500; the connection and the process carry on.
+async fn answer(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     if let Err(refusal) = guard(ctx.gateway.config(), req.method(), req.headers()) {
         return refusal.response();
     }
-    let cors = cors_origin(&ctx, &req);
-    let mut res = match CatchPanic::new(route(&ctx, req)).await {
+    let cors = cors_origin(ctx, &req);
+    let mut res = match CatchPanic::new(route(ctx, req)).await {
         Ok(res) => res,
         Err(message) => {
             ctx.gateway
@@ -207,6 +293,17 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
 /// A request on a connection of the reserve (past `limits.maxConnections`): `/health`
 /// answers, everything else is told to come back.
 pub async fn handle_reserved(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let route = route_label(ctx.gateway.config(), req.uri().path());
+    let method = method_label(req.method());
+    let res = reserved(&ctx, req);
+    ctx.gateway
+        .hooks()
+        .http_request(route, method, res.status().as_u16(), started.elapsed());
+    res
+}
+
+fn reserved(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     if let Err(refusal) = guard(ctx.gateway.config(), req.method(), req.headers()) {
         return refusal.response();
     }
@@ -218,6 +315,36 @@ pub async fn handle_reserved(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<
         .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
     res.headers_mut()
         .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
+/// The OpenAPI document of every route (SPEC section 14), as built into the addon.
+const OPENAPI: &str = include_str!("openapi.json");
+
+fn openapi() -> Response<Body> {
+    let mut res = Response::new(body::full(Bytes::from_static(OPENAPI.as_bytes())));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+/// `GET /metrics`: OpenMetrics text when the scraper asks for it, else the classic format.
+fn metrics(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
+    let accept = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let openmetrics = crate::metrics::wants_openmetrics(accept);
+    let text = ctx.gateway.encode_metrics(openmetrics);
+    let mut res = Response::new(body::full(Bytes::from(text)));
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(if openmetrics {
+            crate::metrics::OPENMETRICS_CONTENT_TYPE
+        } else {
+            crate::metrics::CLASSIC_CONTENT_TYPE
+        }),
+    );
     res
 }
 
@@ -396,6 +523,8 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
 
     match path.as_str() {
         "/health" if is_get(&method) => return health(gateway),
+        "/openapi.json" if is_get(&method) => return openapi(),
+        "/metrics" if is_get(&method) && config.metrics_public => return metrics(ctx, &req),
         "/ready" if is_get(&method) => {
             if !authorized(ctx, &req) {
                 return error(StatusCode::UNAUTHORIZED, "Unauthorized");
@@ -427,7 +556,9 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     }
 
     match path.as_str() {
-        "/health" | "/ready" => return method_not_allowed("GET, HEAD"),
+        "/health" | "/ready" | "/openapi.json" => return method_not_allowed("GET, HEAD"),
+        "/metrics" if is_get(&method) => return metrics(ctx, &req),
+        "/metrics" => return method_not_allowed("GET, HEAD"),
         "/sessions" if is_get(&method) => {
             #[derive(serde::Serialize)]
             struct Sessions {
@@ -949,14 +1080,43 @@ async fn post_message(
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
+    // Only `/messages` takes a callback: a webhook's body is the sender's, not the caller's.
+    let callback = match location_key {
+        Some(_) => match callback_field(ctx, &body).await {
+            Ok(callback) => callback,
+            Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+        },
+        None => None,
+    };
     let submit = Submit {
         request,
         chat_id: None,
         cancel_if_abandoned: wait,
         idempotency: with_fingerprint(idem, &target, &bytes),
         mode,
+        callback,
     };
     submit_message(ctx, submit, wait, location_key).await
+}
+
+/// `callback: {url}`, checked against `webhooks.allowedHosts` and the addresses its host
+/// resolves to (SPEC section 14). `Err` is the 400's message, naming the field.
+async fn callback_field(
+    ctx: &Ctx,
+    body: &Map<String, Value>,
+) -> Result<Option<crate::outbound::Callback>, String> {
+    let callback = match body.get("callback") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(callback)) => callback,
+        Some(_) => return Err("Invalid callback: expected an object {url}".into()),
+    };
+    if let Some(field) = callback.keys().find(|k| k.as_str() != "url") {
+        return Err(format!("Invalid callback.{field}: unknown field"));
+    }
+    let Some(Value::String(url)) = callback.get("url") else {
+        return Err("Invalid callback.url: expected a string".into());
+    };
+    ctx.gateway.outbound().check_callback(url).await.map(Some)
 }
 
 async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<Body> {
@@ -1029,6 +1189,7 @@ async fn chat_route(ctx: &Ctx, req: Request<Incoming>, key: String) -> Response<
         },
         chat_id: Some(chat_id),
         cancel_if_abandoned: false,
+        callback: None,
         idempotency: with_fingerprint(idem, &target, &bytes),
         mode,
     };

@@ -467,6 +467,9 @@ impl Gateway {
                 false,
                 if i == last { pause } else { 0 },
             );
+            self.inner
+                .hooks
+                .approval_requested(approval, run.as_deref());
             if i == last {
                 for a in &created {
                     a.pause_seq.store(seq, Ordering::Release);
@@ -611,6 +614,7 @@ impl Gateway {
             chat,
             false,
         );
+        self.inner.hooks.approval_resolved(&approval, &decision);
         approval.decision.send_replace(Some(decision));
         st.approvals.decided.push_back(approval);
         while st.approvals.decided.len() > DECIDED_KEPT {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent::{Op, Pending};
+use crate::agent::{LogLevel, Op, Pending};
 use crate::error::GatewayError;
 use crate::events::{empty_list_json, GatewayEvent};
 use crate::util::{lock, now_ms};
@@ -15,6 +15,9 @@ use super::{
     append, Gateway, MessageResult, Outcome, QueueCleared, QueueView, Session, State,
     GATEWAY_STOPPED, QUEUE_CLEARED, RUN_CANCELLED, SESSION_RESET,
 };
+
+/// How long `stop` waits for outbound webhook deliveries still in flight.
+const OUTBOUND_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What becomes of a retired session's agent session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,10 +349,14 @@ impl Gateway {
                 .await
             {
                 if e.status != 501 {
-                    self.log(&format!(
-                        "starting a new conversation for session {} failed: {}",
-                        session.key, e.message
-                    ));
+                    self.log_about(
+                        LogLevel::Warn,
+                        &session.key,
+                        &format!(
+                            "starting a new conversation for session {} failed: {}",
+                            session.key, e.message
+                        ),
+                    );
                 }
             }
         }
@@ -361,12 +368,20 @@ impl Gateway {
         .await
         {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => self.log(&format!("releasing session {} failed: {e}", session.key)),
-            Err(_) => self.log(&format!(
-                "releasing session {} did not finish within {} s",
-                session.key,
-                CANCEL_WAIT.as_secs()
-            )),
+            Ok(Err(e)) => self.log_about(
+                LogLevel::Warn,
+                &session.key,
+                &format!("releasing session {} failed: {e}", session.key),
+            ),
+            Err(_) => self.log_about(
+                LogLevel::Warn,
+                &session.key,
+                &format!(
+                    "releasing session {} did not finish within {} s",
+                    session.key,
+                    CANCEL_WAIT.as_secs()
+                ),
+            ),
         }
     }
 
@@ -493,5 +508,13 @@ impl Gateway {
         {
             self.log("stop: some sessions did not finish aborting or disposing in time");
         }
+        // The last runs' webhooks get a short grace; what is still pending after it (a
+        // receiver that is down, a retry far off) is cancelled and logged.
+        let outbound = &self.inner.outbound;
+        if outbound.pending() > 0 {
+            let grace = OUTBOUND_GRACE.min(self.inner.config.shutdown_timeout);
+            outbound.wait_idle(grace).await;
+        }
+        outbound.shutdown();
     }
 }

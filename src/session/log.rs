@@ -196,6 +196,10 @@ impl EventLog {
         }
     }
 
+    pub fn hooks(&self) -> &Arc<dyn Hooks> {
+        &self.hooks
+    }
+
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -396,6 +400,10 @@ impl EventLog {
         );
         if subscriber {
             st.subscribers += 1;
+        }
+        drop(st);
+        if subscriber {
+            self.hooks.subscriber_added(&self.key);
         }
         Cursor {
             log: self.clone(),

@@ -42,7 +42,7 @@ mod registry;
 pub mod run;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -50,17 +50,20 @@ use serde::Serialize;
 use tokio::runtime::Handle;
 
 use crate::agent::{
-    Agent, Delivery, PromptKind, PromptOutcome, PromptRequest, SessionHandle, SessionInfo,
+    Agent, Delivery, LogLevel, LogLine, PromptKind, PromptOutcome, PromptRequest, SessionHandle,
+    SessionInfo,
 };
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::events::{
     empty_list_json, AgentEvent, Frame, GatewayEvent, InfoKind, Json, ModelRef, Snapshot,
 };
+use crate::metrics::Metrics;
+use crate::outbound::{DeliveryObserver, DeliveryOutcome, Outbound};
 use crate::ui_stream::Translator;
 use crate::util::{lock, now_ms};
 
-pub use hooks::{Hooks, NoHooks};
+pub use hooks::{Fanout, Hooks, NoHooks, Notifier, TimedAgent};
 use idempotency::{Fingerprint, IdempotencyStore, Seen};
 pub use log::{Cursor, End, Entry, EventLog, Filter, Resume, Step};
 pub use manage::HistoryQuery;
@@ -91,6 +94,8 @@ pub struct Submit {
     pub idempotency: Option<(String, Fingerprint)>,
     /// What it does if the session is busy; `None` is `session.defaultMode`.
     pub mode: Option<Mode>,
+    /// A checked per-request callback: told of the run's end (and its approvals).
+    pub callback: Option<crate::outbound::Callback>,
 }
 
 /// The run that answers a submitted message: one it started, one it joined (an idempotent
@@ -361,6 +366,9 @@ fn append_entry(
     run_end: bool,
     pause: u32,
 ) -> u64 {
+    if let Some(event) = event {
+        log.hooks().event_logged(log.key(), event);
+    }
     log.append(|seq| Entry {
         seq,
         run: run.map_or(0, |r| r.no),
@@ -404,6 +412,27 @@ pub struct Subscription {
     pub cursor: Cursor,
 }
 
+/// Outbound deliveries, counted in the metrics and logged as warnings when they fail.
+struct DeliveryLog {
+    metrics: Arc<Metrics>,
+    agent: Arc<dyn Agent>,
+    /// The gateway's log level ([`Gateway::set_log_level`]).
+    log_level: Arc<AtomicU8>,
+}
+
+impl DeliveryObserver for DeliveryLog {
+    fn delivery(&self, outcome: DeliveryOutcome) {
+        self.metrics.webhook_delivery(outcome.as_str());
+    }
+
+    fn warn(&self, message: &str) {
+        if LogLevel::Warn as u8 >= self.log_level.load(Ordering::Relaxed) {
+            let message = format!("warning: {message}");
+            self.agent.log(&LogLine::plain(&message));
+        }
+    }
+}
+
 /// Counters exposed for tests and benchmarks.
 #[derive(Default)]
 pub struct Stats {
@@ -416,6 +445,9 @@ struct Inner {
     config: Config,
     agent: Arc<dyn Agent>,
     hooks: Arc<dyn Hooks>,
+    metrics: Arc<Metrics>,
+    /// Outbound webhooks and per-request callbacks.
+    outbound: Outbound,
     primary_key: String,
     rt: Handle,
     registry: Mutex<Registry>,
@@ -424,6 +456,8 @@ struct Inner {
     next_handle: AtomicU32,
     ready: AtomicBool,
     stats: Stats,
+    /// The least [`LogLevel`] logged.
+    log_level: Arc<AtomicU8>,
 }
 
 #[derive(Clone)]
@@ -445,19 +479,45 @@ impl Gateway {
     ) -> Gateway {
         let idempotency =
             IdempotencyStore::new(config.idempotency_ttl_ms, config.idempotency_max_keys);
+        let metrics = Arc::new(Metrics::new());
         Gateway {
-            inner: Arc::new(Inner {
-                config,
-                agent,
-                hooks,
-                primary_key,
-                rt,
-                registry: Mutex::new(Registry::default()),
-                runs: Mutex::new(RunStore::default()),
-                idempotency: Mutex::new(idempotency),
-                next_handle: AtomicU32::new(1),
-                ready: AtomicBool::new(false),
-                stats: Stats::default(),
+            inner: Arc::new({
+                let log_level = Arc::new(AtomicU8::new(LogLevel::Info as u8));
+                let outbound = Outbound::new(
+                    config.webhooks.clone(),
+                    &rt,
+                    Arc::new(DeliveryLog {
+                        metrics: metrics.clone(),
+                        agent: agent.clone(),
+                        log_level: log_level.clone(),
+                    }),
+                );
+                let mut observers: Vec<Arc<dyn Hooks>> = vec![metrics.clone()];
+                if config.webhooks.is_active() {
+                    observers.push(Arc::new(Notifier(outbound.clone())));
+                }
+                observers.push(hooks);
+                let hooks: Arc<dyn Hooks> = Arc::new(Fanout(observers));
+                let agent = Arc::new(TimedAgent {
+                    inner: agent,
+                    hooks: hooks.clone(),
+                });
+                Inner {
+                    config,
+                    agent,
+                    hooks,
+                    metrics,
+                    outbound,
+                    primary_key,
+                    rt,
+                    registry: Mutex::new(Registry::default()),
+                    runs: Mutex::new(RunStore::default()),
+                    idempotency: Mutex::new(idempotency),
+                    next_handle: AtomicU32::new(1),
+                    ready: AtomicBool::new(false),
+                    stats: Stats::default(),
+                    log_level,
+                }
             }),
         }
     }
@@ -478,6 +538,29 @@ impl Gateway {
         &self.inner.stats
     }
 
+    /// Whoever watches the engine: its metrics, and the observers it was made with.
+    pub fn hooks(&self) -> &Arc<dyn Hooks> {
+        &self.inner.hooks
+    }
+
+    /// `GET /metrics`'s text (OpenMetrics when `openmetrics`, else the classic format).
+    pub fn encode_metrics(&self, openmetrics: bool) -> String {
+        let sessions = self.list();
+        let queued = sessions.iter().map(|s| u64::from(s.queue_depth)).sum();
+        self.inner
+            .metrics
+            .encode(sessions.len(), queued, openmetrics)
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Outbound webhooks: what checks per-request callbacks and sends deliveries.
+    pub fn outbound(&self) -> &Outbound {
+        &self.inner.outbound
+    }
+
     pub fn is_ready(&self) -> bool {
         self.inner.ready.load(Ordering::Acquire)
     }
@@ -486,8 +569,35 @@ impl Gateway {
         self.inner.ready.store(ready, Ordering::Release);
     }
 
+    /// Logs a line of its own (`warning: ...` is a warning).
     pub fn log(&self, message: &str) {
-        self.inner.agent.log(message);
+        self.log_line(&LogLine::plain(message));
+    }
+
+    /// Logs a line about session `key`.
+    pub fn log_about(&self, level: LogLevel, key: &str, message: &str) {
+        self.log_line(&LogLine {
+            level,
+            message,
+            session_key: Some(key),
+            run_id: None,
+        });
+    }
+
+    /// Logs `line` if the gateway logs at its level.
+    pub fn log_line(&self, line: &LogLine<'_>) {
+        if self.logs_at(line.level) {
+            self.inner.agent.log(line);
+        }
+    }
+
+    /// Whether lines of `level` are logged.
+    pub fn logs_at(&self, level: LogLevel) -> bool {
+        level as u8 >= self.inner.log_level.load(Ordering::Relaxed)
+    }
+
+    pub fn set_log_level(&self, level: LogLevel) {
+        self.inner.log_level.store(level as u8, Ordering::Relaxed);
     }
 
     /// Submits a message. Synchronous, so messages enter a session's queue in the order this
@@ -500,6 +610,7 @@ impl Gateway {
             cancel_if_abandoned,
             idempotency,
             mode,
+            callback,
         } = submit;
         let mode = mode.unwrap_or(self.inner.config.default_mode);
         let now = now_ms();
@@ -518,6 +629,9 @@ impl Gateway {
             cancel_if_abandoned && idempotency.is_none(),
             mode,
         ));
+        if let Some(callback) = callback {
+            run.set_callback(callback);
+        }
         let queued = Queued {
             request: PromptRequest {
                 run_id: run.id.clone(),

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::agent::SessionHandle;
+use crate::agent::{LogLevel, SessionHandle};
 use crate::error::GatewayError;
 use crate::events::Snapshot;
 use crate::util::{lock, now_ms};
@@ -440,16 +440,21 @@ impl Gateway {
     /// (`idle` false) to make room under `session.maxSessions`.
     pub(super) async fn dispose_evicted(&self, session: &Session, idle: bool) {
         if let Err(e) = self.inner.agent.release(session.handle, true).await {
-            self.log(&format!("disposing session {} failed: {e}", session.key));
+            self.log_about(
+                LogLevel::Warn,
+                &session.key,
+                &format!("disposing session {} failed: {e}", session.key),
+            );
         }
-        if idle {
-            self.log(&format!("evicted idle session {}", session.key));
+        let message = if idle {
+            format!("evicted idle session {}", session.key)
         } else {
-            self.log(&format!(
+            format!(
                 "evicted session {} (session.maxSessions reached)",
                 session.key
-            ));
-        }
+            )
+        };
+        self.log_about(LogLevel::Info, &session.key, &message);
         self.inner.hooks.session_evicted(&session.key);
     }
 

@@ -137,6 +137,8 @@ pub struct Run {
     /// The number of its batch of approvals still pending, that its chat stream pauses at
     /// (0: none). See [`super::approval`].
     pub(super) open_pause: Arc<AtomicU32>,
+    /// Where its per-request callback goes (`callback: {url}` on `POST …/messages`).
+    callback: std::sync::OnceLock<crate::outbound::Callback>,
 }
 
 /// `GET …/runs/:runId`'s `run`.
@@ -188,6 +190,7 @@ impl Run {
             }),
             done: watch::channel(false).0,
             open_pause: Arc::new(AtomicU32::new(0)),
+            callback: std::sync::OnceLock::new(),
         }
     }
 
@@ -244,6 +247,15 @@ impl Run {
             }
             None => st.listeners.push(Box::new(listener)),
         }
+    }
+
+    pub(super) fn set_callback(&self, callback: crate::outbound::Callback) {
+        let _ = self.callback.set(callback);
+    }
+
+    /// Its per-request callback, if it was given one.
+    pub fn callback(&self) -> Option<&crate::outbound::Callback> {
+        self.callback.get()
     }
 
     /// Queued → running. False when it is no longer queued.

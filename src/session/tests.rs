@@ -146,7 +146,7 @@ impl Agent for FakeAgent {
         Box::pin(async move { answer })
     }
 
-    fn log(&self, _message: &str) {}
+    fn log(&self, _line: &crate::agent::LogLine<'_>) {}
 }
 
 fn gateway(agent: Arc<FakeAgent>, config: Config) -> Gateway {
