@@ -251,13 +251,18 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         .hooks()
         .http_request(route, method, status, elapsed);
     if let Some((method, path)) = access {
+        let key = match session_path(&path) {
+            SessionPath::Session(k) | SessionPath::Action(k, _) => decode_segment(k),
+            SessionPath::Item { key, .. } => decode_segment(key),
+            SessionPath::Other => None,
+        };
         ctx.gateway.log_line(&crate::agent::LogLine {
             level: crate::agent::LogLevel::Debug,
             message: &format!(
                 "{method} {path} {status} {:.1}ms",
                 elapsed.as_secs_f64() * 1000.0
             ),
-            session_key: None,
+            session_key: key.as_deref(),
             run_id: None,
         });
     }
