@@ -90,6 +90,21 @@ impl Op {
             Op::Fresh => "fresh",
         }
     }
+
+    /// Its name as metrics label the JS callback: `op:<name>`.
+    pub fn callback_label(self) -> &'static str {
+        match self {
+            Op::History => "op:history",
+            Op::Stats => "op:stats",
+            Op::SetName => "op:setName",
+            Op::SetModel => "op:setModel",
+            Op::SetThinking => "op:setThinking",
+            Op::Models => "op:models",
+            Op::Exists => "op:exists",
+            Op::Purge => "op:purge",
+            Op::Fresh => "op:fresh",
+        }
+    }
 }
 
 /// How an [`Op`] failed, as the client hears it.

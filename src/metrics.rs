@@ -170,7 +170,7 @@ impl Metrics {
         let sessions_evicted = Counter::default();
         registry.register(
             "sessions_evicted",
-            "Idle sessions evicted",
+            "Sessions evicted: idle, or the least recently active idle one at session.maxSessions",
             sessions_evicted.clone(),
         );
         let runs = Family::<OutcomeLabel, Counter>::default();

@@ -181,7 +181,7 @@ impl Agent for TimedAgent {
         key: &str,
         args: String,
     ) -> BoxFuture<Result<String, OpError>> {
-        self.timed("op", self.inner.op(op, handle, key, args))
+        self.timed(op.callback_label(), self.inner.op(op, handle, key, args))
     }
     fn log(&self, line: &LogLine<'_>) {
         self.inner.log(line);
