@@ -131,7 +131,50 @@ export interface GatewayConfig {
 	};
 	/** How long `stop()` waits for open connections to finish. Default 2000. */
 	shutdownTimeoutMs?: number;
+	/** `GET /metrics` (Prometheus). */
+	metrics?: {
+		/** Serve `/metrics` without the bearer token (e.g. to a scraper on a private network). Default false. */
+		public?: boolean;
+	};
+	/**
+	 * Outbound webhooks (Standard Webhooks: `webhook-id`, `webhook-timestamp`,
+	 * `webhook-signature: v1,<base64 HMAC-SHA256>`), and per-request callbacks
+	 * (`POST /sessions/:key/messages {text, callback: {url}}`). Default: nothing is sent.
+	 */
+	webhooks?: {
+		/** Receivers told of every event they subscribe to (all events without `events`). At most 16. */
+		outbound?: GatewayWebhookTarget[];
+		/**
+		 * Hosts a per-request `callback.url` may name: exact names, `*.example.com` (any subdomain),
+		 * or IP literals (`127.0.0.1`, `[::1]`). A host resolving to a private, loopback or
+		 * link-local address is refused unless it is listed exactly (a wildcard does not lift that).
+		 */
+		allowedHosts?: string[];
+		/** Signs per-request callbacks (`whsec_<base64>`). Without it, `callback` is refused with 400. */
+		callbackSecret?: string;
+		/** The wait before each retry of a failed delivery. Default [5000, 30000, 120000, 600000, 3600000]; then it is given up. At most 20 entries, each at most a day. */
+		retryScheduleMs?: number[];
+		/** One attempt's limit: connect and answer. Default 10000. */
+		timeoutMs?: number;
+		/** Deliveries held at once (queued, in flight, waiting to retry); past it new ones are dropped and logged. Default 1000. */
+		maxPending?: number;
+	};
 }
+
+/** The events an outbound webhook can carry: `{type, timestamp, data}`, `data` the run record or the approval. */
+export type GatewayWebhookEvent = "run.succeeded" | "run.failed" | "run.aborted" | "run.cancelled" | "approval.requested";
+
+export interface GatewayWebhookTarget {
+	/** `https://…` or `http://…`. */
+	url: string;
+	/** `whsec_` followed by the base64 of 16 to 64 random bytes (the Standard Webhooks form). */
+	secret: string;
+	/** Only these events (default: all). */
+	events?: GatewayWebhookEvent[];
+}
+
+/** A level of `logLevel`, least first. */
+export type GatewayLogLevel = "debug" | "info" | "warn" | "error";
 
 /**
  * An image for `prompt()` (pi-ai's `ImageContent`), checked at the door: base64 `data` whose bytes
@@ -341,7 +384,18 @@ export interface GatewayRuntimeOptions {
 	primarySessionKey: string;
 	primarySession: GatewayAgentSession;
 	createSession: GatewaySessionFactory;
-	log?: (message: string) => void;
+	/**
+	 * Receives the gateway's log lines (as text, or one JSON object a line with `logFormat: "json"`).
+	 * Without it, warnings and errors go to the console.
+	 */
+	log?: (line: string) => void;
+	/**
+	 * `"text"` (default): each line is its message, as it always was. `"json"`: each line is
+	 * `{"time", "level", "message", "sessionKey"?, "runId"?}`.
+	 */
+	logFormat?: "text" | "json";
+	/** The least level logged. Default `"info"`; `"debug"` adds an access line per HTTP request. */
+	logLevel?: GatewayLogLevel;
 	/**
 	 * Whether a conversation is stored for `sessionKey`. A session route (`GET /sessions/:key`,
 	 * `…/messages`, `…/stats`, `PATCH`, `DELETE`, `…/model`, `…/thinking`, `…/compact`) on a key

@@ -27,7 +27,9 @@ import {
 import { openSse } from "./support/sse.mjs";
 import { waitFor, within } from "./support/wait.mjs";
 import { assertNoRunId, withRunId } from "./support/runs.mjs";
-import { gatewayConfig, OPTIONS, parseCli, UsageError } from "../lib/cli.js";
+import { jsonLogLines, startWebhookReceiver, webhookSecret } from "./support/cli-ops.mjs";
+import { Webhook } from "standardwebhooks";
+import { gatewayConfig, OPTIONS, parseCli, UsageError, WEBHOOK_EVENTS } from "../lib/cli.js";
 
 const CURL = "/usr/bin/curl";
 /** The faux model's answer to the default prompt (lib/faux-agent.js: `hello.txt says: <HELLO_CONTENT>`). */
@@ -216,6 +218,15 @@ describe("pi-gateway CLI", () => {
 			"--approve": "PI_GATEWAY_APPROVE",
 			"--deny": "PI_GATEWAY_DENY",
 			"--approval-timeout": "PI_GATEWAY_APPROVAL_TIMEOUT",
+			"--log-format": "PI_GATEWAY_LOG_FORMAT",
+			"--log-level": "PI_GATEWAY_LOG_LEVEL",
+			"--metrics-public": "PI_GATEWAY_METRICS_PUBLIC",
+			"--notify-url": "PI_GATEWAY_NOTIFY_URL",
+			"--notify-secret": "PI_GATEWAY_NOTIFY_SECRET",
+			"--notify-events": "PI_GATEWAY_NOTIFY_EVENTS",
+			"--notify-retries": "PI_GATEWAY_NOTIFY_RETRIES",
+			"--callback-hosts": "PI_GATEWAY_CALLBACK_HOSTS",
+			"--callback-secret": "PI_GATEWAY_CALLBACK_SECRET",
 		};
 		for (const [flag, env] of Object.entries(flags)) {
 			assert.match(stdout, new RegExp(`${flag}(\\s|$)`, "m"), `help mentions ${flag}`);
@@ -227,8 +238,13 @@ describe("pi-gateway CLI", () => {
 			if (option.env) assert.ok(stdout.includes(`env: ${option.env}`), `help mentions ${option.env}`);
 		}
 		assert.ok(stdout.includes("$XDG_DATA_HOME/pi-gateway") && stdout.includes("~/.local/share/pi-gateway"), "help names the default sessions dir");
-		for (const def of ["127.0.0.1", "3000", "/webhook", "30", "16", "1000", "queue"]) {
+		for (const def of ["127.0.0.1", "3000", "/webhook", "30", "16", "1000", "queue", "text", "info"]) {
 			assert.ok(stdout.includes(`(default: ${def})`), `help shows the default ${def}`);
+		}
+		// Secrets on the command line show up in ps: the help says to prefer the variable.
+		for (const name of ["token", "webhook-secret", "notify-secret", "callback-secret"]) {
+			const help = OPTIONS.find((o) => o.name === name)?.help ?? "";
+			assert.match(help, /prefer the env var/, `--${name}'s help says the variable is the better way`);
 		}
 		assert.doesNotMatch(stdout, READY_LINE, "--help does not start a gateway");
 	});
@@ -258,6 +274,22 @@ describe("pi-gateway CLI", () => {
 			{ args: ["--port", "0", "--approve", "bash", "--approval-timeout", "0"], env: {}, says: "--approval-timeout" },
 			{ args: ["--port", "0", "--approve", "bash"], env: { PI_GATEWAY_APPROVAL_TIMEOUT: "86401" }, says: "PI_GATEWAY_APPROVAL_TIMEOUT" },
 			{ args: ["--port", "0", "--approve", "bash", "--approval-timeout", "soon"], env: {}, says: "--approval-timeout" },
+			// Issue 16's flags.
+			{ args: ["--port", "0", "--log-format", "xml"], env: {}, says: "--log-format" },
+			{ args: ["--port", "0"], env: { PI_GATEWAY_LOG_FORMAT: "JSON" }, says: "PI_GATEWAY_LOG_FORMAT" },
+			{ args: ["--port", "0", "--log-level", "verbose"], env: {}, says: "--log-level" },
+			{ args: ["--port", "0"], env: { PI_GATEWAY_METRICS_PUBLIC: "maybe" }, says: "PI_GATEWAY_METRICS_PUBLIC" },
+			{ args: ["--port", "0", "--notify-url", "ftp://hooks.example/x"], env: { PI_GATEWAY_NOTIFY_SECRET: webhookSecret() }, says: "--notify-url" },
+			{ args: ["--port", "0", "--notify-url", "http://hooks.example/x"], env: {}, says: "--notify-url needs a signing secret" },
+			{ args: ["--port", "0", "--notify-secret", webhookSecret()], env: {}, says: "--notify-secret" },
+			{ args: ["--port", "0", "--notify-url", "http://hooks.example/x", "--notify-secret", "whsec_dG9vc2hvcnQ="], env: {}, says: "--notify-secret" },
+			{ args: ["--port", "0", "--notify-url", "http://hooks.example/x"], env: { PI_GATEWAY_NOTIFY_SECRET: "not-a-whsec" }, says: "PI_GATEWAY_NOTIFY_SECRET" },
+			{ args: ["--port", "0", "--notify-events", "run.succeeded,run.done"], env: {}, says: "--notify-events" },
+			{ args: ["--port", "0", "--notify-retries", "5,soon"], env: {}, says: "--notify-retries" },
+			{ args: ["--port", "0"], env: { PI_GATEWAY_NOTIFY_RETRIES: "86401" }, says: "PI_GATEWAY_NOTIFY_RETRIES" },
+			{ args: ["--port", "0", "--callback-hosts", "https://hooks.example", "--callback-secret", webhookSecret()], env: {}, says: "--callback-hosts" },
+			{ args: ["--port", "0", "--callback-hosts", "hooks.example"], env: {}, says: "--callback-hosts allows callbacks, which are signed" },
+			{ args: ["--port", "0", "--callback-hosts", "hooks.example", "--callback-secret", "whsec_!!"], env: {}, says: "--callback-secret" },
 		];
 		await Promise.all(
 			cases.map(async ({ args, env, says }) => {
@@ -265,6 +297,9 @@ describe("pi-gateway CLI", () => {
 				assert.equal(code, 2, `${args.join(" ")} exits 2; stderr:\n${stderr}`);
 				assert.ok(stderr.includes(says), `${args.join(" ")}: stderr names ${says}:\n${stderr}`);
 				assert.doesNotMatch(stdout, READY_LINE);
+				for (const secret of [...args, ...Object.values(env)].filter((word) => word.startsWith("whsec_"))) {
+					assert.ok(!stderr.includes(secret), `a usage error never shows a secret:\n${stderr}`);
+				}
 			}),
 		);
 	});
@@ -286,6 +321,14 @@ describe("pi-gateway CLI", () => {
 		assert.equal(message.status, 401, "messages need the token too");
 		assert.equal((await curl([url, "-H", "authorization: Bearer secret"])).status, 200);
 		assert.equal((await curl([`${gw.base}/health`])).status, 200, "/health needs no token");
+		// /metrics needs the token (without --metrics-public); /openapi.json never does.
+		assert.equal((await curl([`${gw.base}/metrics`])).status, 401, "/metrics needs the token");
+		assert.equal((await curl([`${gw.base}/metrics`, "-H", "authorization: Bearer secret"])).status, 200);
+		assert.equal((await curl([`${gw.base}/openapi.json`])).status, 200, "/openapi.json needs no token");
+		assert.equal(
+			bannerLine(gw.out.stdout, "/metrics"),
+			`metrics    GET ${gw.base}/metrics (Prometheus; bearer token required (--metrics-public: without))`,
+		);
 
 		const line = bannerLine(gw.out.stdout, "/sessions/demo/messages");
 		assert.ok(line.includes("authorization: Bearer secret"), line);
@@ -537,5 +580,205 @@ describe("pi-gateway CLI", () => {
 		assert.deepEqual((await getJson(approvalsUrl)).approvals, []);
 
 		assert.deepEqual(await stopWith(gw, "SIGINT"), { code: 0, signal: null });
+	});
+
+	it("--log-*, --metrics-public, --notify-* and --callback-* (or their PI_GATEWAY_* variables) become logFormat/logLevel, config.metrics and config.webhooks", () => {
+		const parse = (argv, env = {}) => parseCli(argv, env).options;
+		const config = (argv, env = {}) => gatewayConfig(parse(argv, env));
+		const secret = webhookSecret();
+		const other = webhookSecret();
+
+		const plain = parse([]);
+		assert.equal(plain.logFormat, "text");
+		assert.equal(plain.logLevel, "info");
+		assert.equal("metrics" in config([]), false, "no flag: no metrics config");
+		assert.equal("webhooks" in config([]), false, "no flag: no webhooks config");
+		assert.deepEqual([parse(["--log-format", "json", "--log-level", "debug"]).logFormat, parse(["--log-level", "debug"]).logLevel], ["json", "debug"]);
+		const fromEnv = parse([], { PI_GATEWAY_LOG_FORMAT: "json", PI_GATEWAY_LOG_LEVEL: "warn" });
+		assert.deepEqual([fromEnv.logFormat, fromEnv.logLevel], ["json", "warn"]);
+		assert.equal(parse(["--log-level", "error"], { PI_GATEWAY_LOG_LEVEL: "debug" }).logLevel, "error", "the flag wins over the variable");
+
+		assert.deepEqual(config(["--metrics-public"]).metrics, { public: true });
+		assert.deepEqual(config([], { PI_GATEWAY_METRICS_PUBLIC: "1" }).metrics, { public: true });
+		assert.equal("metrics" in config([], { PI_GATEWAY_METRICS_PUBLIC: "0" }), false);
+
+		assert.deepEqual(config(["--notify-url", "https://hooks.example/pi?k=1", "--notify-secret", secret]).webhooks, {
+			outbound: [{ url: "https://hooks.example/pi?k=1", secret }],
+		});
+		assert.deepEqual(
+			config([], {
+				PI_GATEWAY_NOTIFY_URL: "http://127.0.0.1:8080",
+				PI_GATEWAY_NOTIFY_SECRET: secret,
+				PI_GATEWAY_NOTIFY_EVENTS: " run.failed, run.succeeded ,run.failed",
+				PI_GATEWAY_NOTIFY_RETRIES: "0.25, 1.5,60",
+				PI_GATEWAY_CALLBACK_HOSTS: "Hooks.Example.com, *.example.org,127.0.0.1,[::1]",
+				PI_GATEWAY_CALLBACK_SECRET: other,
+			}).webhooks,
+			{
+				outbound: [{ url: "http://127.0.0.1:8080/", secret, events: ["run.failed", "run.succeeded"] }],
+				allowedHosts: ["hooks.example.com", "*.example.org", "127.0.0.1", "[::1]"],
+				callbackSecret: other,
+				retryScheduleMs: [250, 1500, 60_000],
+			},
+		);
+		assert.deepEqual(config(["--notify-retries", "none"]).webhooks, { retryScheduleMs: [] }, '"none": one attempt only');
+		assert.deepEqual(config(["--notify-events", WEBHOOK_EVENTS.join(",")]).webhooks, undefined, "events without a URL reach no config (and are warned about)");
+		assert.deepEqual(config(["--callback-secret", other]).webhooks, { callbackSecret: other });
+		assert.deepEqual(config(["--notify-retries", "0.001,86400"]).webhooks.retryScheduleMs, [1, 86_400_000]);
+		// Padded base64 and the longest key pass.
+		const padded = "whsec_" + Buffer.alloc(16, 7).toString("base64");
+		assert.ok(padded.endsWith("=="));
+		assert.equal(parse(["--callback-secret", padded]).callbackSecret, padded);
+		assert.equal(parse(["--callback-secret", "whsec_" + Buffer.alloc(64, 1).toString("base64")]).callbackSecret.length, 6 + 88);
+
+		for (const [argv, env, says] of [
+			[["--log-format", ""], {}, "Invalid --log-format"],
+			[["--log-level", "INFO"], {}, "Invalid --log-level"],
+			[[], { PI_GATEWAY_LOG_LEVEL: "trace" }, "Invalid PI_GATEWAY_LOG_LEVEL"],
+			[["--notify-url", "not a url", "--notify-secret", secret], {}, "Invalid --notify-url"],
+			[["--notify-url", "https://user:pw@hooks.example/", "--notify-secret", secret], {}, "credentials"],
+			[["--notify-url", "https://hooks.example/#x", "--notify-secret", secret], {}, "fragment"],
+			[["--notify-url", `https://hooks.example/${"a".repeat(2048)}`, "--notify-secret", secret], {}, "longer than 2048 bytes"],
+			[["--notify-url", "https://hooks.example/"], {}, "--notify-url needs a signing secret"],
+			[[], { PI_GATEWAY_NOTIFY_URL: "https://hooks.example/" }, "PI_GATEWAY_NOTIFY_URL needs a signing secret"],
+			[["--notify-secret", secret], {}, "--notify-secret signs deliveries to --notify-url"],
+			[["--notify-url", "https://hooks.example/", "--notify-secret", secret.slice(6)], {}, 'expected "whsec_"'],
+			[["--notify-url", "https://hooks.example/", "--notify-secret", "whsec_" + Buffer.alloc(15).toString("base64")], {}, "16 to 64 bytes, got 15"],
+			[["--notify-url", "https://hooks.example/", "--notify-secret", "whsec_" + Buffer.alloc(65).toString("base64")], {}, "16 to 64 bytes, got 65"],
+			[["--notify-url", "https://hooks.example/", "--notify-secret", `${secret}*`], {}, "not valid base64"],
+			[["--notify-url", "https://hooks.example/", "--notify-secret", ""], {}, "Invalid --notify-secret: must not be empty"],
+			[["--notify-events", ","], {}, "Invalid --notify-events"],
+			[["--notify-events", "run.Succeeded"], {}, 'not "run.Succeeded"'],
+			[["--notify-retries", "5,,30"], {}, "Invalid --notify-retries"],
+			[["--notify-retries", "0"], {}, "Invalid --notify-retries"],
+			[["--notify-retries", "0.0004"], {}, "Invalid --notify-retries"],
+			[["--notify-retries=-5"], {}, "Invalid --notify-retries"],
+			[["--notify-retries", "1m"], {}, "Invalid --notify-retries"],
+			[["--notify-retries", Array(21).fill("1").join(",")], {}, "at most 20"],
+			[["--callback-hosts", "hooks.example:443", "--callback-secret", other], {}, "Invalid --callback-hosts"],
+			[["--callback-hosts", "*.", "--callback-secret", other], {}, "Invalid --callback-hosts"],
+			[["--callback-hosts", "a b", "--callback-secret", other], {}, "Invalid --callback-hosts"],
+			[["--callback-hosts", " , ", "--callback-secret", other], {}, "Invalid --callback-hosts"],
+			[["--callback-hosts", "hooks.example"], {}, "--callback-hosts allows callbacks, which are signed"],
+			[[], { PI_GATEWAY_CALLBACK_HOSTS: "hooks.example" }, "PI_GATEWAY_CALLBACK_HOSTS allows callbacks"],
+			[["--callback-secret", "whsec_"], {}, "Invalid --callback-secret"],
+		]) {
+			assert.throws(
+				() => parseCli(argv, env),
+				(error) => {
+					assert.ok(error instanceof UsageError, String(error));
+					assert.ok(error.message.includes(says), `${JSON.stringify(argv)} ${JSON.stringify(env)}: ${error.message} names ${says}`);
+					for (const word of [...argv, ...Object.values(env)]) {
+						if (word.startsWith("whsec_") && word.length > 6) assert.ok(!error.message.includes(word), `never shows the secret: ${error.message}`);
+					}
+					return true;
+				},
+			);
+		}
+	});
+
+	it("--log-format json --log-level debug: every stderr line is a JSON {time, level, message}, with access lines and sessionKey; --metrics-public serves /metrics without the token", async (t) => {
+		const box = await sandbox(t);
+		const gw = await startCliGateway(
+			t,
+			// --max-sessions 2 (the primary session counts): a third key evicts one, a line about a session.
+			["--port", "0", "--ephemeral", "--log-format", "json", "--log-level", "debug", "--metrics-public", "--max-sessions", "2", "--approval-timeout", "5"],
+			childEnv(box, { PI_GATEWAY_TOKEN: "tok" }),
+		);
+		const auth = ["-H", "authorization: Bearer tok"];
+		assert.equal(bannerLine(gw.out.stdout, "/metrics"), `metrics    GET ${gw.base}/metrics (Prometheus; public, no token needed)`);
+		assert.equal(bannerLine(gw.out.stdout, "/openapi.json"), `openapi    GET ${gw.base}/openapi.json (OpenAPI 3.1 description of the API; no token needed)`);
+		assert.equal(bannerLine(gw.out.stdout, "logs "), "logs       json on stderr, level debug and above");
+
+		assert.equal((await curl([`${gw.base}/health`])).status, 200);
+		const metrics = await curl([`${gw.base}/metrics`]);
+		assert.equal(metrics.status, 200, "--metrics-public: /metrics without the token");
+		assert.match(metrics.body, /^# (HELP|TYPE) pi_gateway_/m);
+		assert.equal((await curl([`${gw.base}/sessions`])).status, 401, "the rest of the API still needs the token");
+		const openapi = await curl([`${gw.base}/openapi.json`]);
+		assert.equal(openapi.status, 200);
+		assert.match(JSON.parse(openapi.body).openapi, /^3\.1\./);
+
+		for (const key of ["a", "b"]) {
+			const sent = await curlPost(`${gw.base}/sessions/${key}/messages`, '{"text":"/echo hi"}', auth);
+			assert.equal(sent.status, 200, sent.body);
+		}
+		// b's session evicts a's: a line about session a.
+		const lines = () => gw.out.stderr.split("\n").filter(Boolean);
+		await waitFor(() => lines().some((line) => line.includes('"sessionKey":"a"') && line.includes("evicted")), "the line about session a's eviction", 10_000, 20);
+
+		assert.deepEqual(await stopWith(gw, "SIGINT"), { code: 0, signal: null });
+		const entries = jsonLogLines(gw.out.stderr);
+
+		// The CLI's own lines: a warning (--approval-timeout without --approve) and the stop.
+		const warning = entries.find((e) => e.message.startsWith("--approval-timeout has no effect"));
+		assert.equal(warning?.level, "warn", `the CLI's warning is a warn line:\n${gw.out.stderr}`);
+		assert.ok(entries.some((e) => e.level === "info" && e.message === "SIGINT received, stopping"), gw.out.stderr);
+		assert.equal(entries.at(-1)?.message, "stopped");
+
+		// The gateway's access lines, at debug.
+		const access = (method, path, status) =>
+			entries.find((e) => e.level === "debug" && new RegExp(`^${method} ${path.replace(/[/.]/g, "\\$&")} ${status} \\d+\\.\\dms$`).test(e.message));
+		assert.ok(access("GET", "/health", 200), `an access line for GET /health:\n${gw.out.stderr}`);
+		assert.ok(access("GET", "/metrics", 200), `an access line for GET /metrics:\n${gw.out.stderr}`);
+		assert.ok(access("GET", "/sessions", 401), `an access line for the refused GET /sessions:\n${gw.out.stderr}`);
+		assert.ok(access("POST", "/sessions/b/messages", 200), `an access line for the message:\n${gw.out.stderr}`);
+
+		const evicted = entries.find((e) => e.sessionKey === "a" && e.message.includes("evicted"));
+		assert.ok(evicted, `a line about session a's eviction carries its sessionKey:\n${gw.out.stderr}`);
+		assert.equal(evicted.level, "info");
+		assert.match(evicted.message, /evicted session a\b/);
+		assert.ok(!gw.out.stderr.includes("pi-gateway: "), "no text line slips through");
+	});
+
+	it("--notify-url with PI_GATEWAY_NOTIFY_SECRET: a run's end is POSTed, signed per Standard Webhooks; --notify-retries and --notify-events apply", async (t) => {
+		const box = await sandbox(t);
+		// The first delivery fails: the retry after 0.2 s carries the same webhook-id.
+		const receiver = await startWebhookReceiver(t, [500]);
+		const secret = webhookSecret();
+		const gw = await startCliGateway(
+			t,
+			["--port", "0", "--ephemeral", "--notify-url", receiver.url, "--notify-events", "run.succeeded", "--notify-retries", "0.2,0.2"],
+			childEnv(box, { PI_GATEWAY_NOTIFY_SECRET: secret }),
+		);
+		assert.equal(bannerLine(gw.out.stdout, "notify"), `notify     POST ${receiver.url} on run.succeeded (signed per Standard Webhooks with the --notify-secret key)`);
+		assert.equal(bannerLine(gw.out.stdout, "a failed delivery"), "a failed delivery is retried after 0.2 s, 0.2 s, then given up");
+		assert.ok(!gw.out.stdout.includes(secret.slice(6)), "the banner never shows the secret");
+
+		// A run that ends aborted is not one of --notify-events.
+		const slow = await curlPost(`${gw.base}/sessions/demo/messages`, '{"text":"/slow 600","wait":false}');
+		assert.equal(slow.status, 202, slow.body);
+		await waitFor(async () => JSON.parse((await curl([`${gw.base}/sessions/demo`])).body).session?.processing === true, "the slow run to start", 20_000, 20);
+		assert.equal((await curlPost(`${gw.base}/sessions/demo/abort`, "{}")).status, 200);
+
+		const sent = await curlPost(`${gw.base}/sessions/demo/messages`, '{"text":"/echo done"}');
+		assert.equal(sent.status, 200, sent.body);
+		const { runId } = JSON.parse(sent.body);
+		await waitFor(() => receiver.deliveries.length >= 2, `the delivery and its retry (got ${receiver.deliveries.length})`, 15_000, 20);
+		await new Promise((resolve) => setTimeout(resolve, 500));
+		assert.equal(receiver.deliveries.length, 2, "one failed delivery, one retry that succeeded; nothing for the aborted run");
+
+		const verifier = new Webhook(secret);
+		const [first, retry] = receiver.deliveries;
+		for (const delivery of receiver.deliveries) {
+			assert.equal(delivery.method, "POST");
+			assert.equal(delivery.url, "/hooks/pi");
+			assert.match(delivery.headers["content-type"] ?? "", /^application\/json/);
+			const payload = verifier.verify(delivery.body, delivery.headers);
+			assert.deepEqual(payload, JSON.parse(delivery.body), "verify() returns the signed body");
+			assert.throws(() => new Webhook(webhookSecret()).verify(delivery.body, delivery.headers), "another secret does not verify");
+		}
+		assert.equal(first.headers["webhook-id"], retry.headers["webhook-id"], "a retry keeps its webhook-id");
+		assert.match(String(first.headers["webhook-id"]), /^msg_/);
+		assert.ok(retry.at - first.at >= 150, `the retry waited ~0.2 s (${retry.at - first.at} ms)`);
+		const body = JSON.parse(retry.body);
+		assert.equal(body.type, "run.succeeded");
+		assert.ok(!Number.isNaN(Date.parse(body.timestamp)), body.timestamp);
+		assert.equal(body.data.runId, runId);
+		assert.equal(body.data.sessionKey, "demo");
+		assert.equal(body.data.status, "succeeded");
+
+		assert.deepEqual(await stopWith(gw, "SIGINT"), { code: 0, signal: null });
+		assert.doesNotMatch(gw.out.stderr, /given up|refused|dropped/i, gw.out.stderr);
 	});
 });

@@ -24,6 +24,14 @@
 // Approvals: --approve TOOLS holds each call of those tools until a person decides (the gateway's
 // approval.policy "ask"), --deny TOOLS refuses them at once ("deny"), --approval-timeout SECONDS
 // is how long a call waits (approval.timeoutMs). Printed at start when set.
+//
+// Operating it: --log-format json writes every stderr line after the flags are read as one JSON
+// object ({time, level, message}, and sessionKey/runId on the gateway's lines about one);
+// --log-level debug adds an access line per request. GET /metrics needs the bearer token unless
+// --metrics-public; GET /openapi.json never does. Outbound webhooks (the gateway POSTing signed
+// events out) are --notify-url/--notify-secret/--notify-events/--notify-retries, and per-request
+// callbacks --callback-hosts/--callback-secret: the --webhook* flags are inbound webhooks (others
+// POSTing messages in), config `webhook`; these build config `webhooks`.
 
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
@@ -59,6 +67,25 @@ const MAX_TOOL_NAME_BYTES = 128;
 export const PEER_PACKAGE = "@mariozechner/pi-coding-agent";
 /** How long after a clean stop we wait for Node to exit on its own before forcing it. */
 const EXIT_GRACE_MS = 5000;
+/** The values of `--log-format` (the runtime's `logFormat`). */
+const LOG_FORMATS = ["text", "json"];
+/** The values of `--log-level` (the runtime's `logLevel`), least first. */
+const LOG_LEVELS = ["debug", "info", "warn", "error"];
+/** The events an outbound webhook can carry (`webhooks.outbound[].events`). */
+export const WEBHOOK_EVENTS = ["run.succeeded", "run.failed", "run.aborted", "run.cancelled", "approval.requested"];
+/** The gateway's default `webhooks.retryScheduleMs` (printed in the banner when no --notify-retries is given). */
+const DEFAULT_RETRY_SCHEDULE_MS = [5_000, 30_000, 120_000, 600_000, 3_600_000];
+/** Most retries `webhooks.retryScheduleMs` may hold. */
+const MAX_RETRIES = 20;
+/** Longest wait before one retry, in seconds (the gateway's bound: one day). */
+const MAX_RETRY_DELAY_S = 86_400;
+/** Longest webhook URL the gateway takes, in bytes. */
+const MAX_WEBHOOK_URL_BYTES = 2048;
+/** Most `webhooks.allowedHosts` entries. */
+const MAX_CALLBACK_HOSTS = 256;
+/** Decoded length bounds of a `whsec_` signing key, in bytes. */
+const MIN_KEY_BYTES = 16;
+const MAX_KEY_BYTES = 64;
 
 /**
  * Every option: its flag, its environment variable, its default and its help line. The help
@@ -67,11 +94,17 @@ const EXIT_GRACE_MS = 5000;
 export const OPTIONS = [
 	{ name: "bind", type: "string", env: "PI_GATEWAY_BIND", def: "127.0.0.1", arg: "ADDR", help: "IP address to listen on (\"localhost\", \"0.0.0.0\", \"::\" ...)" },
 	{ name: "port", type: "string", env: "PI_GATEWAY_PORT", def: "3000", arg: "N", help: "TCP port; 0 picks a free port (printed at start)" },
-	{ name: "token", type: "string", env: "PI_GATEWAY_TOKEN", def: undefined, arg: "TOKEN", help: "require 'Authorization: Bearer TOKEN' on every route but /health and webhooks (prefer the env var: flags show up in ps)" },
-	{ name: "webhook", type: "boolean", env: "PI_GATEWAY_WEBHOOK", def: false, help: "enable webhooks: POST <webhook-path>[/route] {text, sender?} into session webhook:<route>:<sender> (--no-webhook disables)" },
-	{ name: "webhook-path", type: "string", env: "PI_GATEWAY_WEBHOOK_PATH", def: "/webhook", arg: "PATH", help: "base path of webhooks" },
-	{ name: "webhook-secret", type: "string", env: "PI_GATEWAY_WEBHOOK_SECRET", def: undefined, arg: "SECRET", help: "required x-pi-webhook-secret header; with --webhook and no secret, a random one is generated and printed at start" },
-	{ name: "webhook-session-keys", type: "boolean", env: "PI_GATEWAY_WEBHOOK_SESSION_KEYS", def: false, help: "let a webhook body name its session (sessionKey, only keys starting with \"webhook:\")" },
+	{ name: "token", type: "string", env: "PI_GATEWAY_TOKEN", def: undefined, arg: "TOKEN", help: "require 'Authorization: Bearer TOKEN' on every route but /health, /openapi.json and inbound webhooks (and /metrics with --metrics-public) (prefer the env var: flags show up in ps)" },
+	{ name: "webhook", type: "boolean", env: "PI_GATEWAY_WEBHOOK", def: false, help: "enable inbound webhooks: others POST <webhook-path>[/route] {text, sender?} into session webhook:<route>:<sender> (--no-webhook disables; for the gateway POSTing out, see --notify-url)" },
+	{ name: "webhook-path", type: "string", env: "PI_GATEWAY_WEBHOOK_PATH", def: "/webhook", arg: "PATH", help: "base path of inbound webhooks" },
+	{ name: "webhook-secret", type: "string", env: "PI_GATEWAY_WEBHOOK_SECRET", def: undefined, arg: "SECRET", help: "required x-pi-webhook-secret header of inbound webhooks; with --webhook and no secret, a random one is generated and printed at start (prefer the env var: flags show up in ps)" },
+	{ name: "webhook-session-keys", type: "boolean", env: "PI_GATEWAY_WEBHOOK_SESSION_KEYS", def: false, help: "let an inbound webhook body name its session (sessionKey, only keys starting with \"webhook:\")" },
+	{ name: "notify-url", type: "string", env: "PI_GATEWAY_NOTIFY_URL", def: undefined, arg: "URL", help: "outbound webhook: POST a signed event (Standard Webhooks) to this http(s) URL when a run ends or a tool call waits for approval; needs --notify-secret" },
+	{ name: "notify-secret", type: "string", env: "PI_GATEWAY_NOTIFY_SECRET", def: undefined, arg: "whsec_...", help: "signing secret of --notify-url: \"whsec_\" and 16 to 64 base64-encoded bytes, as the receiver's Standard Webhooks library takes it (prefer the env var: flags show up in ps)" },
+	{ name: "notify-events", type: "string", env: "PI_GATEWAY_NOTIFY_EVENTS", def: undefined, arg: "EVENTS", help: `comma-separated events --notify-url receives, of ${WEBHOOK_EVENTS.join(", ")}; default: all of them` },
+	{ name: "notify-retries", type: "string", env: "PI_GATEWAY_NOTIFY_RETRIES", def: undefined, arg: "SECONDS,...", help: `when to retry a delivery that failed (non-2xx, no answer in 10 s, no connection): comma-separated waits in seconds, 0.001 to ${MAX_RETRY_DELAY_S} each (fractions allowed), at most ${MAX_RETRIES}; "none": one attempt only; also for callbacks (the gateway's default: 5,30,120,600,3600)` },
+	{ name: "callback-hosts", type: "string", env: "PI_GATEWAY_CALLBACK_HOSTS", def: undefined, arg: "HOSTS", help: "hosts a message's per-request callback {url} may name, comma-separated: hooks.example.com, *.example.com (any subdomain), '*' (any public host), an IP address; private and loopback addresses only when listed exactly; needs --callback-secret" },
+	{ name: "callback-secret", type: "string", env: "PI_GATEWAY_CALLBACK_SECRET", def: undefined, arg: "whsec_...", help: "signing secret (\"whsec_...\") of per-request callbacks; without it callbacks are refused (prefer the env var: flags show up in ps)" },
 	{ name: "idle-minutes", type: "string", env: "PI_GATEWAY_IDLE_MINUTES", def: "30", arg: "N", help: "dispose sessions idle for N minutes (fractions allowed; 0: at the next sweep once idle; the primary session is kept)" },
 	{ name: "max-queue", type: "string", env: "PI_GATEWAY_MAX_QUEUE", def: "16", arg: "N", help: "queued messages per session before 429" },
 	{ name: "max-sessions", type: "string", env: "PI_GATEWAY_MAX_SESSIONS", def: "1000", arg: "N", help: `sessions held in memory at once, 1 to ${MAX_SESSIONS}: a new one past it evicts the least recently active idle session (its conversation stays stored); none idle: 503` },
@@ -86,6 +119,9 @@ export const OPTIONS = [
 	{ name: "approve", type: "string", env: "PI_GATEWAY_APPROVE", def: undefined, arg: "TOOLS", help: "comma-separated tools (e.g. bash,write; '*' for every tool not named elsewhere) whose calls wait for a person's decision (GET/POST /sessions/:key/approvals, or the chat stream's approval request); off by default" },
 	{ name: "deny", type: "string", env: "PI_GATEWAY_DENY", def: undefined, arg: "TOOLS", help: "comma-separated tools ('*': every tool not named elsewhere) whose calls are refused at once (the model is told \"Denied by policy\")" },
 	{ name: "approval-timeout", type: "string", env: "PI_GATEWAY_APPROVAL_TIMEOUT", def: undefined, arg: "SECONDS", help: `how long a tool call waits for a decision before it is denied, 0.001 to ${MAX_APPROVAL_TIMEOUT_S} (fractions allowed; the gateway's default: 120)` },
+	{ name: "metrics-public", type: "boolean", env: "PI_GATEWAY_METRICS_PUBLIC", def: false, help: "serve GET /metrics (Prometheus) without the bearer token, e.g. to a scraper on a private network; by default it needs --token like the API" },
+	{ name: "log-format", type: "string", env: "PI_GATEWAY_LOG_FORMAT", def: "text", arg: "FORMAT", help: "stderr log lines: text (\"pi-gateway: message\") or json (one {time, level, message, sessionKey?, runId?} object a line)" },
+	{ name: "log-level", type: "string", env: "PI_GATEWAY_LOG_LEVEL", def: "info", arg: "LEVEL", help: "least level logged: debug (adds an access line per HTTP request), info, warn or error" },
 	{ name: "help", short: "h", type: "boolean", help: "print this help and exit" },
 	{ name: "version", type: "boolean", help: "print the version and exit" },
 ];
@@ -135,6 +171,8 @@ export function helpText() {
 		"  pi-gateway --agent-dir ~/.pi/agent --model anthropic/claude-sonnet-4-5   # reuse pi's logins and models",
 		"  pi-gateway --data-dir ./conversations   # or --ephemeral: forget everything on exit",
 		"  pi-gateway --approve bash,write,edit --approval-timeout 300   # these tools' calls wait for a decision (5 minutes at most)",
+		"  PI_GATEWAY_NOTIFY_SECRET=whsec_... pi-gateway --notify-url https://hooks.example/pi --notify-events run.succeeded,run.failed",
+		"  pi-gateway --log-format json --log-level debug   # JSON lines on stderr, one access line per request",
 		"",
 		"Exit codes: 0 stopped cleanly, 1 could not start, 2 usage error; Ctrl-C twice forces the exit.",
 	);
@@ -352,6 +390,73 @@ export function parseCli(argv, env = process.env) {
 		}
 	}
 
+	const logFormat = String(text("log-format")).trim();
+	if (!LOG_FORMATS.includes(logFormat)) throw bad("log-format", LOG_FORMATS.join(" or "));
+	const logLevel = String(text("log-level")).trim();
+	if (!LOG_LEVELS.includes(logLevel)) throw bad("log-level", LOG_LEVELS.join(", "));
+
+	// Outbound webhooks: one configured target (--notify-*), and per-request callbacks (--callback-*).
+	const notifySecret = signingSecret(raw["notify-secret"]);
+	let notifyUrl;
+	if (raw["notify-url"].value !== undefined) notifyUrl = webhookUrl(raw["notify-url"]);
+	if (notifyUrl !== undefined && notifySecret === undefined) {
+		throw new UsageError(`${where("notify-url")} needs a signing secret: add --notify-secret whsec_... (better: PI_GATEWAY_NOTIFY_SECRET)`);
+	}
+	if (notifySecret !== undefined && notifyUrl === undefined) {
+		throw new UsageError(`${where("notify-secret")} signs deliveries to --notify-url (or PI_GATEWAY_NOTIFY_URL), which is not set`);
+	}
+	let notifyEvents;
+	if (raw["notify-events"].value !== undefined) {
+		const names = String(raw["notify-events"].value)
+			.split(",")
+			.map((name) => name.trim())
+			.filter(Boolean);
+		const unknown = names.find((name) => !WEBHOOK_EVENTS.includes(name));
+		if (names.length === 0 || unknown !== undefined) {
+			throw bad("notify-events", `comma-separated events of ${WEBHOOK_EVENTS.join(", ")}${unknown === undefined ? "" : ` (not ${JSON.stringify(unknown)})`}`);
+		}
+		notifyEvents = [...new Set(names)];
+	}
+	let retryScheduleMs;
+	if (raw["notify-retries"].value !== undefined) {
+		const scheduleText = String(raw["notify-retries"].value).trim();
+		const expected = `comma-separated waits in seconds, each from 0.001 to ${MAX_RETRY_DELAY_S} (e.g. 5,30,120), at most ${MAX_RETRIES}, or "none"`;
+		if (scheduleText.toLowerCase() === "none") {
+			retryScheduleMs = [];
+		} else {
+			const items = scheduleText.split(",").map((item) => item.trim());
+			if (items.length > MAX_RETRIES) throw bad("notify-retries", `${expected}; got ${items.length}`);
+			retryScheduleMs = items.map((item) => {
+				const seconds = Number(item);
+				const ms = Math.round(seconds * 1000);
+				if (item === "" || !Number.isFinite(seconds) || ms < 1 || seconds > MAX_RETRY_DELAY_S) {
+					throw bad("notify-retries", `${expected} (not ${JSON.stringify(item)})`);
+				}
+				return ms;
+			});
+		}
+	}
+	const callbackSecret = signingSecret(raw["callback-secret"]);
+	let callbackHosts;
+	if (raw["callback-hosts"].value !== undefined) {
+		const items = String(raw["callback-hosts"].value)
+			.split(",")
+			.map((item) => item.trim().toLowerCase())
+			.filter(Boolean);
+		const expected = "comma-separated hosts without scheme or port: hooks.example.com, *.example.com, '*', 10.0.0.5 or [::1]";
+		const wrong = items.find((item) => !isHostPattern(item));
+		if (items.length === 0 || wrong !== undefined) {
+			throw bad("callback-hosts", `${expected}${wrong === undefined ? "" : ` (not ${JSON.stringify(wrong)})`}`);
+		}
+		if (items.length > MAX_CALLBACK_HOSTS) throw bad("callback-hosts", `at most ${MAX_CALLBACK_HOSTS} hosts; got ${items.length}`);
+		callbackHosts = [...new Set(items)];
+		if (callbackSecret === undefined) {
+			throw new UsageError(
+				`${where("callback-hosts")} allows callbacks, which are signed: add --callback-secret whsec_... (better: PI_GATEWAY_CALLBACK_SECRET)`,
+			);
+		}
+	}
+
 	return {
 		options: {
 			bind,
@@ -378,8 +483,80 @@ export function parseCli(argv, env = process.env) {
 			approve,
 			deny,
 			approvalTimeoutMs,
+			logFormat,
+			logLevel,
+			metricsPublic: Boolean(raw["metrics-public"].value),
+			notifyUrl,
+			notifySecret,
+			notifyEvents,
+			retryScheduleMs,
+			callbackHosts,
+			callbackSecret,
 		},
 	};
+}
+
+/**
+ * A Standard Webhooks signing secret (`whsec_` and standard base64, padded or not, of 16 to 64
+ * bytes), or undefined when the option is not set. The error never shows the secret.
+ * @param {{ value: any, where: string }} entry
+ * @returns {string | undefined}
+ */
+function signingSecret(entry) {
+	const value = optionalSecret(entry);
+	if (value === undefined) return undefined;
+	const secret = value.trim();
+	const fail = (why) => new UsageError(`Invalid ${entry.where}: ${why} (generate one: node -e 'console.log("whsec_" + crypto.randomBytes(24).toString("base64"))')`);
+	if (!secret.startsWith("whsec_")) throw fail('expected "whsec_" followed by base64, as Standard Webhooks secrets are written');
+	const encoded = secret.slice("whsec_".length);
+	const key = Buffer.from(encoded, "base64");
+	// Buffer.from skips what is not base64: encoding back must give the same text.
+	const canonical = key.toString("base64");
+	if (!/^[A-Za-z0-9+/]+={0,2}$/.test(encoded) || (encoded.includes("=") ? canonical !== encoded : canonical.replace(/=+$/, "") !== encoded)) {
+		throw fail('the part after "whsec_" is not valid base64');
+	}
+	if (key.length < MIN_KEY_BYTES || key.length > MAX_KEY_BYTES) {
+		throw fail(`the key must decode to ${MIN_KEY_BYTES} to ${MAX_KEY_BYTES} bytes, got ${key.length}`);
+	}
+	return secret;
+}
+
+/**
+ * An outbound webhook URL: absolute http(s), a host, no credentials, no fragment, port not 0, at
+ * most 2048 bytes. Returns it normalized (percent-encoded, host lowercased) as the gateway takes it.
+ * @param {{ value: any, where: string }} entry
+ */
+function webhookUrl(entry) {
+	const text = String(entry.value).trim();
+	const fail = (why) => new UsageError(`Invalid ${entry.where} ${JSON.stringify(text)}: ${why}`);
+	let url;
+	try {
+		url = new URL(text);
+	} catch {
+		throw fail("expected an absolute http:// or https:// URL");
+	}
+	if (url.protocol !== "http:" && url.protocol !== "https:") throw fail("expected an http:// or https:// URL");
+	if (url.hostname === "") throw fail("no host");
+	if (url.username !== "" || url.password !== "") throw fail("must not carry credentials (user@host)");
+	if (url.hash !== "" || text.includes("#")) throw fail("must not carry a #fragment");
+	if (url.port === "0") throw fail("port 0");
+	if (Buffer.byteLength(url.href) > MAX_WEBHOOK_URL_BYTES) throw fail(`longer than ${MAX_WEBHOOK_URL_BYTES} bytes`);
+	return url.href;
+}
+
+/** Whether `item` (lowercased) is a `webhooks.allowedHosts` entry: `*`, `*.name`, a name or an IP address. */
+function isHostPattern(item) {
+	if (item === "*") return true;
+	const name = item.startsWith("*.") ? item.slice(2) : item;
+	if (name !== item) return isHostName(name);
+	if (item.startsWith("[") && item.endsWith("]")) return isIP(item.slice(1, -1)) === 6;
+	return isIP(item) !== 0 || isHostName(item);
+}
+
+/** A DNS name: dot-separated labels of letters, digits, "-" and "_", 1 to 63 each, 253 in all (a trailing dot allowed). */
+function isHostName(text) {
+	const name = text.endsWith(".") ? text.slice(0, -1) : text;
+	return name.length > 0 && name.length <= 253 && name.split(".").every((label) => /^[a-z0-9_-]{1,63}$/.test(label));
 }
 
 /**
@@ -478,6 +655,17 @@ export function gatewayConfig(options) {
 		if (policy !== undefined) config.approval.policy = policy;
 		if (options.approvalTimeoutMs !== undefined) config.approval.timeoutMs = options.approvalTimeoutMs;
 	}
+	if (options.metricsPublic) config.metrics = { public: true };
+	const webhooks = {};
+	if (options.notifyUrl !== undefined && options.notifySecret !== undefined) {
+		const target = { url: options.notifyUrl, secret: options.notifySecret };
+		if (options.notifyEvents !== undefined) target.events = options.notifyEvents;
+		webhooks.outbound = [target];
+	}
+	if (options.callbackHosts !== undefined) webhooks.allowedHosts = options.callbackHosts;
+	if (options.callbackSecret !== undefined) webhooks.callbackSecret = options.callbackSecret;
+	if (options.retryScheduleMs !== undefined) webhooks.retryScheduleMs = options.retryScheduleMs;
+	if (Object.keys(webhooks).length > 0) config.webhooks = webhooks;
 	return config;
 }
 
@@ -528,16 +716,17 @@ export async function importPeer(load) {
  * directory. The model is the one asked for, also for a continued session (as `pi --model`
  * does); the thinking level is restored.
  *
- * @param {{ model: { spec: string, provider: string, id: string }, cwd: string, agentDir: string, sessionDir?: string }} options
+ * @param {{ model: { spec: string, provider: string, id: string }, cwd: string, agentDir: string, sessionDir?: string, say?: (message: string) => void }} options
+ *   `say`: where a warning goes (the CLI's log writer; default: `pi-gateway: ...` on stderr)
  */
-export async function createModelPiAgent({ model: wanted, cwd, agentDir, sessionDir }) {
+export async function createModelPiAgent({ model: wanted, cwd, agentDir, sessionDir, say = (message) => process.stderr.write(`pi-gateway: ${message}\n`) }) {
 	const pi = await importPeer(() => import("@mariozechner/pi-coding-agent"));
 	const { openGatewaySessionManager } = await import("../index.js");
 	const { closeSessions, gatewaySessionStore, trackSession } = await import("./faux-agent.js");
 	const authStorage = pi.AuthStorage.create(join(agentDir, "auth.json"));
 	const modelRegistry = pi.ModelRegistry.create(authStorage, join(agentDir, "models.json"));
 	const loadError = modelRegistry.getError();
-	if (loadError) process.stderr.write(`pi-gateway: warning: ${join(agentDir, "models.json")}: ${loadError}\n`);
+	if (loadError) say(`warning: ${join(agentDir, "models.json")}: ${loadError}`);
 
 	const model = resolveModel(modelRegistry, wanted);
 	await checkModelAuth(modelRegistry, model);
@@ -657,6 +846,19 @@ function formatSeconds(ms) {
 	return `${Number((ms / 1000).toFixed(3))} s`;
 }
 
+/** `5 s`, `2 min`, `1 h`, `0.25 s`: a retry delay as the banner shows it. */
+function formatDelay(ms) {
+	if (ms >= 3_600_000 && ms % 3_600_000 === 0) return `${ms / 3_600_000} h`;
+	if (ms >= 60_000 && ms % 60_000 === 0) return `${ms / 60_000} min`;
+	return formatSeconds(ms);
+}
+
+/** A webhook URL without its query (which may hold a token), for the banner. */
+function redactUrl(text) {
+	const url = new URL(text);
+	return `${url.origin}${url.pathname}${url.search ? "?..." : ""}`;
+}
+
 /** Quotes a word for a POSIX shell. */
 export function shellQuote(word) {
 	return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
@@ -712,6 +914,30 @@ export function banner({ options, port, agent, agentDirIsTemp, sessionDirIsTemp 
 		lines.push(`  webhook    POST ${base}${options.webhookPath} ${secret}`);
 		if (options.webhookSessionKeys) lines.push(`             a body may name its session: sessionKey starting with "webhook:"`);
 	}
+	const metricsAuth =
+		options.token === undefined ? "" : options.metricsPublic ? "; public, no token needed" : "; bearer token required (--metrics-public: without)";
+	lines.push(`  metrics    GET ${base}/metrics (Prometheus${metricsAuth})`);
+	lines.push(`  openapi    GET ${base}/openapi.json (OpenAPI 3.1 description of the API${options.token === undefined ? "" : "; no token needed"})`);
+	if (options.notifyUrl !== undefined) {
+		const events = options.notifyEvents?.join(", ") ?? "every event";
+		lines.push(`  notify     POST ${redactUrl(options.notifyUrl)} on ${events} (signed per Standard Webhooks with the --notify-secret key)`);
+	}
+	if (options.callbackSecret !== undefined) {
+		lines.push(
+			options.callbackHosts?.length
+				? `  callbacks  a message's callback {url} may name ${options.callbackHosts.join(", ")} (signed with the --callback-secret key)`
+				: "  callbacks  on, but every callback is refused until --callback-hosts names the hosts they may reach",
+		);
+	}
+	if (options.notifyUrl !== undefined || options.callbackSecret !== undefined) {
+		const schedule = options.retryScheduleMs ?? DEFAULT_RETRY_SCHEDULE_MS;
+		lines.push(
+			schedule.length === 0
+				? "             a failed delivery is not retried"
+				: `             a failed delivery is retried after ${schedule.map(formatDelay).join(", ")}, then given up`,
+		);
+	}
+	if (options.logFormat !== "text" || options.logLevel !== "info") lines.push(`  logs       ${options.logFormat} on stderr, level ${options.logLevel} and above`);
 	if (options.allowedHosts !== undefined) lines.push(`  hosts      ${options.allowedHosts.join(", ")} (besides loopback names)`);
 	if (options.cors !== undefined) lines.push(`  cors       ${options.cors === "*" ? "*" : options.cors.join(", ")}`);
 	const policy = approvalPolicy(options);
@@ -754,12 +980,13 @@ export function banner({ options, port, agent, agentDirIsTemp, sessionDirIsTemp 
  * }} [io]
  *   `configure`, for tests that run the CLI in-process: may change the GatewayConfig built from
  *   the flags before the runtime gets it (e.g. a short `session.sweepIntervalMs`).
+ *   Once the flags are read, main sets `io.say` to its log writer (see {@link logWriter}), so
+ *   the caller's last lines follow --log-format too.
  */
 export async function main(argv, io = {}) {
 	const env = io.env ?? process.env;
 	const stdout = io.stdout ?? process.stdout;
 	const stderr = io.stderr ?? process.stderr;
-	const say = (text) => stderr.write(`pi-gateway: ${text}\n`);
 
 	let parsed;
 	try {
@@ -778,6 +1005,9 @@ export async function main(argv, io = {}) {
 		return 0;
 	}
 	const options = parsed.options;
+	// From here on, every line on stderr follows --log-format and --log-level.
+	const say = logWriter(stderr, options.logFormat, options.logLevel);
+	io.say = say;
 	if (!options.webhook && (options.webhookSecret !== undefined)) {
 		say("warning: a webhook secret is set but webhooks are off (add --webhook)");
 	}
@@ -786,6 +1016,18 @@ export async function main(argv, io = {}) {
 	}
 	if (options.approvalTimeoutMs !== undefined && !options.approve?.length) {
 		say("warning: --approval-timeout has no effect without --approve (no tool call waits for a decision)");
+	}
+	if (options.notifyEvents !== undefined && options.notifyUrl === undefined) {
+		say("warning: --notify-events has no effect without --notify-url (no outbound webhook is configured)");
+	}
+	if (options.retryScheduleMs !== undefined && options.notifyUrl === undefined && options.callbackSecret === undefined) {
+		say("warning: --notify-retries has no effect without --notify-url or --callback-secret (nothing is delivered)");
+	}
+	if (options.callbackSecret !== undefined && options.callbackHosts === undefined) {
+		say("warning: --callback-secret without --callback-hosts: every callback is refused until --callback-hosts names the hosts it may reach");
+	}
+	if (options.metricsPublic && options.token === undefined) {
+		say("warning: --metrics-public has no effect without --token (every route is open already)");
 	}
 	if (options.webhook && options.webhookSecret === undefined) {
 		// A webhook reaches an agent that runs tools: never without a secret. The banner prints it.
@@ -850,7 +1092,7 @@ export async function main(argv, io = {}) {
 		}
 
 		if (options.model) {
-			agent = await createModelPiAgent({ model: options.model, cwd: options.cwd ?? process.cwd(), agentDir, sessionDir });
+			agent = await createModelPiAgent({ model: options.model, cwd: options.cwd ?? process.cwd(), agentDir, sessionDir, say });
 		} else {
 			const { createFauxPiAgent, FAUX_PROVIDER, FAUX_MODEL_ID } = await importPeer(() => import("./faux-agent.js"));
 			const faux = await createFauxPiAgent({ cwd: options.cwd, agentDir, sessionDir });
@@ -874,7 +1116,10 @@ export async function main(argv, io = {}) {
 				// DELETE ...?purge=true removes what is stored.
 				sessionExists: (key) => agent.sessionExists(key),
 				deleteSession: (key) => agent.deleteSession(key),
-				log: (message) => say(message),
+				// The runtime filters by level and, with json, hands over whole JSON lines.
+				log: (line) => stderr.write(options.logFormat === "json" ? `${line}\n` : `pi-gateway: ${line}\n`),
+				logFormat: options.logFormat,
+				logLevel: options.logLevel,
 			});
 		} catch (error) {
 			// parseCli validated every value; should the runtime still refuse one, it is a usage error.
@@ -895,10 +1140,10 @@ export async function main(argv, io = {}) {
 		say(`${signal} received, stopping`);
 	} catch (error) {
 		if (error instanceof StartupError) {
-			if (error.code !== 0) say(error.message);
+			if (error.code !== 0) say(error.message, "error");
 			code = error.code;
 		} else {
-			say(`cannot start: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
+			say(`cannot start: ${error instanceof Error ? error.stack ?? error.message : String(error)}`, "error");
 			code = EXIT_FAILURE;
 		}
 	} finally {
@@ -907,7 +1152,7 @@ export async function main(argv, io = {}) {
 			try {
 				await runtime.stop();
 			} catch (error) {
-				say(`stop failed: ${error instanceof Error ? error.message : String(error)}`);
+				say(`stop failed: ${error instanceof Error ? error.message : String(error)}`, "error");
 				code = EXIT_FAILURE;
 			}
 			const { setActiveGatewayRuntime } = await import("../index.js");
@@ -917,7 +1162,7 @@ export async function main(argv, io = {}) {
 			try {
 				await agent.close();
 			} catch (error) {
-				say(`closing the agent failed: ${error instanceof Error ? error.message : String(error)}`);
+				say(`closing the agent failed: ${error instanceof Error ? error.message : String(error)}`, "error");
 				code = code || EXIT_FAILURE;
 			}
 		}
@@ -939,12 +1184,38 @@ export async function main(argv, io = {}) {
  * Should something still hold the event loop after a clean stop, we say so and exit anyway.
  */
 export async function run(argv = process.argv.slice(2)) {
-	const code = await main(argv);
+	/** @type {{ say?: (message: string, level?: string) => void }} */
+	const io = {};
+	const code = await main(argv, io);
 	process.exitCode = code;
+	const say = io.say ?? ((message) => process.stderr.write(`pi-gateway: ${message}\n`));
 	setTimeout(() => {
-		process.stderr.write(
-			`pi-gateway: warning: still running ${EXIT_GRACE_MS} ms after stopping (a handle was left open); exiting\n`,
-		);
+		say(`warning: still running ${EXIT_GRACE_MS} ms after stopping (a handle was left open); exiting`);
 		process.exit(code);
 	}, EXIT_GRACE_MS).unref();
+}
+
+/**
+ * The CLI's own stderr lines: with "text", `pi-gateway: <message>`; with "json", one
+ * `{time, level, message}` object a line (as the runtime writes its own). A message starting
+ * with `warning: ` is a warning (the prefix is left out of the JSON message, as the runtime does);
+ * `level` says otherwise. Lines below `minLevel` are dropped.
+ * @param {NodeJS.WritableStream} stderr
+ * @param {"text" | "json"} format
+ * @param {"debug" | "info" | "warn" | "error"} minLevel
+ * @returns {(message: string, level?: "debug" | "info" | "warn" | "error") => void}
+ */
+export function logWriter(stderr, format, minLevel) {
+	const least = LOG_LEVELS.indexOf(minLevel);
+	return (message, level) => {
+		const warning = message.startsWith("warning: ");
+		const at = level ?? (warning ? "warn" : "info");
+		if (LOG_LEVELS.indexOf(at) < least) return;
+		if (format === "json") {
+			const text = warning ? message.slice("warning: ".length) : message;
+			stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: at, message: text })}\n`);
+		} else {
+			stderr.write(`pi-gateway: ${message}\n`);
+		}
+	};
 }
