@@ -253,16 +253,16 @@ function acceptedResult(status, body) {
 }
 
 /** The script: returns [{step, status, contentType, body}] in order. */
-async function runScript(port) {
+async function runScript(port, openapi = true) {
 	const steps = [];
 	const auth = { authorization: `Bearer ${TOKEN}` };
 	const hook = { "x-pi-webhook-secret": SECRET };
 	const call = async (step, method, path, opts = {}) => {
-		const res = await request(port, method, path, opts);
+		const res = await request(port, method, path, { openapi, ...opts });
 		steps.push({ step, ...record(res) });
 		return res;
 	};
-	const sessions = async () => (await request(port, "GET", "/sessions", { headers: auth })).json.sessions;
+	const sessions = async () => (await request(port, "GET", "/sessions", { headers: auth, openapi })).json.sessions;
 	const session = async (key) => (await sessions()).find((s) => s.sessionKey === key);
 
 	await call("GET /health", "GET", "/health");
@@ -307,9 +307,9 @@ async function runScript(port) {
 	await call("GET on the webhook path", "GET", "/webhook", { headers: auth });
 
 	// A full queue: a run that waits quietly until aborted, one queued message, one too many.
-	const first = request(port, "POST", "/sessions/q/messages", { headers: auth, body: { text: "/stream 2 60000" } });
+	const first = request(port, "POST", "/sessions/q/messages", { headers: auth, body: { text: "/stream 2 60000" }, openapi });
 	await waitUntil(async () => (await session("q"))?.processing, { message: "the q run to start" });
-	const second = request(port, "POST", "/sessions/q/messages", { headers: auth, body: { text: "queued" } });
+	const second = request(port, "POST", "/sessions/q/messages", { headers: auth, body: { text: "queued" }, openapi });
 	await waitUntil(async () => (await session("q"))?.queueDepth === 1, { message: "a queued message on q" });
 	await call("queue full", "POST", "/sessions/q/messages", { headers: auth, body: { text: "one too many" } });
 	await call("GET the busy session", "GET", "/sessions/q", { headers: auth });
@@ -383,7 +383,7 @@ test("one script of requests gets the seed's answers from pi-gateway, except the
 	const gw = await startGateway({ config: GATEWAY_CONFIG, scenario: { kind: "instant" } });
 	t.after(() => gw.stop());
 
-	const seedSteps = await runScript(seed.port);
+	const seedSteps = await runScript(seed.port, false);
 	const gwSteps = await runScript(gw.port);
 	assert.deepEqual(
 		gwSteps.map((s) => s.step),

@@ -4,15 +4,22 @@
 
 import http from "node:http";
 import net from "node:net";
+import { checkResponse } from "./openapi.mjs";
 
 export const JSON_TYPE = "application/json; charset=utf-8";
+
+const OPENAPI_CHECK = process.env.PI_GATEWAY_OPENAPI_CHECK !== "0";
 
 /**
  * One HTTP request on its own connection (node:http, no keep-alive pool).
  * `body`: a string or Buffer is sent as is, anything else as JSON.
  * Resolves {status, headers, text, json}; `json` is undefined when the body is not JSON.
+ * Every response is checked against the OpenAPI document (support/openapi.mjs): the promise
+ * rejects with the checker's error when the status, content type or body is not what the
+ * document says. `openapi: false` skips the check for one deliberate exception;
+ * PI_GATEWAY_OPENAPI_CHECK=0 skips it everywhere.
  */
-export function request(port, method, path, { headers = {}, body, timeoutMs = 15000 } = {}) {
+export function request(port, method, path, { headers = {}, body, timeoutMs = 15000, openapi = OPENAPI_CHECK } = {}) {
 	return new Promise((resolve, reject) => {
 		const payload =
 			body === undefined ? undefined : typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body);
@@ -32,7 +39,16 @@ export function request(port, method, path, { headers = {}, body, timeoutMs = 15
 				} catch {
 					json = undefined;
 				}
-				resolve({ status: res.statusCode, headers: res.headers, text, json });
+				const response = { status: res.statusCode, headers: res.headers, text, json };
+				if (openapi) {
+					try {
+						checkResponse({ method, path, ...response });
+					} catch (e) {
+						reject(e);
+						return;
+					}
+				}
+				resolve(response);
 			});
 		});
 		req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer to ${method} ${path} within ${timeoutMs} ms`)));

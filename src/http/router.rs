@@ -328,8 +328,10 @@ const OPENAPI: &str = include_str!("openapi.json");
 
 fn openapi() -> Response<Body> {
     let mut res = Response::new(body::full(Bytes::from_static(OPENAPI.as_bytes())));
-    res.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     res
 }
 
