@@ -683,7 +683,8 @@ pub const MAX_PREFIX_BYTES: usize = 256;
 
 /// Refuses fields this version does not know: a typo (`sesion`) must not silently fall back
 /// to a default.
-fn known(obj: &Map<String, Value>, name: &str, fields: &[&str]) -> Result<(), String> {
+/// Refuses fields this version does not know, naming the first.
+pub(crate) fn known(obj: &Map<String, Value>, name: &str, fields: &[&str]) -> Result<(), String> {
     match obj.keys().find(|k| !fields.contains(&k.as_str())) {
         Some(unknown) => Err(format!(
             "Invalid {name}.{unknown}: unknown field (known: {})",
@@ -785,7 +786,11 @@ fn parse_allowed_hosts(value: Option<&Value>) -> Result<Vec<String>, String> {
     }
 }
 
-fn req_str<'a>(obj: &'a Map<String, Value>, key: &str, name: &str) -> Result<&'a str, String> {
+pub(crate) fn req_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    name: &str,
+) -> Result<&'a str, String> {
     match obj.get(key) {
         Some(Value::String(s)) => Ok(s),
         None | Some(Value::Null) => Err(format!("Invalid {name}: required")),
@@ -793,7 +798,7 @@ fn req_str<'a>(obj: &'a Map<String, Value>, key: &str, name: &str) -> Result<&'a
     }
 }
 
-fn opt_str<'a>(
+pub(crate) fn opt_str<'a>(
     obj: &'a Map<String, Value>,
     key: &str,
     name: &str,

@@ -15,6 +15,8 @@ use hyper::http::uri::Scheme;
 use hyper::Uri;
 use serde_json::{Map, Value};
 
+use crate::config::{known, opt_str, req_str};
+
 /// Most `webhooks.outbound` targets.
 pub const MAX_TARGETS: usize = 16;
 /// Most `webhooks.allowedHosts` entries.
@@ -512,37 +514,6 @@ fn parse_schedule(value: Option<&Value>) -> Result<Option<Vec<Duration>>, String
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
-}
-
-/// Refuses fields this version does not know (as `config.rs` does).
-fn known(obj: &Map<String, Value>, name: &str, fields: &[&str]) -> Result<(), String> {
-    match obj.keys().find(|k| !fields.contains(&k.as_str())) {
-        Some(unknown) => Err(format!(
-            "Invalid {name}.{unknown}: unknown field (known: {})",
-            fields.join(", ")
-        )),
-        None => Ok(()),
-    }
-}
-
-fn req_str<'a>(obj: &'a Map<String, Value>, key: &str, name: &str) -> Result<&'a str, String> {
-    match obj.get(key) {
-        Some(Value::String(s)) => Ok(s),
-        None | Some(Value::Null) => Err(format!("Invalid {name}: required")),
-        Some(other) => Err(format!("Invalid {name}: expected a string, got {other}")),
-    }
-}
-
-fn opt_str<'a>(
-    obj: &'a Map<String, Value>,
-    key: &str,
-    name: &str,
-) -> Result<Option<&'a str>, String> {
-    match obj.get(key) {
-        Some(Value::String(s)) => Ok(Some(s)),
-        None | Some(Value::Null) => Ok(None),
-        Some(other) => Err(format!("Invalid {name}: expected a string, got {other}")),
-    }
 }
 
 /// An integer from 1 to `max`.
