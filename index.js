@@ -459,6 +459,12 @@ export class GatewayRuntime {
 		if (key !== undefined && typeof key !== "string") {
 			throw new TypeError(`${what}: request.idempotencyKey must be a string`);
 		}
+		if (request.callback !== undefined) {
+			// A callback's host is checked against DNS, which a call queued in order cannot wait for.
+			throw new TypeError(
+				`${what}: request.callback is for HTTP clients (POST /sessions/:key/messages); in JS, await the result or waitForRun`,
+			);
+		}
 		// images, source, metadata and mode are checked in Rust, with the same messages as over HTTP.
 		const fields = toJson({ images: request.images, source: request.source, metadata: request.metadata, mode: request.mode });
 		return [request.sessionKey, request.text, fields, key];

@@ -514,7 +514,7 @@ async fn callbacks_are_refused_unless_the_host_is_allowed_and_public_or_listed_e
     let e = refusal(&any, "http://10.1.2.3/hook").await;
     assert!(
         e.starts_with(
-            "Invalid callback.url: http://10.1.2.3/hook resolves to 10.1.2.3, a private address"
+            "Invalid callback.url: http://10.1.2.3/hook resolves to 10.1.2.3, which is a private address"
         ),
         "{e}"
     );

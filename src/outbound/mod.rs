@@ -216,11 +216,18 @@ impl Outbound {
         if receivers.is_empty() {
             return;
         }
-        let body = serde_json::json!({
-            "type": event,
-            "timestamp": sign::rfc3339_ms(now_ms()),
-            "data": data,
-        });
+        /// The body, its fields in the order Standard Webhooks shows them.
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            r#type: &'a str,
+            timestamp: String,
+            data: Value,
+        }
+        let body = Body {
+            r#type: event,
+            timestamp: sign::rfc3339_ms(now_ms()),
+            data,
+        };
         // A `Value` always serializes; should that ever change, nothing is sent.
         let body = match serde_json::to_vec(&body) {
             Ok(body) => Bytes::from(body),

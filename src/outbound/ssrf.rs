@@ -78,7 +78,7 @@ pub async fn resolve_checked(
     if !exact {
         if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
             return Err(CheckError::Refused(format!(
-                "{} resolves to {}, a {} address; list the host exactly in webhooks.allowedHosts to allow it",
+                "{} resolves to {}, which is {}; list the host exactly in webhooks.allowedHosts to allow it",
                 url.redacted(),
                 bad.ip(),
                 kind(bad.ip())
@@ -145,22 +145,24 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     }
 }
 
-/// A word for why an address is not public, for the error message.
+/// Why an address is not public, for the error message.
 fn kind(ip: IpAddr) -> &'static str {
     let ip = ip.to_canonical();
     if ip.is_loopback() {
-        "loopback"
+        "a loopback address"
     } else if ip.is_unspecified() {
-        "unspecified"
+        "the unspecified address"
     } else if ip.is_multicast() {
-        "multicast"
+        "a multicast address"
     } else {
         match ip {
-            IpAddr::V4(v4) if v4.is_private() => "private",
-            IpAddr::V4(v4) if v4.is_link_local() => "link-local",
-            IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => "private (unique local)",
-            IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => "link-local",
-            _ => "non-public",
+            IpAddr::V4(v4) if v4.is_private() => "a private address",
+            IpAddr::V4(v4) if v4.is_link_local() => "a link-local address",
+            IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => {
+                "a private (unique local) address"
+            }
+            IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => "a link-local address",
+            _ => "a non-public address",
         }
     }
 }
@@ -260,7 +262,7 @@ mod tests {
             other => panic!("expected a refusal, got {other:?}"),
         };
         let m = refused(resolve_checked(&patterns(&["*"]), &url("http://10.1.2.3/"), t).await);
-        assert!(m.contains("10.1.2.3, a private address"), "{m}");
+        assert!(m.contains("10.1.2.3, which is a private address"), "{m}");
         let m =
             refused(resolve_checked(&patterns(&["a.example"]), &url("http://b.example/"), t).await);
         assert!(m.contains("not in webhooks.allowedHosts"), "{m}");
