@@ -446,6 +446,21 @@ describe("nothing poisons a real pi AgentSession (faux model, offline)", () => {
 		const ok = await gw.rt.enqueueMessage({ sessionKey: "main", text: "/echo js" });
 		assert.deepEqual(withRunId(ok), { ok: true, response: "You said: js", sessionKey: "main" });
 	});
+
+	test("a per-request callback is an HTTP feature: enqueueMessage and submitMessage throw a TypeError saying so, and nothing runs", async () => {
+		const before = agent.primarySession.messages.length;
+		const callback = { url: "https://hooks.example.com/pi" };
+		for (const send of [(r) => gw.rt.enqueueMessage(r), (r) => gw.rt.submitMessage(r)]) {
+			await assert.rejects(send({ sessionKey: "main", text: "/echo cb", callback }), (e) => {
+				assert.ok(e instanceof TypeError, String(e));
+				assert.match(e.message, /request\.callback is for HTTP clients \(POST \/sessions\/:key\/messages\)/);
+				return true;
+			});
+		}
+		assert.equal(agent.primarySession.messages.length, before);
+		const ok = await gw.rt.enqueueMessage({ sessionKey: "main", text: "/echo after" });
+		assert.deepEqual(withRunId(ok), { ok: true, response: "You said: after", sessionKey: "main" });
+	});
 });
 
 // ---------------------------------------------------------------- queue modes (issue 13)
