@@ -183,3 +183,30 @@ export function checkResponse({ method, path, status, headers = {}, text = "", j
 	}
 	return { ...found, response, mediaType: mediaKey };
 }
+
+/**
+ * Checks an outbound webhook delivery against the document's `webhooks` entry for its type:
+ * the body against the request body's schema, and the required headers against theirs.
+ * Throws an Error naming what does not match.
+ */
+export function checkWebhookDelivery(headers, body) {
+	const entry = doc.webhooks?.[body?.type];
+	if (!entry) throw new Error(`outbound webhook of type ${JSON.stringify(body?.type)} is not in the document's webhooks`);
+	const pointer = `/webhooks/${escapePointer(body.type)}/post/requestBody/content/application~1json/schema`;
+	const validate = validatorAt(pointer);
+	if (!validate(body)) {
+		throw new Error(`outbound webhook ${body.type}: body does not match the document: ${ajv.errorsText(validate.errors)}`);
+	}
+	for (const [i, param] of (entry.post.parameters ?? []).entries()) {
+		if (param.in !== "header") continue;
+		const value = headerValue(headers, param.name);
+		if (value === undefined) {
+			if (param.required) throw new Error(`outbound webhook ${body.type}: header ${param.name} is missing`);
+			continue;
+		}
+		const check = validatorAt(`/webhooks/${escapePointer(body.type)}/post/parameters/${i}/schema`);
+		if (!check(value)) {
+			throw new Error(`outbound webhook ${body.type}: header ${param.name}: ${ajv.errorsText(check.errors)}`);
+		}
+	}
+}

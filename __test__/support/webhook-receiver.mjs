@@ -17,6 +17,7 @@ import https from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Webhook } from "standardwebhooks";
+import { checkWebhookDelivery } from "./openapi.mjs";
 import { SOON_MS, waitFor } from "./wait.mjs";
 
 /** `respond` answer: hold the request open, never answer. */
@@ -123,9 +124,11 @@ export function verifyDelivery(delivery, secret, { skewS = 5 } = {}) {
 	assert.match(String(headers["webhook-signature"]), /^v1,[A-Za-z0-9+/]{43}=$/, "webhook-signature");
 	const body = new Webhook(secret).verify(delivery.body, headers);
 	assert.throws(() => new Webhook(newSecret()).verify(delivery.body, headers), /No matching signature/, "another secret does not verify");
-	// Exactly these fields (JSON object order is not meaningful; serde_json writes them sorted).
-	assert.deepEqual(Object.keys(body).sort(), ["data", "timestamp", "type"], `body fields: ${delivery.body.slice(0, 200)}`);
+	// Exactly these fields, in the order Standard Webhooks shows them.
+	assert.deepEqual(Object.keys(body), ["type", "timestamp", "data"], `body fields: ${delivery.body.slice(0, 200)}`);
 	assert.match(body.timestamp, RFC3339_MS, "the body's timestamp");
+	// And as the OpenAPI document's `webhooks` describe it.
+	checkWebhookDelivery(headers, body);
 	assert.ok(Math.abs(Date.parse(body.timestamp) - delivery.at) <= skewS * 1000, `body timestamp ${body.timestamp} is recent`);
 	return body;
 }
