@@ -342,32 +342,76 @@ pub enum GatewayEvent<'a> {
     Info(InfoEvent<'a>),
 }
 
+/// Every `type` an event can have, in [`GatewayEvent::type_index`] order.
+pub const EVENT_TYPES: [&str; 27] = [
+    "hello",
+    "session_state",
+    "turn_start",
+    "turn_end",
+    "message_start",
+    "token",
+    "thinking",
+    "tool_start",
+    "tool_update",
+    "tool_complete",
+    "message_complete",
+    "agent_start",
+    "agent_end",
+    "error",
+    "aborted",
+    "run_start",
+    "queue_update",
+    "run_end",
+    "approval_request",
+    "approval_resolved",
+    "compaction_start",
+    "compaction_end",
+    "auto_retry_start",
+    "auto_retry_end",
+    "thinking_level_changed",
+    "session_info_changed",
+    "model_changed",
+];
+
 impl GatewayEvent<'_> {
+    /// Where its `type` is in [`EVENT_TYPES`]: a counter per type without hashing its name.
+    pub fn type_index(&self) -> usize {
+        match self {
+            GatewayEvent::Hello { .. } => 0,
+            GatewayEvent::SessionState { .. } => 1,
+            GatewayEvent::TurnStart { .. } => 2,
+            GatewayEvent::TurnEnd { .. } => 3,
+            GatewayEvent::MessageStart { .. } => 4,
+            GatewayEvent::Token { .. } => 5,
+            GatewayEvent::Thinking { .. } => 6,
+            GatewayEvent::ToolStart { .. } => 7,
+            GatewayEvent::ToolUpdate { .. } => 8,
+            GatewayEvent::ToolComplete { .. } => 9,
+            GatewayEvent::MessageComplete { .. } => 10,
+            GatewayEvent::AgentStart { .. } => 11,
+            GatewayEvent::AgentEnd { .. } => 12,
+            GatewayEvent::Error { .. } => 13,
+            GatewayEvent::Aborted { .. } => 14,
+            GatewayEvent::RunStart { .. } => 15,
+            GatewayEvent::QueueUpdate { .. } => 16,
+            GatewayEvent::RunEnd { .. } => 17,
+            GatewayEvent::ApprovalRequest { .. } => 18,
+            GatewayEvent::ApprovalResolved { .. } => 19,
+            GatewayEvent::Info(info) => match info.kind {
+                InfoKind::CompactionStart => 20,
+                InfoKind::CompactionEnd => 21,
+                InfoKind::AutoRetryStart => 22,
+                InfoKind::AutoRetryEnd => 23,
+                InfoKind::ThinkingLevelChanged => 24,
+                InfoKind::SessionInfoChanged => 25,
+                InfoKind::ModelChanged => 26,
+            },
+        }
+    }
+
     /// Its `type`, as subscribers read it.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            GatewayEvent::Hello { .. } => "hello",
-            GatewayEvent::SessionState { .. } => "session_state",
-            GatewayEvent::TurnStart { .. } => "turn_start",
-            GatewayEvent::TurnEnd { .. } => "turn_end",
-            GatewayEvent::MessageStart { .. } => "message_start",
-            GatewayEvent::Token { .. } => "token",
-            GatewayEvent::Thinking { .. } => "thinking",
-            GatewayEvent::ToolStart { .. } => "tool_start",
-            GatewayEvent::ToolUpdate { .. } => "tool_update",
-            GatewayEvent::ToolComplete { .. } => "tool_complete",
-            GatewayEvent::MessageComplete { .. } => "message_complete",
-            GatewayEvent::AgentStart { .. } => "agent_start",
-            GatewayEvent::AgentEnd { .. } => "agent_end",
-            GatewayEvent::Error { .. } => "error",
-            GatewayEvent::Aborted { .. } => "aborted",
-            GatewayEvent::RunStart { .. } => "run_start",
-            GatewayEvent::QueueUpdate { .. } => "queue_update",
-            GatewayEvent::RunEnd { .. } => "run_end",
-            GatewayEvent::ApprovalRequest { .. } => "approval_request",
-            GatewayEvent::ApprovalResolved { .. } => "approval_resolved",
-            GatewayEvent::Info(info) => info.kind.as_str(),
-        }
+        EVENT_TYPES[self.type_index()]
     }
 }
 
@@ -545,6 +589,126 @@ pub fn null_json() -> Json {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_event_type_name_is_the_type_it_is_sent_with() {
+        use super::*;
+        let snapshot = Snapshot {
+            session_key: "k".into(),
+            session_id: "s".into(),
+            message_count: 0,
+            queue_depth: 0,
+            processing: false,
+            last_active_at: 0,
+            created_at: 0,
+            name: None,
+            model: None,
+            thinking_level: None,
+        };
+        let raw = null_json();
+        let fields = Map::new();
+        let k = "k";
+        let mut events = vec![
+            GatewayEvent::Hello {
+                session_key: k,
+                snapshot: &snapshot,
+                missed: false,
+            },
+            GatewayEvent::SessionState {
+                session_key: k,
+                snapshot: &snapshot,
+            },
+            GatewayEvent::TurnStart { session_key: k },
+            GatewayEvent::TurnEnd { session_key: k },
+            GatewayEvent::MessageStart {
+                session_key: k,
+                role: "user",
+            },
+            GatewayEvent::Token {
+                session_key: k,
+                delta: "d",
+                content_index: 0,
+            },
+            GatewayEvent::Thinking {
+                session_key: k,
+                delta: "d",
+                content_index: 0,
+            },
+            GatewayEvent::ToolStart {
+                session_key: k,
+                tool_call_id: "t",
+                tool_name: "n",
+                args: &raw,
+            },
+            GatewayEvent::ToolUpdate {
+                session_key: k,
+                tool_call_id: "t",
+                tool_name: "n",
+                partial_result: &raw,
+            },
+            GatewayEvent::ToolComplete {
+                session_key: k,
+                tool_call_id: "t",
+                tool_name: "n",
+                result: &raw,
+                is_error: false,
+            },
+            GatewayEvent::MessageComplete {
+                session_key: k,
+                text: "",
+                usage: &raw,
+                stop_reason: None,
+                model: &raw,
+            },
+            GatewayEvent::AgentStart { session_key: k },
+            GatewayEvent::AgentEnd { session_key: k },
+            GatewayEvent::Error {
+                session_key: k,
+                error: "e",
+            },
+            GatewayEvent::Aborted { session_key: k },
+            GatewayEvent::RunStart { session_key: k },
+            GatewayEvent::QueueUpdate {
+                session_key: k,
+                steering: &raw,
+                follow_up: &raw,
+            },
+            GatewayEvent::RunEnd {
+                session_key: k,
+                status: "succeeded",
+                error: None,
+            },
+            GatewayEvent::ApprovalRequest {
+                session_key: k,
+                approval_id: "a",
+                tool_call_id: "t",
+                tool_name: "n",
+                args: &raw,
+                expires_at: 0,
+            },
+            GatewayEvent::ApprovalResolved {
+                session_key: k,
+                approval_id: "a",
+                tool_call_id: "t",
+                approved: true,
+                reason: None,
+                by: "client",
+            },
+        ];
+        for kind in InfoKind::ALL {
+            events.push(GatewayEvent::Info(InfoEvent {
+                kind,
+                session_key: k,
+                fields: &fields,
+            }));
+        }
+        assert_eq!(events.len(), EVENT_TYPES.len());
+        for (i, event) in events.iter().enumerate() {
+            let json: serde_json::Value = serde_json::to_value(event).expect("serializes");
+            assert_eq!(json["type"], event.type_name(), "{json}");
+            assert_eq!(event.type_index(), i);
+        }
+    }
+
     use super::*;
 
     #[test]

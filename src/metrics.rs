@@ -7,7 +7,6 @@
 //! from it only in a counter's `HELP`/`TYPE` naming the `_total` sample and in having no
 //! `# UNIT` and `# EOF` lines ([`to_classic_text`]).
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::events::GatewayEvent;
+use crate::events::{GatewayEvent, EVENT_TYPES};
 use crate::session::approval::{Approval, DecidedBy, Decision};
 use crate::session::{End, Hooks, Run};
 
@@ -32,7 +31,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 struct HttpLabels {
     route: &'static str,
     method: &'static str,
-    status: String,
+    status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -83,36 +82,6 @@ fn callback_histogram() -> Histogram {
     ))
 }
 
-/// Every event type the log carries, for counters made once (tokens are the hot path).
-const EVENT_TYPES: &[&str] = &[
-    "session_state",
-    "turn_start",
-    "turn_end",
-    "message_start",
-    "token",
-    "thinking",
-    "tool_start",
-    "tool_update",
-    "tool_complete",
-    "message_complete",
-    "agent_start",
-    "agent_end",
-    "error",
-    "aborted",
-    "run_start",
-    "queue_update",
-    "run_end",
-    "approval_request",
-    "approval_resolved",
-    "compaction_start",
-    "compaction_end",
-    "auto_retry_start",
-    "auto_retry_end",
-    "thinking_level_changed",
-    "session_info_changed",
-    "model_changed",
-];
-
 /// What the gateway measures. Counters and histograms move through [`Hooks`]; the gauges of
 /// sessions and queued messages are read from the gateway when scraped ([`Metrics::encode`]).
 pub struct Metrics {
@@ -127,8 +96,8 @@ pub struct Metrics {
     queue_depth: Gauge,
     subscribers: Gauge,
     slow_readers_cut: Counter,
-    events: Family<TypeLabel, Counter>,
-    events_by_type: HashMap<&'static str, Counter>,
+    /// One counter per [`EVENT_TYPES`] entry, by index (tokens are the hot path).
+    events_by_type: Vec<Counter>,
     tokens: Family<KindLabel, Counter>,
     cost: Counter<f64, AtomicU64>,
     approvals: Family<OutcomeLabel, Counter>,
@@ -207,9 +176,16 @@ impl Metrics {
         );
         let events = Family::<TypeLabel, Counter>::default();
         registry.register("events", "Events logged, by type", events.clone());
+        // `hello` is written to each reader, never logged.
         let events_by_type = EVENT_TYPES
             .iter()
-            .map(|&t| (t, events.get_or_create(&TypeLabel { r#type: t }).clone()))
+            .map(|&t| {
+                if t == "hello" {
+                    Counter::default()
+                } else {
+                    events.get_or_create(&TypeLabel { r#type: t }).clone()
+                }
+            })
             .collect();
         let tokens = Family::<KindLabel, Counter>::default();
         registry.register(
@@ -268,7 +244,6 @@ impl Metrics {
             queue_depth,
             subscribers,
             slow_readers_cut,
-            events,
             events_by_type,
             tokens,
             cost,
@@ -340,8 +315,7 @@ impl Hooks for Metrics {
     fn run_ended(&self, run: &Run) {
         let outcome = run.status().as_str();
         self.runs.get_or_create(&OutcomeLabel { outcome }).inc();
-        let record = run.record();
-        if let (Some(start), Some(end)) = (record.started_at, record.ended_at) {
+        if let (Some(start), Some(end)) = run.times() {
             self.run_duration
                 .get_or_create(&OutcomeLabel { outcome })
                 .observe(end.saturating_sub(start) as f64 / 1000.0);
@@ -368,14 +342,8 @@ impl Hooks for Metrics {
     }
 
     fn event_logged(&self, _key: &str, event: &GatewayEvent<'_>) {
-        let name = event.type_name();
-        match self.events_by_type.get(name) {
-            Some(counter) => {
-                counter.inc();
-            }
-            None => {
-                self.events.get_or_create(&TypeLabel { r#type: name }).inc();
-            }
+        if let Some(counter) = self.events_by_type.get(event.type_index()) {
+            counter.inc();
         }
         if let GatewayEvent::MessageComplete { usage, .. } = event {
             self.usage(usage.get());
@@ -405,7 +373,7 @@ impl Hooks for Metrics {
             .get_or_create(&HttpLabels {
                 route,
                 method,
-                status: status.to_string(),
+                status,
             })
             .inc();
         self.http_duration

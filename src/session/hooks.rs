@@ -17,6 +17,10 @@ use super::log::End;
 use super::run::Run;
 
 pub trait Hooks: Send + Sync + 'static {
+    /// True only for [`NoHooks`]: an observer that need not be called at all.
+    fn watches_nothing(&self) -> bool {
+        false
+    }
     /// A run left the queue and its prompt is about to be sent to the agent.
     fn run_started(&self, _run: &Run) {}
     /// A run reached its terminal status (its result is set).
@@ -53,7 +57,11 @@ pub trait Hooks: Send + Sync + 'static {
 /// Watches nothing.
 pub struct NoHooks;
 
-impl Hooks for NoHooks {}
+impl Hooks for NoHooks {
+    fn watches_nothing(&self) -> bool {
+        true
+    }
+}
 
 /// Several observers as one, called in order.
 pub struct Fanout(pub Vec<Arc<dyn Hooks>>);

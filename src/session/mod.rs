@@ -496,8 +496,13 @@ impl Gateway {
                 if config.webhooks.is_active() {
                     observers.push(Arc::new(Notifier(outbound.clone())));
                 }
-                observers.push(hooks);
-                let hooks: Arc<dyn Hooks> = Arc::new(Fanout(observers));
+                if !hooks.watches_nothing() {
+                    observers.push(hooks);
+                }
+                let hooks: Arc<dyn Hooks> = match observers.len() {
+                    1 => metrics.clone(),
+                    _ => Arc::new(Fanout(observers)),
+                };
                 let agent = Arc::new(TimedAgent {
                     inner: agent,
                     hooks: hooks.clone(),

@@ -206,6 +206,12 @@ impl Run {
         lock(&self.state).ended_at
     }
 
+    /// When it started and ended (ms since the epoch), as far as it has.
+    pub fn times(&self) -> (Option<u64>, Option<u64>) {
+        let st = lock(&self.state);
+        (st.started_at, st.ended_at)
+    }
+
     pub fn record(&self) -> RunRecord {
         let st = lock(&self.state);
         RunRecord {
