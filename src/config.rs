@@ -168,6 +168,8 @@ pub struct Config {
     pub metrics_public: bool,
     /// `webhooks`: outbound webhooks and per-request callbacks.
     pub webhooks: crate::outbound::config::OutboundConfig,
+    /// `cluster`: several gateways sharing sessions through Redis; `None`: one node.
+    pub cluster: Option<crate::cluster::config::ClusterConfig>,
 }
 
 impl Config {
@@ -222,6 +224,7 @@ impl Config {
             },
             metrics_public: false,
             webhooks: Default::default(),
+            cluster: None,
         }
     }
 
@@ -254,6 +257,7 @@ impl Config {
                 "approval",
                 "metrics",
                 "webhooks",
+                "cluster",
             ],
         )?;
         let bind_text = req_str(root, "bind", "config.bind")?;
@@ -525,6 +529,7 @@ impl Config {
         known(metrics, "config.metrics", &["public"])?;
         let metrics_public = opt_bool(metrics, "public", "config.metrics.public")?;
         let webhooks = crate::outbound::config::parse(root.get("webhooks"))?;
+        let cluster = crate::cluster::config::parse(root.get("cluster"))?;
         let replay_events = positive_int(
             events,
             "replayEvents",
@@ -605,6 +610,7 @@ impl Config {
             approval,
             metrics_public,
             webhooks,
+            cluster,
         })
     }
 

@@ -31,6 +31,8 @@ pub enum GatewayError {
     ApprovalNotFound(String),
     /// The approval was decided already.
     ApprovalDecided(String),
+    /// The cluster cannot place the session now (Redis unreachable, a lease in flux).
+    Unavailable(String),
 }
 
 impl From<crate::agent::OpError> for GatewayError {
@@ -52,6 +54,7 @@ impl GatewayError {
             GatewayError::Agent(_) => "agent_error",
             GatewayError::Stopped => "stopped",
             GatewayError::SessionBusy(_) => "session_busy",
+            GatewayError::Unavailable(_) => "unavailable",
             GatewayError::TooManySessions => "too_many_sessions",
             GatewayError::PrimaryDelete => "primary_session",
             GatewayError::ApprovalNotFound(_) => "approval_not_found",
@@ -79,7 +82,7 @@ impl GatewayError {
             GatewayError::QueueFull(_) => 429,
             GatewayError::IdempotencyConflict => 422,
             GatewayError::Agent(_) => 500,
-            GatewayError::Stopped => 503,
+            GatewayError::Stopped | GatewayError::Unavailable(_) => 503,
         }
     }
 }
@@ -87,7 +90,9 @@ impl GatewayError {
 impl fmt::Display for GatewayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            GatewayError::Invalid(message) | GatewayError::Agent(message) => f.write_str(message),
+            GatewayError::Invalid(message)
+            | GatewayError::Agent(message)
+            | GatewayError::Unavailable(message) => f.write_str(message),
             GatewayError::SessionNotFound(key) => write!(f, "Session not found: {key}"),
             GatewayError::RunNotFound(id) => write!(f, "Run not found: {id}"),
             GatewayError::RunEnded(status) => write!(f, "Run already ended ({status})"),

@@ -165,7 +165,7 @@ impl Serialize for InfoEvent<'_> {
 }
 
 /// `GatewaySessionSnapshot`, as served.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     pub session_key: String,
@@ -547,6 +547,21 @@ impl Frame {
                 *buf = Vec::new();
             }
             frame
+        })
+    }
+
+    /// A frame as [`Frame::sse`] gave it (`id: …\ndata: <json>\n\n`), read back (from another
+    /// node's log). `None` for bytes of another shape.
+    pub fn from_sse(bytes: Bytes) -> Option<Frame> {
+        let json_start = bytes.windows(7).position(|w| w == b"\ndata: ")? + 7;
+        let json_end = bytes.len().checked_sub(2)?;
+        if !bytes.starts_with(b"id: ") || !bytes.ends_with(b"\n\n") || json_end < json_start {
+            return None;
+        }
+        Some(Frame {
+            bytes,
+            json_start,
+            json_end,
         })
     }
 

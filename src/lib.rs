@@ -18,6 +18,7 @@
 //!   replayable event log and its cursors, reset, eviction and stop. The heart of the crate.
 //! - [`ui_stream`] — agent events into Vercel AI SDK UI message chunks.
 //! - [`http`]     — hyper server: routing, auth, bodies, SSE, chat stream, webhooks.
+//! - [`cluster`]  — several gateways on one Redis: leases, log streams, run records.
 //! - [`metrics`]  — `GET /metrics`: the registry the engine's hooks feed.
 //! - [`binding`]  — the only napi module: the `NativeGateway` class and the JS callbacks.
 //!
@@ -25,6 +26,7 @@
 //! (a JS value cannot live on a tokio thread) and maps the seed's API onto `NativeGateway`.
 
 pub mod agent;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -8,6 +8,7 @@
 pub mod body;
 pub mod chat;
 mod manage;
+pub mod proxy;
 pub mod router;
 pub mod sse;
 

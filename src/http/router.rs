@@ -19,6 +19,7 @@ use crate::config::CorsOrigins;
 use crate::error::GatewayError;
 use crate::session::approval::check_decision;
 use crate::session::idempotency;
+use crate::session::placement::Placement;
 use crate::session::{
     Gateway, MessageRequest, MessageResult, Mode, Outcome, Run, Submit, Submitted,
 };
@@ -28,6 +29,7 @@ use crate::validate;
 use super::body::{self, error, json, read_json_object, Body};
 use super::chat::{self, extract_user_text, ChatBody};
 use super::manage;
+use super::proxy;
 use super::sse;
 
 /// Session keys longer than this (after decoding) are refused.
@@ -536,10 +538,12 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             if !authorized(ctx, &req) {
                 return error(StatusCode::UNAUTHORIZED, "Unauthorized");
             }
-            return json(
-                StatusCode::OK,
-                &json!({"ok": true, "ready": gateway.is_ready(), "sessions": gateway.session_count()}),
-            );
+            let mut ready = json!({"ok": true, "ready": gateway.is_ready(), "sessions": gateway.session_count()});
+            if let Some(cluster) = gateway.cluster() {
+                ready["cluster"] = json!(if cluster.healthy() { "ok" } else { "degraded" });
+                ready["nodeId"] = json!(cluster.node_id());
+            }
+            return json(StatusCode::OK, &ready);
         }
         _ => {}
     }
@@ -595,6 +599,24 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         Some(k) if !k.is_empty() && k.len() <= MAX_KEY_BYTES => k,
         _ => return error(StatusCode::BAD_REQUEST, "Invalid session key"),
     };
+    if let Some(cluster) = gateway.cluster() {
+        let events = item.is_none() && action == Some("events") && method == Method::GET;
+        match gateway.placement(&key, proxy::is_hop(&req)).await {
+            Placement::Local => {}
+            Placement::Remote(owner) if events => {
+                return replica_events(ctx, &req, &key, &owner).await
+            }
+            Placement::Remote(owner) => {
+                return proxy::forward(req, &owner.url, cluster.node_id()).await
+            }
+            Placement::Unavailable(message) => {
+                let mut res = error(StatusCode::SERVICE_UNAVAILABLE, &message);
+                res.headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return res;
+            }
+        }
+    }
     if let Some((raw_id, tail)) = item {
         let Some(id) =
             decode_segment(raw_id).filter(|id| !id.is_empty() && id.len() <= MAX_KEY_BYTES)
@@ -691,6 +713,38 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             Err(e) => core_error(&e),
         },
         (Some(_), _) => method_not_allowed("POST"),
+    }
+}
+
+/// A run of `key` that another node (a previous owner) ended, from the records it kept in
+/// the cluster's Redis.
+async fn stored_run(ctx: &Ctx, key: &str, id: &str) -> Option<Value> {
+    let cluster = ctx.gateway.cluster()?;
+    let json = cluster.get_run(id).await.ok()??;
+    let record: Value = serde_json::from_str(&json).ok()?;
+    (record.get("sessionKey").and_then(Value::as_str) == Some(key)).then_some(record)
+}
+
+/// `GET /sessions/:key/events` for a session another node owns: its events from the log it
+/// mirrors into Redis, with `Last-Event-ID` as on the owner.
+async fn replica_events(
+    ctx: &Ctx,
+    req: &Request<Incoming>,
+    key: &str,
+    owner: &crate::cluster::Owner,
+) -> Response<Body> {
+    let config = ctx.gateway.config();
+    let after = match resume_after(req) {
+        Ok(after) => after,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    match ctx
+        .gateway
+        .subscribe_replica(key, after, config.buffer_events, owner)
+        .await
+    {
+        Ok(sub) => sse::stream(sub.cursor, Some(&sub.hello), config.heartbeat),
+        Err(e) => core_error(&e),
     }
 }
 
@@ -791,7 +845,10 @@ async fn run_route(ctx: &Ctx, req: &Request<Incoming>, key: &str, id: &str) -> R
                 }
                 json(StatusCode::OK, &One { run: run.record() })
             }
-            None => core_error(&GatewayError::RunNotFound(id.to_string())),
+            None => match stored_run(ctx, key, id).await {
+                Some(record) => json(StatusCode::OK, &json!({ "run": record })),
+                None => core_error(&GatewayError::RunNotFound(id.to_string())),
+            },
         },
         Method::DELETE => match gateway.cancel_run(key, id).await {
             Ok(status) => json(

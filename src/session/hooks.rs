@@ -13,7 +13,7 @@ use crate::agent::{
 use crate::events::GatewayEvent;
 
 use super::approval::{Approval, Decision};
-use super::log::End;
+use super::log::{End, Entry};
 use super::run::Run;
 
 pub trait Hooks: Send + Sync + 'static {
@@ -37,6 +37,9 @@ pub trait Hooks: Send + Sync + 'static {
     fn subscriber_dropped(&self, _key: &str, _reason: Option<End>) {}
     /// An event was logged for `key` (called under the session's lock: be quick).
     fn event_logged(&self, _key: &str, _event: &GatewayEvent<'_>) {}
+    /// An entry was appended to `key`'s log (under the log's lock, in the order of ids: be
+    /// quick, never block); `run_id` is its run's.
+    fn entry_logged(&self, _key: &str, _entry: &Entry, _run_id: Option<&str>) {}
     /// A tool call now waits for a person's decision (`run`: the run it belongs to).
     fn approval_requested(&self, _approval: &Approval, _run: Option<&Run>) {}
     /// A pending approval was decided.
@@ -95,6 +98,9 @@ impl Hooks for Fanout {
     }
     fn event_logged(&self, key: &str, event: &GatewayEvent<'_>) {
         fan_out!(self.event_logged(key, event));
+    }
+    fn entry_logged(&self, key: &str, entry: &Entry, run_id: Option<&str>) {
+        fan_out!(self.entry_logged(key, entry, run_id));
     }
     fn approval_requested(&self, approval: &Approval, run: Option<&Run>) {
         fan_out!(self.approval_requested(approval, run));

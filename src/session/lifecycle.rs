@@ -516,5 +516,10 @@ impl Gateway {
             outbound.wait_idle(grace).await;
         }
         outbound.shutdown();
+        // Leases go back at once: another node may take the sessions without waiting.
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.shutdown();
+            cluster.stopped().await;
+        }
     }
 }

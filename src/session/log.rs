@@ -207,9 +207,25 @@ impl EventLog {
     /// Appends the entry `make` builds for the next id, drops what falls out of the bounds,
     /// ends readers that fell too far behind and wakes every reader.
     pub fn append(&self, make: impl FnOnce(u64) -> Entry) -> u64 {
+        self.append_with(None, make).unwrap_or(0)
+    }
+
+    /// Appends the entry another node logged as `seq` (a replica of its log, read from the
+    /// cluster's stream). `None` when `seq` is not past what this log holds: a repeat.
+    pub fn append_at(&self, seq: u64, make: impl FnOnce(u64) -> Entry) -> Option<u64> {
+        self.append_with(Some(seq), make)
+    }
+
+    fn append_with(&self, at: Option<u64>, make: impl FnOnce(u64) -> Entry) -> Option<u64> {
         let mut wake = Vec::new();
         let seq = {
             let mut st = lock(&self.state);
+            if let Some(seq) = at {
+                if seq <= self.ids.load(Ordering::Acquire) {
+                    return None;
+                }
+                self.ids.store(seq - 1, Ordering::Release);
+            }
             // Under this log's lock, so its entries keep the order of their ids.
             let seq = self.ids.fetch_add(1, Ordering::AcqRel) + 1;
             let entry = make(seq);
@@ -243,7 +259,7 @@ impl EventLog {
         for w in wake {
             w.wake();
         }
-        seq
+        Some(seq)
     }
 
     /// Ends every reader once it has read what is logged now (a reset or eviction of the

@@ -38,6 +38,7 @@ pub mod idempotency;
 mod lifecycle;
 pub mod log;
 mod manage;
+pub mod placement;
 mod registry;
 pub mod run;
 
@@ -369,13 +370,19 @@ fn append_entry(
     if let Some(event) = event {
         log.hooks().event_logged(log.key(), event);
     }
-    log.append(|seq| Entry {
-        seq,
-        run: run.map_or(0, |r| r.no),
-        frame: event.map(|e| Frame::encode(seq, e, run.map(|r| r.id.as_str()))),
-        chat,
-        run_end,
-        pause,
+    log.append(|seq| {
+        let entry = Entry {
+            seq,
+            run: run.map_or(0, |r| r.no),
+            frame: event.map(|e| Frame::encode(seq, e, run.map(|r| r.id.as_str()))),
+            chat,
+            run_end,
+            pause,
+        };
+        // Under the log's lock: observers get a key's entries in the order of their ids.
+        log.hooks()
+            .entry_logged(log.key(), &entry, run.map(|r| r.id.as_str()));
+        entry
     })
 }
 
@@ -448,6 +455,10 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Outbound webhooks and per-request callbacks.
     outbound: Outbound,
+    /// Several gateways sharing sessions through Redis (`cluster`); `None`: one node.
+    cluster: Option<crate::cluster::Cluster>,
+    /// Replicas of other nodes' logs, read here.
+    replicas: Mutex<placement::Replicas>,
     primary_key: String,
     rt: Handle,
     registry: Mutex<Registry>,
@@ -480,7 +491,7 @@ impl Gateway {
         let idempotency =
             IdempotencyStore::new(config.idempotency_ttl_ms, config.idempotency_max_keys);
         let metrics = Arc::new(Metrics::new());
-        Gateway {
+        let gateway = Gateway {
             inner: Arc::new({
                 let log_level = Arc::new(AtomicU8::new(LogLevel::Info as u8));
                 let outbound = Outbound::new(
@@ -496,6 +507,23 @@ impl Gateway {
                 if config.webhooks.is_active() {
                     observers.push(Arc::new(Notifier(outbound.clone())));
                 }
+                let cluster = config.cluster.clone().map(|cluster_config| {
+                    let log_agent = agent.clone();
+                    let cluster = crate::cluster::Cluster::new(
+                        cluster_config,
+                        config.replay_events,
+                        &rt,
+                        Arc::new(move |message: &str| {
+                            log_agent.log(&LogLine::plain(message));
+                        }),
+                    );
+                    observers.push(Arc::new(placement::Mirror {
+                        cluster: cluster.clone(),
+                        runs_retain: std::time::Duration::from_millis(config.runs_retain_ms),
+                        primary_key: primary_key.clone(),
+                    }));
+                    cluster
+                });
                 if !hooks.watches_nothing() {
                     observers.push(hooks);
                 }
@@ -513,6 +541,8 @@ impl Gateway {
                     hooks,
                     metrics,
                     outbound,
+                    cluster,
+                    replicas: Mutex::new(placement::Replicas::default()),
                     primary_key,
                     rt,
                     registry: Mutex::new(Registry::default()),
@@ -524,7 +554,16 @@ impl Gateway {
                     log_level,
                 }
             }),
+        };
+        if let Some(cluster) = gateway.cluster() {
+            let weak = Arc::downgrade(&gateway.inner);
+            cluster.on_lost(Arc::new(move |key: &str| {
+                if let Some(inner) = weak.upgrade() {
+                    Gateway { inner }.lease_lost(key);
+                }
+            }));
         }
+        gateway
     }
 
     pub fn config(&self) -> &Config {

@@ -77,6 +77,18 @@ impl Registry {
 }
 
 impl Gateway {
+    /// Ids of `key`'s next log start after `floor` (a session taken over from another node).
+    pub(super) fn raise_log_floor(&self, key: &str, floor: u64) {
+        let mut reg = lock(&self.inner.registry);
+        if reg.logs.contains_key(key) {
+            return;
+        }
+        if let Some(ids) = reg.forgotten.get(key) {
+            ids.fetch_max(floor, Ordering::AcqRel);
+        }
+        reg.forgotten_floor = reg.forgotten_floor.max(floor);
+    }
+
     pub(super) fn find(&self, key: &str) -> Option<Arc<Session>> {
         match lock(&self.inner.registry).by_key.get(key) {
             Some(Slot::Ready(s)) => Some(s.clone()),
@@ -429,6 +441,10 @@ impl Gateway {
             self.reserve(reg, key);
         } else {
             reg.by_key.remove(key);
+            // Gone from this node: another may take the key.
+            if let Some(cluster) = &self.inner.cluster {
+                cluster.release(key);
+            }
         }
         reg.by_handle.remove(&session.handle);
         lock(&session.state).removed = true;
