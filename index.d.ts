@@ -159,6 +159,25 @@ export interface GatewayConfig {
 		/** Deliveries held at once (queued, in flight, waiting to retry); past it new ones are dropped and logged. Default 1000. */
 		maxPending?: number;
 	};
+	/** Several gateways sharing sessions through Redis. Unset: one node. */
+	cluster?: GatewayClusterConfig;
+}
+
+/**
+ * Several gateways sharing sessions through Redis (see the README, "Running several gateways").
+ * Unset: one node, no Redis.
+ */
+export interface GatewayClusterConfig {
+	/** `redis://[user:password@]host:port/db` (or a unix socket URL). Required. */
+	redisUrl: string;
+	/** `http://host:port`: how the other nodes reach this one. Required. */
+	advertiseUrl: string;
+	/** 1 to 128 of `[A-Za-z0-9._:-]`. Default: a new UUID at each start. */
+	nodeId?: string;
+	/** Every Redis key starts with it. Default `"pi-gateway:"`. */
+	prefix?: string;
+	/** A session's lease; a dead node's sessions wait this long before another node takes them. Default 10000 (1000 to 600000). */
+	leaseMs?: number;
 }
 
 /** The events an outbound webhook can carry: `{type, timestamp, data}`, `data` the run record or the approval. */

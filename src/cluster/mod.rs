@@ -537,6 +537,32 @@ impl Cluster {
             .transpose()
     }
 
+    /// Sets `key`'s idempotency key `idem` to `value` for `ttl`, whatever it held (the run a
+    /// claimed key ended up starting). Fire and forget.
+    pub fn set_idem(&self, key: &str, idem: &str, value: String, ttl: Duration) {
+        if self.shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let shared = self.shared.clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(format!("{}:{idem}", shared.key("idem", key)))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        self.shared.tracker.spawn_on(
+            async move {
+                if let Err(ClusterError::Other(why)) =
+                    shared.query::<()>("storing an idempotency key", &cmd).await
+                {
+                    (shared.log)(&format!(
+                        "warning: cluster: an idempotency key was not stored in Redis: {why}"
+                    ));
+                }
+            },
+            &self.shared.rt,
+        );
+    }
+
     // ----- shutdown -----
 
     /// Stops the tasks: the queued log entries are written and the held leases released in

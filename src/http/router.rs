@@ -1152,15 +1152,85 @@ async fn post_message(
         },
         None => None,
     };
+    let idempotency = with_fingerprint(idem, &target, &bytes);
+    // With several gateways, a key another node answered (before it died) is answered from
+    // the record it left in Redis, and a key claimed here is recorded there.
+    let shared_key = match (ctx.gateway.cluster(), &idempotency) {
+        (Some(_), Some((idem, fp))) if !ctx.gateway.idempotency_known(idem, fp) => {
+            match cluster_idempotency(ctx, &request.session_key, idem, fp).await {
+                Ok(claimed) => claimed,
+                Err(res) => return res,
+            }
+        }
+        _ => None,
+    };
+    let session_key = request.session_key.clone();
     let submit = Submit {
         request,
         chat_id: None,
         cancel_if_abandoned: wait,
-        idempotency: with_fingerprint(idem, &target, &bytes),
+        idempotency,
         mode,
         callback,
     };
-    submit_message(ctx, submit, wait, location_key).await
+    let res = submit_message(ctx, submit, wait, location_key).await;
+    if let (Some((idem, fp)), Some(cluster)) = (shared_key, ctx.gateway.cluster()) {
+        if let Some(run_id) = res.headers().get("x-run-id").and_then(|v| v.to_str().ok()) {
+            let ttl = std::time::Duration::from_millis(ctx.gateway.config().idempotency_ttl_ms);
+            cluster.set_idem(&session_key, &idem, format!("{fp} {run_id}"), ttl);
+        }
+    }
+    res
+}
+
+/// An `Idempotency-Key` new to this node, checked against Redis: `Ok(Some((key, fp)))` when
+/// this request claimed it there (its run is recorded once started), `Ok(None)` to go on
+/// without Redis, `Err` the answer (a conflict, or the stored result of a finished run).
+async fn cluster_idempotency(
+    ctx: &Ctx,
+    session_key: &str,
+    idem: &str,
+    fp: &idempotency::Fingerprint,
+) -> Result<Option<(String, String)>, Response<Body>> {
+    let Some(cluster) = ctx.gateway.cluster() else {
+        return Ok(None);
+    };
+    let fp_hex: String = fp.iter().map(|b| format!("{b:02x}")).collect();
+    let ttl = std::time::Duration::from_millis(ctx.gateway.config().idempotency_ttl_ms);
+    let existing = match cluster
+        .remember_idem(session_key, idem, &format!("{fp_hex} -"), ttl)
+        .await
+    {
+        Ok(None) => return Ok(Some((idem.to_string(), fp_hex))),
+        Ok(Some(existing)) => existing,
+        Err(_) => return Ok(None),
+    };
+    let (their_fp, run_id) = existing.split_once(' ').unwrap_or((existing.as_str(), "-"));
+    if their_fp != fp_hex {
+        return Err(core_error(&GatewayError::IdempotencyConflict));
+    }
+    if run_id != "-" {
+        if let Some(record) = stored_run(ctx, session_key, run_id).await {
+            let ended = record.get("endedAt").is_some_and(|v| !v.is_null());
+            if let (true, Some(result)) = (ended, record.get("result")) {
+                let ok = result.get("ok").and_then(Value::as_bool) == Some(true);
+                let status = if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                let mut res = json(status, result);
+                if let Ok(v) = HeaderValue::from_str(run_id) {
+                    res.headers_mut().insert("x-run-id", v);
+                }
+                res.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                return Err(res);
+            }
+        }
+    }
+    // Its run died with the node that had it, unanswered: this request runs it, once.
+    Ok(Some((idem.to_string(), fp_hex)))
 }
 
 /// `callback: {url}`, checked against `webhooks.allowedHosts` and the addresses its host

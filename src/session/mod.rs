@@ -693,6 +693,14 @@ impl Gateway {
         Ok(submitted)
     }
 
+    /// Whether this node remembers `Idempotency-Key` `key` (with any request).
+    pub fn idempotency_known(&self, key: &str, fingerprint: &Fingerprint) -> bool {
+        !matches!(
+            lock(&self.inner.idempotency).check(key, fingerprint, now_ms()),
+            Seen::New
+        )
+    }
+
     /// The run `run_id` of session `key`, while it is kept.
     pub fn run(&self, key: &str, run_id: &str) -> Option<Arc<Run>> {
         lock(&self.inner.runs).get(key, run_id)

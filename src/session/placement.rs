@@ -299,7 +299,9 @@ impl Gateway {
         struct One {
             session: Snapshot,
         }
-        serde_json::from_slice::<One>(&body).ok().map(|one| one.session)
+        serde_json::from_slice::<One>(&body)
+            .ok()
+            .map(|one| one.session)
     }
 }
 
