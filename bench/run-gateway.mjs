@@ -10,6 +10,7 @@
 //        [--max-connections N] [--buffer-events N] [--max-body-bytes N]
 //        [--replay-events N] [--replay-bytes N] [--big-sessions]
 //        [--faux | --faux-memory] [--max-sessions N]
+//        [--redis-url URL --advertise-url URL [--node-id ID] [--cluster-prefix P] [--lease-ms MS]]
 //
 // The flags from --max-connections on have no seed counterpart (the seed has no such limits);
 // unset, pi-gateway's defaults apply (limits.maxConnections 1024, sse.bufferEvents 4096,
@@ -21,6 +22,10 @@
 // (bench/faux-sessions.mjs: createFauxPiAgent, session files in a temporary dir / in memory), with
 // sessionExists/deleteSession as the CLI passes them; --scenario and --big-sessions are then ignored.
 // --max-sessions: session.maxSessions (default 1000; the primary counts).
+// --redis-url, --advertise-url, --node-id, --cluster-prefix, --lease-ms: config.cluster {redisUrl,
+// advertiseUrl, nodeId, prefix, leaseMs} (several gateways sharing sessions through Redis, README
+// "Running several gateways"); set when --redis-url is given (--advertise-url is then required:
+// give a fixed --port so that it can name it); the others unset take pi-gateway's defaults.
 //
 // Prints one line to stdout once listening: {"ready":true,"port":<port>,"pid":<pid>}.
 // SIGTERM/SIGINT: runtime.stop() with a 2 s deadline, then exit 0.
@@ -54,6 +59,11 @@ function parseCli(argv) {
 			faux: { type: "boolean", default: false },
 			"faux-memory": { type: "boolean", default: false },
 			"max-sessions": { type: "string" },
+			"redis-url": { type: "string" },
+			"advertise-url": { type: "string" },
+			"node-id": { type: "string" },
+			"cluster-prefix": { type: "string" },
+			"lease-ms": { type: "string" },
 		},
 	});
 	return values;
@@ -66,6 +76,18 @@ async function main() {
 	const limits = {};
 	if (args["max-connections"]) limits.maxConnections = Number(args["max-connections"]);
 	if (args["max-body-bytes"]) limits.maxBodyBytes = Number(args["max-body-bytes"]);
+	const clusterFlags = ["advertise-url", "node-id", "cluster-prefix", "lease-ms"].filter((f) => args[f] !== undefined);
+	if (!args["redis-url"] && clusterFlags.length) throw new Error(`--${clusterFlags[0]} needs --redis-url`);
+	if (args["redis-url"] && !args["advertise-url"]) throw new Error("--redis-url needs --advertise-url (how the other nodes reach this one)");
+	const cluster = args["redis-url"]
+		? {
+				redisUrl: args["redis-url"],
+				advertiseUrl: args["advertise-url"],
+				...(args["node-id"] !== undefined ? { nodeId: args["node-id"] } : {}),
+				...(args["cluster-prefix"] !== undefined ? { prefix: args["cluster-prefix"] } : {}),
+				...(args["lease-ms"] !== undefined ? { leaseMs: Number(args["lease-ms"]) } : {}),
+			}
+		: null;
 	const config = {
 		bind: args.bind,
 		port: Number(args.port),
@@ -90,6 +112,7 @@ async function main() {
 					},
 				}
 			: {}),
+		...(cluster ? { cluster } : {}),
 	};
 	const scripted = createScriptedFactory(scenario, {
 		...sessionOptions,

@@ -6,7 +6,7 @@
 //   --only a,b,...  run only these cases (names below; groups: http = health,get-session,messages;
 //                   sse / per-event = fanout,burst,long,unpaced; memory = rss-session,rss-stream;
 //                   log = replay,log-rss; rss = rss-session,rss-stream,log-rss,sessions-rss;
-//                   faux = history,sessions-rss), e.g.
+//                   faux = history,sessions-rss; cluster), e.g.
 //                   `npm run bench -- --only replay,rss,per-event`. Default: all.
 //
 // Each gateway runs in its own process (bench/seed/run-seed.mjs under tsx, bench/run-gateway.mjs)
@@ -61,6 +61,11 @@
 //       connections), RSS after a full GC before and after, seed and pi-gateway (session.maxSessions
 //       2,000 so that none is evicted); twice, on fresh processes with MEMORY_NODE_OPTIONS: session
 //       files in a temporary dir (as the CLI: --ephemeral / --data-dir), and in memory
+//   cluster: (pi-gateway only; bench/cluster.mjs) a real redis-server and two pi-gateway processes
+//       sharing it; a session claimed by node A, 1 and 100 subscribers on A and as many on node B
+//       (the non-owner, served from the Redis Stream), one answer of 1,000 tokens (`stream:1000:10`)
+//       through A: events/s and emit→receipt p50/p99 on each side, the latency B adds, and that B's
+//       subscribers get every event in order; skipped with a note when /usr/bin/redis-server is absent
 //
 // It stops by itself: a watchdog kills everything after a deadline; any failure kills the
 // children and exits 1.
@@ -72,6 +77,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { cpuBetween, eluBetween, httpLoadTool, probeStats, procCpu, rssBytes } from "./bench-util.mjs";
+import { clusterCase, clusterNote, clusterRows, clusterTargets } from "./cluster.mjs";
 import { seedAvailable, spawnSeed } from "./seed/spawn-seed.mjs";
 import { spawnGateway } from "./spawn-gateway.mjs";
 
@@ -92,7 +98,7 @@ if (cli["load-tool"] && !["wrk", "autocannon"].includes(cli["load-tool"])) {
 	process.exit(2);
 }
 // --only: which cases run.
-const CASES = ["health", "get-session", "messages", "fanout", "burst", "long", "unpaced", "rss-session", "rss-stream", "replay", "log-rss", "history", "sessions-rss"];
+const CASES = ["health", "get-session", "messages", "fanout", "burst", "long", "unpaced", "rss-session", "rss-stream", "replay", "log-rss", "history", "sessions-rss", "cluster"];
 const GROUPS = {
 	all: CASES,
 	http: ["health", "get-session", "messages"],
@@ -102,6 +108,7 @@ const GROUPS = {
 	log: ["replay", "log-rss"],
 	rss: ["rss-session", "rss-stream", "log-rss", "sessions-rss"],
 	faux: ["history", "sessions-rss"],
+	cluster: ["cluster"],
 };
 const SELECTED = new Set();
 for (const name of (cli.only ?? "all").split(",").map((x) => x.trim()).filter(Boolean)) {
@@ -145,6 +152,7 @@ const P = QUICK
 			historyRuns: 500,
 			historyRequests: { warmup: 10, sequential: 100, concurrent: 100, connections: 8 },
 			fauxSessions: 1000,
+			cluster: { subs: [1, 100], tokens: 200, intervalMs: 10, warmupTokens: 20, leaseMs: 10000, budgetMs: 60_000 },
 			watchdogMs: 240_000,
 		}
 	: {
@@ -171,6 +179,7 @@ const P = QUICK
 			historyRuns: 500,
 			historyRequests: { warmup: 20, sequential: 200, concurrent: 200, connections: 8 },
 			fauxSessions: 1000,
+			cluster: { subs: [1, 100], tokens: 1000, intervalMs: 10, warmupTokens: 50, leaseMs: 10000, budgetMs: 90_000 },
 			watchdogMs: 600_000,
 		};
 const LOAD_CONNECTIONS = 50;
@@ -210,7 +219,8 @@ async function fail(error) {
 process.on("SIGINT", () => fail(new Error("interrupted")));
 process.on("SIGTERM", () => fail(new Error("terminated")));
 process.on("unhandledRejection", (error) => fail(error));
-const watchdog = setTimeout(() => fail(new Error(`watchdog: the run took longer than ${P.watchdogMs / 1000} s`)), P.watchdogMs);
+const WATCHDOG_MS = P.watchdogMs + (want("cluster") ? P.cluster.budgetMs : 0);
+const watchdog = setTimeout(() => fail(new Error(`watchdog: the run took longer than ${WATCHDOG_MS / 1000} s`)), WATCHDOG_MS);
 watchdog.unref();
 
 const probeDir = mkdtempSync(join(tmpdir(), "pi-bench-"));
@@ -1018,6 +1028,7 @@ function extraNotes() {
 			`Real-session RSS: ${fmt(c.sessionsRss.sessions)} sessions created with one "/echo hi" each (autocannon, 16 connections) on real pi sessions (createFauxPiAgent) in a fresh pair of processes per storage variant, NODE_OPTIONS=${MEMORY_NODE_OPTIONS}; RSS and V8 heap after a full GC before and after; pi-gateway with session.maxSessions ${fmt(2 * c.sessionsRss.sessions)} (default 1000; the primary counts), the seed has no cap. Both launchers load lib/faux-agent.js, which imports pi-gateway's index.js (the addon), also into the seed: a constant, not per session.`,
 		);
 	}
+	out.push(...clusterNote(c.cluster));
 	return out;
 }
 
@@ -1147,6 +1158,8 @@ function buildTable() {
 				add("", "sessions held after (/ready, primary included); creation s", `${fmt(s.sessions)}; ${fmt(s.createMs / 1000, 1)}`, `${fmt(g.sessions)}; ${fmt(g.createMs / 1000, 1)}`);
 				first = false;
 			}
+		} else if (v.kind === "cluster") {
+			clusterRows(v, add, { fmt, fmtRatio, ratio });
 		} else if (v.kind === "logRss") {
 			const NA = "n/a (no log)";
 			let first = true;
@@ -1258,6 +1271,7 @@ function evaluateTargets() {
 			held.every((n) => n === c.sessionsRss.sessions + 1),
 		);
 	}
+	for (const x of clusterTargets(c.cluster)) add(x.target, x.value, x.met);
 	if (c.health) {
 		add("main-thread ELU ≤ 0.05 during GET /health (gateway)", fmt(c.health.gateway.elu, 3), c.health.gateway.elu <= 0.05);
 	}
@@ -1267,7 +1281,8 @@ function evaluateTargets() {
 // ---------------------------------------------------------------- main
 
 async function main() {
-	if (!seedAvailable()) throw new Error("the seed gateway is not available (set PI_GATEWAY_SEED)");
+	// Every case but cluster (pi-gateway only) runs the seed too.
+	if (want(...CASES.filter((n) => n !== "cluster")) && !seedAvailable()) throw new Error("the seed gateway is not available (set PI_GATEWAY_SEED)");
 	const started = Date.now();
 	results.env = {
 		date: new Date().toISOString(),
@@ -1292,6 +1307,20 @@ async function main() {
 	if (want(...GROUPS.log)) await logPhase();
 	if (want("history")) await historyPhase();
 	if (want("sessions-rss")) await sessionsRssPhase();
+	if (want("cluster")) {
+		log("Cluster (two gateways sharing a Redis)");
+		results.cases.cluster = await clusterCase({
+			params: P.cluster,
+			startImpl,
+			startSseLoad,
+			postJson,
+			children,
+			pinCore: PIN?.gateway,
+			gatewayArgs: GATEWAY_ARGS,
+			log,
+			sleep,
+		});
+	}
 
 	results.env.loadavgAfter = loadavg();
 	results.env.seconds = (Date.now() - started) / 1000;
