@@ -32,6 +32,15 @@
 // events out) are --notify-url/--notify-secret/--notify-events/--notify-retries, and per-request
 // callbacks --callback-hosts/--callback-secret: the --webhook* flags are inbound webhooks (others
 // POSTing messages in), config `webhook`; these build config `webhooks`.
+//
+// Several gateways (config `cluster`, SPEC section 15): --redis-url names the Redis the nodes
+// share (leases, event logs, runs, idempotency keys), --advertise-url how the other nodes reach
+// this one (required with --redis-url), --node-id its name (default: a UUIDv7 made at start, so
+// the banner can print it), --cluster-prefix the start of every Redis key, --lease SECONDS how
+// long a dead node's sessions wait before another node takes them over. A node that takes a
+// session over loads it from the data dir, so a cluster needs one every node shares: --redis-url
+// without an explicit --data-dir (or PI_GATEWAY_DATA_DIR), or with --ephemeral, is a usage error.
+// The other cluster flags without --redis-url only warn (they have no effect).
 
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
@@ -86,6 +95,30 @@ const MAX_CALLBACK_HOSTS = 256;
 /** Decoded length bounds of a `whsec_` signing key, in bytes. */
 const MIN_KEY_BYTES = 16;
 const MAX_KEY_BYTES = 64;
+/** The gateway's default `cluster.prefix`. */
+const DEFAULT_CLUSTER_PREFIX = "pi-gateway:";
+/** Longest `cluster.prefix`, in bytes (the gateway's bound). */
+const MAX_CLUSTER_PREFIX_BYTES = 256;
+/** The gateway's default `cluster.leaseMs`. */
+const DEFAULT_LEASE_MS = 10_000;
+/** Bounds of `--lease`, in seconds (`cluster.leaseMs` 1000 to 600000). */
+const MIN_LEASE_S = 1;
+const MAX_LEASE_S = 600;
+/** Longest `cluster.nodeId`, in bytes. */
+const MAX_NODE_ID_BYTES = 128;
+/** Longest `cluster.redisUrl` and `cluster.advertiseUrl` the gateway takes, in bytes. */
+const MAX_REDIS_URL_BYTES = 2048;
+const MAX_ADVERTISE_URL_BYTES = 512;
+/** The flag (and variable) behind each `config.cluster` field, for the runtime's own refusals. */
+const CLUSTER_CONFIG_FLAGS = {
+	redisUrl: "--redis-url / PI_GATEWAY_REDIS_URL",
+	advertiseUrl: "--advertise-url / PI_GATEWAY_ADVERTISE_URL",
+	nodeId: "--node-id / PI_GATEWAY_NODE_ID",
+	prefix: "--cluster-prefix / PI_GATEWAY_CLUSTER_PREFIX",
+	leaseMs: "--lease / PI_GATEWAY_LEASE",
+};
+/** The cluster flags that mean nothing without --redis-url. */
+const CLUSTER_ONLY_FLAGS = ["advertise-url", "node-id", "cluster-prefix", "lease"];
 
 /**
  * Every option: its flag, its environment variable, its default and its help line. The help
@@ -122,6 +155,11 @@ export const OPTIONS = [
 	{ name: "metrics-public", type: "boolean", env: "PI_GATEWAY_METRICS_PUBLIC", def: false, help: "serve GET /metrics (Prometheus) without the bearer token, e.g. to a scraper on a private network; by default it needs --token like the API" },
 	{ name: "log-format", type: "string", env: "PI_GATEWAY_LOG_FORMAT", def: "text", arg: "FORMAT", help: "stderr log lines: text (\"pi-gateway: message\") or json (one {time, level, message, sessionKey?, runId?} object a line)" },
 	{ name: "log-level", type: "string", env: "PI_GATEWAY_LOG_LEVEL", def: "info", arg: "LEVEL", help: "least level logged: debug (adds an access line per HTTP request), info, warn or error" },
+	{ name: "redis-url", type: "string", env: "PI_GATEWAY_REDIS_URL", def: undefined, arg: "URL", help: "run as one node of several gateways sharing sessions through this Redis (redis://[user:password@]host[:port][/db], or rediss:// for TLS): each session is owned by one node, the others forward its requests there and serve its event stream; needs --advertise-url and a --data-dir every node shares (prefer the env var when the URL holds a password: flags show up in ps)" },
+	{ name: "advertise-url", type: "string", env: "PI_GATEWAY_ADVERTISE_URL", def: undefined, arg: "URL", help: "with --redis-url: how the other nodes reach this one, http://host:port (e.g. http://10.0.0.5:3000)" },
+	{ name: "node-id", type: "string", env: "PI_GATEWAY_NODE_ID", def: undefined, arg: "ID", help: "with --redis-url: this node's name in Redis, 1 to 128 of A-Z a-z 0-9 . _ : - (default: a new UUIDv7 at each start, printed)" },
+	{ name: "cluster-prefix", type: "string", env: "PI_GATEWAY_CLUSTER_PREFIX", def: DEFAULT_CLUSTER_PREFIX, arg: "PREFIX", help: "with --redis-url: the start of every Redis key the gateways write (one prefix per cluster sharing a Redis)" },
+	{ name: "lease", type: "string", env: "PI_GATEWAY_LEASE", def: "10", arg: "SECONDS", help: `with --redis-url: how long a node's hold on a session lasts without renewal, ${MIN_LEASE_S} to ${MAX_LEASE_S} (fractions allowed): when a node dies, its sessions move to another node after this long` },
 	{ name: "help", short: "h", type: "boolean", help: "print this help and exit" },
 	{ name: "version", type: "boolean", help: "print the version and exit" },
 ];
@@ -173,6 +211,7 @@ export function helpText() {
 		"  pi-gateway --approve bash,write,edit --approval-timeout 300   # these tools' calls wait for a decision (5 minutes at most)",
 		"  PI_GATEWAY_NOTIFY_SECRET=whsec_... pi-gateway --notify-url https://hooks.example/pi --notify-events run.succeeded,run.failed",
 		"  pi-gateway --log-format json --log-level debug   # JSON lines on stderr, one access line per request",
+		"  PI_GATEWAY_REDIS_URL=redis://10.0.0.2:6379/0 pi-gateway --bind 0.0.0.0 --advertise-url http://10.0.0.5:3000 --data-dir /shared/pi   # one node of several",
 		"",
 		"Exit codes: 0 stopped cleanly, 1 could not start, 2 usage error; Ctrl-C twice forces the exit.",
 	);
@@ -457,6 +496,8 @@ export function parseCli(argv, env = process.env) {
 		}
 	}
 
+	const cluster = clusterOptions(raw, { ephemeral, dataDirSource });
+
 	return {
 		options: {
 			bind,
@@ -492,8 +533,157 @@ export function parseCli(argv, env = process.env) {
 			retryScheduleMs,
 			callbackHosts,
 			callbackSecret,
+			cluster,
+			clusterFlagsIgnored: cluster === undefined ? CLUSTER_ONLY_FLAGS.filter((name) => raw[name].source !== "default").map((name) => raw[name].where) : [],
 		},
 	};
+}
+
+/**
+ * The cluster options (`--redis-url` and the flags that go with it), or undefined without
+ * `--redis-url`. A node that takes a session over loads it from the data dir, so a cluster needs
+ * a dir every node shares, named on purpose: `--ephemeral`, or no `--data-dir` /
+ * PI_GATEWAY_DATA_DIR (the per-user default dir, or `<agent-dir>/sessions`), is a usage error.
+ * @param {Record<string, { value: any, source: string, where: string }>} raw
+ * @param {{ ephemeral: boolean, dataDirSource: string | undefined }} storage
+ * @returns {{ redisUrl: string, redisShown: string, advertiseUrl: string, nodeId?: string, prefix?: string, leaseMs?: number } | undefined}
+ */
+function clusterOptions(raw, { ephemeral, dataDirSource }) {
+	const entry = raw["redis-url"];
+	if (entry.value === undefined) return undefined;
+	const { url: redisUrl, shown: redisShown } = parseRedisUrl(entry);
+
+	const advertise = raw["advertise-url"];
+	if (advertise.value === undefined) {
+		throw new UsageError(
+			`${entry.where} needs --advertise-url http://host:port (or PI_GATEWAY_ADVERTISE_URL): the address the other nodes reach this one at`,
+		);
+	}
+	const advertiseUrl = parseAdvertiseUrl(advertise);
+
+	if (ephemeral) {
+		throw new UsageError(
+			`${raw.ephemeral.where} cannot be used with ${entry.where}: another node takes a session over by loading its conversation from the data dir, so the nodes need one they share (--data-dir DIR)`,
+		);
+	}
+	if (dataDirSource !== "flag" && dataDirSource !== "env") {
+		throw new UsageError(
+			`${entry.where} needs --data-dir DIR (or PI_GATEWAY_DATA_DIR): a dir every node shares (the same path on a shared filesystem), where a node taking a session over finds its conversation`,
+		);
+	}
+
+	let nodeId;
+	const idEntry = raw["node-id"];
+	if (idEntry.value !== undefined) {
+		nodeId = String(idEntry.value).trim();
+		if (!/^[A-Za-z0-9._:-]+$/.test(nodeId) || nodeId.length > MAX_NODE_ID_BYTES) {
+			throw new UsageError(
+				`Invalid ${idEntry.where} ${JSON.stringify(String(idEntry.value))}: expected 1 to ${MAX_NODE_ID_BYTES} characters of A-Z a-z 0-9 . _ : -`,
+			);
+		}
+	}
+
+	const prefixEntry = raw["cluster-prefix"];
+	const prefix = String(prefixEntry.value);
+	if (prefix === "" || Buffer.byteLength(prefix) > MAX_CLUSTER_PREFIX_BYTES || /[\s\u0000-\u001f\u007f]/.test(prefix)) {
+		throw new UsageError(
+			`Invalid ${prefixEntry.where} ${JSON.stringify(prefix)}: expected 1 to ${MAX_CLUSTER_PREFIX_BYTES} bytes without spaces or control characters (e.g. "pi-gateway:" or "team-a:")`,
+		);
+	}
+
+	const leaseEntry = raw.lease;
+	const leaseText = String(leaseEntry.value).trim();
+	const seconds = Number(leaseText);
+	const leaseMs = Math.round(seconds * 1000);
+	if (leaseText === "" || !Number.isFinite(seconds) || leaseMs < MIN_LEASE_S * 1000 || leaseMs > MAX_LEASE_S * 1000) {
+		throw new UsageError(
+			`Invalid ${leaseEntry.where} ${JSON.stringify(String(leaseEntry.value))}: expected a number of seconds from ${MIN_LEASE_S} to ${MAX_LEASE_S} (fractions allowed)`,
+		);
+	}
+
+	/** @type {{ redisUrl: string, redisShown: string, advertiseUrl: string, nodeId?: string, prefix?: string, leaseMs?: number }} */
+	const cluster = { redisUrl, redisShown, advertiseUrl };
+	if (nodeId !== undefined) cluster.nodeId = nodeId;
+	// Only a value given reaches the config; the gateway's own defaults apply otherwise.
+	if (prefixEntry.source !== "default") cluster.prefix = prefix;
+	if (leaseEntry.source !== "default") cluster.leaseMs = leaseMs;
+	return cluster;
+}
+
+/**
+ * `--redis-url`: `redis://` or `rediss://`, a host, an optional port (not 0), an optional
+ * database number as the path, no fragment. The error never quotes the URL (it may hold a
+ * password); `shown` is the URL without its password, for the banner.
+ * @param {{ value: any, where: string }} entry
+ * @returns {{ url: string, shown: string }}
+ */
+function parseRedisUrl(entry) {
+	const text = String(entry.value).trim();
+	const expected = "expected redis://[user:password@]host[:port][/db] or rediss://... (TLS)";
+	const fail = (why) => new UsageError(`Invalid ${entry.where}: ${why}`);
+	if (text === "") throw fail(expected);
+	if (Buffer.byteLength(text) > MAX_REDIS_URL_BYTES) throw fail(`longer than ${MAX_REDIS_URL_BYTES} bytes; ${expected}`);
+	let url;
+	try {
+		url = new URL(text);
+	} catch {
+		throw fail(`not a URL; ${expected}`);
+	}
+	if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
+		throw fail(`the scheme is ${JSON.stringify(url.protocol.replace(/:$/, ""))}; ${expected}`);
+	}
+	if (url.hostname === "") throw fail(`no host; ${expected}`);
+	if (url.port === "0") throw fail(`port 0; ${expected}`);
+	if (!/^(?:\/\d{0,5})?$/.test(url.pathname)) throw fail(`the path must be a database number (/0, /1, ...); ${expected}`);
+	if (url.hash !== "" || text.includes("#")) throw fail(`must not carry a #fragment; ${expected}`);
+	return { url: text, shown: redactRedisUrl(url) };
+}
+
+/** A Redis URL without its password (`redis://user@host:port/db`), for the banner. */
+function redactRedisUrl(url) {
+	const user = url.username ? `${url.username}@` : "";
+	const secret = url.password ? " (password hidden)" : "";
+	return `${url.protocol}//${user}${url.host}${url.pathname === "/" ? "" : url.pathname}${url.search ? "?..." : ""}${secret}`;
+}
+
+/**
+ * `--advertise-url`: `http://host[:port]` with nothing after it (the nodes talk plain HTTP on
+ * their private network); returned as its origin (`http://10.0.0.5:3000`).
+ * @param {{ value: any, where: string }} entry
+ */
+function parseAdvertiseUrl(entry) {
+	const text = String(entry.value).trim();
+	const fail = (why) =>
+		new UsageError(`Invalid ${entry.where} ${JSON.stringify(text)}: ${why}; expected http://host:port, how the other nodes reach this one`);
+	if (Buffer.byteLength(text) > MAX_ADVERTISE_URL_BYTES) throw fail(`longer than ${MAX_ADVERTISE_URL_BYTES} bytes`);
+	let url;
+	try {
+		url = new URL(text);
+	} catch {
+		throw fail("not a URL");
+	}
+	if (url.protocol !== "http:") throw fail("plain http:// only (the nodes talk on their private network)");
+	if (url.hostname === "") throw fail("no host");
+	if (url.username !== "" || url.password !== "") throw fail("must not carry credentials (user@host)");
+	if (url.port === "0") throw fail("port 0");
+	if (url.pathname !== "/" || url.search !== "" || url.hash !== "" || /[?#]/.test(text) || /^http:\/\/[^/]+\/./i.test(text)) {
+		throw fail("no path, query or fragment");
+	}
+	return url.origin;
+}
+
+/** A new UUIDv7 (RFC 9562: 48 bits of Unix milliseconds, then random bits), the default node id. */
+export function uuidv7() {
+	const bytes = randomBytes(16);
+	let ms = Date.now();
+	for (let i = 5; i >= 0; i--) {
+		bytes[i] = ms % 256;
+		ms = Math.floor(ms / 256);
+	}
+	bytes[6] = (bytes[6] & 0x0f) | 0x70;
+	bytes[8] = (bytes[8] & 0x3f) | 0x80;
+	const hex = bytes.toString("hex");
+	return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 /**
@@ -666,6 +856,13 @@ export function gatewayConfig(options) {
 	if (options.callbackSecret !== undefined) webhooks.callbackSecret = options.callbackSecret;
 	if (options.retryScheduleMs !== undefined) webhooks.retryScheduleMs = options.retryScheduleMs;
 	if (Object.keys(webhooks).length > 0) config.webhooks = webhooks;
+	if (options.cluster !== undefined) {
+		const { redisUrl, advertiseUrl, nodeId, prefix, leaseMs } = options.cluster;
+		config.cluster = { redisUrl, advertiseUrl };
+		if (nodeId !== undefined) config.cluster.nodeId = nodeId;
+		if (prefix !== undefined) config.cluster.prefix = prefix;
+		if (leaseMs !== undefined) config.cluster.leaseMs = leaseMs;
+	}
 	return config;
 }
 
@@ -864,6 +1061,17 @@ export function shellQuote(word) {
 	return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
+/** Whether a bind address is loopback only ("localhost", 127.x.y.z, ::1). */
+function isLoopbackBind(bind) {
+	return isLoopbackHost(bind.replace(/^\[(.*)\]$/, "$1"));
+}
+
+/** Whether a host name or address is loopback ("localhost", 127.x.y.z, ::1). */
+function isLoopbackHost(host) {
+	const name = host.toLowerCase();
+	return name === "localhost" || name.endsWith(".localhost") || name === "::1" || (isIP(name) === 4 && name.startsWith("127."));
+}
+
 /** The host to put in URLs for a bind address (wildcards become loopback). */
 function urlHost(bind) {
 	const bare = bind.startsWith("[") && bind.endsWith("]") ? bind.slice(1, -1) : bind;
@@ -935,6 +1143,14 @@ export function banner({ options, port, agent, agentDirIsTemp, sessionDirIsTemp 
 			schedule.length === 0
 				? "             a failed delivery is not retried"
 				: `             a failed delivery is retried after ${schedule.map(formatDelay).join(", ")}, then given up`,
+		);
+	}
+	if (options.cluster !== undefined) {
+		const cluster = options.cluster;
+		const node = cluster.nodeId === undefined ? "a new id" : `${cluster.nodeId}${cluster.nodeIdGenerated ? " (generated; --node-id sets one)" : ""}`;
+		lines.push(`  cluster    node ${node}, Redis ${cluster.redisShown}`);
+		lines.push(
+			`             reached at ${cluster.advertiseUrl}; lease ${formatSeconds(cluster.leaseMs ?? DEFAULT_LEASE_MS)}; Redis keys start with ${JSON.stringify(cluster.prefix ?? DEFAULT_CLUSTER_PREFIX)}`,
 		);
 	}
 	if (options.logFormat !== "text" || options.logLevel !== "info") lines.push(`  logs       ${options.logFormat} on stderr, level ${options.logLevel} and above`);
@@ -1029,6 +1245,23 @@ export async function main(argv, io = {}) {
 	if (options.metricsPublic && options.token === undefined) {
 		say("warning: --metrics-public has no effect without --token (every route is open already)");
 	}
+	for (const flag of options.clusterFlagsIgnored) {
+		say(`warning: ${flag} has no effect without --redis-url (or PI_GATEWAY_REDIS_URL): this gateway runs alone`);
+	}
+	if (options.cluster !== undefined) {
+		if (options.cluster.nodeId === undefined) {
+			// Made here rather than by the runtime, so the banner can name it.
+			options.cluster.nodeId = uuidv7();
+			options.cluster.nodeIdGenerated = true;
+		}
+		const advertised = new URL(options.cluster.advertiseUrl).hostname.replace(/^\[(.*)\]$/, "$1");
+		if (isLoopbackBind(options.bind) && !isLoopbackHost(advertised)) {
+			say(`warning: --advertise-url ${options.cluster.advertiseUrl} is not a loopback address, but this node listens on ${options.bind} only: the other nodes cannot reach it (--bind 0.0.0.0 or the address they use)`);
+		}
+		if (options.port === 0) {
+			say("warning: --port 0 picks a port at start, which --advertise-url cannot know: give the port the other nodes reach this one at");
+		}
+	}
 	if (options.webhook && options.webhookSecret === undefined) {
 		// A webhook reaches an agent that runs tools: never without a secret. The banner prints it.
 		options.webhookSecret = generateWebhookSecret();
@@ -1122,8 +1355,12 @@ export async function main(argv, io = {}) {
 				logLevel: options.logLevel,
 			});
 		} catch (error) {
-			// parseCli validated every value; should the runtime still refuse one, it is a usage error.
-			throw new StartupError(error instanceof Error ? error.message : String(error), EXIT_USAGE);
+			// parseCli validated every value; should the runtime still refuse one, it is a usage error
+			// (e.g. rediss:// in a build without TLS), said with the flag behind the config field.
+			let message = error instanceof Error ? error.message : String(error);
+			const field = /\bconfig\.cluster\.(\w+)/.exec(message)?.[1];
+			if (field !== undefined && CLUSTER_CONFIG_FLAGS[field] !== undefined) message += ` (${CLUSTER_CONFIG_FLAGS[field]})`;
+			throw new StartupError(message, EXIT_USAGE);
 		}
 		runtime = created;
 		try {

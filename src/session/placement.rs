@@ -103,10 +103,7 @@ impl Gateway {
         }
         match cluster.claim(key).await {
             Ok(Claim::Ours) => {
-                // A session taken over goes on from the ids its last owner used.
-                if let Ok(last) = cluster.last_seq(key).await {
-                    self.raise_log_floor(key, last);
-                }
+                self.take_over_log(cluster, key).await;
                 cluster.hold(key);
                 Placement::Local
             }
@@ -116,6 +113,39 @@ impl Gateway {
             )),
             Ok(Claim::Theirs(owner)) => Placement::Remote(owner),
             Err(e) => Placement::Unavailable(format!("Cluster unavailable: {e}")),
+        }
+    }
+
+    /// A session this node takes over goes on from its last owner's log: the entries still in
+    /// its stream become this node's log (so `Last-Event-ID` from before the move still
+    /// resumes), and new ids follow the old ones.
+    async fn take_over_log(&self, cluster: &Cluster, key: &str) {
+        let config = self.config();
+        match cluster.read_after(key, 0, config.replay_events).await {
+            Ok(entries) if !entries.is_empty() => {
+                let floor = entries[0].seq.saturating_sub(1);
+                let log = Arc::new(EventLog::new(
+                    key.to_string(),
+                    config.replay_events,
+                    config.replay_bytes,
+                    floor,
+                    self.inner.hooks.clone(),
+                ));
+                let mut runs = RunNumbers::default();
+                let last = entries.last().map_or(floor, |e| e.seq);
+                for entry in entries {
+                    append_mirrored(&log, entry, &mut runs);
+                }
+                if !self.adopt_log(key, log) {
+                    self.raise_log_floor(key, last);
+                }
+            }
+            Ok(_) => {
+                if let Ok(last) = cluster.last_seq(key).await {
+                    self.raise_log_floor(key, last);
+                }
+            }
+            Err(_) => {}
         }
     }
 

@@ -77,6 +77,16 @@ impl Registry {
 }
 
 impl Gateway {
+    /// Makes `log` the log of `key` unless it has one: false when it had.
+    pub(super) fn adopt_log(&self, key: &str, log: Arc<EventLog>) -> bool {
+        let mut reg = lock(&self.inner.registry);
+        if reg.logs.contains_key(key) {
+            return false;
+        }
+        reg.logs.insert(key.to_string(), log);
+        true
+    }
+
     /// Ids of `key`'s next log start after `floor` (a session taken over from another node).
     pub(super) fn raise_log_floor(&self, key: &str, floor: u64) {
         let mut reg = lock(&self.inner.registry);
