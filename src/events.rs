@@ -185,6 +185,24 @@ pub struct Snapshot {
     pub thinking_level: Option<String>,
 }
 
+impl Snapshot {
+    /// What a `hello` carries when the session cannot be asked: its key, nothing else.
+    pub fn empty(key: &str) -> Snapshot {
+        Snapshot {
+            session_key: key.to_string(),
+            session_id: String::new(),
+            message_count: 0,
+            queue_depth: 0,
+            processing: false,
+            last_active_at: 0,
+            created_at: 0,
+            name: None,
+            model: None,
+            thinking_level: None,
+        }
+    }
+}
+
 /// A model as the gateway names it: `{provider, id}`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ModelRef {
@@ -607,18 +625,7 @@ mod tests {
     #[test]
     fn every_event_type_name_is_the_type_it_is_sent_with() {
         use super::*;
-        let snapshot = Snapshot {
-            session_key: "k".into(),
-            session_id: "s".into(),
-            message_count: 0,
-            queue_depth: 0,
-            processing: false,
-            last_active_at: 0,
-            created_at: 0,
-            name: None,
-            model: None,
-            thinking_level: None,
-        };
+        let snapshot = Snapshot::empty("k");
         let raw = null_json();
         let fields = Map::new();
         let k = "k";

@@ -614,6 +614,43 @@ mod tests {
         ))
     }
 
+    #[test]
+    fn a_replica_appends_at_the_ids_it_is_given_and_skips_repeats() {
+        let replica = Arc::new(EventLog::new(
+            "k".into(),
+            8,
+            usize::MAX,
+            40,
+            Arc::new(super::super::hooks::NoHooks),
+        ));
+        let entry = |seq| Entry {
+            seq,
+            run: 0,
+            frame: Some(Frame::encode(
+                seq,
+                &GatewayEvent::TurnStart { session_key: "k" },
+                None,
+            )),
+            chat: None,
+            run_end: false,
+            pause: 0,
+        };
+        assert_eq!(replica.append_at(41, entry), Some(41));
+        // Ids another node skipped (nothing logged) are skipped here too.
+        assert_eq!(replica.append_at(45, entry), Some(45));
+        assert_eq!(replica.append_at(45, entry), None, "a repeat");
+        assert_eq!(replica.append_at(44, entry), None, "an older id");
+        assert_eq!(replica.last_seq(), 45);
+        // A reader resuming after 41 gets 45 next, nothing missed; after 39 (below the floor): missed.
+        assert!(!replica.resume_after(41).missed);
+        assert!(replica.resume_after(39).missed);
+        // Bytes written back and read again are the same frame.
+        let frame = Frame::encode(7, &GatewayEvent::TurnEnd { session_key: "k" }, Some("r-1"));
+        let back = Frame::from_sse(frame.sse()).expect("a frame");
+        assert_eq!(back.json(), frame.json());
+        assert!(Frame::from_sse(bytes::Bytes::from_static(b"data: {}\n\n")).is_none());
+    }
+
     fn push(log: &EventLog, run: u64, end: bool) -> u64 {
         log.append(|seq| Entry {
             seq,

@@ -875,18 +875,7 @@ impl Gateway {
     /// The `hello` a run stream starts with when its log no longer reaches back.
     pub fn missed_hello(&self, key: &str) -> Frame {
         let log = self.log_to_read(key);
-        let snapshot = self.snapshot(key).unwrap_or_else(|| Snapshot {
-            session_key: key.to_string(),
-            session_id: String::new(),
-            message_count: 0,
-            queue_depth: 0,
-            processing: false,
-            last_active_at: 0,
-            created_at: 0,
-            name: None,
-            model: None,
-            thinking_level: None,
-        });
+        let snapshot = self.snapshot(key).unwrap_or_else(|| Snapshot::empty(key));
         Frame::encode(
             log.resume_after(0).seen,
             &GatewayEvent::Hello {

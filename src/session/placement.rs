@@ -193,18 +193,7 @@ impl Gateway {
         let snapshot = self
             .owner_snapshot(key, owner)
             .await
-            .unwrap_or_else(|| Snapshot {
-                session_key: key.to_string(),
-                session_id: String::new(),
-                message_count: 0,
-                queue_depth: 0,
-                processing: false,
-                last_active_at: 0,
-                created_at: 0,
-                name: None,
-                model: None,
-                thinking_level: None,
-            });
+            .unwrap_or_else(|| Snapshot::empty(key));
         let hello = Frame::encode(
             resume.seen,
             &GatewayEvent::Hello {
