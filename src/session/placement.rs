@@ -34,6 +34,11 @@ pub enum Placement {
     Unavailable(String),
 }
 
+/// Replicas a node keeps at once (each follows its stream with a blocking read of its own,
+/// and the cluster client allows as many): past it, `/events` for one more session owned
+/// elsewhere answers `503`.
+pub const MAX_REPLICAS: usize = crate::cluster::MAX_BLOCKING_READS;
+
 /// How long a replica with no reader keeps following the stream before it is dropped.
 const REPLICA_GRACE: Duration = Duration::from_secs(10);
 /// How long one blocking read of the stream waits.
@@ -240,6 +245,12 @@ impl Gateway {
             // Another reader may have made it meanwhile.
             if let Some(log) = replicas.by_key.get(key).and_then(Weak::upgrade) {
                 return Ok(log);
+            }
+            replicas.by_key.retain(|_, log| log.strong_count() > 0);
+            if replicas.by_key.len() >= MAX_REPLICAS {
+                return Err(GatewayError::Unavailable(format!(
+                    "Too many sessions of other nodes followed here ({MAX_REPLICAS}): connect to the session's own node, or try again later"
+                )));
             }
             let log = Arc::new(EventLog::new(
                 key.to_string(),
