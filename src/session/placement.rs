@@ -344,10 +344,13 @@ struct RunNumbers {
 impl RunNumbers {
     fn of(&mut self, id: &str) -> u64 {
         static NEXT: AtomicU64 = AtomicU64::new(1 << 40);
-        *self
-            .by_id
-            .entry(id.to_string())
-            .or_insert_with(|| NEXT.fetch_add(1, Ordering::Relaxed))
+        // Looked up first: most entries belong to a run already seen, and need no new key.
+        if let Some(&no) = self.by_id.get(id) {
+            return no;
+        }
+        let no = NEXT.fetch_add(1, Ordering::Relaxed);
+        self.by_id.insert(id.to_string(), no);
+        no
     }
 }
 
